@@ -1,0 +1,155 @@
+// The backend interface: one table of plain function pointers per device kind (ggml's habit).
+// Memory (alloc, free, copies, synchronize) and one entry per op direction. src/ops holds the
+// plain-loop reference of each op; backends/reference wraps those into a table, backends/cpu
+// (oneDNN) and backends/cuda (cuDNN, cuBLASLt, our kernels) fill the same table with fast paths.
+//
+// Pointers passed to ops are device pointers of that backend. Ops run in order on the backend's
+// stream; only synchronize() and download() wait. Gradients overwrite their outputs.
+//
+// OpCache: state a backend keeps per node between steps (oneDNN primitives, cuDNN descriptors
+// and the algorithm chosen). The run owns one per node; the backend fills it on first use and
+// reuses it every step, so a step creates nothing.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "ops/batch.h"
+#include "ops/batchnorm.h"
+#include "ops/conv2d.h"
+#include "ops/dense.h"
+#include "ops/optimizer.h"
+#include "ops/pool.h"
+
+namespace tb {
+
+struct OpCache {
+  void* impl = nullptr;
+  void (*destroy)(void*) = nullptr;
+
+  OpCache() = default;
+  OpCache(const OpCache&) = delete;
+  OpCache& operator=(const OpCache&) = delete;
+  ~OpCache() {
+    if (destroy) destroy(impl);
+  }
+  template <typename T>
+  T* get() const {
+    return static_cast<T*>(impl);
+  }
+  template <typename T>
+  T* set(T* p) {
+    impl = p;
+    destroy = [](void* q) { delete static_cast<T*>(q); };
+    return p;
+  }
+};
+
+struct BackendConfig {
+  DeviceKind device = DeviceKind::cpu;
+  int device_index = 0;
+  Precision precision = Precision::fp32;
+  int threads = 0;         // CPU threads; 0 = all cores the process may use
+  bool reference = false;  // use the plain-loop reference backend (tests, debugging)
+};
+
+struct Backend {
+  std::string name;  // "reference", "cpu-onednn", "cuda"
+  DeviceKind device = DeviceKind::cpu;
+  Precision precision = Precision::fp32;
+  void* ctx = nullptr;  // backend-owned context
+  void (*destroy)(void* ctx) = nullptr;
+
+  // ---- memory ----
+  void* (*alloc)(void* ctx, size_t bytes) = nullptr;  // zero-filled; throws Error on failure
+  void (*free)(void* ctx, void* p) = nullptr;
+  void (*upload)(void* ctx, void* dst, const void* src, size_t bytes) = nullptr;
+  void (*download)(void* ctx, void* dst, const void* src, size_t bytes) = nullptr;
+  void (*copy)(void* ctx, void* dst, const void* src, size_t bytes) = nullptr;  // device to device
+  void (*fill)(void* ctx, float* dst, float value, int64_t count) = nullptr;
+  void (*synchronize)(void* ctx) = nullptr;
+
+  // ---- data ----
+  void (*gather_batch)(void* ctx, const BatchSpec& s, const uint8_t* images, const uint8_t* labels,
+                       const int32_t* indices, float* x, int32_t* y) = nullptr;
+
+  // ---- ops ----
+  // dense: relu_after fuses a ReLU into the forward (y = max(0, xW^T + b)).
+  void (*dense_forward)(void* ctx, OpCache& c, const DenseDims& d, const float* x, const float* w,
+                        const float* b, float* y, bool relu_after) = nullptr;
+  void (*dense_backward)(void* ctx, OpCache& c, const DenseDims& d, const float* x, const float* w,
+                         const float* dy, float* dx, float* dw, float* db) = nullptr;
+  void (*relu_forward)(void* ctx, int64_t count, const float* x, float* y) = nullptr;
+  void (*relu_backward)(void* ctx, int64_t count, const float* y, const float* dy,
+                        float* dx) = nullptr;
+  void (*add)(void* ctx, int64_t count, const float* a, const float* b, float* y) = nullptr;
+  void (*softmax_ce)(void* ctx, int64_t n, int64_t classes, const float* logits,
+                     const int32_t* labels, float grad_scale, float* dlogits,
+                     float* metrics) = nullptr;
+
+  void (*conv2d_forward)(void* ctx, OpCache& c, const ConvDims& d, const float* x, const float* w,
+                         float* y) = nullptr;
+  void (*conv2d_backward_data)(void* ctx, OpCache& c, const ConvDims& d, const float* dy,
+                               const float* w, float* dx) = nullptr;
+  void (*conv2d_backward_weights)(void* ctx, OpCache& c, const ConvDims& d, const float* x,
+                                  const float* dy, float* dw) = nullptr;
+  void (*batchnorm_forward_train)(void* ctx, OpCache& c, const BnDims& d, const BnParams& p,
+                                  const float* x, const float* gamma, const float* beta, float* y,
+                                  float* save_mean, float* save_invstd, float* running_mean,
+                                  float* running_var) = nullptr;
+  void (*batchnorm_forward_eval)(void* ctx, OpCache& c, const BnDims& d, const BnParams& p,
+                                 const float* x, const float* gamma, const float* beta,
+                                 const float* running_mean, const float* running_var,
+                                 float* y) = nullptr;
+  void (*batchnorm_backward)(void* ctx, OpCache& c, const BnDims& d, const float* x,
+                             const float* dy, const float* gamma, const float* save_mean,
+                             const float* save_invstd, float* dx, float* dgamma,
+                             float* dbeta) = nullptr;
+  void (*maxpool_forward)(void* ctx, OpCache& c, const PoolDims& d, const float* x, float* y,
+                          int32_t* argmax) = nullptr;
+  void (*maxpool_backward)(void* ctx, OpCache& c, const PoolDims& d, const float* dy,
+                           const int32_t* argmax, float* dx) = nullptr;
+  void (*global_avgpool_forward)(void* ctx, int64_t n, int64_t c, int64_t hw, const float* x,
+                                 float* y) = nullptr;
+  void (*global_avgpool_backward)(void* ctx, int64_t n, int64_t c, int64_t hw, const float* dy,
+                                  float* dx) = nullptr;
+
+  // ---- optimizers (one flat parameter array) ----
+  void (*adam_update)(void* ctx, int64_t count, float* p, const float* g, float* m, float* v,
+                      const AdamParams& hp, int64_t step) = nullptr;
+  void (*sgd_update)(void* ctx, int64_t count, float* p, const float* g, float* momentum_buf,
+                     const SgdParams& hp) = nullptr;
+
+  Backend() = default;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+  ~Backend() {
+    if (destroy) destroy(ctx);
+  }
+};
+
+// The backends built into this binary, and whether each can run here (and why not).
+struct BackendInfo {
+  std::string name;
+  DeviceKind device;
+  bool built = false, usable = false;
+  std::string why_not;
+};
+std::vector<BackendInfo> list_backends();
+
+// Creates the backend for cfg; throws Error with a one-line reason if it is not built in or the
+// device is not there.
+std::unique_ptr<Backend> make_backend(const BackendConfig& cfg);
+
+// Per-backend constructors (registry.cpp calls them).
+std::unique_ptr<Backend> make_reference_backend(const BackendConfig& cfg);
+std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg);
+#ifdef TRAINBENCH_HAVE_CUDA
+std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg);
+int cuda_device_count();  // 0 when no driver or no GPU
+#endif
+
+}  // namespace tb

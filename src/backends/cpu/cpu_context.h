@@ -1,0 +1,36 @@
+// The oneDNN CPU backend's context: one engine and stream for the run, the thread count, the
+// precision. Each op file (dense.cpp, conv2d.cpp, ...) keeps its primitives in the node's OpCache.
+#pragma once
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "backends/backend.h"
+
+namespace tb::cpu {
+
+struct Context {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  int threads = 1;
+  Precision precision = Precision::fp32;
+};
+
+inline Context& context(void* ctx) { return *static_cast<Context*>(ctx); }
+
+// oneDNN memory over a pointer we own, in plain (row-major / NCHW) layout.
+inline dnnl::memory plain_memory(const Context& cx, const dnnl::memory::dims& dims, const void* p,
+                                 dnnl::memory::data_type dt = dnnl::memory::data_type::f32) {
+  using tag = dnnl::memory::format_tag;
+  static const tag plain[] = {tag::a, tag::a, tag::ab, tag::abc, tag::abcd, tag::abcde};
+  dnnl::memory::desc md(dims, dt, plain[dims.size()]);
+  return dnnl::memory(md, cx.engine, const_cast<void*>(p));
+}
+
+// Fills the table entries this backend implements; each op file adds its own.
+void register_dense(Backend& b);
+void register_elementwise(Backend& b);  // relu, add, softmax_ce, gather_batch
+void register_optimizers(Backend& b);   // adam, sgd
+void register_conv2d(Backend& b);
+void register_batchnorm(Backend& b);
+void register_pool(Backend& b);
+
+}  // namespace tb::cpu

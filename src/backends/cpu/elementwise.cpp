@@ -1,0 +1,88 @@
+// Elementwise ops, the loss and batch cutting on the CPU: plain loops the compiler vectorises,
+// split over OpenMP threads only when the array is large enough to pay for waking them.
+#include <omp.h>
+
+#include <cmath>
+
+#include "backends/cpu/cpu_context.h"
+#include "ops/batch.h"
+
+namespace tb::cpu {
+
+namespace {
+
+// Below this many elements one thread is faster than a parallel region.
+constexpr int64_t kParallelMin = 1 << 16;
+
+void relu_forward(void*, int64_t n, const float* x, float* y) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
+}
+
+void relu_backward(void*, int64_t n, const float* y, const float* dy, float* dx) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
+}
+
+void add(void*, int64_t n, const float* a, const float* b, float* y) {
+#pragma omp parallel for simd if (n >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+void softmax_ce(void*, int64_t n, int64_t classes, const float* logits, const int32_t* labels,
+                float grad_scale, float* dlogits, float* metrics) {
+  double loss_sum = 0, correct = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* z = logits + i * classes;
+    int64_t best = 0;
+    float zmax = z[0];
+    for (int64_t c = 1; c < classes; ++c)
+      if (z[c] > zmax) zmax = z[c], best = c;
+    float sum = 0;
+    for (int64_t c = 0; c < classes; ++c) sum += std::exp(z[c] - zmax);
+    const float log_sum = std::log(sum) + zmax;
+    loss_sum += log_sum - z[labels[i]];
+    correct += (best == labels[i]);
+    if (dlogits) {
+      float* g = dlogits + i * classes;
+      for (int64_t c = 0; c < classes; ++c) g[c] = std::exp(z[c] - log_sum) * grad_scale;
+      g[labels[i]] -= grad_scale;
+    }
+  }
+  metrics[0] += float(loss_sum);
+  metrics[1] += float(correct);
+}
+
+void gather_batch(void*, const BatchSpec& s, const uint8_t* images, const uint8_t* labels,
+                  const int32_t* indices, float* x, int32_t* y) {
+  const int64_t image = int64_t(s.channels) * s.height * s.width;
+  if (s.augment) {
+    // Crop and flip are cheap next to a step that needs them (ResNet): the reference loop does.
+    ref::gather_batch(s, images, labels, indices, x, y);
+    return;
+  }
+  const int64_t plane = int64_t(s.height) * s.width;
+#pragma omp parallel for if (s.n * image >= kParallelMin) schedule(static)
+  for (int64_t i = 0; i < s.n; ++i) {
+    const uint8_t* src = images + int64_t(indices[i]) * image;
+    float* dst = x + i * image;
+    y[i] = labels[indices[i]];
+    for (int c = 0; c < s.channels; ++c) {
+      const float a = s.scale * s.inv_std[c], b = -s.mean[c] * s.inv_std[c];
+#pragma omp simd
+      for (int64_t j = 0; j < plane; ++j) dst[c * plane + j] = src[c * plane + j] * a + b;
+    }
+  }
+}
+
+}  // namespace
+
+void register_elementwise(Backend& b) {
+  b.relu_forward = relu_forward;
+  b.relu_backward = relu_backward;
+  b.add = add;
+  b.softmax_ce = softmax_ce;
+  b.gather_batch = gather_batch;
+}
+
+}  // namespace tb::cpu

@@ -1,0 +1,138 @@
+#include "report/record.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace tb {
+
+static nlohmann::json opt(const std::optional<double>& v) {
+  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
+nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, const RunFacts& f) {
+  using nlohmann::json;
+  const TrainResult& t = f.train;
+  json epochs_s = json::array(), epochs_loss = json::array(), epochs_acc = json::array();
+  for (const EpochResult& e : t.epochs) {
+    epochs_s.push_back(e.seconds);
+    epochs_loss.push_back(e.loss);
+    epochs_acc.push_back(e.accuracy);
+  }
+  const double achieved = f.train_flops_per_image * t.images_per_s_steady;
+  std::optional<double> mfu_datasheet, mfu_measured;
+  if (f.peak_datasheet && *f.peak_datasheet > 0) mfu_datasheet = achieved / *f.peak_datasheet;
+  if (f.peak_measured && *f.peak_measured > 0) mfu_measured = achieved / *f.peak_measured;
+
+  json device = f.device_extra;
+  device["kind"] = f.device_kind;
+  device["name"] = f.device_name;
+  device["backend"] = f.backend;
+
+  json r = {
+      {"trainbench_version", TRAINBENCH_VERSION},
+      {"git_revision", TRAINBENCH_GIT_REV},
+      {"workload", w.name},
+      {"device", device},
+      {"precision", precision_name(hp.precision)},
+      {"batch", hp.batch},
+      {"epochs", hp.epochs},
+      {"epochs_completed", t.epochs.size()},
+      {"steps", t.steps},
+      {"stopped_by_steps", t.stopped_by_steps},
+      {"seed", hp.seed},
+      {"threads", hp.threads},
+      {"hyper", hyper_json(hp)},
+      {"model", {{"name", m.name},
+                 {"parameters", m.param_count},
+                 {"macs_per_image", m.macs_per_image()},
+                 {"conv_macs_per_image", m.conv_macs_per_image()}}},
+      {"times_s",
+       {{"load", f.load_seconds},
+        {"train", t.train_seconds},
+        {"test", f.test.seconds},
+        {"train_test", t.train_seconds + f.test.seconds},
+        {"epochs", epochs_s}}},
+      {"throughput",
+       {{"train_images_per_s", t.images_per_s},
+        {"train_images_per_s_steady", t.images_per_s_steady},
+        {"train_images", t.images}}},
+      {"step_split_ms",
+       {{"data", t.split.data_ms},
+        {"forward", t.split.forward_ms},
+        {"backward", t.split.backward_ms},
+        {"optimizer", t.split.optimizer_ms},
+        {"sampled_steps", t.split.samples}}},
+      {"accuracy",
+       {{"train", t.epochs.empty() ? 0.0 : t.epochs.back().accuracy}, {"test", f.test.accuracy}}},
+      {"loss",
+       {{"epochs", epochs_loss},
+        {"train_accuracy_epochs", epochs_acc},
+        {"final_train", t.epochs.empty() ? 0.0 : t.epochs.back().loss},
+        {"test", f.test.loss}}},
+      {"flops",
+       {{"per_train_image", f.train_flops_per_image},
+        {"per_forward_image", forward_flops_per_image(m)},
+        {"achieved_per_s", achieved},
+        {"peak_datasheet_per_s", opt(f.peak_datasheet)},
+        {"peak_datasheet_source", f.peak_datasheet_source},
+        {"peak_measured_per_s", opt(f.peak_measured)},
+        {"peak_measured_source", f.peak_measured_source},
+        {"mfu", opt(mfu_datasheet)},
+        {"mfu_measured", opt(mfu_measured)}}},
+      {"utilisation", f.utilisation},
+      {"machine", f.machine},
+      {"versions", f.versions},
+  };
+  return r;
+}
+
+void write_json_atomic(const std::string& path, const nlohmann::json& j) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  std::error_code ec;
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  const std::string text = j.dump(2) + "\n";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  TB_CHECK(fd >= 0, "{}: cannot write ({})", path, std::strerror(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t k = ::write(fd, text.data() + done, text.size() - done);
+    if (k <= 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail("{}: write failed ({})", path, std::strerror(errno));
+    }
+    done += size_t(k);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    fail("{}: cannot rename into place ({})", path, std::strerror(errno));
+  }
+}
+
+nlohmann::json read_record(const std::string& path) {
+  std::ifstream in(path);
+  TB_CHECK(in.good(), "{}: cannot open", path);
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", path, std::string(e.what()).substr(0, 120));
+  }
+  TB_CHECK(j.is_object() && j.contains("workload") && j.contains("times_s"),
+           "{}: not a trainbench result record (no 'workload' / 'times_s')", path);
+  return j;
+}
+
+}  // namespace tb

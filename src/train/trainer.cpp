@@ -1,0 +1,416 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "core/error.h"
+#include "core/memory.h"
+#include "train/init.h"
+
+namespace tb {
+
+using Clock = std::chrono::steady_clock;
+static double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning: every buffer's size is known from the model and the largest batch, so the arena is
+// laid out once here and carved into pointers (llm.c's malloc_and_point_parameters).
+
+Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
+                 const DatasetPair& data)
+    : model(m), be(b), hp(h), workload(w) {
+  TB_CHECK(hp.batch > 0, "--batch must be positive");
+  TB_CHECK(data.train.count > 0 && data.test.count > 0, "empty data set");
+  TB_CHECK(data.train.image_size() == m.nodes[0].out_size(),
+           "data images are {}x{}x{}, the model expects {}x{}x{}", data.train.channels,
+           data.train.height, data.train.width, m.nodes[0].c, m.nodes[0].h, m.nodes[0].w);
+  train_count = data.train.count, test_count = data.test.count;
+  max_batch = std::min<int64_t>(hp.batch, std::max(train_count, test_count));
+  const size_t nodes = m.nodes.size();
+
+  consumers.assign(nodes, 0);
+  for (const Node& n : m.nodes) {
+    if (n.in0 >= 0) consumers[n.in0]++;
+    if (n.in1 >= 0) consumers[n.in1]++;
+  }
+  fused_relu.assign(nodes, false);
+  for (size_t i = 0; i + 1 < nodes; ++i)
+    fused_relu[i] = m.nodes[i].kind == OpKind::dense && m.nodes[i + 1].kind == OpKind::relu &&
+                    m.nodes[i + 1].in0 == int(i) && consumers[i] == 1;
+
+  // Lay out the arena: (offset, size) per buffer, then one allocation.
+  size_t total = 0;
+  auto take = [&total](size_t bytes) {
+    size_t at = total;
+    total += align_up(bytes);
+    return at;
+  };
+  const size_t f = sizeof(float);
+  const int64_t P = m.param_count;
+  const size_t o_params = take(P * f), o_grads = take(P * f), o_m = take(P * f),
+               o_v = take(P * f), o_state = take(std::max<int64_t>(m.state_count, 1) * f);
+  std::vector<size_t> o_out(nodes), o_grad(nodes), o_saved(nodes), o_argmax(nodes);
+  int64_t largest = 0;
+  for (size_t i = 0; i < nodes; ++i) {
+    const Node& n = m.nodes[i];
+    const int64_t count = max_batch * n.out_size();
+    largest = std::max(largest, count);
+    o_out[i] = take(count * f);
+    o_grad[i] = i == 0 ? 0 : take(count * f);
+    o_saved[i] = n.kind == OpKind::batchnorm ? take(2 * n.c * f) : 0;
+    o_argmax[i] = n.kind == OpKind::maxpool ? take(count * sizeof(int32_t)) : 0;
+  }
+  const size_t o_scratch = take(largest * f), o_labels = take(max_batch * sizeof(int32_t)),
+               o_metrics = take(4 * f), o_train_idx = take(train_count * sizeof(int32_t)),
+               o_test_idx = take(test_count * sizeof(int32_t));
+
+  arena = be.alloc(be.ctx, total);
+  char* base = static_cast<char*>(arena);
+  auto F = [base](size_t off) { return reinterpret_cast<float*>(base + off); };
+  auto I = [base](size_t off) { return reinterpret_cast<int32_t*>(base + off); };
+  params = F(o_params), grads = F(o_grads), opt_m = F(o_m), opt_v = F(o_v), state = F(o_state);
+  out.resize(nodes), grad.resize(nodes), saved.resize(nodes), argmax.resize(nodes);
+  for (size_t i = 0; i < nodes; ++i) {
+    out[i] = F(o_out[i]);
+    grad[i] = i == 0 ? nullptr : F(o_grad[i]);
+    saved[i] = m.nodes[i].kind == OpKind::batchnorm ? F(o_saved[i]) : nullptr;
+    argmax[i] = m.nodes[i].kind == OpKind::maxpool ? I(o_argmax[i]) : nullptr;
+  }
+  scratch = F(o_scratch), labels = I(o_labels), metrics = F(o_metrics);
+  train_indices = I(o_train_idx), test_indices = I(o_test_idx);
+
+  // Parameters start on the host from the seed, then go up once.
+  {
+    auto host_params = host_alloc<float>(P), host_state = host_alloc<float>(m.state_count + 1);
+    init_parameters(m, hp.seed, host_params.get(), host_state.get());
+    be.upload(be.ctx, params, host_params.get(), P * f);
+    if (m.state_count) be.upload(be.ctx, state, host_state.get(), m.state_count * f);
+  }
+  {
+    std::vector<int32_t> iota(test_count);
+    std::iota(iota.begin(), iota.end(), 0);
+    be.upload(be.ctx, test_indices, iota.data(), test_count * sizeof(int32_t));
+  }
+
+  // The data set goes up once, as uint8; batches are cut on the device.
+  auto upload_u8 = [this](const std::vector<uint8_t>& v) {
+    auto* p = static_cast<uint8_t*>(be.alloc(be.ctx, v.size()));
+    be.upload(be.ctx, p, v.data(), v.size());
+    return p;
+  };
+  train_images = upload_u8(data.train.images), train_labels = upload_u8(data.train.labels);
+  test_images = upload_u8(data.test.images), test_labels = upload_u8(data.test.labels);
+
+  BatchSpec spec;
+  spec.channels = data.train.channels, spec.height = data.train.height,
+  spec.width = data.train.width;
+  for (int c = 0; c < std::min(spec.channels, 3); ++c)
+    spec.mean[c] = w.mean[c], spec.inv_std[c] = 1.f / w.std[c];
+  train_spec = test_spec = spec;
+  train_spec.augment = hp.augment;
+  be.synchronize(be.ctx);
+}
+
+Trainer::~Trainer() {
+  caches.clear();  // backend state first, while the backend lives
+  for (void* p : {static_cast<void*>(train_images), static_cast<void*>(train_labels),
+                  static_cast<void*>(test_images), static_cast<void*>(test_labels), arena})
+    if (p) be.free(be.ctx, p);
+}
+
+std::vector<std::unique_ptr<OpCache>>& Trainer::caches_for(int64_t n) {
+  auto& v = caches[n];
+  if (v.empty())
+    for (size_t i = 0; i < model.nodes.size(); ++i) v.push_back(std::make_unique<OpCache>());
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward, backward and update over the node list.
+
+static ConvDims conv_dims(const Model& m, const Node& n, int64_t batch) {
+  const Node& src = m.nodes[n.in0];
+  ConvDims d;
+  d.n = batch, d.c = src.c, d.h = src.h, d.w = src.w;
+  d.k = n.c, d.r = d.s = n.kernel, d.stride = n.stride, d.pad = n.pad;
+  return d;
+}
+static PoolDims pool_dims(const Model& m, const Node& n, int64_t batch) {
+  const Node& src = m.nodes[n.in0];
+  PoolDims d;
+  d.n = batch, d.c = src.c, d.h = src.h, d.w = src.w;
+  d.kernel = n.kernel, d.stride = n.stride, d.pad = n.pad;
+  return d;
+}
+static DenseDims dense_dims(const Model& m, const Node& n, int64_t batch) {
+  return DenseDims{batch, m.nodes[n.in0].out_size(), n.c};
+}
+
+void Trainer::load_batch(const BatchSpec& base, const uint8_t* images, const uint8_t* lbls,
+                         const int32_t* indices, int64_t n, uint64_t seed) {
+  BatchSpec s = base;
+  s.n = n, s.seed = seed;
+  be.gather_batch(be.ctx, s, images, lbls, indices, out[0], labels);
+}
+
+void Trainer::forward(int64_t n, bool training) {
+  auto& cache = caches_for(n);
+  const BnParams bn{1e-5f, 0.1f};
+  for (size_t i = 1; i < model.nodes.size(); ++i) {
+    const Node& node = model.nodes[i];
+    OpCache& c = *cache[i];
+    const float* x = out[node.in0];
+    float* p = node.param_offset >= 0 ? params + node.param_offset : nullptr;
+    switch (node.kind) {
+      case OpKind::input: break;
+      case OpKind::dense: {
+        const DenseDims d = dense_dims(model, node, n);
+        const float* bias = node.bias ? p + d.in * d.out : nullptr;
+        if (fused_relu[i]) {
+          be.dense_forward(be.ctx, c, d, x, p, bias, out[i + 1], true);
+          ++i;  // the ReLU node's output is written
+        } else {
+          be.dense_forward(be.ctx, c, d, x, p, bias, out[i], false);
+        }
+        break;
+      }
+      case OpKind::relu: be.relu_forward(be.ctx, n * node.out_size(), x, out[i]); break;
+      case OpKind::add: be.add(be.ctx, n * node.out_size(), x, out[node.in1], out[i]); break;
+      case OpKind::conv2d: be.conv2d_forward(be.ctx, c, conv_dims(model, node, n), x, p, out[i]); break;
+      case OpKind::batchnorm: {
+        const BnDims d{n, node.c, int64_t(node.h) * node.w};
+        float* rs = state + node.state_offset;
+        if (training)
+          be.batchnorm_forward_train(be.ctx, c, d, bn, x, p, p + node.c, out[i], saved[i],
+                                     saved[i] + node.c, rs, rs + node.c);
+        else
+          be.batchnorm_forward_eval(be.ctx, c, d, bn, x, p, p + node.c, rs, rs + node.c, out[i]);
+        break;
+      }
+      case OpKind::maxpool:
+        be.maxpool_forward(be.ctx, c, pool_dims(model, node, n), x, out[i], argmax[i]);
+        break;
+      case OpKind::global_avgpool: {
+        const Node& src = model.nodes[node.in0];
+        be.global_avgpool_forward(be.ctx, n, src.c, int64_t(src.h) * src.w, x, out[i]);
+        break;
+      }
+    }
+  }
+}
+
+void Trainer::backward(int64_t n) {
+  auto& cache = caches_for(n);
+  // A node read by two consumers gets its gradient from both: the first writes it, the second
+  // writes into scratch and adds. Nodes run in reverse, so "first" = the later consumer.
+  std::vector<bool> written(model.nodes.size(), false);
+  auto target = [&](int node) -> float* {
+    if (node == 0) return nullptr;  // the input needs no gradient
+    return written[node] ? scratch : grad[node];
+  };
+  auto done = [&](int node) {
+    if (node == 0) return;
+    if (written[node])
+      be.add(be.ctx, n * model.nodes[node].out_size(), grad[node], scratch, grad[node]);
+    written[node] = true;
+  };
+
+  for (int i = int(model.nodes.size()) - 1; i >= 1; --i) {
+    const Node& node = model.nodes[i];
+    OpCache& c = *cache[i];
+    const float* dy = grad[i];
+    const float* x = out[node.in0];
+    float* p = node.param_offset >= 0 ? params + node.param_offset : nullptr;
+    float* g = node.param_offset >= 0 ? grads + node.param_offset : nullptr;
+    switch (node.kind) {
+      case OpKind::input: break;
+      case OpKind::dense: {
+        const DenseDims d = dense_dims(model, node, n);
+        be.dense_backward(be.ctx, c, d, x, p, dy, target(node.in0), g,
+                          node.bias ? g + d.in * d.out : nullptr);
+        done(node.in0);
+        break;
+      }
+      case OpKind::relu:
+        be.relu_backward(be.ctx, n * node.out_size(), out[i], dy, target(node.in0));
+        done(node.in0);
+        break;
+      case OpKind::add:
+        for (int in : {node.in0, node.in1}) {
+          float* t = target(in);
+          if (t) be.copy(be.ctx, t, dy, n * node.out_size() * sizeof(float));
+          done(in);
+        }
+        break;
+      case OpKind::conv2d: {
+        const ConvDims d = conv_dims(model, node, n);
+        be.conv2d_backward_weights(be.ctx, c, d, x, dy, g);
+        if (node.in0 != 0) {
+          be.conv2d_backward_data(be.ctx, c, d, dy, p, target(node.in0));
+          done(node.in0);
+        }
+        break;
+      }
+      case OpKind::batchnorm: {
+        const BnDims d{n, node.c, int64_t(node.h) * node.w};
+        be.batchnorm_backward(be.ctx, c, d, x, dy, p, saved[i], saved[i] + node.c,
+                              target(node.in0), g, g + node.c);
+        done(node.in0);
+        break;
+      }
+      case OpKind::maxpool:
+        be.maxpool_backward(be.ctx, c, pool_dims(model, node, n), dy, argmax[i], target(node.in0));
+        done(node.in0);
+        break;
+      case OpKind::global_avgpool: {
+        const Node& src = model.nodes[node.in0];
+        be.global_avgpool_backward(be.ctx, n, src.c, int64_t(src.h) * src.w, dy,
+                                   target(node.in0));
+        done(node.in0);
+        break;
+      }
+    }
+  }
+}
+
+void Trainer::optimizer_update() {
+  ++optimizer_steps;
+  if (hp.optimizer == "sgd")
+    be.sgd_update(be.ctx, model.param_count, params, grads, opt_m, hp.sgd);
+  else
+    be.adam_update(be.ctx, model.param_count, params, grads, opt_m, opt_v, hp.adam,
+                   optimizer_steps);
+}
+
+void Trainer::step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split) {
+  Clock::time_point t0;
+  auto lap = [&](double* acc) {
+    if (!split) return;
+    be.synchronize(be.ctx);
+    *acc += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    t0 = Clock::now();
+  };
+  if (split) be.synchronize(be.ctx), t0 = Clock::now();
+  load_batch(train_spec, train_images, train_labels, indices, n, seed);
+  lap(split ? &split->data_ms : nullptr);
+  forward(n, true);
+  const int last = int(model.nodes.size()) - 1;
+  be.softmax_ce(be.ctx, n, model.classes, out[last], labels, 1.f / float(n), grad[last], metrics);
+  lap(split ? &split->forward_ms : nullptr);
+  backward(n);
+  lap(split ? &split->backward_ms : nullptr);
+  optimizer_update();
+  lap(split ? &split->optimizer_ms : nullptr);
+  if (split) split->samples++;
+}
+
+EvalResult Trainer::evaluate() {
+  EvalResult r;
+  const auto t0 = Clock::now();
+  be.fill(be.ctx, metrics + 2, 0.f, 2);
+  const int last = int(model.nodes.size()) - 1;
+  for (int64_t first = 0; first < test_count; first += max_batch) {
+    const int64_t n = std::min(max_batch, test_count - first);
+    load_batch(test_spec, test_images, test_labels, test_indices + first, n, 0);
+    forward(n, false);
+    be.softmax_ce(be.ctx, n, model.classes, out[last], labels, 1.f, nullptr, metrics + 2);
+  }
+  float host[4];
+  be.download(be.ctx, host, metrics, sizeof(host));
+  r.seconds = seconds_since(t0);
+  r.images = test_count;
+  r.loss = host[2] / double(test_count);
+  r.accuracy = host[3] / double(test_count);
+  return r;
+}
+
+TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progress) {
+  TrainResult r;
+  const int64_t steps_per_epoch = (train_count + hp.batch - 1) / hp.batch;
+  int64_t planned = steps_per_epoch * hp.epochs;
+  if (hp.steps >= 0 && hp.steps < planned) planned = hp.steps, r.stopped_by_steps = true;
+  // Steady state excludes the first 5% of steps (warm-up: caches, algorithm choice, clocks).
+  const int64_t warm_steps = std::max<int64_t>(1, (planned * 5 + 99) / 100);
+  Clock::time_point t_warm{};
+  int64_t images_at_warm = 0;
+
+  std::vector<int32_t> perm(train_count);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::mt19937_64 shuffle_rng(hp.seed ^ 0x5eedull);
+  be.synchronize(be.ctx);
+  const auto t_train = Clock::now();
+
+  for (int epoch = 1; epoch <= hp.epochs && r.steps < planned; ++epoch) {
+    const auto t_epoch = Clock::now();
+    std::shuffle(perm.begin(), perm.end(), shuffle_rng);
+    be.upload(be.ctx, train_indices, perm.data(), perm.size() * sizeof(int32_t));
+    be.fill(be.ctx, metrics, 0.f, 2);
+    EpochResult e;
+    auto last_report = Clock::now();
+    auto report = [&](bool epoch_done) {
+      if (!on_progress) return;
+      float host[4];
+      be.download(be.ctx, host, metrics, sizeof(host));
+      Progress p;
+      p.epoch = epoch, p.epochs = hp.epochs, p.step = e.steps;
+      p.steps = std::min(steps_per_epoch, planned - (r.steps - e.steps));
+      p.elapsed_s = seconds_since(t_epoch);
+      p.loss = e.images ? host[0] / double(e.images) : 0;
+      p.accuracy = e.images ? host[1] / double(e.images) : 0;
+      p.epoch_done = epoch_done;
+      on_progress(p);
+      last_report = Clock::now();
+    };
+    for (int64_t s = 0; s < steps_per_epoch && r.steps < planned; ++s) {
+      const int64_t first = s * hp.batch, n = std::min<int64_t>(hp.batch, train_count - first);
+      const uint64_t seed = mix64(hp.seed ^ mix64((uint64_t(epoch) << 32) | uint64_t(s)));
+      // Every 64th step is timed part by part (with synchronizes) for the step split.
+      step(train_indices + first, n, seed, (r.steps % 64 == 32) ? &r.split : nullptr);
+      e.steps++, e.images += n, r.steps++, r.images += n;
+      if (r.steps == warm_steps) {
+        be.synchronize(be.ctx);
+        t_warm = Clock::now(), images_at_warm = r.images;
+      }
+      if (on_progress && seconds_since(last_report) > 0.1) report(false);
+    }
+    float host[4];
+    be.download(be.ctx, host, metrics, sizeof(host));  // synchronizes
+    e.seconds = seconds_since(t_epoch);
+    e.loss = host[0] / double(e.images);
+    e.accuracy = host[1] / double(e.images);
+    r.epochs.push_back(e);
+    report(true);
+  }
+  be.synchronize(be.ctx);
+  const auto t_end = Clock::now();
+  r.train_seconds = std::chrono::duration<double>(t_end - t_train).count();
+  r.images_per_s = r.images / r.train_seconds;
+  const double steady_s = std::chrono::duration<double>(t_end - t_warm).count();
+  r.images_per_s_steady =
+      (r.steps > warm_steps && steady_s > 0) ? (r.images - images_at_warm) / steady_s
+                                             : r.images_per_s;
+  if (r.split.samples) {
+    const double k = 1.0 / r.split.samples;
+    r.split.data_ms *= k, r.split.forward_ms *= k, r.split.backward_ms *= k,
+        r.split.optimizer_ms *= k;
+  }
+  return r;
+}
+
+std::vector<float> Trainer::download_params() const {
+  std::vector<float> p(model.param_count);
+  be.download(be.ctx, p.data(), params, p.size() * sizeof(float));
+  return p;
+}
+
+void Trainer::upload_params(const std::vector<float>& p) {
+  TB_CHECK(int64_t(p.size()) == model.param_count, "parameter count mismatch: {} vs {}", p.size(),
+           model.param_count);
+  be.upload(be.ctx, params, p.data(), p.size() * sizeof(float));
+}
+
+}  // namespace tb

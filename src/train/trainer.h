@@ -1,0 +1,107 @@
+// The training loop (llm.c's habit: forward, backward and update side by side, over the model's
+// node list). A Trainer owns every buffer of one run on one backend: parameters, gradients,
+// optimizer state, activations and their gradients, all carved out of one device allocation that
+// is planned once, so a step allocates nothing; and the data set, uploaded once as uint8.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "backends/backend.h"
+#include "data/dataset.h"
+#include "models/model.h"
+#include "train/workload.h"
+
+namespace tb {
+
+struct Progress {
+  int epoch = 0, epochs = 0;          // epoch counts from 1
+  int64_t step = 0, steps = 0;        // within the epoch
+  double elapsed_s = 0;               // since the epoch began
+  double loss = 0, accuracy = 0;      // running means over the epoch so far
+  bool epoch_done = false;
+};
+
+struct EpochResult {
+  double seconds = 0, loss = 0, accuracy = 0;
+  int64_t steps = 0, images = 0;
+};
+
+struct EvalResult {
+  double seconds = 0, loss = 0, accuracy = 0;
+  int64_t images = 0;
+};
+
+// Mean time of each part of a step, from a sample of steps timed with a synchronize between
+// parts (so a user sees whether data, forward, backward or the optimizer holds the device back).
+struct StepSplit {
+  double data_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
+  int64_t samples = 0;
+};
+
+struct TrainResult {
+  std::vector<EpochResult> epochs;
+  double train_seconds = 0;
+  int64_t steps = 0, images = 0;
+  double images_per_s = 0, images_per_s_steady = 0;
+  bool stopped_by_steps = false;  // --steps cut training short
+  StepSplit split;
+};
+
+struct Trainer {
+  const Model& model;
+  Backend& be;
+  Hyper hp;
+  Workload workload;
+  int64_t max_batch = 0;
+  int64_t train_count = 0, test_count = 0;
+
+  // One device allocation for parameters, gradients, optimizer and BN state, activations.
+  void* arena = nullptr;
+  float *params = nullptr, *grads = nullptr, *opt_m = nullptr, *opt_v = nullptr;
+  float* state = nullptr;                   // BN running statistics
+  std::vector<float*> out, grad;            // per node: output and its gradient, [max_batch, c,h,w]
+  std::vector<float*> saved;                // per node: BN save_mean|save_invstd (2c)
+  std::vector<int32_t*> argmax;             // per node: max-pool winners
+  std::vector<int> consumers;               // per node: how many nodes read its output
+  std::vector<bool> fused_relu;             // dense node i computes relu(i+1) in its forward
+  float* scratch = nullptr;                 // gradient of a second consumer, then added
+  int32_t* labels = nullptr;
+  float* metrics = nullptr;                 // [train loss sum, train correct, eval loss, eval correct]
+  int32_t* train_indices = nullptr;         // this epoch's permutation
+  int32_t* test_indices = nullptr;          // 0..test_count-1
+
+  // The data set on the device, as read.
+  uint8_t *train_images = nullptr, *train_labels = nullptr;
+  uint8_t *test_images = nullptr, *test_labels = nullptr;
+  BatchSpec train_spec, test_spec;
+
+  int64_t optimizer_steps = 0;
+  // Backend caches per node, one set per batch size seen (full and last partial batch, eval).
+  std::map<int64_t, std::vector<std::unique_ptr<OpCache>>> caches;
+
+  Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w, const DatasetPair& data);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  std::vector<std::unique_ptr<OpCache>>& caches_for(int64_t n);
+  // Cuts batch `first .. first+n` of the given index buffer into the input node and labels.
+  void load_batch(const BatchSpec& spec, const uint8_t* images, const uint8_t* lbls,
+                  const int32_t* indices, int64_t n, uint64_t seed);
+  void forward(int64_t n, bool training);
+  void backward(int64_t n);
+  void optimizer_update();
+  // One training step on n images at indices[0..n): forward, loss, backward, update.
+  void step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split);
+  EvalResult evaluate();
+  TrainResult train(const std::function<void(const Progress&)>& on_progress);
+
+  std::vector<float> download_params() const;
+  void upload_params(const std::vector<float>& p);
+};
+
+}  // namespace tb
