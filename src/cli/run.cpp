@@ -6,11 +6,17 @@
 #include <ctime>
 
 #include "backends/backend.h"
+#include "bench/machine.h"
+#include "bench/peaks.h"
+#include "bench/sampler.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "report/progress.h"
 #include "report/record.h"
 #include "train/trainer.h"
+#ifdef TRAINBENCH_HAVE_CUDA
+#include "backends/cuda/cuda_info.h"
+#endif
 
 namespace tb {
 
@@ -65,6 +71,44 @@ int run_command(RunOptions& o) {
   const Workload& w = find_workload(o.workload);
   const std::string out_path = o.out.empty() ? default_out_path(o) : o.out;
 
+  RunFacts facts;
+  facts.device_kind = device_kind_name(cfg.device);
+  facts.device_name = o.device;
+  facts.backend = backend->name;
+  facts.machine = machine_json();
+  if (facts.machine.contains("versions")) facts.versions = facts.machine["versions"];
+  const CpuInfo cpu = cpu_info();
+  if (cfg.device == DeviceKind::cpu) {
+    facts.device_name = cpu.model;
+    facts.device_extra = to_json(cpu);
+    if (auto p = cpu_peak_estimate(cpu, o.hp.precision, o.hp.threads))
+      facts.peak_datasheet = p->flops_per_s, facts.peak_datasheet_source = p->source;
+    if (o.measure_peak) {
+      GemmMeasurement g = measure_cpu_gemm(o.hp.precision, o.hp.threads, 1.0);
+      if (g.flops_per_s > 0 && g.native)
+        facts.peak_measured = g.flops_per_s, facts.peak_measured_source = g.source;
+    }
+  }
+#ifdef TRAINBENCH_HAVE_CUDA
+  if (cfg.device == DeviceKind::cuda) {
+    const CudaDeviceInfo gpu = cuda_devices().at(size_t(cfg.device_index));
+    facts.device_name = gpu.name;
+    facts.device_extra = {{"index", gpu.index},
+                          {"memory_bytes", gpu.total_memory_bytes},
+                          {"sms", gpu.sm_count},
+                          {"compute_capability", gpu.compute_capability()},
+                          {"driver", cuda_version_str(gpu.driver_version)},
+                          {"runtime", cuda_version_str(gpu.runtime_version)},
+                          {"cudnn", cudnn_version_str(gpu.cudnn_version)}};
+    if (auto p = gpu_peak(gpu.name, o.hp.precision))
+      facts.peak_datasheet = p->flops_per_s, facts.peak_datasheet_source = p->source;
+  }
+#endif
+
+  SamplerOptions sampler_opt;
+  if (cfg.device == DeviceKind::cuda) sampler_opt.gpu_index = cfg.device_index;
+  Sampler sampler(sampler_opt);
+  sampler.set_phase("load");
   const auto t_load = Clock::now();
   DatasetPair data = load_workload_data(w, o.hp.data);
   const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
@@ -80,34 +124,84 @@ int run_command(RunOptions& o) {
   ProgressPrinter printer(stdout);
   std::function<void(const Progress&)> progress;
   if (!o.quiet) progress = [&printer](const Progress& p) { printer(p); };
-  RunFacts facts;
+  sampler.set_phase("train");
   facts.train = trainer.train(progress);
+  sampler.set_phase("test");
   facts.test = trainer.evaluate();
+  sampler.stop();
+  facts.utilisation = sampler.to_json();
   facts.load_seconds = load_s;
-  facts.device_kind = device_kind_name(cfg.device);
-  facts.device_name = o.device;
-  facts.backend = backend->name;
   facts.train_flops_per_image = train_flops_per_image(model);
 
   const nlohmann::json record = make_record(w, o.hp, model, facts);
   write_json_atomic(out_path, record);
 
   const TrainResult& t = facts.train;
-  const double achieved = record["flops"]["achieved_per_s"].get<double>();
-  std::string mfu = "unknown (no peak for this device)";
-  if (!record["flops"]["mfu"].is_null())
-    mfu = fmt::format("{:.1f}% of {:.0f} GFLOP/s ({})", 100 * record["flops"]["mfu"].get<double>(),
-                      *facts.peak_datasheet / 1e9, facts.peak_datasheet_source);
+  const nlohmann::json& fl = record["flops"];
+  auto mfu_text = [](const nlohmann::json& mfu, const std::optional<double>& peak,
+                     const std::string& source) {
+    if (mfu.is_null() || !peak) return std::string("unknown");
+    return fmt::format("{:.1f}% of {:.0f} GFLOP/s ({})", 100 * mfu.get<double>(), *peak / 1e9,
+                       source);
+  };
   fmt::print("train {:.2f}s, test {:.2f}s, train+test {:.2f}s (load {:.2f}s)\n", t.train_seconds,
              facts.test.seconds, t.train_seconds + facts.test.seconds, load_s);
   fmt::print("throughput {:.0f} images/s ({:.0f} steady), test accuracy {:.4f}, test loss {:.4f}\n",
              t.images_per_s, t.images_per_s_steady, facts.test.accuracy, facts.test.loss);
-  fmt::print("achieved {:.1f} GFLOP/s, MFU {}\n", achieved / 1e9, mfu);
+  fmt::print("achieved {:.1f} GFLOP/s; MFU {}; measured-peak MFU {}\n",
+             fl["achieved_per_s"].get<double>() / 1e9,
+             mfu_text(fl["mfu"], facts.peak_datasheet, facts.peak_datasheet_source),
+             mfu_text(fl["mfu_measured"], facts.peak_measured, facts.peak_measured_source));
+  const nlohmann::json& mean = facts.utilisation["mean"];
+  if (mean.contains("by_phase") && mean["by_phase"].contains("train")) {
+    const nlohmann::json& tr = mean["by_phase"]["train"];
+    std::string line = fmt::format("utilisation while training: process CPU {:.0f}%",
+                                   tr.value("proc_cpu_pct", 0.0));
+    if (tr.contains("gpu_busy_pct"))
+      line += fmt::format(", GPU busy {:.0f}%", tr["gpu_busy_pct"].get<double>());
+    fmt::print("{}\n", line);
+  }
+  fmt::print("step split (ms): data {:.3f}, forward {:.3f}, backward {:.3f}, optimizer {:.3f}\n",
+             t.split.data_ms, t.split.forward_ms, t.split.backward_ms, t.split.optimizer_ms);
   fmt::print("record: {}\n", out_path);
   return 0;
 }
 
 int devices_command(bool measure) {
+  const CpuInfo cpu = cpu_info();
+  fmt::print("CPU: {} ({} usable of {} logical CPUs, {} physical cores), oneDNN ISA {}, max {:.0f} "
+             "MHz\n",
+             cpu.model, cpu.usable_cpus, cpu.logical_cpus, cpu.physical_cores, cpu.isa,
+             cpu.max_mhz);
+  for (Precision p : {Precision::fp32, Precision::bf16}) {
+    auto est = cpu_peak_estimate(cpu, p);
+    fmt::print("  {} peak: {}\n", precision_name(p),
+               est ? fmt::format("{:.1f} GFLOP/s ({})", est->flops_per_s / 1e9, est->source)
+                   : std::string("unknown (no native support)"));
+    if (measure) {
+      GemmMeasurement g = measure_cpu_gemm(p, 0, 1.0);
+      fmt::print("  {} measured: {:.1f} GFLOP/s ({}{})\n", precision_name(p), g.flops_per_s / 1e9,
+                 g.source, g.native ? "" : "; emulated, not native");
+    }
+  }
+#ifdef TRAINBENCH_HAVE_CUDA
+  for (const CudaDeviceInfo& g : cuda_devices()) {
+    fmt::print("GPU {}: {}, {:.1f} GiB, {} SMs, SM clock {} MHz, compute capability {}, driver {}, "
+               "runtime {}, cuDNN {}\n",
+               g.index, g.name, g.total_memory_bytes / double(1 << 30), g.sm_count,
+               g.sm_clock_khz / 1000, g.compute_capability(), cuda_version_str(g.driver_version),
+               cuda_version_str(g.runtime_version), cudnn_version_str(g.cudnn_version));
+    for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16}) {
+      auto pk = gpu_peak(g.name, p);
+      fmt::print("  {} peak: {}\n", precision_name(p),
+                 pk ? fmt::format("{:.1f} TFLOP/s ({})", pk->flops_per_s / 1e12, pk->source)
+                    : std::string("unknown (not in the device table)"));
+    }
+  }
+  if (cuda_devices().empty()) fmt::print("GPU: none ({})\n", cuda_unavailable_reason());
+#else
+  fmt::print("GPU: CUDA backend not built in\n");
+#endif
   for (const BackendInfo& b : list_backends())
     fmt::print("backend {:<12} {:<5} built: {:<3} usable: {:<3} {}\n", b.name,
                device_kind_name(b.device), b.built ? "yes" : "no", b.usable ? "yes" : "no",

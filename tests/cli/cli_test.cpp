@@ -1,0 +1,89 @@
+// The command line as a user meets it: bad input is one line on stderr and a non-zero exit.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/backend.h"
+
+namespace {
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+Result run(const std::string& args) {
+  const std::string err_file =
+      (std::filesystem::temp_directory_path() / ("tb_cli_err_" + std::to_string(getpid()))).string();
+  const std::string cmd = std::string(TRAINBENCH_BINARY) + " " + args + " 2>" + err_file;
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t k;
+  while ((k = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), k);
+  int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  std::ifstream e(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  std::filesystem::remove(err_file);
+  return r;
+}
+
+int lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+void expect_one_line_error(const Result& r, const std::string& mentions) {
+  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find(mentions), std::string::npos) << r.err;
+}
+
+TEST(Cli, UnknownWorkload) { expect_one_line_error(run("run no-such-workload"), "no-such-workload"); }
+TEST(Cli, BatchZero) { expect_one_line_error(run("run fashion-mlp --batch 0"), "--batch"); }
+TEST(Cli, NegativeEpochs) { expect_one_line_error(run("run fashion-mlp --epochs -1"), "--epochs"); }
+TEST(Cli, UnknownOption) { expect_one_line_error(run("run fashion-mlp --bogus 3"), "--bogus"); }
+TEST(Cli, BadPrecision) {
+  expect_one_line_error(run("run fashion-mlp --precision fp8"), "--precision");
+}
+TEST(Cli, BadDevice) { expect_one_line_error(run("run fashion-mlp --device tpu"), "tpu"); }
+TEST(Cli, UnreadableData) {
+  expect_one_line_error(run("run fashion-mlp --data /nonexistent/fashion"), "/nonexistent/fashion");
+}
+TEST(Cli, CudaWithoutGpu) {
+#ifdef TRAINBENCH_HAVE_CUDA
+  if (tb::cuda_device_count() > 0) GTEST_SKIP() << "this machine has a GPU";
+#endif
+  expect_one_line_error(run("run fashion-mlp --device cuda"), "cuda");
+}
+TEST(Cli, HelpExitsZero) {
+  Result r = run("run --help");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("--epochs"), std::string::npos);
+}
+
+TEST(Cli, ShortRunWritesRecord) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+  const auto out = std::filesystem::temp_directory_path() / "tb_cli_record.json";
+  Result r = run("run fashion-mlp --steps 40 --no-peak --quiet --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream in(out);
+  nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["workload"], "fashion-mlp");
+  EXPECT_EQ(j["steps"], 40);
+  EXPECT_EQ(j["stopped_by_steps"], true);
+  EXPECT_GT(j["throughput"]["train_images_per_s"].get<double>(), 0);
+  std::filesystem::remove(out);
+}
+
+}  // namespace
