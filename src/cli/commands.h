@@ -21,6 +21,7 @@ struct RunOptions {
 
 int run_command(RunOptions& o);
 int devices_command(bool measure);
+int data_command(const std::string& from, const std::string& to);
 
 // "cpu", "cuda", "cuda:N" -> kind and index; throws Error otherwise.
 void parse_device(const std::string& s, DeviceKind* kind, int* index);

@@ -50,6 +50,13 @@ int main(int argc, char** argv) {
   auto* devices_cmd = app.add_subcommand("devices", "List devices, their peaks and the backends");
   devices_cmd->add_flag("!--no-measure", measure, "skip the measured GEMM peaks");
 
+  std::string data_from, data_to;
+  auto* data_cmd = app.add_subcommand(
+      "data", "Convert CIFAR-10 (image folders, or a .tar.gz of them) into the official binary layout");
+  data_cmd->add_option("source", data_from, "image-folder root, .tar.gz, or binary folder")->required();
+  data_cmd->add_option("out_dir", data_to, "where data_batch_1..5.bin and test_batch.bin go")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -83,6 +90,7 @@ int main(int argc, char** argv) {
       return run_command(run);
     }
     if (*devices_cmd) return devices_command(measure);
+    if (*data_cmd) return data_command(data_from, data_to);
   } catch (const tb::Error& e) {
     std::fprintf(stderr, "trainbench: error: %s\n", e.what());
     return 1;

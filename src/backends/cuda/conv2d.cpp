@@ -1,0 +1,205 @@
+// 2-D convolution (no bias) on cuDNN's convolution API: forward, backward data, backward filter.
+// NCHW fp32 tensors, W [k, c, r, s]. Gradients overwrite (beta = 0).
+//
+// Per node and shape the OpCache keeps the descriptors and, per direction, the algorithm cuDNN
+// measured fastest (cudnnFind*AlgorithmEx on the real buffers, into the shared workspace) on
+// that direction's first call (or that another node of the same shape measured: the context keeps
+// one algorithm per shape and direction); later calls only launch.
+//
+// Precision: fp32 forces CUDNN_FMA_MATH (in cuDNN 8+ the default math lets fp32 convolutions run
+// in TF32 on Ampere and newer). tf32 searches under CUDNN_TENSOR_OP_MATH and runs each algorithm
+// in the math type cuDNN measured it with (as PyTorch does). CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+// is not used: it also lets cuDNN convert fp32 data down to fp16, which is not TF32.
+#include <array>
+#include <cstdint>
+
+#include "backends/cuda/cuda_context.h"
+
+namespace tb::cuda {
+namespace {
+
+struct Direction {
+  cudnnConvolutionDescriptor_t conv = nullptr;  // own descriptor: its math type is this direction's
+  bool found = false;
+  int algo = 0;
+  size_t ws = 0;
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+};
+
+struct ConvCache {
+  ConvDims dims;
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  Direction fwd, bwd_data, bwd_filter;
+
+  ~ConvCache() {
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    for (Direction* d : {&fwd, &bwd_data, &bwd_filter})
+      if (d->conv) cudnnDestroyConvolutionDescriptor(d->conv);
+  }
+};
+
+const char* kOpFwd = "conv2d_forward";
+const char* kOpBwdData = "conv2d_backward_data";
+const char* kOpBwdFilter = "conv2d_backward_weights";
+
+bool fits_int(const ConvDims& d) {
+  const int64_t lim = int64_t(1) << 31;
+  return d.n < lim && d.c < lim && d.h < lim && d.w < lim && d.k < lim && d.r < lim && d.s < lim &&
+         d.n * d.c * d.h * d.w < lim && d.n * d.k * d.oh() * d.ow() < lim;
+}
+
+ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op) {
+  if (auto* cc = c.get<ConvCache>()) {
+    check_cache_dims(op, cc->dims, d);
+    return *cc;
+  }
+  if (!fits_int(d)) fail_msg(op, shape_str(d), "tensor too large for cuDNN's 32-bit sizes");
+  if (d.oh() <= 0 || d.ow() <= 0) fail_msg(op, shape_str(d), "empty output (kernel larger than padded input)");
+  auto* cc = c.set(new ConvCache());
+  cc->dims = d;
+  const std::string sh = shape_str(d);
+  TB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&cc->x), op, sh);
+  TB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&cc->y), op, sh);
+  TB_CUDNN_CHECK(cudnnCreateFilterDescriptor(&cc->w), op, sh);
+  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(d.n),
+                                            int(d.c), int(d.h), int(d.w)),
+                 op, sh);
+  TB_CUDNN_CHECK(cudnnSetFilter4dDescriptor(cc->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, int(d.k),
+                                            int(d.c), int(d.r), int(d.s)),
+                 op, sh);
+  for (Direction* dir : {&cc->fwd, &cc->bwd_data, &cc->bwd_filter}) {
+    TB_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&dir->conv), op, sh);
+    TB_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(dir->conv, int(d.pad), int(d.pad), int(d.stride),
+                                                   int(d.stride), 1, 1, CUDNN_CROSS_CORRELATION,
+                                                   CUDNN_DATA_FLOAT),
+                   op, sh);
+    dir->math = cx.tensor_cores() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir->conv, dir->math), op, sh);
+  }
+  int on = 0, oc = 0, oh = 0, ow = 0;
+  TB_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(cc->fwd.conv, cc->x, cc->w, &on, &oc, &oh, &ow),
+                 op, sh);
+  if (on != d.n || oc != d.k || oh != d.oh() || ow != d.ow())
+    fail_msg(op, sh, "cuDNN computes a different output shape than ConvDims");
+  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, on, oc, oh, ow),
+                 op, sh);
+  return *cc;
+}
+
+std::array<int64_t, 10> algo_key(const ConvDims& d, int direction) {
+  return {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride, d.pad, direction};
+}
+
+// Reuses an algorithm another node of the same shape measured; false when none has yet.
+bool reuse(Context& cx, Direction& dir, const ConvDims& d, int direction, const char* op) {
+  auto it = cx.conv_algos.find(algo_key(d, direction));
+  if (it == cx.conv_algos.end()) return false;
+  dir.algo = it->second.algo;
+  dir.ws = it->second.workspace;
+  dir.math = it->second.math;
+  TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, dir.math), op, shape_str(d));
+  dir.found = true;
+  return true;
+}
+
+// Picks the fastest result that ran, fits the workspace and (for fp32) did not use tensor cores;
+// results come sorted by time.
+template <typename Perf>
+void pick(Context& cx, Direction& dir, const Perf* perf, int returned, const ConvDims& d,
+          int direction, const char* op) {
+  for (int i = 0; i < returned; ++i) {
+    const Perf& p = perf[i];
+    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > cx.workspace_bytes) continue;
+    if (!cx.tensor_cores() &&
+        (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+      continue;
+    dir.algo = int(p.algo);
+    dir.ws = p.memory;
+    dir.math = cx.tensor_cores() ? p.mathType : CUDNN_FMA_MATH;
+    TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, dir.math), op, shape_str(d));
+    dir.found = true;
+    cx.conv_algos[algo_key(d, direction)] = Context::ConvAlgo{dir.algo, dir.ws, dir.math};
+    return;
+  }
+  fail_msg(op, shape_str(d),
+           "cuDNN found no algorithm that runs within the " +
+               std::to_string(cx.workspace_bytes >> 20) + " MiB workspace");
+}
+
+void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, const float* w,
+                    float* y) {
+  Context& cx = context(ctx);
+  ConvCache& cc = cache_for(cx, c, d, kOpFwd);
+  Direction& dir = cc.fwd;
+  if (!dir.found && !reuse(cx, dir, d, 0, kOpFwd)) {
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int returned = 0;
+    TB_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+                       cx.dnn, cc.x, x, cc.w, w, dir.conv, cc.y, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                       &returned, perf, cx.workspace, cx.workspace_bytes),
+                   kOpFwd, shape_str(d));
+    pick(cx, dir, perf, returned, d, 0, kOpFwd);
+  }
+  const float one = 1.f, zero = 0.f;
+  TB_CUDNN_CHECK(cudnnConvolutionForward(cx.dnn, &one, cc.x, x, cc.w, w, dir.conv,
+                                         cudnnConvolutionFwdAlgo_t(dir.algo), cx.workspace, dir.ws,
+                                         &zero, cc.y, y),
+                 kOpFwd, shape_str(d));
+}
+
+void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float* dy, const float* w,
+                          float* dx) {
+  Context& cx = context(ctx);
+  ConvCache& cc = cache_for(cx, c, d, kOpBwdData);
+  Direction& dir = cc.bwd_data;
+  if (!dir.found && !reuse(cx, dir, d, 1, kOpBwdData)) {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    int returned = 0;
+    TB_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+                       cx.dnn, cc.w, w, cc.y, dy, dir.conv, cc.x, dx,
+                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, cx.workspace,
+                       cx.workspace_bytes),
+                   kOpBwdData, shape_str(d));
+    pick(cx, dir, perf, returned, d, 1, kOpBwdData);
+  }
+  const float one = 1.f, zero = 0.f;
+  TB_CUDNN_CHECK(cudnnConvolutionBackwardData(cx.dnn, &one, cc.w, w, cc.y, dy, dir.conv,
+                                              cudnnConvolutionBwdDataAlgo_t(dir.algo), cx.workspace,
+                                              dir.ws, &zero, cc.x, dx),
+                 kOpBwdData, shape_str(d));
+}
+
+void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const float* x,
+                             const float* dy, float* dw) {
+  Context& cx = context(ctx);
+  ConvCache& cc = cache_for(cx, c, d, kOpBwdFilter);
+  Direction& dir = cc.bwd_filter;
+  if (!dir.found && !reuse(cx, dir, d, 2, kOpBwdFilter)) {
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int returned = 0;
+    TB_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                       cx.dnn, cc.x, x, cc.y, dy, dir.conv, cc.w, dw,
+                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, cx.workspace,
+                       cx.workspace_bytes),
+                   kOpBwdFilter, shape_str(d));
+    pick(cx, dir, perf, returned, d, 2, kOpBwdFilter);
+  }
+  const float one = 1.f, zero = 0.f;
+  TB_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cx.dnn, &one, cc.x, x, cc.y, dy, dir.conv,
+                                                cudnnConvolutionBwdFilterAlgo_t(dir.algo),
+                                                cx.workspace, dir.ws, &zero, cc.w, dw),
+                 kOpBwdFilter, shape_str(d));
+}
+
+}  // namespace
+
+void register_conv2d(Backend& b) {
+  b.conv2d_forward = conv2d_forward;
+  b.conv2d_backward_data = conv2d_backward_data;
+  b.conv2d_backward_weights = conv2d_backward_weights;
+}
+
+}  // namespace tb::cuda

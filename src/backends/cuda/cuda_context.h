@@ -1,0 +1,131 @@
+// The CUDA backend's context: one device, one stream every op runs on (asynchronously), the
+// cuBLASLt and cuDNN handles bound to that stream, one workspace both libraries share (ops run in
+// stream order, so one buffer is enough), and the precision of the run.
+//
+// Error handling: every CUDA, cuDNN and cuBLASLt call goes through a CHECK macro that turns a
+// failure into tb::Error naming the op, its shape and the library's error string. This header is
+// included by the .cu files too, so it stays free of fmt (nvcc does not need to see it); the
+// failure functions are defined in cuda_backend.cpp.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "backends/backend.h"
+
+namespace tb::cuda {
+
+struct Context {
+  int device = 0;
+  Precision precision = Precision::fp32;
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  cudnnHandle_t dnn = nullptr;
+  void* workspace = nullptr;  // shared by cuBLASLt and cuDNN; ops run in stream order
+  size_t workspace_bytes = 0;
+  int sm_count = 1;
+  std::string device_name;
+
+  // Convolution algorithms measured so far, shared by every node of the run: ResNet-50 repeats
+  // each shape in many blocks, and measuring once per shape keeps the first step short.
+  // Key: ConvDims (9 values), direction (0 fwd, 1 bwd data, 2 bwd filter).
+  struct ConvAlgo {
+    int algo = 0;
+    size_t workspace = 0;
+    cudnnMathType_t math = CUDNN_FMA_MATH;
+  };
+  std::map<std::array<int64_t, 10>, ConvAlgo> conv_algos;
+
+  bool tensor_cores() const { return precision != Precision::fp32; }
+};
+
+inline Context& context(void* ctx) { return *static_cast<Context*>(ctx); }
+
+// ---- failures (cuda_backend.cpp) ----
+[[noreturn]] void fail_cuda(cudaError_t e, const char* call, const char* op, const std::string& shape,
+                            const char* file, int line);
+[[noreturn]] void fail_cudnn(cudnnStatus_t s, const char* call, const char* op,
+                             const std::string& shape, const char* file, int line);
+[[noreturn]] void fail_cublas(cublasStatus_t s, const char* call, const char* op,
+                              const std::string& shape, const char* file, int line);
+[[noreturn]] void fail_msg(const char* op, const std::string& shape, const std::string& what);
+
+// `shape` is evaluated only when the call failed, so building the string costs nothing per step.
+#define TB_CUDA_CHECK(call, op, shape)                                                     \
+  do {                                                                                     \
+    cudaError_t tb_e_ = (call);                                                            \
+    if (tb_e_ != cudaSuccess) ::tb::cuda::fail_cuda(tb_e_, #call, (op), (shape), __FILE__, __LINE__); \
+  } while (0)
+#define TB_CUDNN_CHECK(call, op, shape)                                                        \
+  do {                                                                                         \
+    cudnnStatus_t tb_s_ = (call);                                                              \
+    if (tb_s_ != CUDNN_STATUS_SUCCESS)                                                         \
+      ::tb::cuda::fail_cudnn(tb_s_, #call, (op), (shape), __FILE__, __LINE__);                 \
+  } while (0)
+#define TB_CUBLAS_CHECK(call, op, shape)                                                       \
+  do {                                                                                         \
+    cublasStatus_t tb_s_ = (call);                                                             \
+    if (tb_s_ != CUBLAS_STATUS_SUCCESS)                                                        \
+      ::tb::cuda::fail_cublas(tb_s_, #call, (op), (shape), __FILE__, __LINE__);                \
+  } while (0)
+// After a kernel launch: catches bad launch configurations at once (asynchronous faults surface at
+// the next synchronize or download).
+#define TB_CUDA_LAUNCH_CHECK(op, shape) TB_CUDA_CHECK(cudaGetLastError(), op, shape)
+
+// ---- shapes for messages ----
+std::string shape_str(const DenseDims& d);
+std::string shape_str(const ConvDims& d);
+std::string shape_str(const BnDims& d);
+std::string shape_str(const PoolDims& d);
+std::string count_str(int64_t count);
+std::string rows_str(int64_t n, int64_t cols);
+
+// Caches are per node and per batch size: the dims a cache was built for never change. A cheap
+// check that the caller kept to that.
+template <typename D>
+inline bool same_dims(const D& a, const D& b) {
+  static_assert(sizeof(D) % sizeof(int64_t) == 0);
+  const int64_t* x = reinterpret_cast<const int64_t*>(&a);
+  const int64_t* y = reinterpret_cast<const int64_t*>(&b);
+  for (size_t i = 0; i < sizeof(D) / sizeof(int64_t); ++i)
+    if (x[i] != y[i]) return false;
+  return true;
+}
+template <typename D>
+inline void check_cache_dims(const char* op, const D& cached, const D& now) {
+  if (!same_dims(cached, now))
+    fail_msg(op, shape_str(now),
+             "this OpCache was built for " + shape_str(cached) +
+                 "; caches are per node and per batch size, keep one per shape");
+}
+
+// Grid size for a grid-stride loop over `work` items with `threads` per block.
+inline unsigned grid_for(const Context& cx, int64_t work, int threads = 256) {
+  int64_t blocks = (work + threads - 1) / threads;
+  const int64_t cap = int64_t(cx.sm_count) * 32;
+  if (blocks > cap) blocks = cap;
+  if (blocks < 1) blocks = 1;
+  return unsigned(blocks);
+}
+
+// ---- kernels shared with the library-backed ops (elementwise.cu) ----
+// y[i, o] = act(y[i, o] + b[o]) over y [n, cols]; act = ReLU when relu.
+void launch_bias_act(Context& cx, int64_t n, int64_t cols, const float* b, bool relu, float* y);
+// db[o] = sum_i dy[i, o] over dy [n, cols] (overwrites db).
+void launch_column_sum(Context& cx, int64_t n, int64_t cols, const float* dy, float* db);
+void launch_fill(Context& cx, float* dst, float value, int64_t count);
+
+// ---- registration: each op file fills its entries of the table ----
+void register_dense(Backend& b);        // dense.cpp
+void register_conv2d(Backend& b);       // conv2d.cpp
+void register_batchnorm(Backend& b);    // batchnorm.cu
+void register_pool(Backend& b);         // pool.cu
+void register_elementwise(Backend& b);  // elementwise.cu: relu, add, softmax_ce, gather_batch, fill
+void register_optimizers(Backend& b);   // optimizer.cu
+
+}  // namespace tb::cuda

@@ -1,0 +1,245 @@
+// Dense layer on cuBLASLt, forward and backward.
+//
+// Row-major math through column-major cuBLASLt: a row-major [r, c] matrix is the column-major
+// [c, r] one, so with x [n, in], W [out, in], y [n, out] row-major:
+//   forward  y^T [out, n]  = W [out, in] . x^T [in, n]      A = W  (stored in x out, op T)
+//   dX       dX^T [in, n]  = W^T [in, out] . dY^T [out, n]  A = W  (stored in x out, op N)
+//   dW       dW^T [in, out] = x^T [in, n] . dY [n, out]     B = dY (stored out x n, op T)
+// The forward fuses bias (+ ReLU) as the BIAS / RELU_BIAS epilogue; db is the BGRADB epilogue of
+// the dW product (bias length = columns of D = out, reduced over k = n). Where cuBLASLt offers no
+// algorithm for an epilogue (or the bias pointer is too misaligned for it), a small kernel does it.
+//
+// Each product is planned once per node and shape (descriptors, layouts, the heuristic's algo) and
+// cached in the node's OpCache. The heuristic depends on pointer alignment, so the plan records
+// the alignments it assumed and is rebuilt if a later call passes a less aligned pointer.
+#include <algorithm>
+#include <cstdint>
+
+#include "backends/cuda/cuda_context.h"
+
+namespace tb::cuda {
+namespace {
+
+uint32_t alignment_of(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  if (a == 0) return 256;
+  const uintptr_t low = a & (~a + 1);
+  return uint32_t(std::min<uintptr_t>(low, 256));
+}
+
+// One column-major product D[m, n] = op(A) op(B), A/B/D fp32, with an optional epilogue.
+struct Gemm {
+  cublasOperation_t ta, tb;
+  int64_t m, n, k, lda, ldb, ldd;
+  cublasLtEpilogue_t epilogue;  // DEFAULT, BIAS, RELU_BIAS or BGRADB
+};
+
+struct MatmulPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool built = false;
+  bool epilogue_ok = false;  // the fused epilogue was accepted; else a kernel does its part
+  uint32_t align[4] = {0, 0, 0, 0};  // A, B, D, bias as planned
+  Gemm gemm{};                        // what was planned (for a re-plan without the epilogue)
+
+  void release() {
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (ld) cublasLtMatrixLayoutDestroy(ld);
+    desc = nullptr, la = lb = ld = nullptr;
+    built = false;
+  }
+  ~MatmulPlan() { release(); }
+
+  bool still_fits(const void* a, const void* b, const void* d, const void* bias) const {
+    return built && alignment_of(a) >= align[0] && alignment_of(b) >= align[1] &&
+           alignment_of(d) >= align[2] && (!bias || alignment_of(bias) >= align[3]);
+  }
+};
+
+// Tries to plan g with its epilogue; returns false when no algorithm supports the epilogue (the
+// caller then plans DEFAULT and runs a kernel), throws on any other failure.
+bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const void* b,
+              const void* d, const void* bias, const char* op, const DenseDims& dims) {
+  p.release();
+  const cublasComputeType_t compute =
+      cx.tensor_cores() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  TB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F), op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &g.ta,
+                                                 sizeof(g.ta)),
+                  op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &g.tb,
+                                                 sizeof(g.tb)),
+                  op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &g.epilogue,
+                                                 sizeof(g.epilogue)),
+                  op, shape_str(dims));
+  if (g.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+    // The heuristic reads the pointer's value for its alignment.
+    TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                   sizeof(bias)),
+                    op, shape_str(dims));
+  }
+  // Stored shapes: op(A) is m x k, so A is stored k x m when transposed.
+  const bool at = g.ta == CUBLAS_OP_T, bt = g.tb == CUBLAS_OP_T;
+  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_32F, at ? g.k : g.m, at ? g.m : g.k, g.lda),
+                  op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.lb, CUDA_R_32F, bt ? g.n : g.k, bt ? g.k : g.n, g.ldb),
+                  op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.ld, CUDA_R_32F, g.m, g.n, g.ldd), op,
+                  shape_str(dims));
+
+  p.align[0] = alignment_of(a);
+  p.align[1] = alignment_of(b);
+  p.align[2] = alignment_of(d);
+  p.align[3] = alignment_of(bias);
+  cublasLtMatmulPreference_t pref = nullptr;
+  TB_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref), op, shape_str(dims));
+  const uint64_t ws = cx.workspace_bytes;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &p.align[0],
+                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &p.align[1],
+                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &p.align[2],
+                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &p.align[2],
+                                       sizeof(uint32_t));
+  cublasLtMatmulHeuristicResult_t res[4] = {};
+  int found = 0;
+  cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(cx.lt, p.desc, p.la, p.lb, p.ld, p.ld, pref, 4,
+                                                    res, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  int pick = -1;
+  if (s == CUBLAS_STATUS_SUCCESS)
+    for (int i = 0; i < found; ++i)
+      if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= cx.workspace_bytes) {
+        pick = i;
+        break;
+      }
+  if (pick < 0) {
+    if (g.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+      p.release();
+      return false;
+    }
+    if (s != CUBLAS_STATUS_SUCCESS) fail_cublas(s, "cublasLtMatmulAlgoGetHeuristic", op, shape_str(dims), __FILE__, __LINE__);
+    fail_msg(op, shape_str(dims), "cublasLtMatmulAlgoGetHeuristic found no algorithm");
+  }
+  p.algo = res[pick].algo;
+  p.gemm = g;
+  p.built = true;
+  p.epilogue_ok = g.epilogue != CUBLASLT_EPILOGUE_DEFAULT;
+  return true;
+}
+
+// Plans g (with its epilogue when supported and `want_epilogue`), or reuses the plan.
+void ensure_plan(Context& cx, MatmulPlan& p, Gemm g, bool want_epilogue, const void* a,
+                 const void* b, const void* d, const void* bias, const char* op,
+                 const DenseDims& dims) {
+  if (p.still_fits(a, b, d, p.epilogue_ok ? bias : nullptr)) return;
+  // A bias that is not 16-byte aligned goes to the kernel: the epilogue's vector loads want it.
+  if (want_epilogue && alignment_of(bias) >= 16 && try_plan(cx, p, g, a, b, d, bias, op, dims)) return;
+  g.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  try_plan(cx, p, g, a, b, d, nullptr, op, dims);
+}
+
+void run_plan(Context& cx, MatmulPlan& p, const void* a, const void* b, void* d, const void* bias,
+              const char* op, const DenseDims& dims) {
+  if (p.epilogue_ok)
+    TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                   sizeof(bias)),
+                    op, shape_str(dims));
+  const float one = 1.f, zero = 0.f;
+  cublasStatus_t s = cublasLtMatmul(cx.lt, p.desc, &one, a, p.la, b, p.lb, &zero, d, p.ld, d, p.ld,
+                                    &p.algo, cx.workspace, cx.workspace_bytes, cx.stream);
+  if (s == CUBLAS_STATUS_NOT_SUPPORTED && p.epilogue_ok) {
+    // The heuristic offered the fused epilogue but the launch refused it: plan without it for
+    // good; the caller's kernel then does the epilogue's part (it checks p.epilogue_ok after).
+    Gemm g = p.gemm;
+    g.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    try_plan(cx, p, g, a, b, d, nullptr, op, dims);
+    s = cublasLtMatmul(cx.lt, p.desc, &one, a, p.la, b, p.lb, &zero, d, p.ld, d, p.ld, &p.algo,
+                       cx.workspace, cx.workspace_bytes, cx.stream);
+  }
+  if (s != CUBLAS_STATUS_SUCCESS) fail_cublas(s, "cublasLtMatmul", op, shape_str(dims), __FILE__, __LINE__);
+}
+
+struct DenseCache {
+  DenseDims dims;
+  MatmulPlan fwd[2][2];  // [relu_after][with bias]
+  MatmulPlan dx;
+  MatmulPlan dw[2];  // [with db]
+};
+
+DenseCache& cache_for(OpCache& c, const DenseDims& d, const char* op) {
+  if (auto* dc = c.get<DenseCache>()) {
+    check_cache_dims(op, dc->dims, d);
+    return *dc;
+  }
+  auto* dc = c.set(new DenseCache());
+  dc->dims = d;
+  return *dc;
+}
+
+void dense_forward(void* ctx, OpCache& c, const DenseDims& d, const float* x, const float* w,
+                   const float* b, float* y, bool relu_after) {
+  static const char* op = "dense_forward";
+  Context& cx = context(ctx);
+  DenseCache& dc = cache_for(c, d, op);
+  if (d.n == 0 || d.out == 0) return;
+  MatmulPlan& p = dc.fwd[relu_after ? 1 : 0][b ? 1 : 0];
+  cublasLtEpilogue_t epi = b ? (relu_after ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                             : (relu_after ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
+  const Gemm g{CUBLAS_OP_T, CUBLAS_OP_N, d.out, d.n, d.in, d.in, d.in, d.out, epi};
+  if (b) {
+    ensure_plan(cx, p, g, true, w, x, y, b, op, d);
+  } else if (!p.still_fits(w, x, y, nullptr)) {
+    // RELU alone reads no bias; DEFAULT when there is nothing to fuse or RELU is not offered.
+    if (!(relu_after && try_plan(cx, p, g, w, x, y, nullptr, op, d))) {
+      Gemm g0 = g;
+      g0.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+      try_plan(cx, p, g0, w, x, y, nullptr, op, d);
+    }
+  }
+  run_plan(cx, p, w, x, y, b, op, d);
+  if (!p.epilogue_ok && (b || relu_after)) launch_bias_act(cx, d.n, d.out, b, relu_after, y);
+}
+
+void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, const float* w,
+                    const float* dy, float* dx, float* dw, float* db) {
+  static const char* op = "dense_backward";
+  Context& cx = context(ctx);
+  DenseCache& dc = cache_for(c, d, op);
+  if (d.n == 0) {  // nothing flowed back: the gradients are zero
+    if (dw) launch_fill(cx, dw, 0.f, d.out * d.in);
+    if (db) launch_fill(cx, db, 0.f, d.out);
+    return;
+  }
+  if (dx) {
+    const Gemm g{CUBLAS_OP_N, CUBLAS_OP_N, d.in, d.n, d.out, d.in, d.out, d.in,
+                 CUBLASLT_EPILOGUE_DEFAULT};
+    ensure_plan(cx, dc.dx, g, false, w, dy, dx, nullptr, op, d);
+    run_plan(cx, dc.dx, w, dy, dx, nullptr, op, d);
+  }
+  if (dw) {
+    MatmulPlan& p = dc.dw[db ? 1 : 0];
+    const Gemm g{CUBLAS_OP_N, CUBLAS_OP_T, d.in, d.out, d.n, d.in, d.out, d.in,
+                 db ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT};
+    ensure_plan(cx, p, g, db != nullptr, x, dy, dw, db, op, d);
+    run_plan(cx, p, x, dy, dw, db, op, d);
+    if (db && !p.epilogue_ok) launch_column_sum(cx, d.n, d.out, dy, db);
+  } else if (db) {
+    launch_column_sum(cx, d.n, d.out, dy, db);
+  }
+}
+
+}  // namespace
+
+void register_dense(Backend& b) {
+  b.dense_forward = dense_forward;
+  b.dense_backward = dense_backward;
+}
+
+}  // namespace tb::cuda

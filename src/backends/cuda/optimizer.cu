@@ -1,0 +1,98 @@
+// Optimizers over the one flat parameter array: one launch per step covers every parameter.
+// 16-byte accesses when all arrays are 16-byte aligned, scalar tail. Adam's bias corrections are
+// computed once per step on the host (in double, as ref::adam_update) from `step`.
+#include <cmath>
+#include <cstdint>
+
+#include "backends/cuda/cuda_context.h"
+
+namespace tb::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+struct AdamK {
+  float lr, b1, b2, eps, wd, inv_bc1, inv_bc2;
+  __device__ __forceinline__ void operator()(float& p, float g, float& m, float& v) const {
+    const float gi = g + wd * p;
+    m = b1 * m + (1.f - b1) * gi;
+    v = b2 * v + (1.f - b2) * gi * gi;
+    p = p - lr * (m * inv_bc1) / (sqrtf(v * inv_bc2) + eps);
+  }
+};
+
+__global__ void adam_kernel(int64_t n, float* p, const float* g, float* m, float* v, AdamK k,
+                            bool vec) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  int64_t done = 0;
+  if (vec) {
+    const int64_t n4 = n / 4;
+    float4* p4 = reinterpret_cast<float4*>(p);
+    const float4* g4 = reinterpret_cast<const float4*>(g);
+    float4* m4 = reinterpret_cast<float4*>(m);
+    float4* v4 = reinterpret_cast<float4*>(v);
+    for (int64_t i = tid; i < n4; i += stride) {
+      float4 pp = p4[i], mm = m4[i], vv = v4[i];
+      const float4 gg = g4[i];
+      k(pp.x, gg.x, mm.x, vv.x);
+      k(pp.y, gg.y, mm.y, vv.y);
+      k(pp.z, gg.z, mm.z, vv.z);
+      k(pp.w, gg.w, mm.w, vv.w);
+      p4[i] = pp, m4[i] = mm, v4[i] = vv;
+    }
+    done = n4 * 4;
+  }
+  for (int64_t i = done + tid; i < n; i += stride) {
+    float pp = p[i], mm = m[i], vv = v[i];
+    k(pp, g[i], mm, vv);
+    p[i] = pp, m[i] = mm, v[i] = vv;
+  }
+}
+
+// As ref::sgd_update, operation for operation.
+__global__ void sgd_kernel(int64_t n, float* p, const float* g, float* buf, SgdParams hp) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    float gi = g[i] + hp.weight_decay * p[i];
+    if (hp.momentum != 0.f) {
+      const float b = hp.momentum * buf[i] + gi;
+      buf[i] = b;
+      gi = hp.nesterov ? gi + hp.momentum * b : b;
+    }
+    p[i] -= hp.lr * gi;
+  }
+}
+
+void adam_update(void* ctx, int64_t count, float* p, const float* g, float* m, float* v,
+                 const AdamParams& hp, int64_t step) {
+  Context& cx = context(ctx);
+  if (count <= 0) return;
+  if (step < 1) fail_msg("adam_update", count_str(count), "step counts from 1");
+  const double bc1 = 1.0 - std::pow(double(hp.beta1), double(step));
+  const double bc2 = 1.0 - std::pow(double(hp.beta2), double(step));
+  const AdamK k{hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, float(1.0 / bc1),
+                float(1.0 / bc2)};
+  const bool vec = aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v);
+  adam_kernel<<<grid_for(cx, vec ? (count + 3) / 4 : count, kThreads), kThreads, 0, cx.stream>>>(
+      count, p, g, m, v, k, vec);
+  TB_CUDA_LAUNCH_CHECK("adam_update", count_str(count));
+}
+
+void sgd_update(void* ctx, int64_t count, float* p, const float* g, float* buf, const SgdParams& hp) {
+  Context& cx = context(ctx);
+  if (count <= 0) return;
+  sgd_kernel<<<grid_for(cx, count, kThreads), kThreads, 0, cx.stream>>>(count, p, g, buf, hp);
+  TB_CUDA_LAUNCH_CHECK("sgd_update", count_str(count));
+}
+
+}  // namespace
+
+void register_optimizers(Backend& b) {
+  b.adam_update = adam_update;
+  b.sgd_update = sgd_update;
+}
+
+}  // namespace tb::cuda

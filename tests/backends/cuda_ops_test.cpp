@@ -1,0 +1,684 @@
+// The CUDA backend against the reference, op by op. Random inputs (never all zeros; a fixed seed
+// per op), the reference backend on the host, the CUDA backend on the GPU with every output
+// poisoned with NaN first (an element the GPU never writes fails), compared by relative norm:
+// 1e-5 for fp32 (which also proves fp32 did not run on TF32 tensor cores), 3e-3 for tf32.
+// Without a GPU every GPU test skips and says why; the no-GPU error path is tested instead.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "core/error.h"
+#include "ops/add.h"
+#include "ops/relu.h"
+#include "ops/softmax_ce.h"
+
+#ifdef TRAINBENCH_HAVE_CUDA
+#include "backends/cuda/cuda_info.h"
+#endif
+
+namespace tb {
+namespace {
+
+#ifndef TRAINBENCH_HAVE_CUDA
+
+TEST(CudaBackend, NotBuiltSaysSo) {
+  BackendConfig cfg;
+  cfg.device = DeviceKind::cuda;
+  try {
+    make_backend(cfg);
+    FAIL() << "make_backend(cuda) should throw in a build without CUDA";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
+  }
+  GTEST_SKIP() << "CUDA backend not built (no nvcc at configure time): GPU op tests skipped";
+}
+
+#else
+
+constexpr double kTolFp32 = 1e-5;
+constexpr double kTolTf32 = 3e-3;
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// ---- host data ----
+std::vector<float> randv(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) {
+    x = u(rng);
+    if (x == 0.f) x = 0.5f * (lo + hi) + 1e-3f;
+  }
+  return v;
+}
+
+// Relative norm error; infinite when `got` holds a NaN or the sizes differ.
+double rel_err(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i]) && std::isfinite(want[i])) return INFINITY;
+    const double d = double(got[i]) - double(want[i]);
+    num += d * d;
+    den += double(want[i]) * want[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+// ---- device buffers ----
+struct DBuf {
+  Backend* b = nullptr;
+  void* p = nullptr;
+  size_t bytes = 0;
+  DBuf(Backend& be, size_t n) : b(&be), bytes(n) { p = be.alloc(be.ctx, n); }
+  DBuf(DBuf&& o) noexcept : b(o.b), p(o.p), bytes(o.bytes) { o.p = nullptr; }
+  DBuf(const DBuf&) = delete;
+  ~DBuf() {
+    if (p) b->free(b->ctx, p);
+  }
+  float* f(size_t offset = 0) const { return static_cast<float*>(p) + offset; }
+  int32_t* i32() const { return static_cast<int32_t*>(p); }
+  uint8_t* u8() const { return static_cast<uint8_t*>(p); }
+};
+
+template <typename T>
+DBuf up(Backend& g, const std::vector<T>& v) {
+  DBuf d(g, v.size() * sizeof(T));
+  g.upload(g.ctx, d.p, v.data(), v.size() * sizeof(T));
+  return d;
+}
+template <typename T = float>
+std::vector<T> down(Backend& g, const void* p, size_t n) {
+  std::vector<T> v(n);
+  g.download(g.ctx, v.data(), p, n * sizeof(T));
+  return v;
+}
+DBuf poisoned(Backend& g, size_t n) {
+  DBuf d(g, n * sizeof(float));
+  g.fill(g.ctx, d.f(), kNaN, int64_t(n));
+  return d;
+}
+
+std::unique_ptr<Backend> make_gpu(Precision p) {
+  BackendConfig cfg;
+  cfg.device = DeviceKind::cuda;
+  cfg.precision = p;
+  return make_backend(cfg);
+}
+
+const char* pname(Precision p) { return precision_name(p); }
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU: " << cuda_unavailable_reason();
+    ref_ = make_reference_backend(BackendConfig{});
+    gpu_ = make_gpu(Precision::fp32);
+  }
+  Backend& ref() { return *ref_; }
+  Backend& gpu() { return *gpu_; }
+  std::unique_ptr<Backend> ref_, gpu_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Backend basics
+// ---------------------------------------------------------------------------------------------
+
+TEST(CudaBackend, DeviceCountNeverThrows) {
+  int n = -1;
+  EXPECT_NO_THROW(n = cuda_device_count());
+  EXPECT_GE(n, 0);
+  EXPECT_EQ(cuda_devices().size(), size_t(n));
+  if (n == 0) {
+    EXPECT_FALSE(cuda_unavailable_reason().empty());
+  }
+}
+
+TEST(CudaBackend, NoGpuThrowsClearError) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "this machine has a CUDA GPU; the no-GPU path is not reachable";
+  BackendConfig cfg;
+  cfg.device = DeviceKind::cuda;
+  try {
+    make_backend(cfg);
+    FAIL() << "make_backend(cuda) without a GPU should throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no CUDA GPU"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(make_cuda_backend(cfg), Error);
+}
+
+TEST(CudaBackend, Bf16IsRefusedNotFaked) {
+  BackendConfig cfg;
+  cfg.device = DeviceKind::cuda;
+  cfg.precision = Precision::bf16;
+  try {
+    make_cuda_backend(cfg);
+    FAIL() << "bf16 on cuda should be refused until it is real";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CudaOps, DeviceInfo) {
+  auto devs = cuda_devices();
+  ASSERT_FALSE(devs.empty());
+  EXPECT_FALSE(devs[0].name.empty());
+  EXPECT_GT(devs[0].total_memory_bytes, 0);
+  EXPECT_GT(devs[0].sm_count, 0);
+  EXPECT_GT(devs[0].cudnn_version, 0);
+  EXPECT_EQ(gpu().name, "cuda");
+}
+
+TEST_F(CudaOps, MemoryRoundTripAndZeroFill) {
+  auto h = randv(1000, 1);
+  DBuf a = up(gpu(), h);
+  DBuf b(gpu(), h.size() * 4);
+  EXPECT_EQ(down(gpu(), b.p, h.size()), std::vector<float>(h.size(), 0.f));  // alloc zero-fills
+  gpu().copy(gpu().ctx, b.p, a.p, h.size() * 4);
+  EXPECT_EQ(down(gpu(), b.p, h.size()), h);
+  gpu().fill(gpu().ctx, b.f(1), 2.5f, 997);  // misaligned start, odd count
+  auto got = down(gpu(), b.p, h.size());
+  EXPECT_EQ(got[0], h[0]);
+  for (size_t i = 1; i < 998; ++i) ASSERT_EQ(got[i], 2.5f) << i;
+  EXPECT_EQ(got[998], h[998]);
+  gpu().synchronize(gpu().ctx);
+}
+
+TEST_F(CudaOps, OutOfMemoryNamesBytesAndSuggestsBatch) {
+  try {
+    gpu().alloc(gpu().ctx, size_t(1) << 50);
+    FAIL() << "a 1 PiB allocation should fail";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("out of GPU memory"), std::string::npos) << m;
+    EXPECT_NE(m.find("--batch"), std::string::npos) << m;
+    EXPECT_NE(m.find("free"), std::string::npos) << m;
+  }
+  // the backend still works afterwards
+  auto h = randv(10, 2);
+  DBuf a = up(gpu(), h);
+  EXPECT_EQ(down(gpu(), a.p, 10), h);
+}
+
+// ---------------------------------------------------------------------------------------------
+// dense
+// ---------------------------------------------------------------------------------------------
+
+struct DenseCase {
+  int64_t n, in, out;
+};
+
+class CudaDense : public CudaOps, public ::testing::WithParamInterface<DenseCase> {};
+
+TEST_P(CudaDense, ForwardAndBackward) {
+  const DenseCase dc = GetParam();
+  const DenseDims d{dc.n, dc.in, dc.out};
+  const uint32_t seed = uint32_t(100 + dc.n * 7 + dc.in * 3 + dc.out);
+  auto x = randv(d.n * d.in, seed), w = randv(d.out * d.in, seed + 1, -0.2f, 0.2f),
+       b = randv(d.out, seed + 2), dy = randv(d.n * d.out, seed + 3);
+  for (Precision prec : {Precision::fp32, Precision::tf32}) {
+    SCOPED_TRACE(pname(prec));
+    auto g = make_gpu(prec);
+    const double tol = prec == Precision::fp32 ? kTolFp32 : kTolTf32;
+    DBuf gx = up(*g, x), gw = up(*g, w), gb = up(*g, b), gdy = up(*g, dy);
+    OpCache cache;  // one node: forward and backward share it
+    for (bool relu : {false, true})
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE(std::string("relu ") + (relu ? "on" : "off") + ", bias " + (bias ? "on" : "off"));
+        std::vector<float> want(d.n * d.out);
+        OpCache rc;
+        ref().dense_forward(ref().ctx, rc, d, x.data(), w.data(), bias ? b.data() : nullptr,
+                            want.data(), relu);
+        for (int rep = 0; rep < 2; ++rep) {  // the second call runs the cached plan
+          DBuf gy = poisoned(*g, d.n * d.out);
+          g->dense_forward(g->ctx, cache, d, gx.f(), gw.f(), bias ? gb.f() : nullptr, gy.f(), relu);
+          EXPECT_LE(rel_err(down(*g, gy.p, want.size()), want), tol) << "forward, call " << rep;
+        }
+      }
+    // backward, full and without dx / db (the first layer; no bias)
+    std::vector<float> wdx(d.n * d.in), wdw(d.out * d.in), wdb(d.out);
+    OpCache rc;
+    ref().dense_backward(ref().ctx, rc, d, x.data(), w.data(), dy.data(), wdx.data(), wdw.data(),
+                         wdb.data());
+    for (int variant = 0; variant < 3; ++variant) {
+      SCOPED_TRACE("backward variant " + std::to_string(variant));
+      const bool want_dx = variant != 1, want_db = variant != 2;
+      DBuf gdx = poisoned(*g, wdx.size()), gdw = poisoned(*g, wdw.size()), gdb = poisoned(*g, wdb.size());
+      g->dense_backward(g->ctx, cache, d, gx.f(), gw.f(), gdy.f(), want_dx ? gdx.f() : nullptr,
+                        gdw.f(), want_db ? gdb.f() : nullptr);
+      if (want_dx) {
+        EXPECT_LE(rel_err(down(*g, gdx.p, wdx.size()), wdx), tol) << "dx";
+      }
+      EXPECT_LE(rel_err(down(*g, gdw.p, wdw.size()), wdw), tol) << "dw";
+      if (want_db) {
+        EXPECT_LE(rel_err(down(*g, gdb.p, wdb.size()), wdb), tol) << "db";
+      }
+    }
+    // a less aligned weight pointer (an offset into a flat parameter array) on the same cache
+    {
+      DBuf gw1(*g, (w.size() + 1) * 4), gb1(*g, (b.size() + 1) * 4);
+      g->upload(g->ctx, gw1.f(1), w.data(), w.size() * 4);
+      g->upload(g->ctx, gb1.f(1), b.data(), b.size() * 4);
+      std::vector<float> want(d.n * d.out);
+      OpCache rc2;
+      ref().dense_forward(ref().ctx, rc2, d, x.data(), w.data(), b.data(), want.data(), false);
+      DBuf gy = poisoned(*g, want.size());
+      g->dense_forward(g->ctx, cache, d, gx.f(), gw1.f(1), gb1.f(1), gy.f(), false);
+      EXPECT_LE(rel_err(down(*g, gy.p, want.size()), want), tol) << "misaligned forward";
+      DBuf gdw = poisoned(*g, wdw.size() + 1), gdb = poisoned(*g, wdb.size() + 1);
+      g->dense_backward(g->ctx, cache, d, gx.f(), gw1.f(1), gdy.f(), nullptr, gdw.f(1), gdb.f(1));
+      auto got_dw = down(*g, gdw.p, wdw.size() + 1);
+      auto got_db = down(*g, gdb.p, wdb.size() + 1);
+      EXPECT_LE(rel_err(std::vector<float>(got_dw.begin() + 1, got_dw.end()), wdw), tol) << "misaligned dw";
+      EXPECT_LE(rel_err(std::vector<float>(got_db.begin() + 1, got_db.end()), wdb), tol) << "misaligned db";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaDense,
+                         ::testing::Values(DenseCase{32, 784, 128}, DenseCase{32, 128, 10},
+                                           DenseCase{7, 33, 5}, DenseCase{16, 2048, 10}),
+                         [](const auto& info) {
+                           return "n" + std::to_string(info.param.n) + "_in" +
+                                  std::to_string(info.param.in) + "_out" +
+                                  std::to_string(info.param.out);
+                         });
+
+TEST_F(CudaOps, CacheRefusesAnotherShape) {
+  const DenseDims d{8, 16, 4}, d2{4, 16, 4};
+  auto x = randv(8 * 16, 7), w = randv(4 * 16, 8), b = randv(4, 9);
+  DBuf gx = up(gpu(), x), gw = up(gpu(), w), gb = up(gpu(), b);
+  DBuf gy(gpu(), 8 * 4 * 4);
+  OpCache c;
+  gpu().dense_forward(gpu().ctx, c, d, gx.f(), gw.f(), gb.f(), gy.f(), false);
+  EXPECT_THROW(gpu().dense_forward(gpu().ctx, c, d2, gx.f(), gw.f(), gb.f(), gy.f(), false), Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d
+// ---------------------------------------------------------------------------------------------
+
+struct ConvCase {
+  const char* name;
+  ConvDims d;
+};
+
+class CudaConv : public CudaOps, public ::testing::WithParamInterface<ConvCase> {};
+
+TEST_P(CudaConv, ForwardBackwardDataBackwardWeights) {
+  const ConvDims d = GetParam().d;
+  const uint32_t seed = uint32_t(300 + d.c * 5 + d.k * 3 + d.r * 11 + d.stride * 17 + d.n);
+  const int64_t xs = d.n * d.c * d.h * d.w, ws = d.k * d.c * d.r * d.s,
+                ys = d.n * d.k * d.oh() * d.ow();
+  auto x = randv(xs, seed), w = randv(ws, seed + 1, -0.3f, 0.3f), dy = randv(ys, seed + 2);
+  std::vector<float> wy(ys), wdx(xs), wdw(ws);
+  OpCache rc;
+  ref().conv2d_forward(ref().ctx, rc, d, x.data(), w.data(), wy.data());
+  ref().conv2d_backward_data(ref().ctx, rc, d, dy.data(), w.data(), wdx.data());
+  ref().conv2d_backward_weights(ref().ctx, rc, d, x.data(), dy.data(), wdw.data());
+  for (Precision prec : {Precision::fp32, Precision::tf32}) {
+    SCOPED_TRACE(pname(prec));
+    auto g = make_gpu(prec);
+    const double tol = prec == Precision::fp32 ? kTolFp32 : kTolTf32;
+    DBuf gx = up(*g, x), gw = up(*g, w), gdy = up(*g, dy);
+    OpCache cache;
+    for (int rep = 0; rep < 2; ++rep) {  // first call measures algorithms, second reuses them
+      SCOPED_TRACE("call " + std::to_string(rep));
+      DBuf gy = poisoned(*g, ys), gdx = poisoned(*g, xs), gdw = poisoned(*g, ws);
+      g->conv2d_forward(g->ctx, cache, d, gx.f(), gw.f(), gy.f());
+      g->conv2d_backward_data(g->ctx, cache, d, gdy.f(), gw.f(), gdx.f());
+      g->conv2d_backward_weights(g->ctx, cache, d, gx.f(), gdy.f(), gdw.f());
+      EXPECT_LE(rel_err(down(*g, gy.p, ys), wy), tol) << "forward";
+      EXPECT_LE(rel_err(down(*g, gdx.p, xs), wdx), tol) << "backward data";
+      EXPECT_LE(rel_err(down(*g, gdw.p, ws), wdw), tol) << "backward weights";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cuda, CudaConv,
+    ::testing::Values(ConvCase{"k1s1", {2, 16, 8, 8, 32, 1, 1, 1, 0}},
+                      ConvCase{"k1s2_projection", {2, 16, 8, 8, 32, 1, 1, 2, 0}},
+                      ConvCase{"k3s1p1", {2, 8, 10, 10, 16, 3, 3, 1, 1}},
+                      ConvCase{"k3s2p1_odd", {2, 8, 9, 9, 12, 3, 3, 2, 1}},
+                      ConvCase{"k7s2p3_stem", {2, 3, 32, 32, 16, 7, 7, 2, 3}},
+                      ConvCase{"k3s1p1_partial_batch3", {3, 16, 4, 4, 16, 3, 3, 1, 1}},
+                      ConvCase{"k3s1p1_1x1_spatial", {5, 32, 1, 1, 8, 3, 3, 1, 1}}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// ---------------------------------------------------------------------------------------------
+// batchnorm
+// ---------------------------------------------------------------------------------------------
+
+class CudaBatchnorm : public CudaOps, public ::testing::WithParamInterface<BnDims> {};
+
+TEST_P(CudaBatchnorm, TrainEvalBackward) {
+  const BnDims d = GetParam();
+  const BnParams p{1e-5f, 0.1f};
+  const int64_t total = d.n * d.c * d.hw;
+  const uint32_t seed = uint32_t(500 + d.n * 3 + d.c + d.hw);
+  auto x = randv(total, seed, -1.f, 2.f), gamma = randv(d.c, seed + 1, 0.5f, 1.5f),
+       beta = randv(d.c, seed + 2), dy = randv(total, seed + 3),
+       rm0 = randv(d.c, seed + 4), rv0 = randv(d.c, seed + 5, 0.5f, 2.f);
+  // reference
+  std::vector<float> wy(total), wsm(d.c), wsi(d.c), wrm = rm0, wrv = rv0, wye(total), wdx(total),
+      wdg(d.c), wdb(d.c);
+  OpCache rc;
+  ref().batchnorm_forward_train(ref().ctx, rc, d, p, x.data(), gamma.data(), beta.data(), wy.data(),
+                                wsm.data(), wsi.data(), wrm.data(), wrv.data());
+  ref().batchnorm_forward_eval(ref().ctx, rc, d, p, x.data(), gamma.data(), beta.data(), rm0.data(),
+                               rv0.data(), wye.data());
+  ref().batchnorm_backward(ref().ctx, rc, d, x.data(), dy.data(), gamma.data(), wsm.data(),
+                           wsi.data(), wdx.data(), wdg.data(), wdb.data());
+  // gpu
+  Backend& g = gpu();
+  DBuf gx = up(g, x), gg = up(g, gamma), gb = up(g, beta), gdy = up(g, dy), grm = up(g, rm0),
+       grv = up(g, rv0);
+  DBuf gy = poisoned(g, total), gsm = poisoned(g, d.c), gsi = poisoned(g, d.c);
+  OpCache cache;
+  g.batchnorm_forward_train(g.ctx, cache, d, p, gx.f(), gg.f(), gb.f(), gy.f(), gsm.f(), gsi.f(),
+                            grm.f(), grv.f());
+  EXPECT_LE(rel_err(down(g, gy.p, total), wy), kTolFp32) << "y";
+  EXPECT_LE(rel_err(down(g, gsm.p, d.c), wsm), kTolFp32) << "save_mean";
+  EXPECT_LE(rel_err(down(g, gsi.p, d.c), wsi), kTolFp32) << "save_invstd";
+  EXPECT_LE(rel_err(down(g, grm.p, d.c), wrm), kTolFp32) << "running_mean";
+  EXPECT_LE(rel_err(down(g, grv.p, d.c), wrv), kTolFp32) << "running_var";
+  // eval from the initial running statistics
+  DBuf grm0 = up(g, rm0), grv0 = up(g, rv0), gye = poisoned(g, total);
+  g.batchnorm_forward_eval(g.ctx, cache, d, p, gx.f(), gg.f(), gb.f(), grm0.f(), grv0.f(), gye.f());
+  EXPECT_LE(rel_err(down(g, gye.p, total), wye), kTolFp32) << "eval y";
+  // backward from the reference's saved statistics (so it is judged on its own)
+  DBuf rsm = up(g, wsm), rsi = up(g, wsi);
+  DBuf gdx = poisoned(g, total), gdg = poisoned(g, d.c), gdb = poisoned(g, d.c);
+  g.batchnorm_backward(g.ctx, cache, d, gx.f(), gdy.f(), gg.f(), rsm.f(), rsi.f(), gdx.f(), gdg.f(),
+                       gdb.f());
+  EXPECT_LE(rel_err(down(g, gdx.p, total), wdx), kTolFp32) << "dx";
+  EXPECT_LE(rel_err(down(g, gdg.p, d.c), wdg), kTolFp32) << "dgamma";
+  EXPECT_LE(rel_err(down(g, gdb.p, d.c), wdb), kTolFp32) << "dbeta";
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaBatchnorm,
+                         ::testing::Values(BnDims{4, 8, 25}, BnDims{3, 16, 1}, BnDims{8, 64, 64},
+                                           BnDims{5, 3, 256}),
+                         [](const auto& info) {
+                           return "n" + std::to_string(info.param.n) + "_c" +
+                                  std::to_string(info.param.c) + "_hw" +
+                                  std::to_string(info.param.hw);
+                         });
+
+// ---------------------------------------------------------------------------------------------
+// pooling
+// ---------------------------------------------------------------------------------------------
+
+class CudaMaxpool : public CudaOps, public ::testing::WithParamInterface<PoolDims> {};
+
+TEST_P(CudaMaxpool, ForwardBackward) {
+  const PoolDims d = GetParam();
+  const int64_t xs = d.n * d.c * d.h * d.w, ys = d.n * d.c * d.oh() * d.ow();
+  const uint32_t seed = uint32_t(700 + d.h * 3 + d.kernel + d.pad);
+  auto x = randv(xs, seed), dy = randv(ys, seed + 1);
+  std::vector<float> wy(ys), wdx(xs);
+  std::vector<int32_t> wam(ys);
+  OpCache rc;
+  ref().maxpool_forward(ref().ctx, rc, d, x.data(), wy.data(), wam.data());
+  ref().maxpool_backward(ref().ctx, rc, d, dy.data(), wam.data(), wdx.data());
+  Backend& g = gpu();
+  DBuf gx = up(g, x), gdy = up(g, dy);
+  DBuf gy = poisoned(g, ys), gam = poisoned(g, ys), gdx = poisoned(g, xs);
+  OpCache cache;
+  g.maxpool_forward(g.ctx, cache, d, gx.f(), gy.f(), gam.i32());
+  g.maxpool_backward(g.ctx, cache, d, gdy.f(), gam.i32(), gdx.f());
+  EXPECT_EQ(down(g, gy.p, ys), wy);
+  EXPECT_EQ(down<int32_t>(g, gam.p, ys), wam);
+  EXPECT_LE(rel_err(down(g, gdx.p, xs), wdx), 1e-6);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaMaxpool,
+                         ::testing::Values(PoolDims{2, 3, 9, 9, 3, 2, 1}, PoolDims{2, 4, 8, 8, 2, 2, 0},
+                                           PoolDims{3, 5, 16, 16, 3, 2, 1},
+                                           PoolDims{1, 2, 7, 5, 3, 1, 1}),
+                         [](const auto& info) {
+                           const PoolDims& d = info.param;
+                           return std::to_string(d.h) + "x" + std::to_string(d.w) + "_k" +
+                                  std::to_string(d.kernel) + "s" + std::to_string(d.stride) + "p" +
+                                  std::to_string(d.pad);
+                         });
+
+TEST_F(CudaOps, GlobalAvgpool) {
+  struct Case { int64_t n, c, hw; };
+  for (Case k : {Case{3, 7, 16}, Case{2, 2048, 1}, Case{2, 5, 100}}) {
+    SCOPED_TRACE("hw " + std::to_string(k.hw));
+    auto x = randv(k.n * k.c * k.hw, uint32_t(900 + k.hw)), dy = randv(k.n * k.c, uint32_t(901 + k.hw));
+    std::vector<float> wy(k.n * k.c), wdx(x.size());
+    ref().global_avgpool_forward(ref().ctx, k.n, k.c, k.hw, x.data(), wy.data());
+    ref().global_avgpool_backward(ref().ctx, k.n, k.c, k.hw, dy.data(), wdx.data());
+    Backend& g = gpu();
+    DBuf gx = up(g, x), gdy = up(g, dy), gy = poisoned(g, wy.size()), gdx = poisoned(g, x.size());
+    g.global_avgpool_forward(g.ctx, k.n, k.c, k.hw, gx.f(), gy.f());
+    g.global_avgpool_backward(g.ctx, k.n, k.c, k.hw, gdy.f(), gdx.f());
+    EXPECT_LE(rel_err(down(g, gy.p, wy.size()), wy), 1e-6);
+    EXPECT_LE(rel_err(down(g, gdx.p, x.size()), wdx), 1e-7);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// elementwise, softmax cross-entropy, gather_batch
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(CudaOps, ReluAndAdd) {
+  Backend& g = gpu();
+  for (int64_t offset : {0, 1})  // 16-byte aligned (float4 path) and not (scalar path)
+    for (int64_t n : {int64_t(1000003), int64_t(5)}) {
+      SCOPED_TRACE("n " + std::to_string(n) + " offset " + std::to_string(offset));
+      auto a = randv(n, uint32_t(1100 + n + offset)), b = randv(n, uint32_t(1200 + n + offset));
+      std::vector<float> wr(n), wrb(n), wadd(n);
+      ref().relu_forward(ref().ctx, n, a.data(), wr.data());
+      ref().relu_backward(ref().ctx, n, wr.data(), b.data(), wrb.data());
+      ref().add(ref().ctx, n, a.data(), b.data(), wadd.data());
+      DBuf ga(g, (n + 1) * 4), gb(g, (n + 1) * 4);
+      g.upload(g.ctx, ga.f(offset), a.data(), n * 4);
+      g.upload(g.ctx, gb.f(offset), b.data(), n * 4);
+      DBuf gr = poisoned(g, n + 1), grb = poisoned(g, n + 1), gadd = poisoned(g, n + 1);
+      g.relu_forward(g.ctx, n, ga.f(offset), gr.f(offset));
+      g.relu_backward(g.ctx, n, gr.f(offset), gb.f(offset), grb.f(offset));
+      g.add(g.ctx, n, ga.f(offset), gb.f(offset), gadd.f(offset));
+      auto tail = [&](const DBuf& d) {
+        auto v = down(g, d.p, n + 1);
+        return std::vector<float>(v.begin() + offset, v.begin() + offset + n);
+      };
+      EXPECT_EQ(tail(gr), wr);
+      EXPECT_EQ(tail(grb), wrb);
+      EXPECT_EQ(tail(gadd), wadd);
+      // in place: y = relu(y), y = a + y
+      g.relu_forward(g.ctx, n, ga.f(offset), ga.f(offset));
+      EXPECT_EQ(tail(ga), wr);
+      g.add(g.ctx, n, gb.f(offset), gb.f(offset), gb.f(offset));
+      std::vector<float> b2(n);
+      for (int64_t i = 0; i < n; ++i) b2[i] = b[i] + b[i];
+      EXPECT_EQ(tail(gb), b2);
+    }
+}
+
+TEST_F(CudaOps, SoftmaxCrossEntropy) {
+  Backend& g = gpu();
+  for (int64_t classes : {int64_t(10), int64_t(45)})
+    for (bool with_grad : {true, false}) {
+      SCOPED_TRACE("classes " + std::to_string(classes) + (with_grad ? " train" : " eval"));
+      const int64_t n = 37;
+      auto z = randv(n * classes, uint32_t(1300 + classes), -4.f, 4.f);
+      std::vector<int32_t> labels(n);
+      std::mt19937 rng(1301);
+      for (auto& l : labels) l = int32_t(rng() % classes);
+      // make some predictions right so the correct count is not trivially 0
+      for (int64_t i = 0; i < n; i += 3) z[i * classes + labels[i]] += 10.f;
+      const float scale = 1.f / 128.f;
+      std::vector<float> wdz(n * classes), wm = {1.5f, 2.f};
+      ref().softmax_ce(ref().ctx, n, classes, z.data(), labels.data(), scale,
+                       with_grad ? wdz.data() : nullptr, wm.data());
+      DBuf gz = up(g, z), gl = up(g, labels), gm = up(g, std::vector<float>{1.5f, 2.f});
+      DBuf gdz = poisoned(g, wdz.size());
+      g.softmax_ce(g.ctx, n, classes, gz.f(), gl.i32(), scale, with_grad ? gdz.f() : nullptr, gm.f());
+      if (with_grad) {
+        EXPECT_LE(rel_err(down(g, gdz.p, wdz.size()), wdz), 1e-5);
+      }
+      auto m = down(g, gm.p, 2);
+      EXPECT_NEAR(m[0], wm[0], 1e-5 * std::abs(wm[0])) << "loss sum accumulates";
+      EXPECT_EQ(m[1], wm[1]) << "correct count accumulates";
+      EXPECT_GT(wm[1], 2.f);
+    }
+}
+
+TEST_F(CudaOps, GatherBatch) {
+  Backend& g = gpu();
+  struct Case { int ch, h, w; bool augment; };
+  for (Case k : {Case{1, 28, 28, false}, Case{3, 32, 32, false}, Case{3, 32, 32, true},
+                 Case{3, 9, 7, true}}) {
+    SCOPED_TRACE(std::to_string(k.ch) + "x" + std::to_string(k.h) + "x" + std::to_string(k.w) +
+                 (k.augment ? " augment" : ""));
+    const int64_t count = 20, image = int64_t(k.ch) * k.h * k.w;
+    std::mt19937 rng(uint32_t(1500 + k.ch + k.h + k.augment));
+    std::vector<uint8_t> images(count * image), labels(count);
+    for (auto& v : images) v = uint8_t(rng() & 255);
+    for (auto& v : labels) v = uint8_t(rng() % 10);
+    std::vector<int32_t> idx(7);
+    for (auto& v : idx) v = int32_t(rng() % count);
+    BatchSpec s;
+    s.n = int64_t(idx.size());
+    s.channels = k.ch, s.height = k.h, s.width = k.w;
+    s.augment = k.augment;
+    s.seed = 0x1234567890abcdefull + uint64_t(k.h);
+    const float mean[3] = {0.4914f, 0.4822f, 0.4465f}, sd[3] = {0.2470f, 0.2435f, 0.2616f};
+    for (int c = 0; c < k.ch; ++c) s.mean[c] = mean[c], s.inv_std[c] = 1.f / sd[c];
+    std::vector<float> wx(s.n * image);
+    std::vector<int32_t> wy(s.n);
+    ref().gather_batch(ref().ctx, s, images.data(), labels.data(), idx.data(), wx.data(), wy.data());
+    DBuf gi = up(g, images), gl = up(g, labels), gidx = up(g, idx);
+    DBuf gx = poisoned(g, wx.size()), gy = poisoned(g, wy.size());
+    g.gather_batch(g.ctx, s, gi.u8(), gl.u8(), gidx.i32(), gx.f(), gy.i32());
+    EXPECT_LE(rel_err(down(g, gx.p, wx.size()), wx), 1e-6);
+    EXPECT_EQ(down<int32_t>(g, gy.p, wy.size()), wy);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimizers
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(CudaOps, Adam) {
+  Backend& g = gpu();
+  for (int64_t offset : {0, 1})
+    for (float wd : {0.f, 0.01f})
+      for (int64_t step : {int64_t(1), int64_t(7)}) {
+        SCOPED_TRACE("offset " + std::to_string(offset) + " wd " + std::to_string(wd) + " step " +
+                     std::to_string(step));
+        const int64_t n = 100003;
+        const uint32_t seed = uint32_t(1700 + offset * 10 + step + (wd > 0 ? 100 : 0));
+        auto p = randv(n, seed), gr = randv(n, seed + 1, -0.1f, 0.1f),
+             m = randv(n, seed + 2, -0.01f, 0.01f), v = randv(n, seed + 3, 1e-6f, 1e-3f);
+        AdamParams hp;
+        hp.weight_decay = wd;
+        auto wp = p, wm = m, wv = v;
+        ref().adam_update(ref().ctx, n, wp.data(), gr.data(), wm.data(), wv.data(), hp, step);
+        DBuf gp(g, (n + 1) * 4), gg(g, (n + 1) * 4), gm(g, (n + 1) * 4), gv(g, (n + 1) * 4);
+        g.upload(g.ctx, gp.f(offset), p.data(), n * 4);
+        g.upload(g.ctx, gg.f(offset), gr.data(), n * 4);
+        g.upload(g.ctx, gm.f(offset), m.data(), n * 4);
+        g.upload(g.ctx, gv.f(offset), v.data(), n * 4);
+        g.adam_update(g.ctx, n, gp.f(offset), gg.f(offset), gm.f(offset), gv.f(offset), hp, step);
+        auto part = [&](const DBuf& d) {
+          auto all = down(g, d.p, n + 1);
+          return std::vector<float>(all.begin() + offset, all.begin() + offset + n);
+        };
+        EXPECT_LE(rel_err(part(gp), wp), 1e-6) << "p";
+        EXPECT_LE(rel_err(part(gm), wm), 1e-6) << "m";
+        EXPECT_LE(rel_err(part(gv), wv), 1e-6) << "v";
+        // the update itself, not only p (p barely moves at lr 1e-3)
+        std::vector<float> dg(n), dw(n);
+        auto gpv = part(gp);
+        for (int64_t i = 0; i < n; ++i) dg[i] = gpv[i] - p[i], dw[i] = wp[i] - p[i];
+        EXPECT_LE(rel_err(dg, dw), 1e-3) << "p - p0";
+      }
+}
+
+TEST_F(CudaOps, Sgd) {
+  Backend& g = gpu();
+  for (float momentum : {0.f, 0.9f})
+    for (bool nesterov : {false, true}) {
+      SCOPED_TRACE("momentum " + std::to_string(momentum) + (nesterov ? " nesterov" : ""));
+      const int64_t n = 4099;
+      auto p = randv(n, 1900), gr = randv(n, 1901), buf = randv(n, 1902);
+      SgdParams hp;
+      hp.lr = 0.05f, hp.momentum = momentum, hp.weight_decay = 1e-4f, hp.nesterov = nesterov;
+      auto wp = p, wb = buf;
+      ref().sgd_update(ref().ctx, n, wp.data(), gr.data(), wb.data(), hp);
+      DBuf gp = up(g, p), gg = up(g, gr), gb = up(g, buf);
+      g.sgd_update(g.ctx, n, gp.f(), gg.f(), gb.f(), hp);
+      EXPECT_LE(rel_err(down(g, gp.p, n), wp), 1e-6);
+      EXPECT_LE(rel_err(down(g, gb.p, n), wb), 1e-6);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// a few training steps of a small MLP, end to end on both backends
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(CudaOps, MlpTrainingStepsMatchReference) {
+  const int64_t B = 16, I = 784, H = 32, O = 10, steps = 5;
+  const DenseDims d1{B, I, H}, d2{B, H, O};
+  const int64_t np = H * I + H + O * H + O;
+  auto params0 = randv(np, 2100, -0.05f, 0.05f);
+  auto data = randv(B * I * steps, 2101, 0.f, 1.f);
+  std::vector<int32_t> labels(B * steps);
+  std::mt19937 rng(2102);
+  for (auto& l : labels) l = int32_t(rng() % O);
+
+  auto run = [&](Backend& be, std::vector<float>& metrics_out) {
+    auto alloc = [&](int64_t n) { return DBuf(be, n * 4); };
+    DBuf p = up(be, params0), gp = alloc(np), m = alloc(np), v = alloc(np), met = alloc(2);
+    DBuf x = alloc(B * I), h = alloc(B * H), z = alloc(B * O), dz = alloc(B * O), dh = alloc(B * H);
+    DBuf lab(be, B * 4);
+    float* w1 = p.f();
+    float* b1 = w1 + H * I;
+    float* w2 = b1 + H;
+    float* b2 = w2 + O * H;
+    float* gw1 = gp.f();
+    float* gb1 = gw1 + H * I;
+    float* gw2 = gb1 + H;
+    float* gb2 = gw2 + O * H;
+    OpCache c1, c2;
+    AdamParams hp;
+    for (int64_t s = 0; s < steps; ++s) {
+      be.upload(be.ctx, x.p, data.data() + s * B * I, B * I * 4);
+      be.upload(be.ctx, lab.p, labels.data() + s * B, B * 4);
+      be.dense_forward(be.ctx, c1, d1, x.f(), w1, b1, h.f(), true);
+      be.dense_forward(be.ctx, c2, d2, h.f(), w2, b2, z.f(), false);
+      be.softmax_ce(be.ctx, B, O, z.f(), lab.i32(), 1.f / B, dz.f(), met.f());
+      be.dense_backward(be.ctx, c2, d2, h.f(), w2, dz.f(), dh.f(), gw2, gb2);
+      be.relu_backward(be.ctx, B * H, h.f(), dh.f(), dh.f());
+      be.dense_backward(be.ctx, c1, d1, x.f(), w1, dh.f(), nullptr, gw1, gb1);
+      be.adam_update(be.ctx, np, p.f(), gp.f(), m.f(), v.f(), hp, s + 1);
+    }
+    metrics_out = down(be, met.p, 2);
+    return down(be, p.p, np);
+  };
+  std::vector<float> mref, mgpu;
+  auto pref = run(ref(), mref);
+  auto pgpu = run(gpu(), mgpu);
+  std::vector<float> dref(np), dgpu(np);
+  for (int64_t i = 0; i < np; ++i) dref[i] = pref[i] - params0[i], dgpu[i] = pgpu[i] - params0[i];
+  EXPECT_LE(rel_err(dgpu, dref), 1e-3) << "parameter change after " << steps << " Adam steps";
+  EXPECT_NEAR(mgpu[0], mref[0], 1e-4 * mref[0]) << "summed loss";
+  EXPECT_EQ(mgpu[1], mref[1]) << "correct count";
+}
+
+#endif  // TRAINBENCH_HAVE_CUDA
+
+}  // namespace
+}  // namespace tb
