@@ -14,7 +14,7 @@ mode="${1:-build}"
 
 packages=(cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev dataset-fashion-mnist
   libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev
-  libgtest-dev libgmock-dev libbenchmark-dev)
+  libgtest-dev libgmock-dev libbenchmark-dev chromium)
 
 missing=()
 for p in "${packages[@]}"; do

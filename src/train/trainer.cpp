@@ -157,10 +157,27 @@ void Trainer::load_batch(const BatchSpec& base, const uint8_t* images, const uin
   be.gather_batch(be.ctx, s, images, lbls, indices, out[0], labels);
 }
 
-void Trainer::forward(int64_t n, bool training) {
+// Times one node when profiling: synchronize, run, synchronize, add the milliseconds.
+struct NodeTimer {
+  Backend& be;
+  std::vector<double>* node_ms;
+  size_t node;
+  Clock::time_point t0;
+  NodeTimer(Backend& b, std::vector<double>* ms, size_t i) : be(b), node_ms(ms), node(i) {
+    if (node_ms) be.synchronize(be.ctx), t0 = Clock::now();
+  }
+  ~NodeTimer() {
+    if (!node_ms) return;
+    be.synchronize(be.ctx);
+    (*node_ms)[node] += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  }
+};
+
+void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
   auto& cache = caches_for(n);
   const BnParams bn{1e-5f, 0.1f};
   for (size_t i = 1; i < model.nodes.size(); ++i) {
+    NodeTimer timer(be, node_ms, i);
     const Node& node = model.nodes[i];
     OpCache& c = *cache[i];
     const float* x = out[node.in0];
@@ -203,7 +220,7 @@ void Trainer::forward(int64_t n, bool training) {
   }
 }
 
-void Trainer::backward(int64_t n) {
+void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
   auto& cache = caches_for(n);
   // A node read by two consumers gets its gradient from both: the first writes it, the second
   // writes into scratch and adds. Nodes run in reverse, so "first" = the later consumer.
@@ -220,6 +237,7 @@ void Trainer::backward(int64_t n) {
   };
 
   for (int i = int(model.nodes.size()) - 1; i >= 1; --i) {
+    NodeTimer timer(be, node_ms, size_t(i));
     const Node& node = model.nodes[i];
     OpCache& c = *cache[i];
     const float* dy = grad[i];

@@ -92,8 +92,10 @@ struct Trainer {
   // Cuts batch `first .. first+n` of the given index buffer into the input node and labels.
   void load_batch(const BatchSpec& spec, const uint8_t* images, const uint8_t* lbls,
                   const int32_t* indices, int64_t n, uint64_t seed);
-  void forward(int64_t n, bool training);
-  void backward(int64_t n);
+  // node_ms (optional, one entry per node): adds each node's time, synchronizing around it
+  // (profiling only: the synchronizes cost what a step does not otherwise pay).
+  void forward(int64_t n, bool training, std::vector<double>* node_ms = nullptr);
+  void backward(int64_t n, std::vector<double>* node_ms = nullptr);
   void optimizer_update();
   // One training step on n images at indices[0..n): forward, loss, backward, update.
   void step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split);

@@ -1,6 +1,96 @@
-// oneDNN fast path for pool: being written; until then the reference entry stays in the table.
+// Pooling on the CPU: OpenMP loops, one (n, c) plane per iteration.
+// Shapes: x [n, c, h, w], y [n, c, oh, ow]; global average: x [n, c, hw] -> y [n, c].
+//   max-pool forward   y = max over the k x k window (padded cells never win); argmax holds the
+//                      FLAT input index of the winner (int32), the first in row-major window
+//                      order on ties, exactly as the reference: the trainer keeps it for the
+//                      backward and tests compare it element for element.
+//   max-pool backward  dx = 0, then dx[argmax[o]] += dy[o]; a plane's winners lie in that plane,
+//                      so planes are independent and split over threads without atomics.
+//   global average     y = mean over hw; backward dx = dy / hw.
+// oneDNN's pooling keeps its own workspace format, not our int32 flat index; the loops are
+// memory-bound either way, so they are kept (and match the reference bit for bit).
+#include <algorithm>
+
 #include "backends/cpu/cpu_context.h"
 
 namespace tb::cpu {
-void register_pool(Backend&) {}
+
+namespace {
+
+constexpr int64_t kParallelMin = 1 << 16;
+
+void maxpool_forward(void*, OpCache&, const PoolDims& d, const float* x, float* y,
+                     int32_t* argmax) {
+  const int64_t oh = d.oh(), ow = d.ow(), plane = d.h * d.w;
+#pragma omp parallel for schedule(static) if (d.n * d.c * plane >= kParallelMin)
+  for (int64_t nc = 0; nc < d.n * d.c; ++nc) {
+    const float* xp = x + nc * plane;
+    float* yp = y + nc * oh * ow;
+    int32_t* ap = argmax + nc * oh * ow;
+    for (int64_t i = 0; i < oh; ++i) {
+      const int64_t h0 = std::max<int64_t>(0, i * d.stride - d.pad),
+                    h1 = std::min<int64_t>(d.h, i * d.stride - d.pad + d.kernel);
+      for (int64_t j = 0; j < ow; ++j) {
+        const int64_t w0 = std::max<int64_t>(0, j * d.stride - d.pad),
+                      w1 = std::min<int64_t>(d.w, j * d.stride - d.pad + d.kernel);
+        int64_t best_at = h0 * d.w + w0;
+        float best = xp[best_at];
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w)
+            if (xp[h * d.w + w] > best) best = xp[h * d.w + w], best_at = h * d.w + w;
+        yp[i * ow + j] = best;
+        ap[i * ow + j] = int32_t(nc * plane + best_at);
+      }
+    }
+  }
+}
+
+void maxpool_backward(void*, OpCache&, const PoolDims& d, const float* dy, const int32_t* argmax,
+                      float* dx) {
+  const int64_t out = d.oh() * d.ow(), plane = d.h * d.w;
+#pragma omp parallel for schedule(static) if (d.n * d.c * plane >= kParallelMin)
+  for (int64_t nc = 0; nc < d.n * d.c; ++nc) {
+    std::fill(dx + nc * plane, dx + (nc + 1) * plane, 0.f);
+    for (int64_t o = nc * out; o < (nc + 1) * out; ++o) dx[argmax[o]] += dy[o];
+  }
+}
+
+void global_avgpool_forward(void*, int64_t n, int64_t c, int64_t hw, const float* x, float* y) {
+  if (hw == 1) {  // ResNet-50 on CIFAR ends on a 1x1 map: the mean of one value is that value
+    std::copy(x, x + n * c, y);
+    return;
+  }
+#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
+  for (int64_t r = 0; r < n * c; ++r) {
+    const float* row = x + r * hw;
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < hw; ++j) s += row[j];
+    y[r] = float(double(s) / double(hw));
+  }
+}
+
+void global_avgpool_backward(void*, int64_t n, int64_t c, int64_t hw, const float* dy,
+                             float* dx) {
+  if (hw == 1) {
+    std::copy(dy, dy + n * c, dx);
+    return;
+  }
+#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
+  for (int64_t r = 0; r < n * c; ++r) {
+    const float g = dy[r] / float(hw);  // as the reference divides, not 1/hw times
+#pragma omp simd
+    for (int64_t j = 0; j < hw; ++j) dx[r * hw + j] = g;
+  }
+}
+
+}  // namespace
+
+void register_pool(Backend& b) {
+  b.maxpool_forward = maxpool_forward;
+  b.maxpool_backward = maxpool_backward;
+  b.global_avgpool_forward = global_avgpool_forward;
+  b.global_avgpool_backward = global_avgpool_backward;
+}
+
 }  // namespace tb::cpu
