@@ -14,7 +14,7 @@ mode="${1:-build}"
 
 packages=(cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev dataset-fashion-mnist
   libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev
-  libgtest-dev libgmock-dev libbenchmark-dev chromium)
+  libgtest-dev libgmock-dev libbenchmark-dev chromium fonts-dejavu-core)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -41,9 +41,15 @@ cmake --build "$build" -j "$jobs"
 
 case "$mode" in
   build) echo "setup: built $build/trainbench; try: $build/trainbench run fashion-mlp" ;;
-  test | sanitize)
+  test)
     # One test at a time: the end-to-end tests use every core, and timing-sensitive sampler
     # tests want a quiet machine.
     ctest --test-dir "$build" --output-on-failure --timeout 600 ;;
+  sanitize)
+    # Under ASan/UBSan everything runs 3-10x slower: leave out the real-data end-to-end runs and
+    # the timing tests, which the plain `test` run covers.
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      ctest --test-dir "$build" --output-on-failure --timeout 600 \
+      -E 'Real|OneEpoch|ShortRunWritesRecord|Bench\.|Sampler\.|Html' ;;
   *) echo "usage: ./setup.sh [build|test|sanitize]" >&2; exit 2 ;;
 esac

@@ -1,10 +1,15 @@
 // The subcommands of the trainbench CLI. Each returns the process exit status; bad input throws
 // tb::Error, which main() prints as one line on stderr.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "train/workload.h"
+
+namespace CLI {
+class App;
+}
 
 namespace tb {
 
@@ -20,6 +25,28 @@ struct RunOptions {
 };
 
 int run_command(RunOptions& o);
+
+// `compare` and `profile` add their own options (cli/compare.cpp, cli/profile.cpp).
+struct CompareCommandOptions {
+  std::vector<std::string> files;  // records, and profile JSONs for the HTML
+  std::string html, csv;
+  bool with_seed = false;
+  bool force = false;
+};
+CLI::App* add_compare_command(CLI::App& app, CompareCommandOptions& o);
+int compare_command(const CompareCommandOptions& o);
+
+struct ProfileCommandOptions {
+  std::string workload;
+  std::string device = "cpu";
+  std::string precision = "fp32";
+  int batch = -1, threads = -1;
+  int64_t steps = 10;
+  std::string data, out;
+};
+CLI::App* add_profile_command(CLI::App& app, ProfileCommandOptions& o);
+int profile_command(const ProfileCommandOptions& o);
+
 int devices_command(bool measure);
 int data_command(const std::string& from, const std::string& to);
 

@@ -57,6 +57,11 @@ int main(int argc, char** argv) {
   data_cmd->add_option("out_dir", data_to, "where data_batch_1..5.bin and test_batch.bin go")
       ->required();
 
+  CompareCommandOptions compare_opt;
+  auto* compare_cmd = add_compare_command(app, compare_opt);
+  ProfileCommandOptions profile_opt;
+  auto* profile_cmd = add_profile_command(app, profile_opt);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -91,6 +96,8 @@ int main(int argc, char** argv) {
     }
     if (*devices_cmd) return devices_command(measure);
     if (*data_cmd) return data_command(data_from, data_to);
+    if (*compare_cmd) return compare_command(compare_opt);
+    if (*profile_cmd) return profile_command(profile_opt);
   } catch (const tb::Error& e) {
     std::fprintf(stderr, "trainbench: error: %s\n", e.what());
     return 1;

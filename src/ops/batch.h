@@ -17,6 +17,9 @@ struct BatchSpec {
   bool augment = false;
   int pad = 4;
   uint64_t seed = 0;  // differs per batch
+  // How many indices after this batch's n are valid: a backend may start fetching those images
+  // (the CPU prefetches them into cache while the step computes). 0 = none.
+  int64_t lookahead = 0;
 };
 
 // A small stateless hash (splitmix64) used for augmentation choices.

@@ -151,9 +151,9 @@ static DenseDims dense_dims(const Model& m, const Node& n, int64_t batch) {
 }
 
 void Trainer::load_batch(const BatchSpec& base, const uint8_t* images, const uint8_t* lbls,
-                         const int32_t* indices, int64_t n, uint64_t seed) {
+                         const int32_t* indices, int64_t n, uint64_t seed, int64_t lookahead) {
   BatchSpec s = base;
-  s.n = n, s.seed = seed;
+  s.n = n, s.seed = seed, s.lookahead = lookahead;
   be.gather_batch(be.ctx, s, images, lbls, indices, out[0], labels);
 }
 
@@ -304,7 +304,8 @@ void Trainer::optimizer_update() {
                    optimizer_steps);
 }
 
-void Trainer::step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split) {
+void Trainer::step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split,
+                   int64_t lookahead) {
   Clock::time_point t0;
   auto lap = [&](double* acc) {
     if (!split) return;
@@ -313,7 +314,7 @@ void Trainer::step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* 
     t0 = Clock::now();
   };
   if (split) be.synchronize(be.ctx), t0 = Clock::now();
-  load_batch(train_spec, train_images, train_labels, indices, n, seed);
+  load_batch(train_spec, train_images, train_labels, indices, n, seed, lookahead);
   lap(split ? &split->data_ms : nullptr);
   forward(n, true);
   const int last = int(model.nodes.size()) - 1;
@@ -387,7 +388,8 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       const int64_t first = s * hp.batch, n = std::min<int64_t>(hp.batch, train_count - first);
       const uint64_t seed = mix64(hp.seed ^ mix64((uint64_t(epoch) << 32) | uint64_t(s)));
       // Every 64th step is timed part by part (with synchronizes) for the step split.
-      step(train_indices + first, n, seed, (r.steps % 64 == 32) ? &r.split : nullptr);
+      const int64_t lookahead = std::min<int64_t>(hp.batch, train_count - first - n);
+      step(train_indices + first, n, seed, (r.steps % 64 == 32) ? &r.split : nullptr, lookahead);
       e.steps++, e.images += n, r.steps++, r.images += n;
       if (r.steps == warm_steps) {
         be.synchronize(be.ctx);

@@ -91,14 +91,16 @@ struct Trainer {
   std::vector<std::unique_ptr<OpCache>>& caches_for(int64_t n);
   // Cuts batch `first .. first+n` of the given index buffer into the input node and labels.
   void load_batch(const BatchSpec& spec, const uint8_t* images, const uint8_t* lbls,
-                  const int32_t* indices, int64_t n, uint64_t seed);
+                  const int32_t* indices, int64_t n, uint64_t seed, int64_t lookahead = 0);
   // node_ms (optional, one entry per node): adds each node's time, synchronizing around it
   // (profiling only: the synchronizes cost what a step does not otherwise pay).
   void forward(int64_t n, bool training, std::vector<double>* node_ms = nullptr);
   void backward(int64_t n, std::vector<double>* node_ms = nullptr);
   void optimizer_update();
   // One training step on n images at indices[0..n): forward, loss, backward, update.
-  void step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split);
+  // lookahead: how many indices after these n are valid (the backend may prefetch them).
+  void step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split,
+            int64_t lookahead = 0);
   EvalResult evaluate();
   TrainResult train(const std::function<void(const Progress&)>& on_progress);
 

@@ -73,6 +73,13 @@ void gather_batch(void*, const BatchSpec& s, const uint8_t* images, const uint8_
       for (int64_t j = 0; j < plane; ++j) dst[c * plane + j] = src[c * plane + j] * a + b;
     }
   }
+  // The next batch's images sit at random places in a large array: ask for their cache lines
+  // now, so the next gather does not wait on memory (at batch 32 it otherwise costs a quarter of
+  // the arithmetic of the step).
+  for (int64_t i = s.n; i < s.n + s.lookahead; ++i) {
+    const uint8_t* src = images + int64_t(indices[i]) * image;
+    for (int64_t off = 0; off < image; off += 64) __builtin_prefetch(src + off, 0, 1);
+  }
 }
 
 }  // namespace

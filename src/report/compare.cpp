@@ -1,0 +1,509 @@
+#include "report/compare.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+
+#include "bench/peaks.h"
+#include "core/error.h"
+#include "report/record.h"
+
+namespace tb {
+
+using nlohmann::json;
+
+namespace {
+
+// The value at a path of object keys, or nullptr when any step is missing or not an object.
+const json* find_path(const json& j, std::initializer_list<const char*> path) {
+  const json* p = &j;
+  for (const char* key : path) {
+    if (!p->is_object()) return nullptr;
+    auto it = p->find(key);
+    if (it == p->end()) return nullptr;
+    p = &*it;
+  }
+  return p;
+}
+
+std::optional<double> num(const json& j, std::initializer_list<const char*> path) {
+  const json* v = find_path(j, path);
+  if (!v || !v->is_number()) return std::nullopt;
+  const double d = v->get<double>();
+  if (!std::isfinite(d)) return std::nullopt;
+  return d;
+}
+
+// Strings as they are, numbers and booleans as JSON text, "" when missing or null.
+std::string text(const json& j, std::initializer_list<const char*> path) {
+  const json* v = find_path(j, path);
+  if (!v || v->is_null()) return "";
+  if (v->is_string()) return v->get<std::string>();
+  if (v->is_number() || v->is_boolean()) return v->dump();
+  return "";
+}
+
+Precision precision_or_fp32(const std::string& s) {
+  if (s == "tf32") return Precision::tf32;
+  if (s == "bf16") return Precision::bf16;
+  return Precision::fp32;
+}
+
+std::string peak_text(double flops) {
+  return flops >= 1e12 ? fmt::format("{:.1f} TFLOP/s", flops / 1e12)
+                       : fmt::format("{:.1f} GFLOP/s", flops / 1e9);
+}
+
+std::string name_of(const CompareEntry& e) {
+  return e.file.empty() ? e.label : e.file;
+}
+
+std::string record_label(const json& r) {
+  if (text(r, {"peer"}) == "pytorch") {
+    std::string v = text(r, {"torch_version"});
+    if (v.empty()) v = text(r, {"versions", "torch"});
+    return "pytorch " + (v.empty() ? std::string("(version unknown)") : v);
+  }
+  std::string label = "trainbench " + text(r, {"trainbench_version"});
+  const std::string backend = text(r, {"device", "backend"});
+  return backend.empty() ? label : label + " " + backend;
+}
+
+void fill_peak_and_mfu(CompareEntry& e, const json& r) {
+  e.peak = num(r, {"flops", "peak_datasheet_per_s"});
+  e.peak_source = text(r, {"flops", "peak_datasheet_source"});
+  if (!e.peak && e.device_kind == "cuda") {
+    if (auto p = gpu_peak(e.device, precision_or_fp32(e.precision))) {
+      e.peak = p->flops_per_s, e.peak_source = p->source, e.peak_looked_up = true;
+    }
+  }
+  e.mfu = num(r, {"flops", "mfu"});
+  if (e.mfu || !e.peak || !e.images_per_s) return;
+  // PyTorch peers count 3 x forward; the contract's count (no input gradient for layer one) is
+  // what trainbench's MFU uses, so prefer it.
+  std::optional<double> per_image = num(r, {"flops", "per_train_image_contract"});
+  if (!per_image) per_image = num(r, {"flops", "per_train_image"});
+  if (per_image && *e.peak > 0) e.mfu = *per_image * *e.images_per_s / *e.peak;
+}
+
+void fill_utilisation(CompareEntry& e, const json& r) {
+  const json* train = find_path(r, {"utilisation", "mean", "by_phase", "train"});
+  const json* mean = find_path(r, {"utilisation", "mean"});
+  const json* m = train ? train : mean;
+  if (!m) return;
+  e.cpu_pct = num(*m, {"proc_cpu_pct"});
+  e.cpu_what = "process";
+  if (!e.cpu_pct) e.cpu_pct = num(*m, {"cpu_busy_pct"}), e.cpu_what = "machine";
+  if (!e.cpu_pct) e.cpu_what.clear();
+  e.gpu_pct = num(*m, {"gpu_busy_pct"});
+}
+
+std::string augment_of(const json& r) {
+  std::string a = text(r, {"hyper", "augment"});
+  if (a.empty()) a = text(r, {"augment"});
+  return a.empty() ? "false" : a;
+}
+
+}  // namespace
+
+bool is_profile_json(const json& j) {
+  return j.is_object() && j.contains("layers") && j["layers"].is_array();
+}
+
+json read_compare_input(const std::string& path) {
+  std::ifstream in(path);
+  TB_CHECK(in.good(), "{}: cannot open", path);
+  json j = json::parse(in, nullptr, false);
+  if (is_profile_json(j)) {
+    TB_CHECK(j.contains("workload") && j["workload"].is_string(),
+             "{}: profile without a 'workload'", path);
+    return j;
+  }
+  // Everything else goes through read_record, whose messages name the file and the problem.
+  return read_record(path);
+}
+
+CompareEntry entry_from_record(const json& r, const std::string& file) {
+  CompareEntry e;
+  e.file = file;
+  e.record = r;
+  e.workload = text(r, {"workload"});
+  e.device = text(r, {"device", "name"});
+  if (e.device.empty()) e.device = text(r, {"device"});
+  e.device_kind = text(r, {"device", "kind"});
+  e.precision = text(r, {"precision"});
+  e.label = record_label(r);
+  e.train_test_s = num(r, {"times_s", "train_test"});
+  TB_CHECK(e.train_test_s && *e.train_test_s > 0, "{}: no positive times_s.train_test", file);
+  e.images_per_s = num(r, {"throughput", "train_images_per_s_steady"});
+  e.test_accuracy = num(r, {"accuracy", "test"});
+  fill_peak_and_mfu(e, r);
+  fill_utilisation(e, r);
+  e.batch = text(r, {"batch"});
+  e.epochs = text(r, {"epochs"});
+  e.steps = text(r, {"steps"});
+  e.augment = augment_of(r);
+  return e;
+}
+
+std::vector<CompareEntry> seed_entries(const std::string& workload) {
+  struct Figure {
+    const char* workload;
+    const char* device;
+    const char* peak_name;  // the name peaks.h knows the device by
+    const char* software;
+    double seconds;
+    const char* gpu_note;
+    int batch, steps;
+  };
+  static const Figure kFigures[] = {
+      {"fashion-mlp", "RTX 2080 Ti", "RTX 2080 Ti", "TF 2.4, CUDA", 7.78, "", 32, 18750},
+      {"fashion-mlp", "Apple M1 (GPU)", "Apple M1", "tensorflow_macos", 6.70, "", 32, 18750},
+      {"resnet50-cifar10", "RTX 2080 Ti", "RTX 2080 Ti", "TF 2.4, CUDA", 418.73, "65-75 (article)",
+       128, 3910},
+      {"resnet50-cifar10", "Apple M1 (GPU)", "Apple M1", "tensorflow_macos", 2286.16, "", 128,
+       3910},
+  };
+  std::vector<CompareEntry> out;
+  for (const Figure& f : kFigures) {
+    if (workload != f.workload) continue;
+    CompareEntry e;
+    e.label = fmt::format("seed article: {}", f.software);
+    e.device = f.device;
+    e.device_kind = "gpu";
+    e.precision = "fp32";
+    e.workload = f.workload;
+    e.train_test_s = f.seconds;
+    if (auto p = gpu_peak(f.peak_name, Precision::fp32))
+      e.peak = p->flops_per_s, e.peak_source = p->source;
+    e.util_note = f.gpu_note;
+    e.batch = std::to_string(f.batch), e.epochs = "10", e.steps = std::to_string(f.steps);
+    e.augment = "false";
+    e.record = nullptr;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+namespace {
+
+std::string workload_difference(const std::vector<CompareEntry>& rows) {
+  for (const CompareEntry& e : rows) {
+    if (e.workload != rows.front().workload)
+      return fmt::format("records are of different workloads: {} is {}, {} is {}",
+                         name_of(rows.front()), rows.front().workload, name_of(e), e.workload);
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string settings_difference(const std::vector<CompareEntry>& rows) {
+  if (rows.empty()) return "";
+  if (std::string w = workload_difference(rows); !w.empty()) return w;
+  struct Key {
+    const char* name;
+    std::string CompareEntry::*field;
+  };
+  const Key keys[] = {{"batch", &CompareEntry::batch},
+                      {"epochs", &CompareEntry::epochs},
+                      {"steps", &CompareEntry::steps},
+                      {"augment", &CompareEntry::augment}};
+  std::vector<std::string> parts;
+  for (const Key& k : keys) {
+    const CompareEntry* ref = nullptr;
+    for (const CompareEntry& e : rows) {
+      const std::string& v = e.*k.field;
+      if (v.empty()) continue;
+      if (!ref) {
+        ref = &e;
+      } else if (v != ref->*k.field) {
+        parts.push_back(fmt::format("{} ({}: {}, {}: {})", k.name, name_of(*ref), ref->*k.field,
+                                    name_of(e), v));
+        break;
+      }
+    }
+  }
+  if (parts.empty()) return "";
+  return "records differ in settings that change the work: " +
+         fmt::format("{}", fmt::join(parts, ", "));
+}
+
+void fill_ratios(std::vector<CompareEntry>& rows) {
+  if (rows.empty()) return;
+  const CompareEntry first = rows.front();
+  for (CompareEntry& e : rows) {
+    e.time_ratio.reset(), e.peak_ratio.reset(), e.delivered.reset();
+    if (e.train_test_s && first.train_test_s) e.time_ratio = *e.train_test_s / *first.train_test_s;
+    if (e.peak && first.peak && *first.peak > 0) e.peak_ratio = *e.peak / *first.peak;
+    if (e.time_ratio && e.peak_ratio && *e.time_ratio > 0 && *e.peak_ratio > 0)
+      e.delivered = (1.0 / *e.time_ratio) / *e.peak_ratio;
+  }
+}
+
+namespace {
+
+void add_seed_rows(CompareTable& t) {
+  std::vector<CompareEntry> seeds = seed_entries(t.workload);
+  if (seeds.empty()) {
+    t.notes.push_back(
+        fmt::format("--with-seed: the seed article has no figures for {}", t.workload));
+    return;
+  }
+  const std::string diff = settings_difference({t.rows.front(), seeds.front()});
+  if (!diff.empty())
+    t.notes.push_back(fmt::format(
+        "the seed article's rows are full 10-epoch runs; {}: their ratios compare different work",
+        diff));
+  for (CompareEntry& e : seeds) t.rows.push_back(std::move(e));
+}
+
+void add_peak_notes(CompareTable& t) {
+  for (size_t i = 0; i < t.rows.size(); ++i) {
+    const CompareEntry& e = t.rows[i];
+    if (e.peak)
+      t.notes.push_back(fmt::format("#{} peak {}: {}{}", i + 1, peak_text(*e.peak), e.peak_source,
+                                    e.peak_looked_up ? " (looked up by device name: the record has "
+                                                       "no peak)"
+                                                     : ""));
+    else
+      t.notes.push_back(fmt::format("#{} peak unknown ({} {} is not in the datasheet table)", i + 1,
+                                    e.device, e.precision));
+  }
+}
+
+CompareTable* table_for(Comparison& c, const std::string& workload) {
+  for (CompareTable& t : c.tables)
+    if (t.workload == workload) return &t;
+  return nullptr;
+}
+
+}  // namespace
+
+namespace {
+
+// Settings check, seed rows, ratios and notes of one workload's table.
+void finish_table(CompareTable& t, const std::string& across, const CompareSettings& s) {
+  const std::string diff = settings_difference(t.rows);
+  TB_CHECK(diff.empty() || s.force, "{}; --force compares them anyway", diff);
+  if (!across.empty()) t.notes.push_back("--force: " + across + ": one table per workload");
+  if (!diff.empty()) t.notes.push_back("--force: " + diff + ": time ratios compare different work");
+  if (s.with_seed) add_seed_rows(t);
+  fill_ratios(t.rows);
+  add_peak_notes(t);
+}
+
+void attach_profile(Comparison& c, json p, const std::string& file) {
+  const std::string workload = p.value("workload", "");
+  CompareTable* t = table_for(c, workload);
+  TB_CHECK(t, "{}: a profile of '{}', but no record of that workload among the inputs", file,
+           workload);
+  p["file"] = file;
+  t->profiles.push_back(std::move(p));
+}
+
+}  // namespace
+
+Comparison compare_inputs(const std::vector<json>& inputs, const std::vector<std::string>& files,
+                          const CompareSettings& s) {
+  TB_CHECK(inputs.size() == files.size(), "compare: {} inputs but {} file names", inputs.size(),
+           files.size());
+  std::vector<CompareEntry> records;
+  std::vector<std::pair<json, std::string>> profiles;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (is_profile_json(inputs[i])) {
+      profiles.emplace_back(inputs[i], files[i]);
+      continue;
+    }
+    records.push_back(entry_from_record(inputs[i], files[i]));
+    if (const json* p = find_path(inputs[i], {"profile"}); p && is_profile_json(*p))
+      profiles.emplace_back(*p, files[i]);
+  }
+  TB_CHECK(!records.empty(), "compare: no result records among the inputs (only profiles)");
+  const std::string across = workload_difference(records);
+  TB_CHECK(across.empty() || s.force, "{}; --force compares them anyway, one table per workload",
+           across);
+
+  Comparison c;
+  c.files = files;
+  for (CompareEntry& e : records) {
+    if (!table_for(c, e.workload)) c.tables.push_back(CompareTable{e.workload, {}, {}, {}});
+    table_for(c, e.workload)->rows.push_back(std::move(e));
+  }
+  for (CompareTable& t : c.tables) finish_table(t, across, s);
+  for (auto& [p, file] : profiles) attach_profile(c, p, file);
+  return c;
+}
+
+Comparison compare_files(const std::vector<std::string>& files, const CompareSettings& s) {
+  TB_CHECK(!files.empty(), "compare: give at least one result record");
+  std::vector<json> inputs;
+  for (const std::string& f : files) inputs.push_back(read_compare_input(f));
+  return compare_inputs(inputs, files, s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text and CSV
+
+namespace {
+
+std::string opt_fmt(const std::optional<double>& v, const char* spec, double scale = 1) {
+  if (!v) return "unknown";
+  return fmt::format(fmt::runtime(spec), *v * scale);
+}
+
+// Three decimals, or three significant digits below 0.01 (a CPU against an H100's peak).
+std::string ratio_text(const std::optional<double>& v, const char* suffix) {
+  if (!v) return "unknown";
+  if (*v != 0 && std::abs(*v) < 0.01) return fmt::format("{:.3g}{}", *v, suffix);
+  return fmt::format("{:.3f}{}", *v, suffix);
+}
+
+std::string cpu_cell(const CompareEntry& e) {
+  if (!e.cpu_pct) return "unknown";
+  return fmt::format("{:.1f} {}", *e.cpu_pct, e.cpu_what);
+}
+
+std::string gpu_cell(const CompareEntry& e) {
+  if (!e.util_note.empty()) return e.util_note;
+  if (e.gpu_pct) return fmt::format("{:.1f}", *e.gpu_pct);
+  return e.device_kind == "cpu" ? "-" : "unknown";
+}
+
+}  // namespace
+
+std::vector<std::string> compare_headers() {
+  return {"#",        "implementation", "device",       "precision", "train+test s",
+          "images/s", "test acc",       "time / #1",    "peak / #1", "delivered",
+          "MFU",      "CPU % (train)",  "GPU % (train)"};
+}
+
+std::vector<std::string> compare_cells(const CompareEntry& e, size_t index) {
+  return {std::to_string(index + 1),
+          e.label,
+          e.device,
+          e.precision,
+          opt_fmt(e.train_test_s, "{:.2f}"),
+          opt_fmt(e.images_per_s, "{:.0f}"),
+          opt_fmt(e.test_accuracy, "{:.4f}"),
+          ratio_text(e.time_ratio, "x"),
+          ratio_text(e.peak_ratio, "x"),
+          ratio_text(e.delivered, ""),
+          opt_fmt(e.mfu, "{:.2f}%", 100),
+          cpu_cell(e),
+          gpu_cell(e)};
+}
+
+namespace {
+
+std::string render_columns(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(rows.front().size(), 0);
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  std::string out;
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      const bool left = i >= 1 && i <= 3;  // label, device, precision
+      line += left ? fmt::format("{:<{}}", r[i], width[i]) : fmt::format("{:>{}}", r[i], width[i]);
+      if (i + 1 < r.size()) line += "  ";
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return q + "\"";
+}
+
+std::string csv_num(const std::optional<double>& v) {
+  return v ? fmt::format("{}", *v) : "";
+}
+
+}  // namespace
+
+std::string format_compare_text(const Comparison& c) {
+  std::string out;
+  for (const CompareTable& t : c.tables) {
+    out += fmt::format("{} ({} row{})\n", t.workload, t.rows.size(), t.rows.size() == 1 ? "" : "s");
+    std::vector<std::vector<std::string>> rows = {compare_headers()};
+    for (size_t i = 0; i < t.rows.size(); ++i) rows.push_back(compare_cells(t.rows[i], i));
+    out += render_columns(rows);
+    for (const std::string& n : t.notes) out += "  " + n + "\n";
+    for (const json& p : t.profiles)
+      out += fmt::format("  per-layer profile: {} (in the HTML report)\n", p.value("file", ""));
+    out += "\n";
+  }
+  out +=
+      "time / #1: train+test time over #1's. peak / #1: datasheet peak FLOP/s (precision used) "
+      "over "
+      "#1's.\n"
+      "delivered = (time of #1 / time) / (peak / peak of #1): the share of the peak advantage the "
+      "software turned into speed (1 = all of it).\n"
+      "MFU: steady training FLOP/s over the datasheet peak. CPU %: process CPU over usable CPUs "
+      "while training (\"machine\": whole machine, whole run, as PyTorch peers record it).\n";
+  return out;
+}
+
+std::string format_compare_csv(const Comparison& c) {
+  std::string out =
+      "workload,row,implementation,device,precision,file,train_test_s,images_per_s_steady,"
+      "test_accuracy,time_ratio,peak_flops_per_s,peak_ratio,delivered,mfu,cpu_pct,cpu_source,"
+      "gpu_busy_pct,gpu_note\n";
+  for (const CompareTable& t : c.tables) {
+    for (size_t i = 0; i < t.rows.size(); ++i) {
+      const CompareEntry& e = t.rows[i];
+      const std::vector<std::string> f = {
+          csv_field(t.workload),   std::to_string(i + 1),   csv_field(e.label),
+          csv_field(e.device),     csv_field(e.precision),  csv_field(e.file),
+          csv_num(e.train_test_s), csv_num(e.images_per_s), csv_num(e.test_accuracy),
+          csv_num(e.time_ratio),   csv_num(e.peak),         csv_num(e.peak_ratio),
+          csv_num(e.delivered),    csv_num(e.mfu),          csv_num(e.cpu_pct),
+          csv_field(e.cpu_what),   csv_num(e.gpu_pct),      csv_field(e.util_note)};
+      out += fmt::format("{}\n", fmt::join(f, ","));
+    }
+  }
+  return out;
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  std::error_code ec;
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  TB_CHECK(fd >= 0, "{}: cannot write ({})", path, std::strerror(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t k = ::write(fd, text.data() + done, text.size() - done);
+    if (k <= 0) {
+      const int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail("{}: write failed ({})", path, std::strerror(err));
+    }
+    done += size_t(k);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: cannot put the file in place ({})", path, std::strerror(err));
+  }
+}
+
+}  // namespace tb

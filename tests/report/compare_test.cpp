@@ -1,0 +1,290 @@
+// `trainbench compare`: ratio arithmetic on made-up records, refusals that say what differs,
+// --force, unreadable inputs named, CSV content, seed rows, PyTorch peer records.
+#include "report/compare.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+
+#include "bench/peaks.h"
+#include "core/error.h"
+#include "report_test_util.h"
+
+namespace tb {
+namespace {
+
+using nlohmann::json;
+using testing::fake_record;
+using testing::FakeRun;
+using testing::TempDir;
+
+Comparison compare_two(const FakeRun& a, const FakeRun& b, CompareSettings s = {}) {
+  return compare_inputs({fake_record(a), fake_record(b)}, {"a.json", "b.json"}, s);
+}
+
+// The message of the Error that f throws ("" if none).
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Compare, RatioArithmetic) {
+  FakeRun a, b;
+  a.train_test_s = 10, a.peak = 10e12;
+  b.device = "GPU B", b.train_test_s = 4, b.peak = 40e12, b.mfu = 0.025;
+  const Comparison c = compare_two(a, b);
+  ASSERT_EQ(c.tables.size(), 1u);
+  const auto& rows = c.tables[0].rows;
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_DOUBLE_EQ(*rows[0].time_ratio, 1.0);
+  EXPECT_DOUBLE_EQ(*rows[0].delivered, 1.0);
+  EXPECT_DOUBLE_EQ(*rows[1].time_ratio, 0.4);  // 4 s / 10 s
+  EXPECT_DOUBLE_EQ(*rows[1].peak_ratio, 4.0);  // 40 / 10 TFLOP/s
+  // 2.5x faster on a 4x faster device: 62.5% of the advantage delivered.
+  EXPECT_DOUBLE_EQ(*rows[1].delivered, 0.625);
+  EXPECT_DOUBLE_EQ(*rows[1].mfu, 0.025);
+  EXPECT_DOUBLE_EQ(*rows[1].cpu_pct, 35.5);  // the train phase, not the whole run
+  EXPECT_EQ(rows[1].cpu_what, "process");
+  EXPECT_DOUBLE_EQ(*rows[1].gpu_pct, 61.25);
+
+  const std::string text = format_compare_text(c);
+  for (const char* s : {"0.400x", "4.000x", "0.625", "2.50%", "35.5 process", "61.2", "GPU B"})
+    EXPECT_NE(text.find(s), std::string::npos) << s << "\n" << text;
+}
+
+TEST(Compare, UnknownPeakSaysUnknown) {
+  FakeRun a, b;
+  b.device = "Mystery GPU", b.peak = 0, b.mfu = 0;
+  const Comparison c = compare_two(a, b);
+  const CompareEntry& e = c.tables[0].rows[1];
+  EXPECT_FALSE(e.peak_ratio);
+  EXPECT_FALSE(e.delivered);
+  EXPECT_TRUE(e.time_ratio);
+  const std::vector<std::string> cells = compare_cells(e, 1);
+  EXPECT_EQ(cells[8], "unknown");   // peak / #1
+  EXPECT_EQ(cells[9], "unknown");   // delivered
+  EXPECT_EQ(cells[10], "unknown");  // MFU
+}
+
+TEST(Compare, DifferentWorkloadsRefusedNamingBoth) {
+  FakeRun a, b;
+  b.workload = "resnet50-cifar10";
+  const std::string msg = error_of([&] { compare_two(a, b); });
+  EXPECT_NE(msg.find("a.json is fashion-mlp"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("b.json is resnet50-cifar10"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--force"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+}
+
+TEST(Compare, DifferentSettingsRefusedSayingWhat) {
+  FakeRun a, b;
+  b.epochs = 1, b.steps = 1875;
+  const std::string msg = error_of([&] { compare_two(a, b); });
+  EXPECT_NE(msg.find("epochs (a.json: 10, b.json: 1)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("steps (a.json: 18750, b.json: 1875)"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("batch"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+}
+
+TEST(Compare, PrecisionMayDiffer) {
+  FakeRun a, b;
+  b.precision = "bf16";
+  const Comparison c = compare_two(a, b);
+  EXPECT_EQ(c.tables[0].rows[1].precision, "bf16");
+  EXPECT_NE(format_compare_text(c).find("bf16"), std::string::npos);
+}
+
+TEST(Compare, ForceAcceptsAndNotes) {
+  FakeRun a, b, d;
+  b.epochs = 1, b.steps = 1875;
+  d.workload = "resnet50-cifar10";
+  CompareSettings s;
+  s.force = true;
+  const Comparison c =
+      compare_inputs({fake_record(a), fake_record(b), fake_record(d)}, {"a", "b", "d"}, s);
+  ASSERT_EQ(c.tables.size(), 2u);  // one per workload, in first-seen order
+  EXPECT_EQ(c.tables[0].workload, "fashion-mlp");
+  EXPECT_EQ(c.tables[0].rows.size(), 2u);
+  EXPECT_EQ(c.tables[1].rows.size(), 1u);
+  bool noted = false;
+  for (const std::string& n : c.tables[0].notes) noted |= n.find("epochs (a: 10, b: 1)") != n.npos;
+  EXPECT_TRUE(noted);
+}
+
+TEST(Compare, UnreadableInputsNameTheFile) {
+  TempDir dir;
+  std::string full = fake_record(FakeRun{}).dump(2);
+  const std::string truncated = dir.write("truncated.json", full.substr(0, full.size() / 2));
+  const std::string garbage = dir.write("garbage.json", "this is not json");
+  const std::string empty = dir.write("empty.json", "");
+  const std::string array = dir.write("array.json", "[1, 2, 3]");
+  const std::string missing = (dir.path / "missing.json").string();
+  for (const std::string& f : {truncated, garbage, empty, array, missing}) {
+    const std::string msg = error_of([&] { compare_files({f}, {}); });
+    EXPECT_NE(msg.find(f), std::string::npos) << f << ": " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  // The bad file is named even when a good one comes first.
+  const std::string good = dir.write_json("good.json", fake_record(FakeRun{}));
+  EXPECT_NE(error_of([&] {
+              compare_files({good, truncated}, {});
+            }).find(truncated),
+            std::string::npos);
+}
+
+TEST(Compare, CsvContent) {
+  FakeRun a, b;
+  b.device = "GPU, with a comma", b.train_test_s = 5, b.peak = 20e12;
+  const std::string csv = format_compare_csv(compare_two(a, b));
+  std::vector<std::string> lines;
+  for (size_t at = 0, nl; (nl = csv.find('\n', at)) != std::string::npos; at = nl + 1)
+    lines.push_back(csv.substr(at, nl - at));
+  ASSERT_EQ(lines.size(), 3u) << csv;
+  EXPECT_EQ(lines[0].rfind("workload,row,implementation,device,precision,file,train_test_s,", 0),
+            0u);
+  EXPECT_EQ(
+      lines[1].rfind("fashion-mlp,1,trainbench 0.1.0 cuda,GPU A,fp32,a.json,10,1000,0.88,1,", 0),
+      0u)
+      << lines[1];
+  // Quoted device; time ratio 0.5, peak 2e13, peak ratio 2, delivered (10/5)/2 = 1.
+  EXPECT_NE(lines[2].find("\"GPU, with a comma\",fp32,b.json,5,1000,0.88,0.5,20000000000000,2,1,"),
+            std::string::npos)
+      << lines[2];
+}
+
+TEST(Compare, WriteTextAtomic) {
+  TempDir dir;
+  const std::string p = (dir.path / "sub" / "out.csv").string();
+  write_text_atomic(p, "one\n");
+  write_text_atomic(p, "two\n");
+  EXPECT_EQ(testing::read_file(p), "two\n");
+  size_t files = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir.path / "sub"))
+    files += e.is_regular_file();
+  EXPECT_EQ(files, 1u);  // no temporary left behind
+  EXPECT_NE(error_of([&] { write_text_atomic("/proc/no/such/dir/x.csv", "x"); }).find("x.csv"),
+            std::string::npos);
+}
+
+TEST(Compare, SeedRows) {
+  FakeRun a;
+  a.train_test_s = 7.78 / 2;
+  CompareSettings s;
+  s.with_seed = true;
+  const Comparison c = compare_inputs({fake_record(a)}, {"a.json"}, s);
+  const auto& rows = c.tables[0].rows;
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[1].device, "RTX 2080 Ti");
+  EXPECT_DOUBLE_EQ(*rows[1].train_test_s, 7.78);
+  EXPECT_DOUBLE_EQ(*rows[2].train_test_s, 6.70);
+  EXPECT_DOUBLE_EQ(*rows[1].time_ratio, 2.0);
+  const double p2080 = *gpu_peaks("RTX 2080 Ti")->fp32, pm1 = *gpu_peaks("Apple M1")->fp32;
+  EXPECT_DOUBLE_EQ(*rows[1].peak, p2080);
+  EXPECT_DOUBLE_EQ(*rows[2].peak, pm1);
+  // M1 against the 2080 Ti, as the article would have: (7.78 / 6.70) / (pm1 / p2080).
+  std::vector<CompareEntry> seed = seed_entries("fashion-mlp");
+  fill_ratios(seed);
+  EXPECT_NEAR(*seed[1].delivered, (7.78 / 6.70) / (pm1 / p2080), 1e-12);
+  EXPECT_TRUE(seed_entries("resnet50-cifar10").size() == 2);
+  EXPECT_DOUBLE_EQ(*seed_entries("resnet50-cifar10")[1].train_test_s, 2286.16);
+}
+
+TEST(Compare, PytorchPeerRecord) {
+  json peer = {{"peer", "pytorch"},
+               {"torch_version", "2.11.0+cu130"},
+               {"workload", "fashion-mlp"},
+               {"device", {{"kind", "cuda"}, {"name", "NVIDIA H100 80GB HBM3"}}},
+               {"precision", "fp32"},
+               {"batch", 32},
+               {"epochs", 10},
+               {"steps", 18750},
+               {"times_s", {{"train_test", 20.0}}},
+               {"throughput", {{"train_images_per_s_steady", 30000.0}}},
+               {"accuracy", {{"test", 0.88}}},
+               {"flops", {{"per_train_image", 609792}, {"per_train_image_contract", 409088}}},
+               {"utilisation", {{"mean", {{"cpu_busy_pct", 6.1}, {"gpu_busy_pct", 3.0}}}}}};
+  const CompareEntry e = entry_from_record(peer, "torch.json");
+  EXPECT_EQ(e.label, "pytorch 2.11.0+cu130");
+  ASSERT_TRUE(e.peak);
+  EXPECT_TRUE(e.peak_looked_up);
+  EXPECT_DOUBLE_EQ(*e.peak, gpu_peak("NVIDIA H100 80GB HBM3", Precision::fp32)->flops_per_s);
+  EXPECT_DOUBLE_EQ(*e.mfu, 409088.0 * 30000.0 / *e.peak);  // the contract's FLOP count
+  EXPECT_EQ(e.cpu_what, "machine");
+  EXPECT_DOUBLE_EQ(*e.cpu_pct, 6.1);
+  EXPECT_DOUBLE_EQ(*e.gpu_pct, 3.0);
+}
+
+TEST(Compare, ProfileInputsGoToTheirWorkload) {
+  json profile = {{"workload", "fashion-mlp"}, {"device", "cpu"}, {"layers", json::array()}};
+  const Comparison c =
+      compare_inputs({fake_record(FakeRun{}), profile}, {"a.json", "p.json"}, CompareSettings{});
+  ASSERT_EQ(c.tables.size(), 1u);
+  EXPECT_EQ(c.tables[0].rows.size(), 1u);
+  ASSERT_EQ(c.tables[0].profiles.size(), 1u);
+  EXPECT_EQ(c.tables[0].profiles[0]["file"], "p.json");
+  profile["workload"] = "resnet50-cifar10";
+  EXPECT_NE(error_of([&] {
+              compare_inputs({fake_record(FakeRun{}), profile}, {"a.json", "p.json"}, {});
+            }).find("p.json"),
+            std::string::npos);
+}
+
+// The H100 records in the repository: trainbench ran 10 epochs, the PyTorch peer 1.
+TEST(Compare, RepositoryRecords) {
+  const std::string dir = std::string(TRAINBENCH_SOURCE_DIR) + "/bench/results/h100-2026-11-27/";
+  const std::string tb_rec = dir + "trainbench_fashion_mlp_cuda_fp32.json";
+  const std::string torch_rec = dir + "torch_fashion_mlp_cuda_fp32_1epoch.json";
+  if (!std::filesystem::exists(tb_rec) || !std::filesystem::exists(torch_rec))
+    GTEST_SKIP() << "bench/results/h100-2026-11-27 not present";
+  EXPECT_NE(error_of([&] {
+              compare_files({tb_rec, torch_rec}, {});
+            }).find("epochs"),
+            std::string::npos);
+  CompareSettings s;
+  s.force = true;
+  const Comparison c = compare_files({tb_rec, torch_rec}, s);
+  ASSERT_EQ(c.tables[0].rows.size(), 2u);
+  EXPECT_EQ(c.tables[0].rows[1].label.rfind("pytorch ", 0), 0u);
+  EXPECT_DOUBLE_EQ(*c.tables[0].rows[1].peak_ratio, 1.0);  // same H100, same precision
+}
+
+// The command line: one line on stderr naming the file, non-zero exit; outputs written.
+int run_cli(const std::string& args, std::string* err) {
+  TempDir dir;
+  const std::string err_file = (dir.path / "err").string();
+  const std::string cmd = std::string(TRAINBENCH_BINARY) + " " + args + " >/dev/null 2>" + err_file;
+  const int st = std::system(cmd.c_str());
+  *err = testing::read_file(err_file);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(Compare, CommandLine) {
+  TempDir dir;
+  std::string err;
+  EXPECT_NE(run_cli("compare " + (dir.path / "nope.json").string(), &err), 0);
+  EXPECT_NE(err.find("nope.json"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+
+  FakeRun b;
+  b.device = "GPU B", b.train_test_s = 5;
+  const std::string a_file = dir.write_json("a.json", fake_record(FakeRun{}));
+  const std::string b_file = dir.write_json("b.json", fake_record(b));
+  const std::string csv = (dir.path / "out.csv").string(), html = (dir.path / "out.html").string();
+  ASSERT_EQ(run_cli("compare " + a_file + " " + b_file + " --csv " + csv + " --html " + html +
+                        " --with-seed",
+                    &err),
+            0)
+      << err;
+  EXPECT_NE(testing::read_file(csv).find("GPU B"), std::string::npos);
+  EXPECT_NE(testing::read_file(html).find("RTX 2080 Ti"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tb

@@ -1,0 +1,153 @@
+// The HTML report: self-contained, escaped, and it renders: headless Chromium takes a screenshot
+// (which must not be blank) and dumps the DOM (which must hold the key numbers as text).
+#include "report/html.h"
+
+#include <gtest/gtest.h>
+#include <png.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <memory>
+#include <set>
+
+#include "report/profile.h"
+#include "report_test_util.h"
+
+namespace tb {
+namespace {
+
+using nlohmann::json;
+using testing::fake_record;
+using testing::FakeRun;
+using testing::TempDir;
+
+Comparison sample_comparison() {
+  FakeRun a, b;
+  a.train_test_s = 12.5, a.images_per_s = 48000, a.peak = 10e12;
+  b.device = "GPU <B> & co", b.train_test_s = 5, b.images_per_s = 123456, b.peak = 40e12;
+  json profile = {{"workload", "fashion-mlp"},
+                  {"device", "GPU A"},
+                  {"precision", "fp32"},
+                  {"batch", 32},
+                  {"step_ms", 0.75},
+                  {"layers",
+                   {{{"name", "fc1"},
+                     {"op", "dense"},
+                     {"shape", "128"},
+                     {"forward_ms", 0.2},
+                     {"backward_ms", 0.3},
+                     {"flops_forward", 6422528.0},
+                     {"flops_backward", 6422528.0},
+                     {"bytes", 1e6},
+                     {"bound", "memory"},
+                     {"share", 0.6667}}}},
+                  {"other", {{"optimizer", {{"ms", 0.25}, {"share", 0.3333}}}}}};
+  CompareSettings s;
+  s.with_seed = true;
+  return compare_inputs({fake_record(a), fake_record(b), profile}, {"a.json", "b.json", "p.json"},
+                        s);
+}
+
+TEST(Html, Escape) {
+  EXPECT_EQ(html_escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
+  EXPECT_EQ(html_escape("plain 1.23"), "plain 1.23");
+}
+
+TEST(Html, SelfContainedAndEscaped) {
+  const std::string html = render_compare_html(sample_comparison());
+  EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
+  for (const char* banned : {"<script", "<link", "<img", "<iframe", "https:", "src=", "@import"})
+    EXPECT_EQ(html.find(banned), std::string::npos) << banned;
+  // The only URL is the SVG namespace name, which is never fetched.
+  size_t urls = 0, svgs = 0;
+  for (size_t at = html.find("http"); at != std::string::npos; at = html.find("http", at + 1))
+    ++urls;
+  for (size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1))
+    ++svgs;
+  EXPECT_EQ(urls, svgs);
+  EXPECT_EQ(html.find("GPU <B>"), std::string::npos);
+  EXPECT_NE(html.find("GPU &lt;B&gt; &amp; co"), std::string::npos);
+  for (const char* s : {"12.50", "48000", "123456", "0.400x", "4.000x", "0.625", "7.78", "6.70",
+                        "fc1", "polyline", "Per-layer breakdown"})
+    EXPECT_NE(html.find(s), std::string::npos) << s;
+}
+
+TEST(Html, ChartsHandleEdgeCases) {
+  EXPECT_NE(svg_hbars({}, {}).find("</svg>"), std::string::npos);
+  const std::string unknown = svg_hbars({{"x", {}, ""}, {"y", {0}, "0 s"}}, {});
+  EXPECT_NE(unknown.find("unknown"), std::string::npos);
+  EXPECT_EQ(unknown.find("nan"), std::string::npos);
+  const std::string one = svg_lines({{"loss", {{1, 0.5}}}}, {"epoch", "loss", true, 0});
+  EXPECT_NE(one.find("<circle"), std::string::npos);
+  EXPECT_EQ(one.find("nan"), std::string::npos);
+  EXPECT_EQ(one.find("inf"), std::string::npos);
+}
+
+// ---- Chromium ----
+
+std::string find_chromium() {
+  for (const char* dir : {"/usr/bin/", "/usr/local/bin/", "/snap/bin/"})
+    for (const char* name : {"chromium", "chromium-browser", "google-chrome"}) {
+      const std::string p = std::string(dir) + name;
+      if (access(p.c_str(), X_OK) == 0) return p;
+    }
+  return "";
+}
+
+int run_shell(const std::string& cmd) {
+  const int st = std::system(cmd.c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+std::string chromium_command(const std::string& chromium, const std::string& profile_dir) {
+  return "timeout 60 " + chromium +
+         " --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking"
+         " --disable-component-update --disable-sync --disable-dev-shm-usage"
+         " --user-data-dir=" +
+         profile_dir;
+}
+
+// Number of distinct pixel colours in a PNG (0 when it cannot be read).
+size_t distinct_colours(const std::string& path) {
+  png_image img{};
+  img.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&img, path.c_str())) return 0;
+  img.format = PNG_FORMAT_RGBA;
+  std::vector<png_byte> px(PNG_IMAGE_SIZE(img));
+  if (!png_image_finish_read(&img, nullptr, px.data(), 0, nullptr)) return 0;
+  std::set<uint32_t> colours;
+  for (size_t i = 0; i + 3 < px.size() && colours.size() < 64; i += 4)
+    colours.insert(uint32_t(px[i]) << 24 | uint32_t(px[i + 1]) << 16 | uint32_t(px[i + 2]) << 8 |
+                   px[i + 3]);
+  return colours.size();
+}
+
+TEST(Html, RendersInHeadlessChromium) {
+  const std::string chromium = find_chromium();
+  if (chromium.empty())
+    GTEST_SKIP() << "chromium is not installed (apt-get install chromium); the HTML report is "
+                    "not rendered";
+  TempDir dir;
+  const std::string page = dir.write("report.html", render_compare_html(sample_comparison()));
+  const std::string png = (dir.path / "shot.png").string(), dom = (dir.path / "dom.html").string();
+  const std::string base = chromium_command(chromium, (dir.path / "profile").string());
+  ASSERT_EQ(run_shell(base + " --screenshot=" + png + " --window-size=1200,1600 file://" + page +
+                      " >/dev/null 2>&1"),
+            0);
+  EXPECT_GT(distinct_colours(png), 1u) << "the screenshot is blank";
+  // The check itself: an empty page gives one colour.
+  const std::string blank = dir.write("blank.html", "<!DOCTYPE html><html><body></body></html>");
+  const std::string blank_png = (dir.path / "blank.png").string();
+  ASSERT_EQ(run_shell(base + " --screenshot=" + blank_png + " --window-size=400,300 file://" +
+                      blank + " >/dev/null 2>&1"),
+            0);
+  EXPECT_EQ(distinct_colours(blank_png), 1u);
+  ASSERT_EQ(run_shell(base + " --dump-dom file://" + page + " >" + dom + " 2>/dev/null"), 0);
+  const std::string text = testing::read_file(dom);
+  for (const char* s : {"12.50", "5.00", "48000", "123456", "0.400x", "4.000x", "0.625", "7.78",
+                        "6.70", "fc1", "GPU &lt;B&gt; &amp; co", "<svg"})
+    EXPECT_NE(text.find(s), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace tb

@@ -1,0 +1,196 @@
+// `trainbench profile`: FLOPs and bytes per node by hand, the rows of a real profiled MLP add up
+// to the measured step, JSON round trip, the bandwidth table, and the command line.
+#include "report/profile.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <random>
+
+#include "backends/backend.h"
+#include "data/idx.h"
+#include "report_test_util.h"
+
+namespace tb {
+namespace {
+
+using testing::TempDir;
+
+// A small learnable data set in Fashion-MNIST's shape.
+DatasetPair synthetic(int count, int h, int w) {
+  DatasetPair d;
+  std::mt19937_64 rng(7);
+  for (Dataset* s : {&d.train, &d.test}) {
+    s->name = "synthetic";
+    s->count = count, s->channels = 1, s->height = h, s->width = w, s->classes = 10;
+    s->images.resize(size_t(count) * h * w);
+    s->labels.resize(size_t(count));
+    for (int i = 0; i < count; ++i) {
+      const int label = int(rng() % 10);
+      s->labels[size_t(i)] = uint8_t(label);
+      for (int j = 0; j < h * w; ++j)
+        s->images[size_t(i) * h * w + j] = uint8_t((j % 10 == label ? 200 : 30) + int(rng() % 40));
+    }
+  }
+  return d;
+}
+
+TEST(Profile, DenseFlopsByHand) {
+  const Model m = build_mlp(1, 28, 28, {128}, 10);  // input, flatten-free dense, relu, dense
+  ASSERT_EQ(m.nodes.size(), 4u);
+  const int64_t n = 32;
+  // fc1: 784 x 128 multiply-adds per image, 2 FLOPs each; it reads the input: backward = 1x.
+  EXPECT_DOUBLE_EQ(node_flops_forward(m, 1, n), 2.0 * 784 * 128 * 32);
+  EXPECT_DOUBLE_EQ(node_flops_backward(m, 1, n), 2.0 * 784 * 128 * 32);
+  // relu: not counted.
+  EXPECT_DOUBLE_EQ(node_flops_forward(m, 2, n), 0);
+  // fc2: 128 x 10, backward = 2x (input gradient + weight gradient).
+  EXPECT_DOUBLE_EQ(node_flops_forward(m, 3, n), 2.0 * 128 * 10 * 32);
+  EXPECT_DOUBLE_EQ(node_flops_backward(m, 3, n), 4.0 * 128 * 10 * 32);
+  // Per image, the sum is the model's training FLOPs.
+  double sum = 0;
+  for (size_t i = 0; i < m.nodes.size(); ++i)
+    sum += node_flops_forward(m, i, 1) + node_flops_backward(m, i, 1);
+  EXPECT_DOUBLE_EQ(sum, train_flops_per_image(m));
+}
+
+TEST(Profile, ConvFlopsByHand) {
+  const Model m = build_resnet50(10);
+  ASSERT_EQ(m.nodes[1].kind, OpKind::conv2d);  // the stem: 3 -> 64, 7x7 stride 2, 32 -> 16
+  EXPECT_DOUBLE_EQ(node_flops_forward(m, 1, 2), 2.0 * 64 * 16 * 16 * 3 * 7 * 7 * 2);
+  EXPECT_DOUBLE_EQ(node_flops_backward(m, 1, 2), node_flops_forward(m, 1, 2));
+  double sum = 0, forward = 0;
+  for (size_t i = 0; i < m.nodes.size(); ++i) {
+    forward += node_flops_forward(m, i, 1);
+    sum += node_flops_forward(m, i, 1) + node_flops_backward(m, i, 1);
+  }
+  EXPECT_DOUBLE_EQ(forward, 2.0 * 83431424);  // WORKLOADS.md's multiply-adds at 32x32
+  EXPECT_DOUBLE_EQ(sum, train_flops_per_image(m));
+}
+
+TEST(Profile, DenseBytesByHand) {
+  const Model m = build_mlp(1, 28, 28, {128}, 10);
+  const double x = 32 * 784, y = 32 * 128, w = 784 * 128 + 128;
+  // Forward: x, W, y. Backward: dy, x, W, dW (no dx: the input gets no gradient).
+  EXPECT_DOUBLE_EQ(node_bytes(m, 1, 32, false), 4 * ((x + w + y) + (y + x + w + w)));
+  // fc2 reads 128 and writes 10 per image; its backward also writes dx.
+  const double x2 = 32 * 128, y2 = 32 * 10, w2 = 128 * 10 + 10;
+  EXPECT_DOUBLE_EQ(node_bytes(m, 3, 32, false), 4 * ((x2 + w2 + y2) + (y2 + x2 + w2 + x2 + w2)));
+  // A ReLU fused into the dense before it moves nothing in the forward.
+  EXPECT_DOUBLE_EQ(node_bytes(m, 2, 32, true), 4 * (y + y + y));
+}
+
+TEST(Profile, RowsAddUpToMeasuredStep) {
+  const DatasetPair data = synthetic(512, 28, 28);
+  Workload w = find_workload("fashion-mlp");
+  Hyper hp = w.defaults;
+  hp.batch = 32;
+  const Model m = build_mlp(1, 28, 28, {128}, 10);
+  // One thread: on a loaded machine, OpenMP teams of two lose whole scheduler slices per region.
+  auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, false});
+  Trainer t(m, *be, hp, w, data);
+  const StepTimings timings = time_steps(t, 30, 2);
+  Roofline roof;
+  roof.peak_flops = 100e9, roof.bandwidth = 10e9;  // ridge 10 FLOP/byte
+  const ProfileReport r = build_profile(m, timings, roof);
+
+  ASSERT_GT(r.step_ms, 0);
+  double rows = 0;
+  for (const LayerRow& l : r.layers) rows += l.total_ms();
+  for (const OtherRow& o : r.other) rows += o.ms;
+  EXPECT_NEAR(rows, r.step_ms, 0.01 * r.step_ms);
+  double shares = 0;
+  for (const LayerRow& l : r.layers) shares += l.share;
+  for (const OtherRow& o : r.other) shares += o.share;
+  EXPECT_NEAR(shares, 1.0, 0.01);
+  // The per-node timing costs something but not an order of magnitude on a 784-128-10 MLP.
+  EXPECT_GT(r.instrumented_step_ms, 0.1 * r.step_ms);
+  EXPECT_LT(r.instrumented_step_ms, 10.0 * r.step_ms);
+
+  // fc1 (fused with the ReLU), relu (forward 0), fc2; sorted by total time.
+  ASSERT_EQ(r.layers.size(), 3u);
+  for (size_t i = 1; i < r.layers.size(); ++i)
+    EXPECT_GE(r.layers[i - 1].total_ms(), r.layers[i].total_ms());
+  for (const LayerRow& l : r.layers) {
+    EXPECT_GE(l.forward_ms, 0);
+    EXPECT_GT(l.backward_ms, 0) << l.name;
+    if (l.op == "relu") {
+      EXPECT_EQ(l.forward_ms, 0);
+      EXPECT_NE(l.note.find("fused"), std::string::npos);
+      EXPECT_EQ(l.bound, "memory");
+    }
+    if (l.op == "dense") {
+      EXPECT_GT(l.forward_ms, 0);
+      EXPECT_NEAR(l.gflops, (l.flops_forward + l.flops_backward) / (l.total_ms() / 1e3) / 1e9,
+                  1e-9 * l.gflops);
+      EXPECT_NEAR(l.intensity, (l.flops_forward + l.flops_backward) / l.bytes, 1e-12);
+      EXPECT_EQ(l.bound, l.intensity >= 10 ? "compute" : "memory");
+    }
+  }
+  const std::string text = format_profile_text(r);
+  EXPECT_NE(text.find("unattributed"), std::string::npos);
+  EXPECT_NE(text.find("forward includes"), std::string::npos);
+}
+
+TEST(Profile, JsonRoundTrip) {
+  ProfileReport r;
+  r.workload = "fashion-mlp", r.device = "cpu x", r.device_kind = "cpu", r.precision = "fp32";
+  r.batch = 32, r.steps = 10, r.warmup = 2, r.step_ms = 1.5, r.instrumented_step_ms = 1.6;
+  r.roof.peak_flops = 1e11, r.roof.bandwidth = 1e10;
+  LayerRow l;
+  l.name = "fc1", l.op = "dense", l.shape = "128", l.forward_ms = 0.5, l.backward_ms = 0.7;
+  l.flops_forward = 1e6, l.flops_backward = 1e6, l.bytes = 1e5, l.gflops = 1.67, l.intensity = 20;
+  l.bound = "compute", l.roofline_share = 0.0167, l.share = 0.8;
+  r.layers.push_back(l);
+  r.other = {{"data", "d", 0.1, 0.0667},
+             {"loss", "l", 0.05, 0.0333},
+             {"optimizer", "o", 0.2, 0.13},
+             {"unattributed", "u", -0.05, -0.0333}};
+  const nlohmann::json j = profile_json(r);
+  for (const char* key : {"workload", "device", "precision", "batch", "step_ms", "layers", "other"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  for (const char* key : {"name", "op", "forward_ms", "backward_ms", "flops_forward",
+                          "flops_backward", "bytes", "gflops", "intensity", "bound", "share"})
+    EXPECT_TRUE(j["layers"][0].contains(key)) << key;
+  EXPECT_EQ(profile_table(profile_from_json(j)), profile_table(r));
+}
+
+TEST(Profile, GpuBandwidthTable) {
+  std::string source;
+  EXPECT_DOUBLE_EQ(*gpu_memory_bandwidth("NVIDIA H100 80GB HBM3", &source), 3.35e12);
+  EXPECT_NE(source.find("datasheet"), std::string::npos);
+  EXPECT_DOUBLE_EQ(*gpu_memory_bandwidth("NVIDIA H200", nullptr), 4.8e12);
+  EXPECT_DOUBLE_EQ(*gpu_memory_bandwidth("NVIDIA A100-SXM4-80GB", nullptr), 2.0e12);
+  EXPECT_FALSE(gpu_memory_bandwidth("NVIDIA GeForce RTX 3090", nullptr));
+  EXPECT_FALSE(gpu_memory_bandwidth("Mystery", nullptr));
+}
+
+TEST(Profile, MeasuredCpuBandwidthIsPlausible) {
+  std::string source;
+  const double bw = measure_memory_bandwidth(2, 0.05, &source);
+  EXPECT_GT(bw, 0.1e9);  // even a slow VM copies more than 100 MB/s
+  EXPECT_LT(bw, 10e12);
+  EXPECT_NE(source.find("memcpy"), std::string::npos);
+}
+
+TEST(Profile, CommandLine) {
+  if (!std::filesystem::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+  TempDir dir;
+  const std::string out = (dir.path / "p.json").string(), log = (dir.path / "log").string();
+  const std::string cmd = std::string(TRAINBENCH_BINARY) +
+                          " profile fashion-mlp --steps 3 --threads 2 --out " + out + " >" + log +
+                          " 2>&1";
+  const int st = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << testing::read_file(log);
+  const std::string text = testing::read_file(log);
+  EXPECT_NE(text.find("dense1"), std::string::npos) << text;
+  const nlohmann::json j = nlohmann::json::parse(testing::read_file(out));
+  EXPECT_EQ(j["workload"], "fashion-mlp");
+  EXPECT_EQ(j["batch"], 32);
+  EXPECT_EQ(j["layers"].size(), 3u);
+}
+
+}  // namespace
+}  // namespace tb
