@@ -22,6 +22,7 @@ struct RunOptions {
   bool quiet = false;
   bool reference = false;  // the plain-loop backend (debugging, tests)
   bool measure_peak = true;
+  int repeat = 1;  // --repeat N: N runs, median and spread of every time
 };
 
 int run_command(RunOptions& o);

@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--weight-decay", weight_decay, "L2 weight decay")->check(CLI::Range(0.0, 1.0));
   run_cmd->add_option("--out", run.out, "result record path (default results/<workload>-...json)");
   run_cmd->add_flag("--quiet", run.quiet, "no progress output");
+  run_cmd->add_option("--repeat", run.repeat, "run N times; record median and spread of each time")
+      ->check(CLI::Range(1, 1000));
   run_cmd->add_flag("--reference", run.reference, "use the plain-loop reference backend (slow)");
   run_cmd->add_flag("!--no-peak", run.measure_peak, "skip the measured-GEMM peak");
 

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 
@@ -46,6 +47,17 @@ Precision parse_precision(const std::string& s) {
   if (s == "tf32") return Precision::tf32;
   if (s == "bf16") return Precision::bf16;
   fail("--precision: '{}' is not fp32, tf32 or bf16", s);
+}
+
+// Every value, its median, min, max and spread ((max - min) / median) for --repeat.
+static nlohmann::json spread_json(std::vector<double> v) {
+  nlohmann::json j = {{"values", v}};
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  const double median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  j["median"] = median, j["min"] = v.front(), j["max"] = v.back();
+  j["spread"] = median != 0 ? (v.back() - v.front()) / median : 0.0;
+  return j;
 }
 
 static std::string default_out_path(const RunOptions& o) {
@@ -120,20 +132,39 @@ int run_command(RunOptions& o) {
                w.name, o.device, backend->name, o.precision, data.train.count, data.test.count,
                model.param_count, train_flops_per_image(model) / 1e6, o.hp.batch, o.hp.epochs);
 
-  Trainer trainer(model, *backend, o.hp, w, data);
   ProgressPrinter printer(stdout);
   std::function<void(const Progress&)> progress;
   if (!o.quiet) progress = [&printer](const Progress& p) { printer(p); };
-  sampler.set_phase("train");
-  facts.train = trainer.train(progress);
-  sampler.set_phase("test");
-  facts.test = trainer.evaluate();
+  // --repeat N: N runs from the same seed, each with fresh parameters; the record keeps the last
+  // run in full and every run's times, with median and spread.
+  std::vector<double> train_s, test_s, train_test_s, steady, accuracy;
+  for (int r = 0; r < o.repeat; ++r) {
+    if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
+    Trainer trainer(model, *backend, o.hp, w, data);
+    sampler.set_phase("train");
+    facts.train = trainer.train(progress);
+    sampler.set_phase("test");
+    facts.test = trainer.evaluate();
+    train_s.push_back(facts.train.train_seconds);
+    test_s.push_back(facts.test.seconds);
+    train_test_s.push_back(facts.train.train_seconds + facts.test.seconds);
+    steady.push_back(facts.train.images_per_s_steady);
+    accuracy.push_back(facts.test.accuracy);
+  }
   sampler.stop();
   facts.utilisation = sampler.to_json();
   facts.load_seconds = load_s;
   facts.train_flops_per_image = train_flops_per_image(model);
 
-  const nlohmann::json record = make_record(w, o.hp, model, facts);
+  nlohmann::json record = make_record(w, o.hp, model, facts);
+  if (o.repeat > 1) {
+    record["repeats"] = {{"count", o.repeat},
+                         {"train_s", spread_json(train_s)},
+                         {"test_s", spread_json(test_s)},
+                         {"train_test_s", spread_json(train_test_s)},
+                         {"train_images_per_s_steady", spread_json(steady)},
+                         {"test_accuracy", spread_json(accuracy)}};
+  }
   write_json_atomic(out_path, record);
 
   const TrainResult& t = facts.train;
@@ -163,6 +194,12 @@ int run_command(RunOptions& o) {
   }
   fmt::print("step split (ms): data {:.3f}, forward {:.3f}, backward {:.3f}, optimizer {:.3f}\n",
              t.split.data_ms, t.split.forward_ms, t.split.backward_ms, t.split.optimizer_ms);
+  if (o.repeat > 1) {
+    const nlohmann::json& tt = record["repeats"]["train_test_s"];
+    fmt::print("{} runs: train+test median {:.2f}s (min {:.2f}s, max {:.2f}s, spread {:.1f}%)\n",
+               o.repeat, tt["median"].get<double>(), tt["min"].get<double>(),
+               tt["max"].get<double>(), 100 * tt["spread"].get<double>());
+  }
   fmt::print("record: {}\n", out_path);
   return 0;
 }

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -83,6 +84,32 @@ TEST(Cli, ShortRunWritesRecord) {
   EXPECT_EQ(j["steps"], 40);
   EXPECT_EQ(j["stopped_by_steps"], true);
   EXPECT_GT(j["throughput"]["train_images_per_s"].get<double>(), 0);
+  std::filesystem::remove(out);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Cli, RepeatRecordsMedianAndSpread) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+  const auto out = std::filesystem::temp_directory_path() / "tb_cli_repeat.json";
+  Result r = run("run fashion-mlp --steps 20 --repeat 3 --no-peak --quiet --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream in(out);
+  nlohmann::json j = nlohmann::json::parse(in);
+  const auto& tt = j["repeats"]["train_test_s"];
+  ASSERT_EQ(tt["values"].size(), 3u);
+  std::vector<double> v = tt["values"].get<std::vector<double>>();
+  std::sort(v.begin(), v.end());
+  EXPECT_DOUBLE_EQ(tt["median"].get<double>(), v[1]);
+  EXPECT_DOUBLE_EQ(tt["min"].get<double>(), v[0]);
+  EXPECT_NEAR(tt["spread"].get<double>(), (v[2] - v[0]) / v[1], 1e-12);
+  // Same seed, fresh parameters each run: the same accuracy every time.
+  const auto acc = j["repeats"]["test_accuracy"]["values"];
+  EXPECT_EQ(acc[0], acc[1]);
+  EXPECT_EQ(acc[1], acc[2]);
   std::filesystem::remove(out);
 }
 
