@@ -27,8 +27,10 @@ int main(int argc, char** argv) {
   double momentum = -1, weight_decay = -1;
   bool nesterov = false, augment = false;
   std::string data;
-  run_cmd->add_option("--epochs", epochs, "epochs (workload default)")->check(CLI::Range(1, 100000));
-  run_cmd->add_option("--batch", batch, "batch size (workload default)")->check(CLI::Range(1, 1 << 20));
+  run_cmd->add_option("--epochs", epochs, "epochs (workload default)")
+      ->check(CLI::Range(1, 100000));
+  run_cmd->add_option("--batch", batch, "batch size (workload default)")
+      ->check(CLI::Range(1, 1 << 20));
   run_cmd->add_option("--lr", lr, "learning rate")->check(CLI::Range(1e-12, 1e3));
   run_cmd->add_option("--threads", threads, "CPU threads (default: all usable cores)")
       ->check(CLI::Range(1, 4096));
@@ -37,10 +39,12 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--steps", steps, "stop after N training steps (quick timing)")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   run_cmd->add_flag("--augment", augment, "pad-4 random crop + horizontal flip");
-  run_cmd->add_option("--optimizer", optimizer, "adam | sgd")->check(CLI::IsMember({"adam", "sgd"}));
+  run_cmd->add_option("--optimizer", optimizer, "adam | sgd")
+      ->check(CLI::IsMember({"adam", "sgd"}));
   run_cmd->add_option("--momentum", momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
   run_cmd->add_flag("--nesterov", nesterov, "SGD with Nesterov momentum");
-  run_cmd->add_option("--weight-decay", weight_decay, "L2 weight decay")->check(CLI::Range(0.0, 1.0));
+  run_cmd->add_option("--weight-decay", weight_decay, "L2 weight decay")
+      ->check(CLI::Range(0.0, 1.0));
   run_cmd->add_option("--out", run.out, "result record path (default results/<workload>-...json)");
   run_cmd->add_flag("--quiet", run.quiet, "no progress output");
   run_cmd->add_option("--repeat", run.repeat, "run N times; record median and spread of each time")
@@ -54,8 +58,10 @@ int main(int argc, char** argv) {
 
   std::string data_from, data_to;
   auto* data_cmd = app.add_subcommand(
-      "data", "Convert CIFAR-10 (image folders, or a .tar.gz of them) into the official binary layout");
-  data_cmd->add_option("source", data_from, "image-folder root, .tar.gz, or binary folder")->required();
+      "data",
+      "Convert CIFAR-10 (image folders, or a .tar.gz of them) into the official binary layout");
+  data_cmd->add_option("source", data_from, "image-folder root, .tar.gz, or binary folder")
+      ->required();
   data_cmd->add_option("out_dir", data_to, "where data_batch_1..5.bin and test_batch.bin go")
       ->required();
 
@@ -88,7 +94,8 @@ int main(int argc, char** argv) {
       if (!optimizer.empty()) run.hp.optimizer = optimizer;
       if (lr > 0) run.hp.adam.lr = run.hp.sgd.lr = float(lr);
       if (momentum >= 0) run.hp.sgd.momentum = float(momentum);
-      if (weight_decay >= 0) run.hp.adam.weight_decay = run.hp.sgd.weight_decay = float(weight_decay);
+      if (weight_decay >= 0)
+        run.hp.adam.weight_decay = run.hp.sgd.weight_decay = float(weight_decay);
       run.hp.sgd.nesterov = nesterov;
       TB_CHECK(!nesterov || run.hp.optimizer == "sgd", "--nesterov needs --optimizer sgd");
       run.hp.seed = seed;

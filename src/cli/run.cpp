@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "backends/backend.h"
+#include "bench/backend_gemm.h"
 #include "bench/machine.h"
 #include "bench/peaks.h"
 #include "bench/sampler.h"
@@ -114,6 +115,10 @@ int run_command(RunOptions& o) {
                           {"cudnn", cudnn_version_str(gpu.cudnn_version)}};
     if (auto p = gpu_peak(gpu.name, o.hp.precision))
       facts.peak_datasheet = p->flops_per_s, facts.peak_datasheet_source = p->source;
+    if (o.measure_peak) {
+      const GemmMeasurement g = measure_backend_gemm(*backend, 8192, 1.0);
+      facts.peak_measured = g.flops_per_s, facts.peak_measured_source = g.source;
+    }
   }
 #endif
 
@@ -127,10 +132,11 @@ int run_command(RunOptions& o) {
 
   Model model = build_workload_model(w, data.train);
   if (!o.quiet)
-    fmt::print("{} on {} ({}, {}): {} train / {} test images, {} parameters, {:.1f} MFLOP per "
-               "training image, batch {}, {} epochs\n",
-               w.name, o.device, backend->name, o.precision, data.train.count, data.test.count,
-               model.param_count, train_flops_per_image(model) / 1e6, o.hp.batch, o.hp.epochs);
+    fmt::print(
+        "{} on {} ({}, {}): {} train / {} test images, {} parameters, {:.1f} MFLOP per "
+        "training image, batch {}, {} epochs\n",
+        w.name, o.device, backend->name, o.precision, data.train.count, data.test.count,
+        model.param_count, train_flops_per_image(model) / 1e6, o.hp.batch, o.hp.epochs);
 
   ProgressPrinter printer(stdout);
   std::function<void(const Progress&)> progress;
@@ -206,10 +212,10 @@ int run_command(RunOptions& o) {
 
 int devices_command(bool measure) {
   const CpuInfo cpu = cpu_info();
-  fmt::print("CPU: {} ({} usable of {} logical CPUs, {} physical cores), oneDNN ISA {}, max {:.0f} "
-             "MHz\n",
-             cpu.model, cpu.usable_cpus, cpu.logical_cpus, cpu.physical_cores, cpu.isa,
-             cpu.max_mhz);
+  fmt::print(
+      "CPU: {} ({} usable of {} logical CPUs, {} physical cores), oneDNN ISA {}, max {:.0f} "
+      "MHz\n",
+      cpu.model, cpu.usable_cpus, cpu.logical_cpus, cpu.physical_cores, cpu.isa, cpu.max_mhz);
   for (Precision p : {Precision::fp32, Precision::bf16}) {
     auto est = cpu_peak_estimate(cpu, p);
     fmt::print("  {} peak: {}\n", precision_name(p),
@@ -223,16 +229,24 @@ int devices_command(bool measure) {
   }
 #ifdef TRAINBENCH_HAVE_CUDA
   for (const CudaDeviceInfo& g : cuda_devices()) {
-    fmt::print("GPU {}: {}, {:.1f} GiB, {} SMs, SM clock {} MHz, compute capability {}, driver {}, "
-               "runtime {}, cuDNN {}\n",
-               g.index, g.name, g.total_memory_bytes / double(1 << 30), g.sm_count,
-               g.sm_clock_khz / 1000, g.compute_capability(), cuda_version_str(g.driver_version),
-               cuda_version_str(g.runtime_version), cudnn_version_str(g.cudnn_version));
+    fmt::print(
+        "GPU {}: {}, {:.1f} GiB, {} SMs, SM clock {} MHz, compute capability {}, driver {}, "
+        "runtime {}, cuDNN {}\n",
+        g.index, g.name, g.total_memory_bytes / double(1 << 30), g.sm_count, g.sm_clock_khz / 1000,
+        g.compute_capability(), cuda_version_str(g.driver_version),
+        cuda_version_str(g.runtime_version), cudnn_version_str(g.cudnn_version));
     for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16}) {
       auto pk = gpu_peak(g.name, p);
       fmt::print("  {} peak: {}\n", precision_name(p),
                  pk ? fmt::format("{:.1f} TFLOP/s ({})", pk->flops_per_s / 1e12, pk->source)
                     : std::string("unknown (not in the device table)"));
+      if (!measure || p == Precision::bf16) continue;  // bf16 is not implemented on CUDA yet
+      BackendConfig cfg;
+      cfg.device = DeviceKind::cuda, cfg.device_index = g.index, cfg.precision = p;
+      auto be = make_backend(cfg);
+      const GemmMeasurement m = measure_backend_gemm(*be, 8192, 1.0);
+      fmt::print("  {} measured: {:.1f} TFLOP/s ({})\n", precision_name(p), m.flops_per_s / 1e12,
+                 m.source);
     }
   }
   if (cuda_devices().empty()) fmt::print("GPU: none ({})\n", cuda_unavailable_reason());

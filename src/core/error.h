@@ -17,8 +17,8 @@ template <typename... Args>
   throw Error(fmt::format(f, std::forward<Args>(args)...));
 }
 
-#define TB_CHECK(cond, ...)             \
-  do {                                  \
+#define TB_CHECK(cond, ...)               \
+  do {                                    \
     if (!(cond)) ::tb::fail(__VA_ARGS__); \
   } while (0)
 

@@ -27,6 +27,8 @@ HostBuffer<T> host_alloc(size_t n) {
 
 // Rounds a byte offset up so the next block starts on a 256-byte boundary (good for both
 // AVX-512 loads and GPU coalescing; cuDNN wants at least 16).
-inline size_t align_up(size_t bytes, size_t a = 256) { return (bytes + a - 1) / a * a; }
+inline size_t align_up(size_t bytes, size_t a = 256) {
+  return (bytes + a - 1) / a * a;
+}
 
 }  // namespace tb

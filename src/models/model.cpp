@@ -8,14 +8,22 @@ namespace tb {
 
 const char* op_name(OpKind k) {
   switch (k) {
-    case OpKind::input: return "input";
-    case OpKind::dense: return "dense";
-    case OpKind::relu: return "relu";
-    case OpKind::conv2d: return "conv2d";
-    case OpKind::batchnorm: return "batchnorm";
-    case OpKind::maxpool: return "maxpool";
-    case OpKind::global_avgpool: return "global_avgpool";
-    case OpKind::add: return "add";
+    case OpKind::input:
+      return "input";
+    case OpKind::dense:
+      return "dense";
+    case OpKind::relu:
+      return "relu";
+    case OpKind::conv2d:
+      return "conv2d";
+    case OpKind::batchnorm:
+      return "batchnorm";
+    case OpKind::maxpool:
+      return "maxpool";
+    case OpKind::global_avgpool:
+      return "global_avgpool";
+    case OpKind::add:
+      return "add";
   }
   return "?";
 }
@@ -175,7 +183,7 @@ std::string Model::summary() const {
                               "output (c,h,w)", "params", "MACs/image");
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];
-    std::string inputs = n.in1 >= 0 ? fmt::format(" <- {},{}", n.in0, n.in1)
+    std::string inputs = n.in1 >= 0   ? fmt::format(" <- {},{}", n.in0, n.in1)
                          : n.in0 >= 0 ? fmt::format(" <- {}", n.in0)
                                       : std::string();
     s += fmt::format("{:<4} {:<28} {:<15} {:>16} {:>12} {:>14}\n", i, n.name + inputs,
@@ -191,7 +199,9 @@ std::string Model::summary() const {
 
 namespace tb {
 
-double forward_flops_per_image(const Model& m) { return 2.0 * double(m.macs_per_image()); }
+double forward_flops_per_image(const Model& m) {
+  return 2.0 * double(m.macs_per_image());
+}
 
 double train_flops_per_image(const Model& m) {
   double total = 0;

@@ -14,17 +14,17 @@ const char* op_name(OpKind k);
 // How a node's weights are initialised (the biases / BN shifts always start at zero).
 enum class Init : uint8_t {
   none,
-  glorot_uniform,         // Keras' default: U(-a, a), a = sqrt(6 / (fan_in + fan_out))
-  torch_linear,           // PyTorch Linear: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-  kaiming_normal_fan_out, // torchvision ResNet convs: N(0, 2 / (k * r * s))
-  batchnorm,              // gamma 1, beta 0, running mean 0, running var 1
+  glorot_uniform,          // Keras' default: U(-a, a), a = sqrt(6 / (fan_in + fan_out))
+  torch_linear,            // PyTorch Linear: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+  kaiming_normal_fan_out,  // torchvision ResNet convs: N(0, 2 / (k * r * s))
+  batchnorm,               // gamma 1, beta 0, running mean 0, running var 1
 };
 
 struct Node {
   OpKind kind = OpKind::input;
   std::string name;
-  int in0 = -1, in1 = -1;  // input node indices
-  int c = 0, h = 1, w = 1; // output shape per image (dense: c = features)
+  int in0 = -1, in1 = -1;               // input node indices
+  int c = 0, h = 1, w = 1;              // output shape per image (dense: c = features)
   int kernel = 0, stride = 1, pad = 0;  // conv2d, maxpool
   bool bias = false;                    // dense
   Init init = Init::none;
@@ -45,9 +45,9 @@ struct Model {
   int64_t state_count = 0;  // batchnorm running statistics
 
   const Node& output() const { return nodes.back(); }
-  int64_t macs_per_image() const;          // forward multiply-adds for one image
+  int64_t macs_per_image() const;  // forward multiply-adds for one image
   int64_t conv_macs_per_image() const;
-  std::string summary() const;             // one line per node, then totals
+  std::string summary() const;  // one line per node, then totals
 };
 
 // Builders. Each adds nodes with shapes and parameter slots filled in.

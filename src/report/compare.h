@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <vector>
+#include "core/file.h"  // write_text_atomic, for the CSV and HTML
 
 namespace tb {
 
@@ -82,8 +83,5 @@ std::vector<std::string> compare_cells(const CompareEntry& e, size_t index);
 
 std::string format_compare_text(const Comparison& c);
 std::string format_compare_csv(const Comparison& c);
-
-// Writes text to path through a temporary file, fsync and rename: never half a file.
-void write_text_atomic(const std::string& path, const std::string& text);
 
 }  // namespace tb

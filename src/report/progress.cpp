@@ -32,8 +32,8 @@ void ProgressPrinter::operator()(const Progress& p) {
       p.epoch_done ? fmt::format("{} {:.0f}us/step", human_seconds(p.elapsed_s), per_step * 1e6)
                    : fmt::format("ETA: {}", human_seconds(per_step * double(p.steps - p.step)));
   const int digits = int(std::to_string(p.steps).size());
-  fmt::print(out, "\rEpoch {}/{} {:>{}}/{} [{}] - {} - {}\033[K", p.epoch, p.epochs, p.step,
-             digits, p.steps, bar, timing, stats);
+  fmt::print(out, "\rEpoch {}/{} {:>{}}/{} [{}] - {} - {}\033[K", p.epoch, p.epochs, p.step, digits,
+             p.steps, bar, timing, stats);
   if (p.epoch_done) fmt::print(out, "\n");
   std::fflush(out);
 }

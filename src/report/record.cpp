@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/file.h"
 
 namespace tb {
 
@@ -50,10 +51,11 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
       {"seed", hp.seed},
       {"threads", hp.threads},
       {"hyper", hyper_json(hp)},
-      {"model", {{"name", m.name},
-                 {"parameters", m.param_count},
-                 {"macs_per_image", m.macs_per_image()},
-                 {"conv_macs_per_image", m.conv_macs_per_image()}}},
+      {"model",
+       {{"name", m.name},
+        {"parameters", m.param_count},
+        {"macs_per_image", m.macs_per_image()},
+        {"conv_macs_per_image", m.conv_macs_per_image()}}},
       {"times_s",
        {{"load", f.load_seconds},
         {"train", t.train_seconds},
@@ -95,30 +97,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
 }
 
 void write_json_atomic(const std::string& path, const nlohmann::json& j) {
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  std::error_code ec;
-  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  const std::string text = j.dump(2) + "\n";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  TB_CHECK(fd >= 0, "{}: cannot write ({})", path, std::strerror(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t k = ::write(fd, text.data() + done, text.size() - done);
-    if (k <= 0) {
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("{}: write failed ({})", path, std::strerror(errno));
-    }
-    done += size_t(k);
-  }
-  ::fsync(fd);
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    fail("{}: cannot rename into place ({})", path, std::strerror(errno));
-  }
+  write_text_atomic(path, j.dump(2) + "\n");
 }
 
 nlohmann::json read_record(const std::string& path) {

@@ -10,7 +10,8 @@ void init_parameters(const Model& m, uint64_t seed, float* params, float* state)
   for (const Node& n : m.nodes) {
     float* p = n.param_offset >= 0 ? params + n.param_offset : nullptr;
     switch (n.init) {
-      case Init::none: break;
+      case Init::none:
+        break;
       case Init::glorot_uniform:
       case Init::torch_linear: {
         const int64_t fan_in = m.nodes[n.in0].out_size(), fan_out = n.c;

@@ -51,8 +51,8 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
   };
   const size_t f = sizeof(float);
   const int64_t P = m.param_count;
-  const size_t o_params = take(P * f), o_grads = take(P * f), o_m = take(P * f),
-               o_v = take(P * f), o_state = take(std::max<int64_t>(m.state_count, 1) * f);
+  const size_t o_params = take(P * f), o_grads = take(P * f), o_m = take(P * f), o_v = take(P * f),
+               o_state = take(std::max<int64_t>(m.state_count, 1) * f);
   std::vector<size_t> o_out(nodes), o_grad(nodes), o_saved(nodes), o_argmax(nodes);
   int64_t largest = 0;
   for (size_t i = 0; i < nodes; ++i) {
@@ -183,7 +183,8 @@ void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
     const float* x = out[node.in0];
     float* p = node.param_offset >= 0 ? params + node.param_offset : nullptr;
     switch (node.kind) {
-      case OpKind::input: break;
+      case OpKind::input:
+        break;
       case OpKind::dense: {
         const DenseDims d = dense_dims(model, node, n);
         const float* bias = node.bias ? p + d.in * d.out : nullptr;
@@ -195,9 +196,15 @@ void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
         }
         break;
       }
-      case OpKind::relu: be.relu_forward(be.ctx, n * node.out_size(), x, out[i]); break;
-      case OpKind::add: be.add(be.ctx, n * node.out_size(), x, out[node.in1], out[i]); break;
-      case OpKind::conv2d: be.conv2d_forward(be.ctx, c, conv_dims(model, node, n), x, p, out[i]); break;
+      case OpKind::relu:
+        be.relu_forward(be.ctx, n * node.out_size(), x, out[i]);
+        break;
+      case OpKind::add:
+        be.add(be.ctx, n * node.out_size(), x, out[node.in1], out[i]);
+        break;
+      case OpKind::conv2d:
+        be.conv2d_forward(be.ctx, c, conv_dims(model, node, n), x, p, out[i]);
+        break;
       case OpKind::batchnorm: {
         const BnDims d{n, node.c, int64_t(node.h) * node.w};
         float* rs = state + node.state_offset;
@@ -245,7 +252,8 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
     float* p = node.param_offset >= 0 ? params + node.param_offset : nullptr;
     float* g = node.param_offset >= 0 ? grads + node.param_offset : nullptr;
     switch (node.kind) {
-      case OpKind::input: break;
+      case OpKind::input:
+        break;
       case OpKind::dense: {
         const DenseDims d = dense_dims(model, node, n);
         be.dense_backward(be.ctx, c, d, x, p, dy, target(node.in0), g,
@@ -275,8 +283,8 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
       }
       case OpKind::batchnorm: {
         const BnDims d{n, node.c, int64_t(node.h) * node.w};
-        be.batchnorm_backward(be.ctx, c, d, x, dy, p, saved[i], saved[i] + node.c,
-                              target(node.in0), g, g + node.c);
+        be.batchnorm_backward(be.ctx, c, d, x, dy, p, saved[i], saved[i] + node.c, target(node.in0),
+                              g, g + node.c);
         done(node.in0);
         break;
       }
@@ -286,8 +294,7 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
         break;
       case OpKind::global_avgpool: {
         const Node& src = model.nodes[node.in0];
-        be.global_avgpool_backward(be.ctx, n, src.c, int64_t(src.h) * src.w, dy,
-                                   target(node.in0));
+        be.global_avgpool_backward(be.ctx, n, src.c, int64_t(src.h) * src.w, dy, target(node.in0));
         done(node.in0);
         break;
       }
@@ -410,9 +417,9 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
   r.train_seconds = std::chrono::duration<double>(t_end - t_train).count();
   r.images_per_s = r.images / r.train_seconds;
   const double steady_s = std::chrono::duration<double>(t_end - t_warm).count();
-  r.images_per_s_steady =
-      (r.steps > warm_steps && steady_s > 0) ? (r.images - images_at_warm) / steady_s
-                                             : r.images_per_s;
+  r.images_per_s_steady = (r.steps > warm_steps && steady_s > 0)
+                              ? (r.images - images_at_warm) / steady_s
+                              : r.images_per_s;
   if (r.split.samples) {
     const double k = 1.0 / r.split.samples;
     r.split.data_ms *= k, r.split.forward_ms *= k, r.split.backward_ms *= k,

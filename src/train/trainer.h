@@ -18,10 +18,10 @@
 namespace tb {
 
 struct Progress {
-  int epoch = 0, epochs = 0;          // epoch counts from 1
-  int64_t step = 0, steps = 0;        // within the epoch
-  double elapsed_s = 0;               // since the epoch began
-  double loss = 0, accuracy = 0;      // running means over the epoch so far
+  int epoch = 0, epochs = 0;      // epoch counts from 1
+  int64_t step = 0, steps = 0;    // within the epoch
+  double elapsed_s = 0;           // since the epoch began
+  double loss = 0, accuracy = 0;  // running means over the epoch so far
   bool epoch_done = false;
 };
 
@@ -62,17 +62,17 @@ struct Trainer {
   // One device allocation for parameters, gradients, optimizer and BN state, activations.
   void* arena = nullptr;
   float *params = nullptr, *grads = nullptr, *opt_m = nullptr, *opt_v = nullptr;
-  float* state = nullptr;                   // BN running statistics
-  std::vector<float*> out, grad;            // per node: output and its gradient, [max_batch, c,h,w]
-  std::vector<float*> saved;                // per node: BN save_mean|save_invstd (2c)
-  std::vector<int32_t*> argmax;             // per node: max-pool winners
-  std::vector<int> consumers;               // per node: how many nodes read its output
-  std::vector<bool> fused_relu;             // dense node i computes relu(i+1) in its forward
-  float* scratch = nullptr;                 // gradient of a second consumer, then added
+  float* state = nullptr;         // BN running statistics
+  std::vector<float*> out, grad;  // per node: output and its gradient, [max_batch, c,h,w]
+  std::vector<float*> saved;      // per node: BN save_mean|save_invstd (2c)
+  std::vector<int32_t*> argmax;   // per node: max-pool winners
+  std::vector<int> consumers;     // per node: how many nodes read its output
+  std::vector<bool> fused_relu;   // dense node i computes relu(i+1) in its forward
+  float* scratch = nullptr;       // gradient of a second consumer, then added
   int32_t* labels = nullptr;
-  float* metrics = nullptr;                 // [train loss sum, train correct, eval loss, eval correct]
-  int32_t* train_indices = nullptr;         // this epoch's permutation
-  int32_t* test_indices = nullptr;          // 0..test_count-1
+  float* metrics = nullptr;          // [train loss sum, train correct, eval loss, eval correct]
+  int32_t* train_indices = nullptr;  // this epoch's permutation
+  int32_t* test_indices = nullptr;   // 0..test_count-1
 
   // The data set on the device, as read.
   uint8_t *train_images = nullptr, *train_labels = nullptr;

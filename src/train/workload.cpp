@@ -7,14 +7,17 @@
 namespace tb {
 
 nlohmann::json hyper_json(const Hyper& h) {
-  nlohmann::json j = {{"workload", h.workload}, {"epochs", h.epochs},
-                      {"batch", h.batch},       {"steps", h.steps},
+  nlohmann::json j = {{"workload", h.workload},   {"epochs", h.epochs},
+                      {"batch", h.batch},         {"steps", h.steps},
                       {"optimizer", h.optimizer}, {"seed", h.seed},
-                      {"augment", h.augment},   {"precision", precision_name(h.precision)},
-                      {"threads", h.threads},   {"data", h.data}};
+                      {"augment", h.augment},     {"precision", precision_name(h.precision)},
+                      {"threads", h.threads},     {"data", h.data}};
   if (h.optimizer == "adam")
-    j["adam"] = {{"lr", h.adam.lr},   {"beta1", h.adam.beta1}, {"beta2", h.adam.beta2},
-                 {"eps", h.adam.eps}, {"weight_decay", h.adam.weight_decay}};
+    j["adam"] = {{"lr", h.adam.lr},
+                 {"beta1", h.adam.beta1},
+                 {"beta2", h.adam.beta2},
+                 {"eps", h.adam.eps},
+                 {"weight_decay", h.adam.weight_decay}};
   else
     j["sgd"] = {{"lr", h.sgd.lr},
                 {"momentum", h.sgd.momentum},
@@ -67,8 +70,8 @@ const Workload& find_workload(const std::string& name) {
 Model build_workload_model(const Workload& w, const Dataset& train) {
   if (w.name == "fashion-mlp")
     return build_mlp(train.channels, train.height, train.width, {128}, train.classes);
-  if (w.name == "resnet50-cifar10") return build_resnet50(train.classes, train.channels,
-                                                          train.height, train.width);
+  if (w.name == "resnet50-cifar10")
+    return build_resnet50(train.classes, train.channels, train.height, train.width);
   fail("workload '{}' has no model builder", w.name);
 }
 

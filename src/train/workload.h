@@ -16,14 +16,14 @@ struct Hyper {
   std::string workload;
   int epochs = 10;
   int batch = 32;
-  int64_t steps = -1;  // stop after this many steps (timing runs); -1 = all epochs
+  int64_t steps = -1;              // stop after this many steps (timing runs); -1 = all epochs
   std::string optimizer = "adam";  // "adam" | "sgd"
   AdamParams adam;
   SgdParams sgd;
   uint64_t seed = 0;
   bool augment = false;
   Precision precision = Precision::fp32;
-  int threads = 0;  // 0 = all usable cores
+  int threads = 0;   // 0 = all usable cores
   std::string data;  // data path ("" = the workload's default)
 };
 nlohmann::json hyper_json(const Hyper& h);

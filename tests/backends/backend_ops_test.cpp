@@ -104,7 +104,9 @@ struct OpCase {
     return b;
   }
 };
-void PrintTo(const OpCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const OpCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 BufSpec in(std::string n, int64_t count, double lo = -1, double hi = 1) {
   return {std::move(n), Role::in, Type::f32, count, lo, hi};
@@ -112,7 +114,9 @@ BufSpec in(std::string n, int64_t count, double lo = -1, double hi = 1) {
 BufSpec inout(std::string n, int64_t count, double lo = -1, double hi = 1) {
   return {std::move(n), Role::inout, Type::f32, count, lo, hi};
 }
-BufSpec out(std::string n, int64_t count) { return {std::move(n), Role::out, Type::f32, count}; }
+BufSpec out(std::string n, int64_t count) {
+  return {std::move(n), Role::out, Type::f32, count};
+}
 BufSpec in_i32(std::string n, int64_t count, int64_t lo, int64_t hi) {
   return {std::move(n), Role::in, Type::i32, count, double(lo), double(hi)};
 }
@@ -128,8 +132,8 @@ BufSpec out_i32(std::string n, int64_t count) {
 
 std::string conv_tag(const ConvDims& d) {
   return "k" + std::to_string(d.r) + "s" + std::to_string(d.stride) + "p" + std::to_string(d.pad) +
-         "_c" + std::to_string(d.c) + "k" + std::to_string(d.k) + "_" + std::to_string(d.h) +
-         "x" + std::to_string(d.w) + "_n" + std::to_string(d.n);
+         "_c" + std::to_string(d.c) + "k" + std::to_string(d.k) + "_" + std::to_string(d.h) + "x" +
+         std::to_string(d.w) + "_n" + std::to_string(d.n);
 }
 ConvDims conv(int64_t n, int64_t c, int64_t hw, int64_t k, int64_t kernel, int64_t stride,
               int64_t pad) {
@@ -137,26 +141,38 @@ ConvDims conv(int64_t n, int64_t c, int64_t hw, int64_t k, int64_t kernel, int64
   d.n = n, d.c = c, d.h = d.w = hw, d.k = k, d.r = d.s = kernel, d.stride = stride, d.pad = pad;
   return d;
 }
-int64_t x_count(const ConvDims& d) { return d.n * d.c * d.h * d.w; }
-int64_t w_count(const ConvDims& d) { return d.k * d.c * d.r * d.s; }
-int64_t y_count(const ConvDims& d) { return d.n * d.k * d.oh() * d.ow(); }
+int64_t x_count(const ConvDims& d) {
+  return d.n * d.c * d.h * d.w;
+}
+int64_t w_count(const ConvDims& d) {
+  return d.k * d.c * d.r * d.s;
+}
+int64_t y_count(const ConvDims& d) {
+  return d.n * d.k * d.oh() * d.ow();
+}
 
 OpCase conv_fwd(const ConvDims& d) {
-  return {"conv2d_fwd_" + conv_tag(d), kTolGemm, d.flops_forward(),
+  return {"conv2d_fwd_" + conv_tag(d),
+          kTolGemm,
+          d.flops_forward(),
           {in("x", x_count(d)), in("w", w_count(d), -0.3, 0.3), out("y", y_count(d))},
           [d](Backend& b, OpCache& c, const Args& a) {
             b.conv2d_forward(b.ctx, c, d, a.f("x"), a.f("w"), a.f("y"));
           }};
 }
 OpCase conv_bwd_data(const ConvDims& d) {
-  return {"conv2d_bwd_data_" + conv_tag(d), kTolGemm, d.flops_forward(),
+  return {"conv2d_bwd_data_" + conv_tag(d),
+          kTolGemm,
+          d.flops_forward(),
           {in("dy", y_count(d)), in("w", w_count(d), -0.3, 0.3), out("dx", x_count(d))},
           [d](Backend& b, OpCache& c, const Args& a) {
             b.conv2d_backward_data(b.ctx, c, d, a.f("dy"), a.f("w"), a.f("dx"));
           }};
 }
 OpCase conv_bwd_weights(const ConvDims& d) {
-  return {"conv2d_bwd_weights_" + conv_tag(d), kTolGemm, d.flops_forward(),
+  return {"conv2d_bwd_weights_" + conv_tag(d),
+          kTolGemm,
+          d.flops_forward(),
           {in("x", x_count(d)), in("dy", y_count(d)), out("dw", w_count(d))},
           [d](Backend& b, OpCache& c, const Args& a) {
             b.conv2d_backward_weights(b.ctx, c, d, a.f("x"), a.f("dy"), a.f("dw"));
@@ -164,7 +180,9 @@ OpCase conv_bwd_weights(const ConvDims& d) {
 }
 // The trainer's order on one node's cache: forward, then weights, then data.
 OpCase conv_step(const ConvDims& d) {
-  return {"conv2d_step_" + conv_tag(d), kTolGemm, 3 * d.flops_forward(),
+  return {"conv2d_step_" + conv_tag(d),
+          kTolGemm,
+          3 * d.flops_forward(),
           {in("x", x_count(d)), in("w", w_count(d), -0.3, 0.3), in("dy", y_count(d)),
            out("y", y_count(d)), out("dw", w_count(d)), out("dx", x_count(d))},
           [d](Backend& b, OpCache& c, const Args& a) {
@@ -181,12 +199,11 @@ OpCase dense_fwd(const DenseDims& d, bool bias, bool relu) {
   std::vector<BufSpec> bufs = {in("x", d.n * d.in), in("w", d.out * d.in, -0.2, 0.2),
                                out("y", d.n * d.out)};
   if (bias) bufs.push_back(in("b", d.out));
-  return {"dense_fwd_" + dense_tag(d) + (bias ? "_bias" : "_nobias") + (relu ? "_relu" : ""),
-          kTolGemm, d.flops_forward(), bufs,
-          [d, bias, relu](Backend& b, OpCache& c, const Args& a) {
-            b.dense_forward(b.ctx, c, d, a.f("x"), a.f("w"), bias ? a.f("b") : nullptr, a.f("y"),
-                            relu);
-          }};
+  return {
+      "dense_fwd_" + dense_tag(d) + (bias ? "_bias" : "_nobias") + (relu ? "_relu" : ""), kTolGemm,
+      d.flops_forward(), bufs, [d, bias, relu](Backend& b, OpCache& c, const Args& a) {
+        b.dense_forward(b.ctx, c, d, a.f("x"), a.f("w"), bias ? a.f("b") : nullptr, a.f("y"), relu);
+      }};
 }
 OpCase dense_bwd(const DenseDims& d, bool dx, bool db) {
   std::vector<BufSpec> bufs = {in("x", d.n * d.in), in("w", d.out * d.in, -0.2, 0.2),
@@ -202,24 +219,38 @@ OpCase dense_bwd(const DenseDims& d, bool dx, bool db) {
 }
 
 OpCase relu_fwd(int64_t n) {
-  return {"relu_fwd_" + std::to_string(n), kTolExact, double(n), {in("x", n), out("y", n)},
-          [n](Backend& b, OpCache&, const Args& a) { b.relu_forward(b.ctx, n, a.f("x"), a.f("y")); }};
+  return {
+      "relu_fwd_" + std::to_string(n),
+      kTolExact,
+      double(n),
+      {in("x", n), out("y", n)},
+      [n](Backend& b, OpCache&, const Args& a) { b.relu_forward(b.ctx, n, a.f("x"), a.f("y")); }};
 }
 OpCase relu_bwd(int64_t n) {
-  return {"relu_bwd_" + std::to_string(n), kTolExact, double(n),
+  return {"relu_bwd_" + std::to_string(n),
+          kTolExact,
+          double(n),
           {in("y", n), in("dy", n), out("dx", n)},
           [n](Backend& b, OpCache&, const Args& a) {
             b.relu_backward(b.ctx, n, a.f("y"), a.f("dy"), a.f("dx"));
           }};
 }
 OpCase add_op(int64_t n) {
-  return {"add_" + std::to_string(n), kTolExact, double(n), {in("a", n), in("b", n), out("y", n)},
-          [n](Backend& b, OpCache&, const Args& a) { b.add(b.ctx, n, a.f("a"), a.f("b"), a.f("y")); }};
+  return {
+      "add_" + std::to_string(n),
+      kTolExact,
+      double(n),
+      {in("a", n), in("b", n), out("y", n)},
+      [n](Backend& b, OpCache&, const Args& a) { b.add(b.ctx, n, a.f("a"), a.f("b"), a.f("y")); }};
 }
 // The trainer's gradient accumulation: add(grad, scratch, grad), y aliasing a.
 OpCase add_inplace(int64_t n) {
-  return {"add_inplace_" + std::to_string(n), kTolExact, double(n), {inout("a", n), in("b", n)},
-          [n](Backend& b, OpCache&, const Args& a) { b.add(b.ctx, n, a.f("a"), a.f("b"), a.f("a")); }};
+  return {
+      "add_inplace_" + std::to_string(n),
+      kTolExact,
+      double(n),
+      {inout("a", n), in("b", n)},
+      [n](Backend& b, OpCache&, const Args& a) { b.add(b.ctx, n, a.f("a"), a.f("b"), a.f("a")); }};
 }
 
 OpCase softmax_ce(int64_t n, int64_t classes, bool train) {
@@ -241,7 +272,9 @@ std::string bn_tag(const BnDims& d) {
 // BN inputs sit off zero (mean ~1) so the statistics matter; running variance stays positive.
 OpCase bn_train(const BnDims& d) {
   const int64_t t = d.n * d.c * d.hw;
-  return {"batchnorm_train_" + bn_tag(d), kTolReduce, 7.0 * t,
+  return {"batchnorm_train_" + bn_tag(d),
+          kTolReduce,
+          7.0 * t,
           {in("x", t, -1, 3), in("gamma", d.c, 0.5, 1.5), in("beta", d.c), out("y", t),
            out("mean", d.c), out("invstd", d.c), inout("rmean", d.c), inout("rvar", d.c, 0.5, 2)},
           [d](Backend& b, OpCache& c, const Args& a) {
@@ -252,7 +285,9 @@ OpCase bn_train(const BnDims& d) {
 }
 OpCase bn_eval(const BnDims& d) {
   const int64_t t = d.n * d.c * d.hw;
-  return {"batchnorm_eval_" + bn_tag(d), kTolElementwise, 2.0 * t,
+  return {"batchnorm_eval_" + bn_tag(d),
+          kTolElementwise,
+          2.0 * t,
           {in("x", t, -1, 3), in("gamma", d.c, 0.5, 1.5), in("beta", d.c), in("rmean", d.c),
            in("rvar", d.c, 0.5, 2), out("y", t)},
           [d](Backend& b, OpCache& c, const Args& a) {
@@ -264,7 +299,9 @@ OpCase bn_eval(const BnDims& d) {
 // statistics this backend saved, and those are compared too.
 OpCase bn_bwd(const BnDims& d) {
   const int64_t t = d.n * d.c * d.hw;
-  return {"batchnorm_bwd_" + bn_tag(d), kTolReduce, 14.0 * t,
+  return {"batchnorm_bwd_" + bn_tag(d),
+          kTolReduce,
+          14.0 * t,
           {in("x", t, -1, 3), in("gamma", d.c, 0.5, 1.5), in("beta", d.c), in("dy", t),
            inout("rmean", d.c), inout("rvar", d.c, 0.5, 2), out("y", t), out("mean", d.c),
            out("invstd", d.c), out("dx", t), out("dgamma", d.c), out("dbeta", d.c)},
@@ -289,7 +326,9 @@ std::string pool_tag(const PoolDims& d) {
 }
 OpCase maxpool_fwd(const PoolDims& d) {
   const int64_t xs = d.n * d.c * d.h * d.w, ys = d.n * d.c * d.oh() * d.ow();
-  return {"maxpool_fwd_" + pool_tag(d), kTolExact, double(ys) * d.kernel * d.kernel,
+  return {"maxpool_fwd_" + pool_tag(d),
+          kTolExact,
+          double(ys) * d.kernel * d.kernel,
           {in("x", xs), out("y", ys), out_i32("argmax", ys)},
           [d](Backend& b, OpCache& c, const Args& a) {
             b.maxpool_forward(b.ctx, c, d, a.f("x"), a.f("y"), a.i("argmax"));
@@ -299,7 +338,9 @@ OpCase maxpool_bwd(const PoolDims& d) {
   const int64_t xs = d.n * d.c * d.h * d.w, ys = d.n * d.c * d.oh() * d.ow();
   // dx sums up to kernel^2 / stride^2 contributions per element in scatter order: exact in
   // practice for the reference's order, but a backend may add in another order.
-  return {"maxpool_bwd_" + pool_tag(d), kTolElementwise, double(ys),
+  return {"maxpool_bwd_" + pool_tag(d),
+          kTolElementwise,
+          double(ys),
           {in("x", xs), in("dy", ys), out("y", ys), out_i32("argmax", ys), out("dx", xs)},
           [d](Backend& b, OpCache& c, const Args& a) {
             b.maxpool_forward(b.ctx, c, d, a.f("x"), a.f("y"), a.i("argmax"));
@@ -307,16 +348,22 @@ OpCase maxpool_bwd(const PoolDims& d) {
           }};
 }
 OpCase avgpool_fwd(int64_t n, int64_t c, int64_t hw) {
-  const std::string tag = "n" + std::to_string(n) + "_c" + std::to_string(c) + "_hw" + std::to_string(hw);
-  return {"global_avgpool_fwd_" + tag, kTolElementwise, double(n * c * hw),
+  const std::string tag =
+      "n" + std::to_string(n) + "_c" + std::to_string(c) + "_hw" + std::to_string(hw);
+  return {"global_avgpool_fwd_" + tag,
+          kTolElementwise,
+          double(n * c * hw),
           {in("x", n * c * hw), out("y", n * c)},
           [n, c, hw](Backend& b, OpCache&, const Args& a) {
             b.global_avgpool_forward(b.ctx, n, c, hw, a.f("x"), a.f("y"));
           }};
 }
 OpCase avgpool_bwd(int64_t n, int64_t c, int64_t hw) {
-  const std::string tag = "n" + std::to_string(n) + "_c" + std::to_string(c) + "_hw" + std::to_string(hw);
-  return {"global_avgpool_bwd_" + tag, kTolElementwise, double(n * c * hw),
+  const std::string tag =
+      "n" + std::to_string(n) + "_c" + std::to_string(c) + "_hw" + std::to_string(hw);
+  return {"global_avgpool_bwd_" + tag,
+          kTolElementwise,
+          double(n * c * hw),
           {in("dy", n * c), out("dx", n * c * hw)},
           [n, c, hw](Backend& b, OpCache&, const Args& a) {
             b.global_avgpool_backward(b.ctx, n, c, hw, a.f("dy"), a.f("dx"));
@@ -332,11 +379,13 @@ OpCase gather(int64_t n, int channels, int hw, bool augment) {
   for (int c = 0; c < channels; ++c) s.mean[c] = mean[c], s.inv_std[c] = 1.f / sd[c];
   return {"gather_batch_n" + std::to_string(n) + "_c" + std::to_string(channels) + "_" +
               std::to_string(hw) + (augment ? "_augment" : "_plain"),
-          kTolElementwise, 3.0 * n * image,
+          kTolElementwise,
+          3.0 * n * image,
           {in_u8("images", count * image), in_u8("labels", count, 0, 9),
            in_i32("indices", n, 0, count - 1), out("x", n * image), out_i32("y", n)},
           [s](Backend& b, OpCache&, const Args& a) {
-            b.gather_batch(b.ctx, s, a.u("images"), a.u("labels"), a.i("indices"), a.f("x"), a.i("y"));
+            b.gather_batch(b.ctx, s, a.u("images"), a.u("labels"), a.i("indices"), a.f("x"),
+                           a.i("y"));
           }};
 }
 
@@ -344,7 +393,9 @@ OpCase gather(int64_t n, int channels, int hw, bool augment) {
 OpCase adam(int64_t n, float wd) {
   AdamParams hp;
   hp.lr = 1e-2f, hp.weight_decay = wd;
-  return {"adam_3steps_" + std::to_string(n) + (wd != 0 ? "_wd" : ""), kTolElementwise, 3 * 12.0 * n,
+  return {"adam_3steps_" + std::to_string(n) + (wd != 0 ? "_wd" : ""),
+          kTolElementwise,
+          3 * 12.0 * n,
           {inout("p", n), in("g", n), inout("m", n, -0.1, 0.1), inout("v", n, 1e-4, 1e-2)},
           [n, hp](Backend& b, OpCache&, const Args& a) {
             for (int64_t step = 1; step <= 3; ++step)
@@ -356,7 +407,9 @@ OpCase sgd(int64_t n, float momentum, float wd, bool nesterov) {
   hp.lr = 0.1f, hp.momentum = momentum, hp.weight_decay = wd, hp.nesterov = nesterov;
   return {"sgd_2steps_" + std::to_string(n) + (momentum != 0 ? "_momentum" : "") +
               (nesterov ? "_nesterov" : "") + (wd != 0 ? "_wd" : ""),
-          kTolElementwise, 2 * 5.0 * n, {inout("p", n), in("g", n), inout("buf", n, -0.1, 0.1)},
+          kTolElementwise,
+          2 * 5.0 * n,
+          {inout("p", n), in("g", n), inout("buf", n, -0.1, 0.1)},
           [n, hp](Backend& b, OpCache&, const Args& a) {
             for (int step = 0; step < 2; ++step)
               b.sgd_update(b.ctx, n, a.f("p"), a.f("g"), a.f("buf"), hp);
@@ -374,17 +427,17 @@ std::vector<OpCase> op_table() {
     t.push_back(conv_bwd_data(d));
     t.push_back(conv_bwd_weights(d));
   };
-  conv3(conv(2, 3, 32, 64, 7, 2, 3));      // stem
-  conv3(conv(2, 64, 8, 256, 1, 1, 0));     // layer1 expand (and its projection)
-  conv3(conv(2, 64, 8, 64, 3, 1, 1));      // layer1 3x3
-  conv3(conv(2, 128, 8, 128, 3, 2, 1));    // layer2 first 3x3, stride 2 (v1.5)
-  conv3(conv(2, 256, 8, 512, 1, 2, 0));    // layer2 projection shortcut, 1x1 stride 2
-  conv3(conv(2, 512, 1, 512, 3, 1, 1));    // layer4 3x3 on a 1x1 map: only the centre tap
-  conv3(conv(2, 512, 2, 512, 3, 2, 1));    // layer4 first 3x3, 2x2 -> 1x1
-  conv3(conv(2, 512, 1, 2048, 1, 1, 0));   // layer4 expand on a 1x1 map
-  conv3(conv(2, 8, 9, 12, 3, 2, 1));       // odd map, channels not a multiple of 8
+  conv3(conv(2, 3, 32, 64, 7, 2, 3));     // stem
+  conv3(conv(2, 64, 8, 256, 1, 1, 0));    // layer1 expand (and its projection)
+  conv3(conv(2, 64, 8, 64, 3, 1, 1));     // layer1 3x3
+  conv3(conv(2, 128, 8, 128, 3, 2, 1));   // layer2 first 3x3, stride 2 (v1.5)
+  conv3(conv(2, 256, 8, 512, 1, 2, 0));   // layer2 projection shortcut, 1x1 stride 2
+  conv3(conv(2, 512, 1, 512, 3, 1, 1));   // layer4 3x3 on a 1x1 map: only the centre tap
+  conv3(conv(2, 512, 2, 512, 3, 2, 1));   // layer4 first 3x3, 2x2 -> 1x1
+  conv3(conv(2, 512, 1, 2048, 1, 1, 0));  // layer4 expand on a 1x1 map
+  conv3(conv(2, 8, 9, 12, 3, 2, 1));      // odd map, channels not a multiple of 8
   t.push_back(conv_step(conv(2, 64, 8, 256, 1, 1, 0)));
-  t.push_back(conv_step(conv(3, 3, 32, 64, 7, 2, 3)));     // partial batch, fresh cache
+  t.push_back(conv_step(conv(3, 3, 32, 64, 7, 2, 3)));  // partial batch, fresh cache
   t.push_back(conv_step(conv(3, 128, 8, 128, 3, 2, 1)));
 
   for (bool relu : {false, true}) {
@@ -404,13 +457,13 @@ std::vector<OpCase> op_table() {
   t.push_back(softmax_ce(3, 10, true));
   t.push_back(softmax_ce(32, 10, false));
 
-  t.push_back(bn_train({2, 64, 256}));   // after the stem
-  t.push_back(bn_train({2, 256, 64}));   // layer1
-  t.push_back(bn_train({2, 2048, 1}));   // layer4 on a 1x1 map: 2 values per channel
-  t.push_back(bn_train({3, 128, 16}));   // partial batch
-  t.push_back(bn_train({2, 1024, 4}));   // layer3, 2x2 maps
-  t.push_back(bn_train({3, 37, 49}));    // odd channel count and map (a ragged last block)
-  t.push_back(bn_train({2, 5, 81}));     // rows not a multiple of the vector width
+  t.push_back(bn_train({2, 64, 256}));  // after the stem
+  t.push_back(bn_train({2, 256, 64}));  // layer1
+  t.push_back(bn_train({2, 2048, 1}));  // layer4 on a 1x1 map: 2 values per channel
+  t.push_back(bn_train({3, 128, 16}));  // partial batch
+  t.push_back(bn_train({2, 1024, 4}));  // layer3, 2x2 maps
+  t.push_back(bn_train({3, 37, 49}));   // odd channel count and map (a ragged last block)
+  t.push_back(bn_train({2, 5, 81}));    // rows not a multiple of the vector width
   t.push_back(bn_eval({2, 64, 256}));
   t.push_back(bn_eval({3, 2048, 1}));
   t.push_back(bn_eval({3, 37, 49}));
@@ -420,12 +473,12 @@ std::vector<OpCase> op_table() {
   t.push_back(bn_bwd({3, 37, 49}));
   t.push_back(bn_bwd({2, 5, 81}));
 
-  t.push_back(maxpool_fwd(pool(2, 64, 16, 3, 2, 1)));   // the stem's pool
-  t.push_back(maxpool_fwd(pool(3, 5, 7, 3, 2, 1)));     // odd map
+  t.push_back(maxpool_fwd(pool(2, 64, 16, 3, 2, 1)));  // the stem's pool
+  t.push_back(maxpool_fwd(pool(3, 5, 7, 3, 2, 1)));    // odd map
   t.push_back(maxpool_bwd(pool(2, 64, 16, 3, 2, 1)));
   t.push_back(maxpool_bwd(pool(3, 5, 7, 3, 2, 1)));
-  t.push_back(maxpool_bwd(pool(2, 4, 8, 2, 2, 0)));     // non-overlapping windows
-  t.push_back(avgpool_fwd(2, 2048, 1));                 // ResNet-50/CIFAR ends on a 1x1 map
+  t.push_back(maxpool_bwd(pool(2, 4, 8, 2, 2, 0)));  // non-overlapping windows
+  t.push_back(avgpool_fwd(2, 2048, 1));              // ResNet-50/CIFAR ends on a 1x1 map
   t.push_back(avgpool_fwd(3, 512, 16));
   t.push_back(avgpool_bwd(2, 2048, 1));
   t.push_back(avgpool_bwd(3, 512, 16));
@@ -462,15 +515,20 @@ std::vector<std::vector<uint8_t>> make_host(const OpCase& c) {
       auto* p = reinterpret_cast<float*>(h.data());
       std::uniform_real_distribution<float> u(float(s.lo), float(s.hi));
       for (int64_t i = 0; i < s.count; ++i) {
-        if (s.role == Role::out) p[i] = kNaN;
-        else do p[i] = u(rng); while (p[i] == 0.f);
+        if (s.role == Role::out)
+          p[i] = kNaN;
+        else
+          do p[i] = u(rng);
+          while (p[i] == 0.f);
       }
     } else {
       std::uniform_int_distribution<int64_t> u(int64_t(s.lo), int64_t(s.hi));
       for (int64_t i = 0; i < s.count; ++i) {
         const int64_t v = s.role == Role::out ? kPoisonI32 : u(rng);
-        if (s.type == Type::i32) reinterpret_cast<int32_t*>(h.data())[i] = int32_t(v);
-        else h[i] = uint8_t(v);
+        if (s.type == Type::i32)
+          reinterpret_cast<int32_t*>(h.data())[i] = int32_t(v);
+        else
+          h[i] = uint8_t(v);
       }
     }
     host.push_back(std::move(h));
@@ -595,10 +653,25 @@ INSTANTIATE_TEST_SUITE_P(BackendOps, BackendOpsTable, ::testing::ValuesIn(op_tab
                          [](const auto& info) { return info.param.name; });
 
 TEST(BackendOps, TableCoversEveryOpEntry) {
-  const char* ops[] = {"gather_batch", "dense_fwd", "dense_bwd", "relu_fwd", "relu_bwd", "add",
-                       "softmax_ce", "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weights",
-                       "batchnorm_train", "batchnorm_eval", "batchnorm_bwd", "maxpool_fwd",
-                       "maxpool_bwd", "global_avgpool_fwd", "global_avgpool_bwd", "adam", "sgd"};
+  const char* ops[] = {"gather_batch",
+                       "dense_fwd",
+                       "dense_bwd",
+                       "relu_fwd",
+                       "relu_bwd",
+                       "add",
+                       "softmax_ce",
+                       "conv2d_fwd",
+                       "conv2d_bwd_data",
+                       "conv2d_bwd_weights",
+                       "batchnorm_train",
+                       "batchnorm_eval",
+                       "batchnorm_bwd",
+                       "maxpool_fwd",
+                       "maxpool_bwd",
+                       "global_avgpool_fwd",
+                       "global_avgpool_bwd",
+                       "adam",
+                       "sgd"};
   const auto table = op_table();
   for (const char* op : ops)
     EXPECT_TRUE(std::any_of(table.begin(), table.end(),
@@ -626,19 +699,19 @@ TEST(BackendOps, CpuBackendIsListedAndUsable) {
 std::vector<OpCase> perf_table(int64_t n) {
   std::vector<OpCase> t;
   const ConvDims convs[] = {
-      conv(n, 3, 32, 64, 7, 2, 3),      // stem
-      conv(n, 64, 8, 64, 1, 1, 0),      // layer1 reduce
-      conv(n, 64, 8, 64, 3, 1, 1),      // layer1 3x3
-      conv(n, 64, 8, 256, 1, 1, 0),     // layer1 expand / projection
-      conv(n, 256, 8, 64, 1, 1, 0),     // layer1 reduce (blocks 2, 3)
-      conv(n, 256, 8, 128, 1, 1, 0),    // layer2 reduce
-      conv(n, 128, 8, 128, 3, 2, 1),    // layer2 3x3 stride 2
-      conv(n, 256, 8, 512, 1, 2, 0),    // layer2 projection
-      conv(n, 128, 4, 128, 3, 1, 1),    // layer2 3x3
-      conv(n, 128, 4, 512, 1, 1, 0),    // layer2 expand
-      conv(n, 256, 2, 256, 3, 1, 1),    // layer3 3x3
-      conv(n, 512, 1, 512, 3, 1, 1),    // layer4 3x3 on 1x1
-      conv(n, 512, 1, 2048, 1, 1, 0),   // layer4 expand
+      conv(n, 3, 32, 64, 7, 2, 3),     // stem
+      conv(n, 64, 8, 64, 1, 1, 0),     // layer1 reduce
+      conv(n, 64, 8, 64, 3, 1, 1),     // layer1 3x3
+      conv(n, 64, 8, 256, 1, 1, 0),    // layer1 expand / projection
+      conv(n, 256, 8, 64, 1, 1, 0),    // layer1 reduce (blocks 2, 3)
+      conv(n, 256, 8, 128, 1, 1, 0),   // layer2 reduce
+      conv(n, 128, 8, 128, 3, 2, 1),   // layer2 3x3 stride 2
+      conv(n, 256, 8, 512, 1, 2, 0),   // layer2 projection
+      conv(n, 128, 4, 128, 3, 1, 1),   // layer2 3x3
+      conv(n, 128, 4, 512, 1, 1, 0),   // layer2 expand
+      conv(n, 256, 2, 256, 3, 1, 1),   // layer3 3x3
+      conv(n, 512, 1, 512, 3, 1, 1),   // layer4 3x3 on 1x1
+      conv(n, 512, 1, 2048, 1, 1, 0),  // layer4 expand
   };
   for (const auto& d : convs) {
     t.push_back(conv_fwd(d));

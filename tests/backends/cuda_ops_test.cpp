@@ -113,7 +113,9 @@ std::unique_ptr<Backend> make_gpu(Precision p) {
   return make_backend(cfg);
 }
 
-const char* pname(Precision p) { return precision_name(p); }
+const char* pname(Precision p) {
+  return precision_name(p);
+}
 
 class CudaOps : public ::testing::Test {
  protected:
@@ -142,7 +144,8 @@ TEST(CudaBackend, DeviceCountNeverThrows) {
 }
 
 TEST(CudaBackend, NoGpuThrowsClearError) {
-  if (cuda_device_count() > 0) GTEST_SKIP() << "this machine has a CUDA GPU; the no-GPU path is not reachable";
+  if (cuda_device_count() > 0)
+    GTEST_SKIP() << "this machine has a CUDA GPU; the no-GPU path is not reachable";
   BackendConfig cfg;
   cfg.device = DeviceKind::cuda;
   try {
@@ -231,7 +234,8 @@ TEST_P(CudaDense, ForwardAndBackward) {
     OpCache cache;  // one node: forward and backward share it
     for (bool relu : {false, true})
       for (bool bias : {true, false}) {
-        SCOPED_TRACE(std::string("relu ") + (relu ? "on" : "off") + ", bias " + (bias ? "on" : "off"));
+        SCOPED_TRACE(std::string("relu ") + (relu ? "on" : "off") + ", bias " +
+                     (bias ? "on" : "off"));
         std::vector<float> want(d.n * d.out);
         OpCache rc;
         ref().dense_forward(ref().ctx, rc, d, x.data(), w.data(), bias ? b.data() : nullptr,
@@ -250,7 +254,8 @@ TEST_P(CudaDense, ForwardAndBackward) {
     for (int variant = 0; variant < 3; ++variant) {
       SCOPED_TRACE("backward variant " + std::to_string(variant));
       const bool want_dx = variant != 1, want_db = variant != 2;
-      DBuf gdx = poisoned(*g, wdx.size()), gdw = poisoned(*g, wdw.size()), gdb = poisoned(*g, wdb.size());
+      DBuf gdx = poisoned(*g, wdx.size()), gdw = poisoned(*g, wdw.size()),
+           gdb = poisoned(*g, wdb.size());
       g->dense_backward(g->ctx, cache, d, gx.f(), gw.f(), gdy.f(), want_dx ? gdx.f() : nullptr,
                         gdw.f(), want_db ? gdb.f() : nullptr);
       if (want_dx) {
@@ -276,8 +281,10 @@ TEST_P(CudaDense, ForwardAndBackward) {
       g->dense_backward(g->ctx, cache, d, gx.f(), gw1.f(1), gdy.f(), nullptr, gdw.f(1), gdb.f(1));
       auto got_dw = down(*g, gdw.p, wdw.size() + 1);
       auto got_db = down(*g, gdb.p, wdb.size() + 1);
-      EXPECT_LE(rel_err(std::vector<float>(got_dw.begin() + 1, got_dw.end()), wdw), tol) << "misaligned dw";
-      EXPECT_LE(rel_err(std::vector<float>(got_db.begin() + 1, got_db.end()), wdb), tol) << "misaligned db";
+      EXPECT_LE(rel_err(std::vector<float>(got_dw.begin() + 1, got_dw.end()), wdw), tol)
+          << "misaligned dw";
+      EXPECT_LE(rel_err(std::vector<float>(got_db.begin() + 1, got_db.end()), wdb), tol)
+          << "misaligned db";
     }
   }
 }
@@ -365,11 +372,11 @@ TEST_P(CudaBatchnorm, TrainEvalBackward) {
   const int64_t total = d.n * d.c * d.hw;
   const uint32_t seed = uint32_t(500 + d.n * 3 + d.c + d.hw);
   auto x = randv(total, seed, -1.f, 2.f), gamma = randv(d.c, seed + 1, 0.5f, 1.5f),
-       beta = randv(d.c, seed + 2), dy = randv(total, seed + 3),
-       rm0 = randv(d.c, seed + 4), rv0 = randv(d.c, seed + 5, 0.5f, 2.f);
+       beta = randv(d.c, seed + 2), dy = randv(total, seed + 3), rm0 = randv(d.c, seed + 4),
+       rv0 = randv(d.c, seed + 5, 0.5f, 2.f);
   // reference
   std::vector<float> wy(total), wsm(d.c), wsi(d.c), wrm = rm0, wrv = rv0, wye(total), wdx(total),
-      wdg(d.c), wdb(d.c);
+                                                    wdg(d.c), wdb(d.c);
   OpCache rc;
   ref().batchnorm_forward_train(ref().ctx, rc, d, p, x.data(), gamma.data(), beta.data(), wy.data(),
                                 wsm.data(), wsi.data(), wrm.data(), wrv.data());
@@ -441,7 +448,8 @@ TEST_P(CudaMaxpool, ForwardBackward) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaMaxpool,
-                         ::testing::Values(PoolDims{2, 3, 9, 9, 3, 2, 1}, PoolDims{2, 4, 8, 8, 2, 2, 0},
+                         ::testing::Values(PoolDims{2, 3, 9, 9, 3, 2, 1},
+                                           PoolDims{2, 4, 8, 8, 2, 2, 0},
                                            PoolDims{3, 5, 16, 16, 3, 2, 1},
                                            PoolDims{1, 2, 7, 5, 3, 1, 1}),
                          [](const auto& info) {
@@ -452,10 +460,13 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaMaxpool,
                          });
 
 TEST_F(CudaOps, GlobalAvgpool) {
-  struct Case { int64_t n, c, hw; };
+  struct Case {
+    int64_t n, c, hw;
+  };
   for (Case k : {Case{3, 7, 16}, Case{2, 2048, 1}, Case{2, 5, 100}}) {
     SCOPED_TRACE("hw " + std::to_string(k.hw));
-    auto x = randv(k.n * k.c * k.hw, uint32_t(900 + k.hw)), dy = randv(k.n * k.c, uint32_t(901 + k.hw));
+    auto x = randv(k.n * k.c * k.hw, uint32_t(900 + k.hw)),
+         dy = randv(k.n * k.c, uint32_t(901 + k.hw));
     std::vector<float> wy(k.n * k.c), wdx(x.size());
     ref().global_avgpool_forward(ref().ctx, k.n, k.c, k.hw, x.data(), wy.data());
     ref().global_avgpool_backward(ref().ctx, k.n, k.c, k.hw, dy.data(), wdx.data());
@@ -524,7 +535,8 @@ TEST_F(CudaOps, SoftmaxCrossEntropy) {
                        with_grad ? wdz.data() : nullptr, wm.data());
       DBuf gz = up(g, z), gl = up(g, labels), gm = up(g, std::vector<float>{1.5f, 2.f});
       DBuf gdz = poisoned(g, wdz.size());
-      g.softmax_ce(g.ctx, n, classes, gz.f(), gl.i32(), scale, with_grad ? gdz.f() : nullptr, gm.f());
+      g.softmax_ce(g.ctx, n, classes, gz.f(), gl.i32(), scale, with_grad ? gdz.f() : nullptr,
+                   gm.f());
       if (with_grad) {
         EXPECT_LE(rel_err(down(g, gdz.p, wdz.size()), wdz), 1e-5);
       }
@@ -537,7 +549,10 @@ TEST_F(CudaOps, SoftmaxCrossEntropy) {
 
 TEST_F(CudaOps, GatherBatch) {
   Backend& g = gpu();
-  struct Case { int ch, h, w; bool augment; };
+  struct Case {
+    int ch, h, w;
+    bool augment;
+  };
   for (Case k : {Case{1, 28, 28, false}, Case{3, 32, 32, false}, Case{3, 32, 32, true},
                  Case{3, 9, 7, true}}) {
     SCOPED_TRACE(std::to_string(k.ch) + "x" + std::to_string(k.h) + "x" + std::to_string(k.w) +
@@ -558,7 +573,8 @@ TEST_F(CudaOps, GatherBatch) {
     for (int c = 0; c < k.ch; ++c) s.mean[c] = mean[c], s.inv_std[c] = 1.f / sd[c];
     std::vector<float> wx(s.n * image);
     std::vector<int32_t> wy(s.n);
-    ref().gather_batch(ref().ctx, s, images.data(), labels.data(), idx.data(), wx.data(), wy.data());
+    ref().gather_batch(ref().ctx, s, images.data(), labels.data(), idx.data(), wx.data(),
+                       wy.data());
     DBuf gi = up(g, images), gl = up(g, labels), gidx = up(g, idx);
     DBuf gx = poisoned(g, wx.size()), gy = poisoned(g, wy.size());
     g.gather_batch(g.ctx, s, gi.u8(), gl.u8(), gidx.i32(), gx.f(), gy.i32());

@@ -1,6 +1,8 @@
 // Measurements that print numbers worth reading (and bound the cost of measuring).
 #include <gtest/gtest.h>
 
+#include "bench/backend_gemm.h"
+
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -64,4 +66,17 @@ TEST(Bench, MeasuredGemmAgainstEstimate) {
 }
 
 }  // namespace
+}  // namespace tb
+
+namespace tb {
+// The backend-generic GEMM peak: on the oneDNN backend it must land near oneDNN's own matmul
+// measurement (same library underneath), and never above the CPU's datasheet estimate x 1.5.
+TEST(Bench, BackendGemmOnCpu) {
+  auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 0, false});
+  const GemmMeasurement g = measure_backend_gemm(*be, 512, 0.3);
+  EXPECT_GT(g.runs, 0);
+  EXPECT_GT(g.flops_per_s, 1e8);
+  if (auto est = cpu_peak_estimate(cpu_info(), Precision::fp32)) EXPECT_LT(g.flops_per_s, 1.5 * est->flops_per_s);
+  EXPECT_NE(g.source.find("cpu-onednn"), std::string::npos);
+}
 }  // namespace tb

@@ -22,7 +22,8 @@ struct Result {
 
 Result run(const std::string& args) {
   const std::string err_file =
-      (std::filesystem::temp_directory_path() / ("tb_cli_err_" + std::to_string(getpid()))).string();
+      (std::filesystem::temp_directory_path() / ("tb_cli_err_" + std::to_string(getpid())))
+          .string();
   const std::string cmd = std::string(TRAINBENCH_BINARY) + " " + args + " 2>" + err_file;
   Result r;
   FILE* p = popen(cmd.c_str(), "r");
@@ -49,14 +50,24 @@ void expect_one_line_error(const Result& r, const std::string& mentions) {
   EXPECT_NE(r.err.find(mentions), std::string::npos) << r.err;
 }
 
-TEST(Cli, UnknownWorkload) { expect_one_line_error(run("run no-such-workload"), "no-such-workload"); }
-TEST(Cli, BatchZero) { expect_one_line_error(run("run fashion-mlp --batch 0"), "--batch"); }
-TEST(Cli, NegativeEpochs) { expect_one_line_error(run("run fashion-mlp --epochs -1"), "--epochs"); }
-TEST(Cli, UnknownOption) { expect_one_line_error(run("run fashion-mlp --bogus 3"), "--bogus"); }
+TEST(Cli, UnknownWorkload) {
+  expect_one_line_error(run("run no-such-workload"), "no-such-workload");
+}
+TEST(Cli, BatchZero) {
+  expect_one_line_error(run("run fashion-mlp --batch 0"), "--batch");
+}
+TEST(Cli, NegativeEpochs) {
+  expect_one_line_error(run("run fashion-mlp --epochs -1"), "--epochs");
+}
+TEST(Cli, UnknownOption) {
+  expect_one_line_error(run("run fashion-mlp --bogus 3"), "--bogus");
+}
 TEST(Cli, BadPrecision) {
   expect_one_line_error(run("run fashion-mlp --precision fp8"), "--precision");
 }
-TEST(Cli, BadDevice) { expect_one_line_error(run("run fashion-mlp --device tpu"), "tpu"); }
+TEST(Cli, BadDevice) {
+  expect_one_line_error(run("run fashion-mlp --device tpu"), "tpu");
+}
 TEST(Cli, UnreadableData) {
   expect_one_line_error(run("run fashion-mlp --data /nonexistent/fashion"), "/nonexistent/fashion");
 }

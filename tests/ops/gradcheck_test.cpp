@@ -43,7 +43,9 @@ std::vector<float> randv(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(lo, hi);
   std::vector<float> v(n);
-  for (auto& x : v) do x = u(rng); while (std::fabs(x) < min_abs);
+  for (auto& x : v) do
+      x = u(rng);
+    while (std::fabs(x) < min_abs);
   return v;
 }
 
@@ -99,16 +101,26 @@ void check_dense(bool bias, bool want_dx) {
   std::vector<float> dx(x.size(), kPoison), dw(w.size()), db(b.size(), kPoison);
   ref::dense_backward(d, x.data(), w.data(), wy.data(), want_dx ? dx.data() : nullptr, dw.data(),
                       bias ? db.data() : nullptr);
-  if (want_dx) EXPECT_GRAD(dx, numeric_grad(x, 1e-2, L));
-  else EXPECT_TRUE(std::all_of(dx.begin(), dx.end(), [&](float v) { return v == kPoison; }));
+  if (want_dx)
+    EXPECT_GRAD(dx, numeric_grad(x, 1e-2, L));
+  else
+    EXPECT_TRUE(std::all_of(dx.begin(), dx.end(), [&](float v) { return v == kPoison; }));
   EXPECT_GRAD(dw, numeric_grad(w, 1e-2, L));
-  if (bias) EXPECT_GRAD(db, numeric_grad(b, 1e-2, L));
-  else EXPECT_TRUE(std::all_of(db.begin(), db.end(), [&](float v) { return v == kPoison; }));
+  if (bias)
+    EXPECT_GRAD(db, numeric_grad(b, 1e-2, L));
+  else
+    EXPECT_TRUE(std::all_of(db.begin(), db.end(), [&](float v) { return v == kPoison; }));
 }
 
-TEST(GradDense, WithBias) { check_dense(true, true); }
-TEST(GradDense, WithoutBias) { check_dense(false, true); }
-TEST(GradDense, NoInputGradient) { check_dense(true, false); }  // the first layer: dx null
+TEST(GradDense, WithBias) {
+  check_dense(true, true);
+}
+TEST(GradDense, WithoutBias) {
+  check_dense(false, true);
+}
+TEST(GradDense, NoInputGradient) {
+  check_dense(true, false);
+}  // the first layer: dx null
 
 // ---------------------------------------------------------------------------------------------
 // relu: inputs kept >= 0.05 away from the kink, eps 1e-2 never crosses it.
@@ -267,8 +279,8 @@ TEST(GradBatchnorm, EvalUsesRunningStatsByHand) {
     for (int64_t c = 0; c < d.c; ++c)
       for (int64_t i = 0; i < d.hw; ++i) {
         const int64_t at = (n * d.c + c) * d.hw + i;
-        const double want = (double(x[at]) - rm[c]) / std::sqrt(double(rv[c]) + p.eps) * gamma[c] +
-                            beta[c];
+        const double want =
+            (double(x[at]) - rm[c]) / std::sqrt(double(rv[c]) + p.eps) * gamma[c] + beta[c];
         EXPECT_NEAR(y[at], want, 1e-6);
       }
 }
@@ -350,7 +362,8 @@ TEST(GradOptimizer, AdamTwoStepsByHand) {
     const double gb = g2[i] + hp.weight_decay * double(p1[i]);
     const double m2 = b1 * (1 - b1) * ga + (1 - b1) * gb;
     const double v2 = b2 * (1 - b2) * ga * ga + (1 - b2) * gb * gb;
-    const double want2 = p1[i] - hp.lr * (m2 / (1 - b1 * b1)) / (std::sqrt(v2 / (1 - b2 * b2)) + hp.eps);
+    const double want2 =
+        p1[i] - hp.lr * (m2 / (1 - b1 * b1)) / (std::sqrt(v2 / (1 - b2 * b2)) + hp.eps);
     EXPECT_NEAR(m[i], m2, 1e-6) << i;
     EXPECT_NEAR(v[i], v2, 1e-7) << i;
     EXPECT_NEAR(p[i], want2, 2e-7) << i;

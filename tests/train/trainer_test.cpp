@@ -115,8 +115,8 @@ TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {
   f.peak_datasheet = 1e11;
   nlohmann::json rec = make_record(w, hp, m, f);
   for (const char* key : {"trainbench_version", "workload", "device", "precision", "batch",
-                          "epochs", "steps", "seed", "threads", "times_s", "throughput",
-                          "accuracy", "loss", "flops", "utilisation", "machine", "versions"})
+                          "epochs", "steps", "seed", "threads", "times_s", "throughput", "accuracy",
+                          "loss", "flops", "utilisation", "machine", "versions"})
     EXPECT_TRUE(rec.contains(key)) << key;
   EXPECT_DOUBLE_EQ(rec["accuracy"]["test"].get<double>(), e.accuracy);
   EXPECT_NEAR(rec["flops"]["mfu"].get<double>(),

@@ -142,7 +142,7 @@ void forward_train_blocks(const BnDims& d, const BnParams& p, const float* x, co
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t c0 = b * cb, c1 = std::min(C, c0 + cb), L = (c1 - c0) * HW;
     float acc[kBlock], mean[kBlock], scale[kBlock], shift[kBlock];  // per position
-    double mean_d[kBlock];                                            // per channel
+    double mean_d[kBlock];                                          // per channel
     std::fill(acc, acc + L, 0.f);
     for (int64_t n = 0; n < N; ++n) {
       const float* in = x + (n * C + c0) * HW;
@@ -248,7 +248,8 @@ void backward_rows(const BnDims& d, const float* x, const float* dy, const float
     }
     const double sum_dy_xhat = sum_dy_xc * invstd, g = double(gamma[c]) * invstd;
     dgamma[c] = float(sum_dy_xhat), dbeta[c] = float(sum_dy);
-    const float k1 = float(g), k2 = float(-g * invstd * sum_dy_xhat / m), k3 = float(-g * sum_dy / m);
+    const float k1 = float(g), k2 = float(-g * invstd * sum_dy_xhat / m),
+                k3 = float(-g * sum_dy / m);
     for (int64_t n = 0; n < N; ++n) {
       const float* xr = x + (n * C + c) * HW;
       const float* gr = dy + (n * C + c) * HW;
@@ -308,13 +309,12 @@ void forward_train(void*, OpCache&, const BnDims& d, const BnParams& p, const fl
     forward_train_blocks(d, p, x, gamma, beta, y, save_mean, save_invstd, running_mean,
                          running_var);
   else
-    forward_train_rows(d, p, x, gamma, beta, y, save_mean, save_invstd, running_mean,
-                       running_var);
+    forward_train_rows(d, p, x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var);
 }
 
-void backward(void*, OpCache&, const BnDims& d, const float* x, const float* dy,
-              const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
-              float* dgamma, float* dbeta) {
+void backward(void*, OpCache&, const BnDims& d, const float* x, const float* dy, const float* gamma,
+              const float* save_mean, const float* save_invstd, float* dx, float* dgamma,
+              float* dbeta) {
   if (d.hw < kSmallMap)
     backward_blocks(d, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   else

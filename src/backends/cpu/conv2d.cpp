@@ -31,8 +31,8 @@ struct Port {
   dnnl::reorder reorder;
   bool needs_reorder = false;
 
-  void init(const Context& cx, const dnnl::memory::desc& user_md,
-            const dnnl::memory::desc& prim_md, bool is_input) {
+  void init(const Context& cx, const dnnl::memory::desc& user_md, const dnnl::memory::desc& prim_md,
+            bool is_input) {
     user = dnnl::memory(user_md, cx.engine, DNNL_MEMORY_NONE);
     needs_reorder = prim_md != user_md;
     if (!needs_reorder) {
@@ -83,9 +83,9 @@ struct ConvPrims {
   dnnl::convolution_backward_data bwd_data;
   dnnl::convolution_backward_weights bwd_weights;
   bool have_fwd = false, have_bwd_data = false, have_bwd_weights = false;
-  Port f_x, f_w, f_y;     // forward
-  Port d_dy, d_w, d_dx;   // backward data
-  Port w_x, w_dy, w_dw;   // backward weights
+  Port f_x, f_w, f_y;    // forward
+  Port d_dy, d_w, d_dx;  // backward data
+  Port w_x, w_dy, w_dw;  // backward weights
   // gemm_1x1_map: the centre tap's weights [k, c] gathered (forward, backward data) or its
   // gradient (backward weights), and the three matmuls.
   std::vector<float> tap;
@@ -123,10 +123,9 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   }
   p->strides = {d.stride, d.stride};
   p->pad = {d.pad, d.pad};  // symmetric, as PyTorch: oh() floors, the right edge may fall short
-  dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training,
-                                       dnnl::algorithm::convolution_direct, md_for(*p, p->x_md),
-                                       md_for(*p, p->w_md), md_for(*p, p->y_md), p->strides,
-                                       p->pad, p->pad);
+  dnnl::convolution_forward::desc desc(
+      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, md_for(*p, p->x_md),
+      md_for(*p, p->w_md), md_for(*p, p->y_md), p->strides, p->pad, p->pad);
   p->fwd_pd = dnnl::convolution_forward::primitive_desc(desc, cx.engine);
   return p;
 }
@@ -218,8 +217,8 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   p.f_y.out(cx.stream);
 }
 
-void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float* dy,
-                          const float* w, float* dx) {
+void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float* dy, const float* w,
+                          float* dx) {
   Context& cx = context(ctx);
   ConvPrims& p = prims(c, cx, d);
   if (p.mode == Mode::gemm_1x1_map) return gemm_backward_data(cx, p, dy, w, dx);

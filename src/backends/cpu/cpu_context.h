@@ -14,7 +14,9 @@ struct Context {
   Precision precision = Precision::fp32;
 };
 
-inline Context& context(void* ctx) { return *static_cast<Context*>(ctx); }
+inline Context& context(void* ctx) {
+  return *static_cast<Context*>(ctx);
+}
 
 // oneDNN memory over a pointer we own, in plain (row-major / NCHW) layout.
 inline dnnl::memory plain_memory(const Context& cx, const dnnl::memory::dims& dims, const void* p,

@@ -38,17 +38,17 @@ void adam_update(void*, int64_t count, float* p, const float* g, float* m, float
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t i = blk * 8;
     if (i + 8 <= count) {
-      const __m256 gi = _mm256_fmadd_ps(_mm256_set1_ps(wd), _mm256_loadu_ps(p + i),
-                                        _mm256_loadu_ps(g + i));
+      const __m256 gi =
+          _mm256_fmadd_ps(_mm256_set1_ps(wd), _mm256_loadu_ps(p + i), _mm256_loadu_ps(g + i));
       const __m256 mi = _mm256_fmadd_ps(_mm256_set1_ps(b1), _mm256_loadu_ps(m + i),
                                         _mm256_mul_ps(_mm256_set1_ps(1.f - b1), gi));
-      const __m256 vi = _mm256_fmadd_ps(_mm256_set1_ps(b2), _mm256_loadu_ps(v + i),
-                                        _mm256_mul_ps(_mm256_set1_ps(1.f - b2),
-                                                      _mm256_mul_ps(gi, gi)));
+      const __m256 vi =
+          _mm256_fmadd_ps(_mm256_set1_ps(b2), _mm256_loadu_ps(v + i),
+                          _mm256_mul_ps(_mm256_set1_ps(1.f - b2), _mm256_mul_ps(gi, gi)));
       _mm256_storeu_ps(m + i, mi);
       _mm256_storeu_ps(v + i, vi);
-      const __m256 inv = adam_denominator_inv(vi, _mm256_set1_ps(inv_sqrt_bc2),
-                                              _mm256_set1_ps(eps));
+      const __m256 inv =
+          adam_denominator_inv(vi, _mm256_set1_ps(inv_sqrt_bc2), _mm256_set1_ps(eps));
       const __m256 upd = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(step_size), mi), inv);
       _mm256_storeu_ps(p + i, _mm256_sub_ps(_mm256_loadu_ps(p + i), upd));
     } else {

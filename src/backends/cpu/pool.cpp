@@ -70,8 +70,7 @@ void global_avgpool_forward(void*, int64_t n, int64_t c, int64_t hw, const float
   }
 }
 
-void global_avgpool_backward(void*, int64_t n, int64_t c, int64_t hw, const float* dy,
-                             float* dx) {
+void global_avgpool_backward(void*, int64_t n, int64_t c, int64_t hw, const float* dy, float* dx) {
   if (hw == 1) {
     std::copy(dy, dy + n * c, dx);
     return;

@@ -57,7 +57,8 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
     return *cc;
   }
   if (!fits_int(d)) fail_msg(op, shape_str(d), "tensor too large for cuDNN's 32-bit sizes");
-  if (d.oh() <= 0 || d.ow() <= 0) fail_msg(op, shape_str(d), "empty output (kernel larger than padded input)");
+  if (d.oh() <= 0 || d.ow() <= 0)
+    fail_msg(op, shape_str(d), "empty output (kernel larger than padded input)");
   auto* cc = c.set(new ConvCache());
   cc->dims = d;
   const std::string sh = shape_str(d);
@@ -80,12 +81,14 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
     TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir->conv, dir->math), op, sh);
   }
   int on = 0, oc = 0, oh = 0, ow = 0;
-  TB_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(cc->fwd.conv, cc->x, cc->w, &on, &oc, &oh, &ow),
-                 op, sh);
+  TB_CUDNN_CHECK(
+      cudnnGetConvolution2dForwardOutputDim(cc->fwd.conv, cc->x, cc->w, &on, &oc, &oh, &ow), op,
+      sh);
   if (on != d.n || oc != d.k || oh != d.oh() || ow != d.ow())
     fail_msg(op, sh, "cuDNN computes a different output shape than ConvDims");
-  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, on, oc, oh, ow),
-                 op, sh);
+  TB_CUDNN_CHECK(
+      cudnnSetTensor4dDescriptor(cc->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, on, oc, oh, ow), op,
+      sh);
   return *cc;
 }
 
@@ -137,10 +140,11 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   if (!dir.found && !reuse(cx, dir, d, 0, kOpFwd)) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int returned = 0;
-    TB_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
-                       cx.dnn, cc.x, x, cc.w, w, dir.conv, cc.y, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                       &returned, perf, cx.workspace, cx.workspace_bytes),
-                   kOpFwd, shape_str(d));
+    TB_CUDNN_CHECK(
+        cudnnFindConvolutionForwardAlgorithmEx(cx.dnn, cc.x, x, cc.w, w, dir.conv, cc.y, y,
+                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf,
+                                               cx.workspace, cx.workspace_bytes),
+        kOpFwd, shape_str(d));
     pick(cx, dir, perf, returned, d, 0, kOpFwd);
   }
   const float one = 1.f, zero = 0.f;
@@ -158,11 +162,11 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
   if (!dir.found && !reuse(cx, dir, d, 1, kOpBwdData)) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int returned = 0;
-    TB_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-                       cx.dnn, cc.w, w, cc.y, dy, dir.conv, cc.x, dx,
-                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, cx.workspace,
-                       cx.workspace_bytes),
-                   kOpBwdData, shape_str(d));
+    TB_CUDNN_CHECK(
+        cudnnFindConvolutionBackwardDataAlgorithmEx(
+            cx.dnn, cc.w, w, cc.y, dy, dir.conv, cc.x, dx, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+            &returned, perf, cx.workspace, cx.workspace_bytes),
+        kOpBwdData, shape_str(d));
     pick(cx, dir, perf, returned, d, 1, kOpBwdData);
   }
   const float one = 1.f, zero = 0.f;
@@ -180,11 +184,11 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   if (!dir.found && !reuse(cx, dir, d, 2, kOpBwdFilter)) {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int returned = 0;
-    TB_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                       cx.dnn, cc.x, x, cc.y, dy, dir.conv, cc.w, dw,
-                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, cx.workspace,
-                       cx.workspace_bytes),
-                   kOpBwdFilter, shape_str(d));
+    TB_CUDNN_CHECK(
+        cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            cx.dnn, cc.x, x, cc.y, dy, dir.conv, cc.w, dw, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+            &returned, perf, cx.workspace, cx.workspace_bytes),
+        kOpBwdFilter, shape_str(d));
     pick(cx, dir, perf, returned, d, 2, kOpBwdFilter);
   }
   const float one = 1.f, zero = 0.f;

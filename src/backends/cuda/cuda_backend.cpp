@@ -34,8 +34,9 @@ void fail_cuda(cudaError_t e, const char* call, const char* op, const std::strin
       hint = fmt::format(" ({} MiB of {} MiB free; try a smaller --batch)", free_b >> 20,
                          total_b >> 20);
   } else if (e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure) {
-    hint = " (a kernel faulted; the fault may come from an earlier op on the stream: rerun with "
-           "CUDA_LAUNCH_BLOCKING=1 to find it)";
+    hint =
+        " (a kernel faulted; the fault may come from an earlier op on the stream: rerun with "
+        "CUDA_LAUNCH_BLOCKING=1 to find it)";
   }
   throw Error(fmt::format("cuda {} {}: {} failed: {} ({}){} [{}]", op, shape, call,
                           cudaGetErrorString(e), cudaGetErrorName(e), hint, where(file, line)));
@@ -66,13 +67,19 @@ std::string shape_str(const ConvDims& d) {
   return fmt::format("[x {}x{}x{}x{}, w {}x{}x{}x{}, stride {}, pad {}]", d.n, d.c, d.h, d.w, d.k,
                      d.c, d.r, d.s, d.stride, d.pad);
 }
-std::string shape_str(const BnDims& d) { return fmt::format("[n={}, c={}, hw={}]", d.n, d.c, d.hw); }
+std::string shape_str(const BnDims& d) {
+  return fmt::format("[n={}, c={}, hw={}]", d.n, d.c, d.hw);
+}
 std::string shape_str(const PoolDims& d) {
   return fmt::format("[x {}x{}x{}x{}, kernel {}, stride {}, pad {}]", d.n, d.c, d.h, d.w, d.kernel,
                      d.stride, d.pad);
 }
-std::string count_str(int64_t count) { return fmt::format("[{} elements]", count); }
-std::string rows_str(int64_t n, int64_t cols) { return fmt::format("[{} x {}]", n, cols); }
+std::string count_str(int64_t count) {
+  return fmt::format("[{} elements]", count);
+}
+std::string rows_str(int64_t n, int64_t cols) {
+  return fmt::format("[{} x {}]", n, cols);
+}
 
 // ---- memory ----
 namespace {
@@ -88,12 +95,14 @@ void* alloc(void* ctx, size_t bytes) {
     (void)cudaGetLastError();
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    fail("cuda: out of GPU memory on {}: asked for {} bytes ({:.1f} MiB), {:.1f} MiB free of "
-         "{:.1f} MiB ({}); try a smaller --batch",
-         cx.device_name, bytes, bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0,
-         cudaGetErrorString(e));
+    fail(
+        "cuda: out of GPU memory on {}: asked for {} bytes ({:.1f} MiB), {:.1f} MiB free of "
+        "{:.1f} MiB ({}); try a smaller --batch",
+        cx.device_name, bytes, bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0,
+        cudaGetErrorString(e));
   }
-  TB_CUDA_CHECK(cudaMemsetAsync(p, 0, rounded, cx.stream), "alloc", fmt::format("[{} bytes]", bytes));
+  TB_CUDA_CHECK(cudaMemsetAsync(p, 0, rounded, cx.stream), "alloc",
+                fmt::format("[{} bytes]", bytes));
   return p;
 }
 
@@ -182,7 +191,9 @@ std::string cuda_unavailable_reason() {
   return "";
 }
 
-std::string cuda_version_str(int v) { return fmt::format("{}.{}", v / 1000, (v % 1000) / 10); }
+std::string cuda_version_str(int v) {
+  return fmt::format("{}.{}", v / 1000, (v % 1000) / 10);
+}
 std::string cudnn_version_str(int64_t v) {
   // cuDNN 9: major * 10000 + minor * 100 + patch (cuDNN 8 used major * 1000 + minor * 100 + patch).
   if (v >= 90000) return fmt::format("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100);
@@ -260,9 +271,10 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
       (void)cudaGetLastError();
       size_t free_b = 0, total_b = 0;
       cudaMemGetInfo(&free_b, &total_b);
-      fail("cuda: out of GPU memory on {} allocating the 64 MiB library workspace: {:.1f} MiB free "
-           "of {:.1f} MiB ({})",
-           cx->device_name, free_b / 1048576.0, total_b / 1048576.0, cudaGetErrorString(e));
+      fail(
+          "cuda: out of GPU memory on {} allocating the 64 MiB library workspace: {:.1f} MiB free "
+          "of {:.1f} MiB ({})",
+          cx->device_name, free_b / 1048576.0, total_b / 1048576.0, cudaGetErrorString(e));
     }
   }
 

@@ -44,11 +44,13 @@ struct Context {
   bool tensor_cores() const { return precision != Precision::fp32; }
 };
 
-inline Context& context(void* ctx) { return *static_cast<Context*>(ctx); }
+inline Context& context(void* ctx) {
+  return *static_cast<Context*>(ctx);
+}
 
 // ---- failures (cuda_backend.cpp) ----
-[[noreturn]] void fail_cuda(cudaError_t e, const char* call, const char* op, const std::string& shape,
-                            const char* file, int line);
+[[noreturn]] void fail_cuda(cudaError_t e, const char* call, const char* op,
+                            const std::string& shape, const char* file, int line);
 [[noreturn]] void fail_cudnn(cudnnStatus_t s, const char* call, const char* op,
                              const std::string& shape, const char* file, int line);
 [[noreturn]] void fail_cublas(cublasStatus_t s, const char* call, const char* op,
@@ -56,22 +58,23 @@ inline Context& context(void* ctx) { return *static_cast<Context*>(ctx); }
 [[noreturn]] void fail_msg(const char* op, const std::string& shape, const std::string& what);
 
 // `shape` is evaluated only when the call failed, so building the string costs nothing per step.
-#define TB_CUDA_CHECK(call, op, shape)                                                     \
-  do {                                                                                     \
-    cudaError_t tb_e_ = (call);                                                            \
-    if (tb_e_ != cudaSuccess) ::tb::cuda::fail_cuda(tb_e_, #call, (op), (shape), __FILE__, __LINE__); \
+#define TB_CUDA_CHECK(call, op, shape)                                        \
+  do {                                                                        \
+    cudaError_t tb_e_ = (call);                                               \
+    if (tb_e_ != cudaSuccess)                                                 \
+      ::tb::cuda::fail_cuda(tb_e_, #call, (op), (shape), __FILE__, __LINE__); \
   } while (0)
-#define TB_CUDNN_CHECK(call, op, shape)                                                        \
-  do {                                                                                         \
-    cudnnStatus_t tb_s_ = (call);                                                              \
-    if (tb_s_ != CUDNN_STATUS_SUCCESS)                                                         \
-      ::tb::cuda::fail_cudnn(tb_s_, #call, (op), (shape), __FILE__, __LINE__);                 \
+#define TB_CUDNN_CHECK(call, op, shape)                                        \
+  do {                                                                         \
+    cudnnStatus_t tb_s_ = (call);                                              \
+    if (tb_s_ != CUDNN_STATUS_SUCCESS)                                         \
+      ::tb::cuda::fail_cudnn(tb_s_, #call, (op), (shape), __FILE__, __LINE__); \
   } while (0)
-#define TB_CUBLAS_CHECK(call, op, shape)                                                       \
-  do {                                                                                         \
-    cublasStatus_t tb_s_ = (call);                                                             \
-    if (tb_s_ != CUBLAS_STATUS_SUCCESS)                                                        \
-      ::tb::cuda::fail_cublas(tb_s_, #call, (op), (shape), __FILE__, __LINE__);                \
+#define TB_CUBLAS_CHECK(call, op, shape)                                        \
+  do {                                                                          \
+    cublasStatus_t tb_s_ = (call);                                              \
+    if (tb_s_ != CUBLAS_STATUS_SUCCESS)                                         \
+      ::tb::cuda::fail_cublas(tb_s_, #call, (op), (shape), __FILE__, __LINE__); \
   } while (0)
 // After a kernel launch: catches bad launch configurations at once (asynchronous faults surface at
 // the next synchronize or download).

@@ -39,9 +39,9 @@ struct MatmulPlan {
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool built = false;
-  bool epilogue_ok = false;  // the fused epilogue was accepted; else a kernel does its part
+  bool epilogue_ok = false;          // the fused epilogue was accepted; else a kernel does its part
   uint32_t align[4] = {0, 0, 0, 0};  // A, B, D, bias as planned
-  Gemm gemm{};                        // what was planned (for a re-plan without the epilogue)
+  Gemm gemm{};                       // what was planned (for a re-plan without the epilogue)
 
   void release() {
     if (desc) cublasLtMatmulDescDestroy(desc);
@@ -67,12 +67,12 @@ bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const vo
   const cublasComputeType_t compute =
       cx.tensor_cores() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   TB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F), op, shape_str(dims));
-  TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &g.ta,
-                                                 sizeof(g.ta)),
-                  op, shape_str(dims));
-  TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &g.tb,
-                                                 sizeof(g.tb)),
-                  op, shape_str(dims));
+  TB_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &g.ta, sizeof(g.ta)), op,
+      shape_str(dims));
+  TB_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &g.tb, sizeof(g.tb)), op,
+      shape_str(dims));
   TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &g.epilogue,
                                                  sizeof(g.epilogue)),
                   op, shape_str(dims));
@@ -84,10 +84,12 @@ bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const vo
   }
   // Stored shapes: op(A) is m x k, so A is stored k x m when transposed.
   const bool at = g.ta == CUBLAS_OP_T, bt = g.tb == CUBLAS_OP_T;
-  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_32F, at ? g.k : g.m, at ? g.m : g.k, g.lda),
-                  op, shape_str(dims));
-  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.lb, CUDA_R_32F, bt ? g.n : g.k, bt ? g.k : g.n, g.ldb),
-                  op, shape_str(dims));
+  TB_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&p.la, CUDA_R_32F, at ? g.k : g.m, at ? g.m : g.k, g.lda), op,
+      shape_str(dims));
+  TB_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&p.lb, CUDA_R_32F, bt ? g.n : g.k, bt ? g.k : g.n, g.ldb), op,
+      shape_str(dims));
   TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.ld, CUDA_R_32F, g.m, g.n, g.ldd), op,
                   shape_str(dims));
 
@@ -98,19 +100,20 @@ bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const vo
   cublasLtMatmulPreference_t pref = nullptr;
   TB_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref), op, shape_str(dims));
   const uint64_t ws = cx.workspace_bytes;
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &p.align[0],
-                                       sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &p.align[1],
-                                       sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &p.align[2],
-                                       sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &p.align[2],
-                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                       sizeof(ws));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                       &p.align[0], sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                       &p.align[1], sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                       &p.align[2], sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                       &p.align[2], sizeof(uint32_t));
   cublasLtMatmulHeuristicResult_t res[4] = {};
   int found = 0;
-  cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(cx.lt, p.desc, p.la, p.lb, p.ld, p.ld, pref, 4,
-                                                    res, &found);
+  cublasStatus_t s =
+      cublasLtMatmulAlgoGetHeuristic(cx.lt, p.desc, p.la, p.lb, p.ld, p.ld, pref, 4, res, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   int pick = -1;
   if (s == CUBLAS_STATUS_SUCCESS)
@@ -124,7 +127,8 @@ bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const vo
       p.release();
       return false;
     }
-    if (s != CUBLAS_STATUS_SUCCESS) fail_cublas(s, "cublasLtMatmulAlgoGetHeuristic", op, shape_str(dims), __FILE__, __LINE__);
+    if (s != CUBLAS_STATUS_SUCCESS)
+      fail_cublas(s, "cublasLtMatmulAlgoGetHeuristic", op, shape_str(dims), __FILE__, __LINE__);
     fail_msg(op, shape_str(dims), "cublasLtMatmulAlgoGetHeuristic found no algorithm");
   }
   p.algo = res[pick].algo;
@@ -140,7 +144,8 @@ void ensure_plan(Context& cx, MatmulPlan& p, Gemm g, bool want_epilogue, const v
                  const DenseDims& dims) {
   if (p.still_fits(a, b, d, p.epilogue_ok ? bias : nullptr)) return;
   // A bias that is not 16-byte aligned goes to the kernel: the epilogue's vector loads want it.
-  if (want_epilogue && alignment_of(bias) >= 16 && try_plan(cx, p, g, a, b, d, bias, op, dims)) return;
+  if (want_epilogue && alignment_of(bias) >= 16 && try_plan(cx, p, g, a, b, d, bias, op, dims))
+    return;
   g.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   try_plan(cx, p, g, a, b, d, nullptr, op, dims);
 }
@@ -163,7 +168,8 @@ void run_plan(Context& cx, MatmulPlan& p, const void* a, const void* b, void* d,
     s = cublasLtMatmul(cx.lt, p.desc, &one, a, p.la, b, p.lb, &zero, d, p.ld, d, p.ld, &p.algo,
                        cx.workspace, cx.workspace_bytes, cx.stream);
   }
-  if (s != CUBLAS_STATUS_SUCCESS) fail_cublas(s, "cublasLtMatmul", op, shape_str(dims), __FILE__, __LINE__);
+  if (s != CUBLAS_STATUS_SUCCESS)
+    fail_cublas(s, "cublasLtMatmul", op, shape_str(dims), __FILE__, __LINE__);
 }
 
 struct DenseCache {
@@ -218,15 +224,17 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
     return;
   }
   if (dx) {
-    const Gemm g{CUBLAS_OP_N, CUBLAS_OP_N, d.in, d.n, d.out, d.in, d.out, d.in,
-                 CUBLASLT_EPILOGUE_DEFAULT};
+    const Gemm g{
+        CUBLAS_OP_N, CUBLAS_OP_N, d.in, d.n, d.out, d.in, d.out, d.in, CUBLASLT_EPILOGUE_DEFAULT};
     ensure_plan(cx, dc.dx, g, false, w, dy, dx, nullptr, op, d);
     run_plan(cx, dc.dx, w, dy, dx, nullptr, op, d);
   }
   if (dw) {
     MatmulPlan& p = dc.dw[db ? 1 : 0];
-    const Gemm g{CUBLAS_OP_N, CUBLAS_OP_T, d.in, d.out, d.n, d.in, d.out, d.in,
-                 db ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT};
+    const Gemm g{
+        CUBLAS_OP_N, CUBLAS_OP_T, d.in,
+        d.out,       d.n,         d.in,
+        d.out,       d.in,        db ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT};
     ensure_plan(cx, p, g, db != nullptr, x, dy, dw, db, op, d);
     run_plan(cx, p, x, dy, dw, db, op, d);
     if (db && !p.epilogue_ok) launch_column_sum(cx, d.n, d.out, dy, db);

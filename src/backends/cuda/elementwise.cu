@@ -15,7 +15,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
 // ---- streaming map over one or two inputs ----
 struct ReluF {
@@ -97,7 +99,8 @@ __global__ void softmax_ce_kernel(int64_t n, int64_t k, const float* z, const in
     for (int off = 16; off > 0; off >>= 1) {
       const float ov = __shfl_xor_sync(0xffffffffu, best, off);
       const int64_t oi = __shfl_xor_sync(0xffffffffu, best_i, off);
-      if (oi >= 0 && (best_i < 0 || ov > best || (ov == best && oi < best_i))) best = ov, best_i = oi;
+      if (oi >= 0 && (best_i < 0 || ov > best || (ov == best && oi < best_i)))
+        best = ov, best_i = oi;
     }
     const float zmax = best;
     float sum = 0.f;
@@ -107,7 +110,8 @@ __global__ void softmax_ce_kernel(int64_t n, int64_t k, const float* z, const in
     const int32_t label = labels[row];
     const bool valid = label >= 0 && label < k;
     if (lane == 0) {
-      loss_acc += valid ? log_sum - zr[label] : __int_as_float(0x7fc00000);  // NaN flags a bad label
+      loss_acc +=
+          valid ? log_sum - zr[label] : __int_as_float(0x7fc00000);  // NaN flags a bad label
       correct_acc += (valid && best_i == label) ? 1.f : 0.f;
     }
     if (dz) {
@@ -175,7 +179,8 @@ __global__ void gather_batch_kernel(BatchSpec s, const uint8_t* images, const ui
     const int sw = (flip ? s.width - 1 - w : w) + dx, sh = h + dy;
     float v = 0.f;
     if (sh >= 0 && sh < s.height && sw >= 0 && sw < s.width)
-      v = __fmul_rn(float(images[src_image * image + c * plane + int64_t(sh) * s.width + sw]), s.scale);
+      v = __fmul_rn(float(images[src_image * image + c * plane + int64_t(sh) * s.width + sw]),
+                    s.scale);
     x[e] = __fmul_rn(__fsub_rn(v, s.mean[c]), s.inv_std[c]);
   }
 }
@@ -188,7 +193,7 @@ void gather_batch(void* ctx, const BatchSpec& s, const uint8_t* images, const ui
   if (s.channels > 4)
     fail_msg("gather_batch", rows_str(s.n, s.channels), "at most 4 channels are supported");
   gather_batch_kernel<<<grid_for(cx, total, kThreads), kThreads, 0, cx.stream>>>(s, images, labels,
-                                                                                  indices, x, y);
+                                                                                 indices, x, y);
   TB_CUDA_LAUNCH_CHECK("gather_batch", rows_str(s.n, total / (s.n ? s.n : 1)));
 }
 
@@ -217,7 +222,8 @@ __global__ void column_sum_kernel(int64_t n, int64_t cols, const float* dy, floa
 
 void launch_bias_act(Context& cx, int64_t n, int64_t cols, const float* b, bool relu, float* y) {
   if (n * cols <= 0) return;
-  bias_act_kernel<<<grid_for(cx, n * cols, kThreads), kThreads, 0, cx.stream>>>(n, cols, b, relu, y);
+  bias_act_kernel<<<grid_for(cx, n * cols, kThreads), kThreads, 0, cx.stream>>>(n, cols, b, relu,
+                                                                                y);
   TB_CUDA_LAUNCH_CHECK("dense_forward (bias)", rows_str(n, cols));
 }
 

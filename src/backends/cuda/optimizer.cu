@@ -11,7 +11,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
 struct AdamK {
   float lr, b1, b2, eps, wd, inv_bc1, inv_bc2;
@@ -73,15 +75,16 @@ void adam_update(void* ctx, int64_t count, float* p, const float* g, float* m, f
   if (step < 1) fail_msg("adam_update", count_str(count), "step counts from 1");
   const double bc1 = 1.0 - std::pow(double(hp.beta1), double(step));
   const double bc2 = 1.0 - std::pow(double(hp.beta2), double(step));
-  const AdamK k{hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, float(1.0 / bc1),
-                float(1.0 / bc2)};
+  const AdamK k{hp.lr,           hp.beta1,         hp.beta2,        hp.eps,
+                hp.weight_decay, float(1.0 / bc1), float(1.0 / bc2)};
   const bool vec = aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v);
   adam_kernel<<<grid_for(cx, vec ? (count + 3) / 4 : count, kThreads), kThreads, 0, cx.stream>>>(
       count, p, g, m, v, k, vec);
   TB_CUDA_LAUNCH_CHECK("adam_update", count_str(count));
 }
 
-void sgd_update(void* ctx, int64_t count, float* p, const float* g, float* buf, const SgdParams& hp) {
+void sgd_update(void* ctx, int64_t count, float* p, const float* g, float* buf,
+                const SgdParams& hp) {
   Context& cx = context(ctx);
   if (count <= 0) return;
   sgd_kernel<<<grid_for(cx, count, kThreads), kThreads, 0, cx.stream>>>(count, p, g, buf, hp);

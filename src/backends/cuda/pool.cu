@@ -71,12 +71,12 @@ void maxpool_forward(void* ctx, OpCache&, const PoolDims& d, const float* x, flo
   if (d.n * d.c * d.h * d.w > INT32_MAX)
     fail_msg("maxpool_forward", shape_str(d), "input too large for int32 argmax indices");
   maxpool_forward_kernel<<<grid_for(cx, total, kThreads), kThreads, 0, cx.stream>>>(d, oh, ow, x, y,
-                                                                                   argmax);
+                                                                                    argmax);
   TB_CUDA_LAUNCH_CHECK("maxpool_forward", shape_str(d));
 }
 
-void maxpool_backward(void* ctx, OpCache&, const PoolDims& d, const float* dy, const int32_t* argmax,
-                      float* dx) {
+void maxpool_backward(void* ctx, OpCache&, const PoolDims& d, const float* dy,
+                      const int32_t* argmax, float* dx) {
   Context& cx = context(ctx);
   const int64_t total = d.n * d.c * d.h * d.w;
   if (total <= 0) return;
@@ -118,11 +118,13 @@ void global_avgpool_forward(void* ctx, int64_t n, int64_t c, int64_t hw, const f
   TB_CUDA_LAUNCH_CHECK("global_avgpool_forward", rows_str(rows, hw));
 }
 
-void global_avgpool_backward(void* ctx, int64_t n, int64_t c, int64_t hw, const float* dy, float* dx) {
+void global_avgpool_backward(void* ctx, int64_t n, int64_t c, int64_t hw, const float* dy,
+                             float* dx) {
   Context& cx = context(ctx);
   const int64_t total = n * c * hw;
   if (total <= 0) return;
-  avgpool_backward_kernel<<<grid_for(cx, total, kThreads), kThreads, 0, cx.stream>>>(n * c, hw, dy, dx);
+  avgpool_backward_kernel<<<grid_for(cx, total, kThreads), kThreads, 0, cx.stream>>>(n * c, hw, dy,
+                                                                                     dx);
   TB_CUDA_LAUNCH_CHECK("global_avgpool_backward", rows_str(n * c, hw));
 }
 

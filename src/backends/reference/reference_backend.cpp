@@ -20,8 +20,12 @@ void* alloc(void*, size_t bytes) {
   std::memset(p, 0, rounded);
   return p;
 }
-void free(void*, void* p) { std::free(p); }
-void copy(void*, void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void free(void*, void* p) {
+  std::free(p);
+}
+void copy(void*, void* dst, const void* src, size_t bytes) {
+  std::memcpy(dst, src, bytes);
+}
 void fill(void*, float* dst, float value, int64_t count) {
   for (int64_t i = 0; i < count; ++i) dst[i] = value;
 }
@@ -43,18 +47,16 @@ std::unique_ptr<Backend> make_reference_backend(const BackendConfig& cfg) {
   b->synchronize = host_memory::synchronize;
 
   b->gather_batch = [](void*, const BatchSpec& s, const uint8_t* im, const uint8_t* lb,
-                       const int32_t* idx, float* x, int32_t* y) {
-    ref::gather_batch(s, im, lb, idx, x, y);
-  };
+                       const int32_t* idx, float* x,
+                       int32_t* y) { ref::gather_batch(s, im, lb, idx, x, y); };
   b->dense_forward = [](void*, OpCache&, const DenseDims& d, const float* x, const float* w,
                         const float* bias, float* y, bool relu_after) {
     ref::dense_forward(d, x, w, bias, y);
     if (relu_after) ref::relu_forward(d.n * d.out, y, y);
   };
   b->dense_backward = [](void*, OpCache&, const DenseDims& d, const float* x, const float* w,
-                         const float* dy, float* dx, float* dw, float* db) {
-    ref::dense_backward(d, x, w, dy, dx, dw, db);
-  };
+                         const float* dy, float* dx, float* dw,
+                         float* db) { ref::dense_backward(d, x, w, dy, dx, dw, db); };
   b->relu_forward = [](void*, int64_t n, const float* x, float* y) { ref::relu_forward(n, x, y); };
   b->relu_backward = [](void*, int64_t n, const float* y, const float* dy, float* dx) {
     ref::relu_backward(n, y, dy, dx);
@@ -69,9 +71,8 @@ std::unique_ptr<Backend> make_reference_backend(const BackendConfig& cfg) {
   b->conv2d_backward_data = [](void*, OpCache&, const ConvDims& d, const float* dy, const float* w,
                                float* dx) { ref::conv2d_backward_data(d, dy, w, dx); };
   b->conv2d_backward_weights = [](void*, OpCache&, const ConvDims& d, const float* x,
-                                  const float* dy, float* dw) {
-    ref::conv2d_backward_weights(d, x, dy, dw);
-  };
+                                  const float* dy,
+                                  float* dw) { ref::conv2d_backward_weights(d, x, dy, dw); };
   b->batchnorm_forward_train = [](void*, OpCache&, const BnDims& d, const BnParams& p,
                                   const float* x, const float* g, const float* be, float* y,
                                   float* sm, float* si, float* rm, float* rv) {
@@ -79,11 +80,12 @@ std::unique_ptr<Backend> make_reference_backend(const BackendConfig& cfg) {
   };
   b->batchnorm_forward_eval = [](void*, OpCache&, const BnDims& d, const BnParams& p,
                                  const float* x, const float* g, const float* be, const float* rm,
-                                 const float* rv,
-                                 float* y) { ref::batchnorm_forward_eval(d, p, x, g, be, rm, rv, y); };
+                                 const float* rv, float* y) {
+    ref::batchnorm_forward_eval(d, p, x, g, be, rm, rv, y);
+  };
   b->batchnorm_backward = [](void*, OpCache&, const BnDims& d, const float* x, const float* dy,
-                             const float* g, const float* sm, const float* si, float* dx,
-                             float* dg, float* db) {
+                             const float* g, const float* sm, const float* si, float* dx, float* dg,
+                             float* db) {
     ref::batchnorm_backward(d, x, dy, g, sm, si, dx, dg, db);
   };
   b->maxpool_forward = [](void*, OpCache&, const PoolDims& d, const float* x, float* y,
@@ -95,7 +97,8 @@ std::unique_ptr<Backend> make_reference_backend(const BackendConfig& cfg) {
   b->global_avgpool_backward = [](void*, int64_t n, int64_t c, int64_t hw, const float* dy,
                                   float* dx) { ref::global_avgpool_backward(n, c, hw, dy, dx); };
   b->adam_update = [](void*, int64_t n, float* p, const float* g, float* m, float* v,
-                      const AdamParams& hp, int64_t step) { ref::adam_update(n, p, g, m, v, hp, step); };
+                      const AdamParams& hp,
+                      int64_t step) { ref::adam_update(n, p, g, m, v, hp, step); };
   b->sgd_update = [](void*, int64_t n, float* p, const float* g, float* buf, const SgdParams& hp) {
     ref::sgd_update(n, p, g, buf, hp);
   };
