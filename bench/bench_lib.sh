@@ -106,13 +106,22 @@ machine_banner() {
     echo "git:      $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
 }
 
-# Warn when other processes keep the CPU busy: the comparison needs an idle machine.
+# cpu_busy SECONDS -> % of all CPUs busy over that interval (from /proc/stat)
+cpu_busy() {
+    local a b c d e f g h t1 i1 t2 i2
+    read -r _ a b c d e f g h _ < /proc/stat; t1=$((a+b+c+d+e+f+g+h)); i1=$((d+e))
+    sleep "$1"
+    read -r _ a b c d e f g h _ < /proc/stat; t2=$((a+b+c+d+e+f+g+h)); i2=$((d+e))
+    echo $(( t2 > t1 ? 100 - 100 * (i2 - i1) / (t2 - t1) : 0 ))
+}
+
+# Warn when other processes keep the CPU busy: the comparison needs an idle machine
+# (PyTorch's OpenMP threads slow down 10x or more when they share the cores).
 check_idle() {
-    local load busy
-    load="$(cut -d' ' -f1 /proc/loadavg)"
-    busy="$(awk -v l="$load" -v n="$(nproc)" 'BEGIN { print (l > 0.3 * n) ? 1 : 0 }')"
-    if [ "$busy" = 1 ]; then
-        echo "WARNING: load average $load on $(nproc) cores before '$1': other processes are busy, timings will be noisy" >&2
+    local busy
+    busy="$(cpu_busy 2)"
+    if [ "$busy" -gt 20 ]; then
+        echo "WARNING: CPU ${busy}% busy (load average $(cut -d' ' -f1 /proc/loadavg), $(nproc) cores) before '$1': other processes are running, timings will be noisy" >&2
         ps -eo pid,pcpu,comm --sort=-pcpu | sed -n 2,4p | sed 's/^/         /' >&2
     fi
 }

@@ -134,6 +134,7 @@ def main():
         extra={"parameters": nparams, "data": os.path.abspath(args.data),
                "peer_options": {"compile": args.compile, "compile_mode": args.compile_mode,
                                 "adam": adam_impl, "train_metrics": not args.no_train_metrics,
+                                "flush_denormal": args.flush_denormal,
                                 "data_feed": "whole set in one device tensor, per-epoch "
                                              "index_select shuffle, contiguous batch slices"}})
     rec["flops"].update({

@@ -58,6 +58,9 @@ def base_parser(description, workload, batch, epochs):
     p.add_argument("--adam", default="auto", choices=["auto", "single", "foreach", "fused"],
                    help="Adam implementation (auto: fused on CUDA with PyTorch >= 2, else "
                         "PyTorch's default)")
+    p.add_argument("--flush-denormal", action="store_true",
+                   help="torch.set_flush_denormal(True): CPU flushes denormals to zero (FTZ/DAZ), "
+                        "as TensorFlow does on CPU; PyTorch's default is off")
     p.add_argument("--no-train-metrics", action="store_true",
                    help="do not accumulate training loss/accuracy (they are recorded as NaN)")
     p.add_argument("--no-util", action="store_true",
@@ -99,6 +102,9 @@ def import_torch(args):
             os.environ[v] = str(args.blas_threads)
     import torch as _torch
     torch = _torch
+    if args.flush_denormal:          # before the thread pool starts: new threads inherit MXCSR
+        if not torch.set_flush_denormal(True):
+            die("--flush-denormal: not supported on this CPU")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

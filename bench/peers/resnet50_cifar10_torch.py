@@ -399,6 +399,7 @@ def main():
                "peer_options": {"model": model_impl, "channels_last": args.channels_last,
                                 "compile": args.compile, "compile_mode": args.compile_mode,
                                 "adam": adam_impl, "train_metrics": not args.no_train_metrics,
+                                "flush_denormal": args.flush_denormal,
                                 "cudnn_benchmark": (dev.type == "cuda"
                                                     and not args.no_cudnn_benchmark),
                                 "data_feed": "uint8 set on the device, per-epoch index_select "
