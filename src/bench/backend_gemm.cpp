@@ -27,7 +27,8 @@ GemmMeasurement measure_backend_gemm(Backend& be, int64_t n, double seconds_budg
   g.n = n;
   double best = 1e30;
   const auto start = Clock::now();
-  while (g.runs < 50 && std::chrono::duration<double>(Clock::now() - start).count() < seconds_budget) {
+  while (g.runs < 50 &&
+         std::chrono::duration<double>(Clock::now() - start).count() < seconds_budget) {
     const auto t0 = Clock::now();
     for (int k = 0; k < 4; ++k) be.dense_forward(be.ctx, cache, d, x, w, nullptr, y, false);
     be.synchronize(be.ctx);

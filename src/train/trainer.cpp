@@ -33,6 +33,7 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
   const size_t nodes = m.nodes.size();
 
   consumers.assign(nodes, 0);
+  grad_written.assign(nodes, 0);
   for (const Node& n : m.nodes) {
     if (n.in0 >= 0) consumers[n.in0]++;
     if (n.in1 >= 0) consumers[n.in1]++;
@@ -231,7 +232,8 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
   auto& cache = caches_for(n);
   // A node read by two consumers gets its gradient from both: the first writes it, the second
   // writes into scratch and adds. Nodes run in reverse, so "first" = the later consumer.
-  std::vector<bool> written(model.nodes.size(), false);
+  std::vector<uint8_t>& written = grad_written;  // sized once: a step allocates nothing
+  std::fill(written.begin(), written.end(), 0);
   auto target = [&](int node) -> float* {
     if (node == 0) return nullptr;  // the input needs no gradient
     return written[node] ? scratch : grad[node];
@@ -240,7 +242,7 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
     if (node == 0) return;
     if (written[node])
       be.add(be.ctx, n * model.nodes[node].out_size(), grad[node], scratch, grad[node]);
-    written[node] = true;
+    written[node] = 1;
   };
 
   for (int i = int(model.nodes.size()) - 1; i >= 1; --i) {

@@ -62,13 +62,14 @@ struct Trainer {
   // One device allocation for parameters, gradients, optimizer and BN state, activations.
   void* arena = nullptr;
   float *params = nullptr, *grads = nullptr, *opt_m = nullptr, *opt_v = nullptr;
-  float* state = nullptr;         // BN running statistics
-  std::vector<float*> out, grad;  // per node: output and its gradient, [max_batch, c,h,w]
-  std::vector<float*> saved;      // per node: BN save_mean|save_invstd (2c)
-  std::vector<int32_t*> argmax;   // per node: max-pool winners
-  std::vector<int> consumers;     // per node: how many nodes read its output
-  std::vector<bool> fused_relu;   // dense node i computes relu(i+1) in its forward
-  float* scratch = nullptr;       // gradient of a second consumer, then added
+  float* state = nullptr;             // BN running statistics
+  std::vector<float*> out, grad;      // per node: output and its gradient, [max_batch, c,h,w]
+  std::vector<float*> saved;          // per node: BN save_mean|save_invstd (2c)
+  std::vector<int32_t*> argmax;       // per node: max-pool winners
+  std::vector<int> consumers;         // per node: how many nodes read its output
+  std::vector<bool> fused_relu;       // dense node i computes relu(i+1) in its forward
+  std::vector<uint8_t> grad_written;  // backward: whose gradient has its first writer yet
+  float* scratch = nullptr;           // gradient of a second consumer, then added
   int32_t* labels = nullptr;
   float* metrics = nullptr;          // [train loss sum, train correct, eval loss, eval correct]
   int32_t* train_indices = nullptr;  // this epoch's permutation
