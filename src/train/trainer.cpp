@@ -398,7 +398,19 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       const uint64_t seed = mix64(hp.seed ^ mix64((uint64_t(epoch) << 32) | uint64_t(s)));
       // Every 64th step is timed part by part (with synchronizes) for the step split.
       const int64_t lookahead = std::min<int64_t>(hp.batch, train_count - first - n);
-      step(train_indices + first, n, seed, (r.steps % 64 == 32) ? &r.split : nullptr, lookahead);
+      if (r.steps % 64 == 0 && r.steps > 0) {
+        // Host overhead: issue the step without synchronizing, then wait for the device.
+        be.synchronize(be.ctx);
+        const auto t0 = Clock::now();
+        step(train_indices + first, n, seed, nullptr, lookahead);
+        const auto t_issued = Clock::now();
+        be.synchronize(be.ctx);
+        r.split.host_ms += std::chrono::duration<double, std::milli>(t_issued - t0).count();
+        r.split.whole_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        r.split.host_samples++;
+      } else {
+        step(train_indices + first, n, seed, (r.steps % 64 == 32) ? &r.split : nullptr, lookahead);
+      }
       e.steps++, e.images += n, r.steps++, r.images += n;
       if (r.steps == warm_steps) {
         be.synchronize(be.ctx);
@@ -426,6 +438,10 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
     const double k = 1.0 / r.split.samples;
     r.split.data_ms *= k, r.split.forward_ms *= k, r.split.backward_ms *= k,
         r.split.optimizer_ms *= k;
+  }
+  if (r.split.host_samples) {
+    r.split.host_ms /= r.split.host_samples;
+    r.split.whole_ms /= r.split.host_samples;
   }
   return r;
 }

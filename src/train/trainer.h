@@ -37,9 +37,15 @@ struct EvalResult {
 
 // Mean time of each part of a step, from a sample of steps timed with a synchronize between
 // parts (so a user sees whether data, forward, backward or the optimizer holds the device back).
+// host_ms / whole_ms come from other sampled steps, timed without synchronizes inside: host_ms is
+// how long the host takes to issue the step, whole_ms until the device has finished it. On a GPU,
+// host_ms close to whole_ms means the host (launch overhead) holds the device back; on the CPU
+// the two are the same.
 struct StepSplit {
   double data_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
   int64_t samples = 0;
+  double host_ms = 0, whole_ms = 0;
+  int64_t host_samples = 0;
 };
 
 struct TrainResult {

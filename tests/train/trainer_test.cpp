@@ -106,6 +106,13 @@ TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {
   EvalResult e = t.evaluate();
   EXPECT_EQ(r.steps, 1875);
   EXPECT_LT(r.epochs[0].loss, 0.7);  // from ln(10) = 2.30 at the start
+  // Step split: 29 part-by-part samples and 29 host-overhead samples in 1875 steps. On the CPU
+  // the host does the work, so issuing a step takes the whole step.
+  EXPECT_EQ(r.split.samples, 29);
+  EXPECT_EQ(r.split.host_samples, 29);
+  EXPECT_GT(r.split.forward_ms, 0);
+  EXPECT_LE(r.split.host_ms, r.split.whole_ms);
+  EXPECT_GT(r.split.host_ms, 0.9 * r.split.whole_ms);
   EXPECT_GE(e.accuracy, 0.80);
   EXPECT_LT(e.accuracy, 1.0);
 
