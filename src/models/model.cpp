@@ -140,22 +140,25 @@ int add_bottleneck(Model& m, int in, int width, int stride, const std::string& n
   return add_relu(m, add_add(m, x, shortcut, name + ".add"), name + ".relu3");
 }
 
-Model build_resnet50(int classes, int channels, int height, int width) {
+Model build_resnet(const ResNetSpec& spec, int classes, int channels, int height, int width) {
   Model m;
-  m.name = "resnet50";
+  m.name = spec.name;
   m.classes = classes;
   int x = add_input(m, channels, height, width);
-  x = add_conv(m, x, 64, 7, 2, 3, "conv1");
+  x = add_conv(m, x, spec.stem_width, 7, 2, 3, "conv1");
   x = add_relu(m, add_batchnorm(m, x, "bn1"), "relu");
   x = add_maxpool(m, x, 3, 2, 1, "maxpool");
-  const int blocks[4] = {3, 4, 6, 3}, widths[4] = {64, 128, 256, 512};
   for (int stage = 0; stage < 4; ++stage)
-    for (int b = 0; b < blocks[stage]; ++b)
-      x = add_bottleneck(m, x, widths[stage], (b == 0 && stage > 0) ? 2 : 1,
+    for (int b = 0; b < spec.blocks[stage]; ++b)
+      x = add_bottleneck(m, x, spec.widths[stage], (b == 0 && stage > 0) ? 2 : 1,
                          fmt::format("layer{}.{}", stage + 1, b));
   x = add_global_avgpool(m, x, "avgpool");
   add_dense(m, x, classes, true, Init::torch_linear, "fc");
   return m;
+}
+
+Model build_resnet50(int classes, int channels, int height, int width) {
+  return build_resnet(ResNetSpec{}, classes, channels, height, width);
 }
 
 static int64_t node_macs(const Model& m, const Node& n) {

@@ -53,6 +53,16 @@ struct Model {
 // Builders. Each adds nodes with shapes and parameter slots filled in.
 Model build_mlp(int channels, int height, int width, const std::vector<int>& hidden, int classes,
                 Init init = Init::glorot_uniform);
+// ResNet v1.5 with bottleneck blocks: 7x7/2 stem, BN, ReLU, 3x3/2 max-pool, four stages (the
+// first block of stages 2-4 strides 2 on its 3x3), global average pool, dense. The defaults are
+// ResNet-50; tests build smaller ones with the same structure.
+struct ResNetSpec {
+  std::string name = "resnet50";
+  int stem_width = 64;
+  int blocks[4] = {3, 4, 6, 3};
+  int widths[4] = {64, 128, 256, 512};  // bottleneck widths; outputs are 4x
+};
+Model build_resnet(const ResNetSpec& spec, int classes, int channels, int height, int width);
 Model build_resnet50(int classes, int channels = 3, int height = 32, int width = 32);
 
 // The pieces builders use (handy for tests that build one block).

@@ -436,6 +436,15 @@ std::vector<OpCase> op_table() {
   conv3(conv(2, 512, 2, 512, 3, 2, 1));   // layer4 first 3x3, 2x2 -> 1x1
   conv3(conv(2, 512, 1, 2048, 1, 1, 0));  // layer4 expand on a 1x1 map
   conv3(conv(2, 8, 9, 12, 3, 2, 1));      // odd map, channels not a multiple of 8
+  // Small maps run as matmuls on the CPU (conv2d.cpp's pick_mode): unfold, then gemm_1x1.
+  conv3(conv(2, 256, 2, 256, 3, 1, 1));    // layer3 3x3 on 2x2: unfolded weights
+  conv3(conv(2, 5, 3, 7, 3, 1, 1));        // 3x3 map under a 3x3 kernel, odd channels
+  conv3(conv(2, 6, 2, 4, 3, 2, 1));        // 2x2 -> 1x1: the first row and column of taps unused
+  conv3(conv(2, 1024, 2, 2048, 1, 2, 0));  // layer4 projection, 1x1 stride 2 on 2x2
+  conv3(conv(2, 256, 2, 1024, 1, 1, 0));   // layer3 expand on 2x2
+  conv3(conv(2, 12, 5, 9, 1, 2, 0));       // odd map and stride 2: skipped positions
+  conv3(conv(2, 256, 4, 256, 3, 2, 1));    // layer3 first 3x3, 4x4 -> 2x2: patches with padding
+  conv3(conv(2, 5, 5, 3, 3, 3, 2));        // im2col with stride 3, pad 2, odd channels
   t.push_back(conv_step(conv(2, 64, 8, 256, 1, 1, 0)));
   t.push_back(conv_step(conv(3, 3, 32, 64, 7, 2, 3)));  // partial batch, fresh cache
   t.push_back(conv_step(conv(3, 128, 8, 128, 3, 2, 1)));
@@ -699,19 +708,25 @@ TEST(BackendOps, CpuBackendIsListedAndUsable) {
 std::vector<OpCase> perf_table(int64_t n) {
   std::vector<OpCase> t;
   const ConvDims convs[] = {
-      conv(n, 3, 32, 64, 7, 2, 3),     // stem
-      conv(n, 64, 8, 64, 1, 1, 0),     // layer1 reduce
-      conv(n, 64, 8, 64, 3, 1, 1),     // layer1 3x3
-      conv(n, 64, 8, 256, 1, 1, 0),    // layer1 expand / projection
-      conv(n, 256, 8, 64, 1, 1, 0),    // layer1 reduce (blocks 2, 3)
-      conv(n, 256, 8, 128, 1, 1, 0),   // layer2 reduce
-      conv(n, 128, 8, 128, 3, 2, 1),   // layer2 3x3 stride 2
-      conv(n, 256, 8, 512, 1, 2, 0),   // layer2 projection
-      conv(n, 128, 4, 128, 3, 1, 1),   // layer2 3x3
-      conv(n, 128, 4, 512, 1, 1, 0),   // layer2 expand
-      conv(n, 256, 2, 256, 3, 1, 1),   // layer3 3x3
-      conv(n, 512, 1, 512, 3, 1, 1),   // layer4 3x3 on 1x1
-      conv(n, 512, 1, 2048, 1, 1, 0),  // layer4 expand
+      conv(n, 3, 32, 64, 7, 2, 3),      // stem
+      conv(n, 64, 8, 64, 1, 1, 0),      // layer1 reduce
+      conv(n, 64, 8, 64, 3, 1, 1),      // layer1 3x3
+      conv(n, 64, 8, 256, 1, 1, 0),     // layer1 expand / projection
+      conv(n, 256, 8, 64, 1, 1, 0),     // layer1 reduce (blocks 2, 3)
+      conv(n, 256, 8, 128, 1, 1, 0),    // layer2 reduce
+      conv(n, 128, 8, 128, 3, 2, 1),    // layer2 3x3 stride 2
+      conv(n, 256, 8, 512, 1, 2, 0),    // layer2 projection
+      conv(n, 128, 4, 128, 3, 1, 1),    // layer2 3x3
+      conv(n, 128, 4, 512, 1, 1, 0),    // layer2 expand
+      conv(n, 256, 4, 256, 3, 2, 1),    // layer3 3x3 stride 2
+      conv(n, 512, 4, 256, 1, 1, 0),    // layer3 reduce (first block, 4x4)
+      conv(n, 1024, 2, 256, 1, 1, 0),   // layer3 reduce
+      conv(n, 256, 2, 256, 3, 1, 1),    // layer3 3x3
+      conv(n, 256, 2, 1024, 1, 1, 0),   // layer3 expand
+      conv(n, 1024, 2, 2048, 1, 2, 0),  // layer4 projection
+      conv(n, 512, 2, 512, 3, 2, 1),    // layer4 3x3 stride 2, 2x2 -> 1x1
+      conv(n, 512, 1, 512, 3, 1, 1),    // layer4 3x3 on 1x1
+      conv(n, 512, 1, 2048, 1, 1, 0),   // layer4 expand
   };
   for (const auto& d : convs) {
     t.push_back(conv_fwd(d));

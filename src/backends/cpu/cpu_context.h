@@ -2,6 +2,7 @@
 // precision. Each op file (dense.cpp, conv2d.cpp, ...) keeps its primitives in the node's OpCache.
 #pragma once
 #include <oneapi/dnnl/dnnl.hpp>
+#include <vector>
 
 #include "backends/backend.h"
 
@@ -12,6 +13,13 @@ struct Context {
   dnnl::stream stream{engine};
   int threads = 1;
   Precision precision = Precision::fp32;
+  // Scratch for one op call at a time (ops run one after another): it grows to the largest
+  // request during the first step and is not reallocated after that.
+  std::vector<float> scratch_buf;
+  float* scratch(size_t floats) {
+    if (scratch_buf.size() < floats) scratch_buf.resize(floats);
+    return scratch_buf.data();
+  }
 };
 
 inline Context& context(void* ctx) {
