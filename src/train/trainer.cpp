@@ -248,6 +248,8 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
   for (int i = int(model.nodes.size()) - 1; i >= 1; --i) {
     NodeTimer timer(be, node_ms, size_t(i));
     const Node& node = model.nodes[i];
+    // A node without parameters that reads only the data needs no backward at all.
+    if (node.param_offset < 0 && node.in0 == 0 && node.in1 < 0) continue;
     OpCache& c = *cache[i];
     const float* dy = grad[i];
     const float* x = out[node.in0];

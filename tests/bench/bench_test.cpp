@@ -76,8 +76,9 @@ TEST(Bench, BackendGemmOnCpu) {
   const GemmMeasurement g = measure_backend_gemm(*be, 512, 0.3);
   EXPECT_GT(g.runs, 0);
   EXPECT_GT(g.flops_per_s, 1e8);
-  if (auto est = cpu_peak_estimate(cpu_info(), Precision::fp32))
+  if (auto est = cpu_peak_estimate(cpu_info(), Precision::fp32)) {
     EXPECT_LT(g.flops_per_s, 1.5 * est->flops_per_s);
+  }
   EXPECT_NE(g.source.find("cpu-onednn"), std::string::npos);
 }
 }  // namespace tb
