@@ -11,32 +11,46 @@
 
 namespace tb {
 
-void write_text_atomic(const std::string& path, const std::string& text) {
+void write_file_atomic(const std::string& path,
+                       const std::function<bool(const std::string&)>& fill) {
   namespace fs = std::filesystem;
   const fs::path target(path);
   std::error_code ec;
   if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
   const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  TB_CHECK(fd >= 0, "{}: cannot write ({})", path, std::strerror(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t k = ::write(fd, text.data() + done, text.size() - done);
-    if (k <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("{}: write failed ({})", path, std::strerror(err));
-    }
-    done += size_t(k);
+  errno = 0;
+  if (!fill(tmp)) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: write failed ({})", path, err ? std::strerror(err) : "disk full?");
   }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
+  // fsync through a fresh descriptor covers writers (zlib, stdio) that keep theirs private.
+  const int fd = ::open(tmp.c_str(), O_RDONLY);
+  const bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
   if (!synced || ::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     fail("{}: cannot put the file in place ({})", path, std::strerror(err));
   }
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, [&text](const std::string& tmp) {
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return false;
+    for (size_t done = 0; done < text.size();) {
+      const ssize_t k = ::write(fd, text.data() + done, text.size() - done);
+      if (k <= 0) {
+        const int err = errno;
+        ::close(fd);
+        errno = err;
+        return false;
+      }
+      done += size_t(k);
+    }
+    return ::close(fd) == 0;
+  });
 }
 
 }  // namespace tb

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "data/image.h"
 #include "data/tar.h"
 
@@ -304,24 +305,15 @@ DatasetPair load_dir(const fs::path& dir, int depth) {
   fail("cifar10: {} holds no CIFAR-10 data; {}", dir.string(), kHowTo);
 }
 
-// Writes through a temp file + rename so a reader never sees a half-written file.
+// Through a temp file + rename (core/file.h) so a reader never sees a half-written file.
 template <typename Body>
 void write_atomic(const std::string& path, Body body) {
-  std::string tmp = path + ".tmp" + std::to_string(getpid());
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) fail("{}: cannot create: {}", tmp, std::strerror(errno));
-  bool ok = body(f);
-  ok = (std::fclose(f) == 0) && ok;
-  std::error_code ec;
-  if (!ok) {
-    fs::remove(tmp, ec);
-    fail("{}: write failed (disk full?)", path);
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    fail("{}: cannot rename the temp file into place: {}", path, ec.message());
-  }
+  write_file_atomic(path, [&](const std::string& tmp) {
+    FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) return false;
+    const bool ok = body(f);
+    return (std::fclose(f) == 0) && ok;
+  });
 }
 
 void write_batch(const std::string& path, const Dataset& d, int64_t begin, int64_t end) {

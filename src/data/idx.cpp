@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "data/gzio.h"
 
 namespace fs = std::filesystem;
@@ -60,26 +61,17 @@ std::vector<uint8_t> read_body(gzFile f, const std::string& path, uint64_t n) {
 
 void write_gz_atomic(const std::string& path, const uint8_t* header, size_t header_size,
                      const std::vector<uint8_t>& body) {
-  std::string tmp = path + ".tmp" + std::to_string(getpid());
-  gzFile f = gzopen(tmp.c_str(), "wb6");
-  if (!f) fail("{}: cannot create: {}", tmp, std::strerror(errno));
-  bool ok = gzwrite(f, header, unsigned(header_size)) == int(header_size);
-  for (size_t at = 0; ok && at < body.size();) {
-    unsigned chunk = unsigned(std::min<size_t>(body.size() - at, size_t(1) << 30));
-    ok = gzwrite(f, body.data() + at, chunk) == int(chunk);
-    at += chunk;
-  }
-  ok = (gzclose(f) == Z_OK) && ok;
-  std::error_code ec;
-  if (!ok) {
-    fs::remove(tmp, ec);
-    fail("{}: write failed (disk full?)", path);
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    fail("{}: cannot rename the temp file into place: {}", path, ec.message());
-  }
+  write_file_atomic(path, [&](const std::string& tmp) {
+    gzFile f = gzopen(tmp.c_str(), "wb6");
+    if (!f) return false;
+    bool ok = gzwrite(f, header, unsigned(header_size)) == int(header_size);
+    for (size_t at = 0; ok && at < body.size();) {
+      unsigned chunk = unsigned(std::min<size_t>(body.size() - at, size_t(1) << 30));
+      ok = gzwrite(f, body.data() + at, chunk) == int(chunk);
+      at += chunk;
+    }
+    return (gzclose(f) == Z_OK) && ok;
+  });
 }
 
 void put_be32(uint8_t* p, uint64_t v) {
