@@ -54,6 +54,15 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
   const int64_t P = m.param_count;
   const size_t o_params = take(P * f), o_grads = take(P * f), o_m = take(P * f), o_v = take(P * f),
                o_state = take(std::max<int64_t>(m.state_count, 1) * f);
+  // A node whose one consumer is a residual add gets the add's gradient unchanged: it shares
+  // the add's gradient buffer instead of receiving a copy (ResNet: every bn3 and projection BN).
+  grad_of_add.assign(nodes, -1);
+  for (size_t i = 0; i < nodes; ++i) {
+    const Node& n = m.nodes[i];
+    if (n.kind != OpKind::add || n.in0 == n.in1) continue;
+    for (int in : {n.in0, n.in1})
+      if (in > 0 && consumers[in] == 1) grad_of_add[in] = int(i);
+  }
   std::vector<size_t> o_out(nodes), o_grad(nodes), o_saved(nodes), o_argmax(nodes);
   int64_t largest = 0;
   for (size_t i = 0; i < nodes; ++i) {
@@ -61,7 +70,7 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
     const int64_t count = max_batch * n.out_size();
     largest = std::max(largest, count);
     o_out[i] = take(count * f);
-    o_grad[i] = i == 0 ? 0 : take(count * f);
+    o_grad[i] = i == 0 || grad_of_add[i] >= 0 ? 0 : take(count * f);
     o_saved[i] = n.kind == OpKind::batchnorm ? take(2 * n.c * f) : 0;
     o_argmax[i] = n.kind == OpKind::maxpool ? take(count * sizeof(int32_t)) : 0;
   }
@@ -77,7 +86,7 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
   out.resize(nodes), grad.resize(nodes), saved.resize(nodes), argmax.resize(nodes);
   for (size_t i = 0; i < nodes; ++i) {
     out[i] = F(o_out[i]);
-    grad[i] = i == 0 ? nullptr : F(o_grad[i]);
+    grad[i] = i == 0 ? nullptr : F(o_grad[grad_of_add[i] >= 0 ? size_t(grad_of_add[i]) : i]);
     saved[i] = m.nodes[i].kind == OpKind::batchnorm ? F(o_saved[i]) : nullptr;
     argmax[i] = m.nodes[i].kind == OpKind::maxpool ? I(o_argmax[i]) : nullptr;
   }
@@ -271,8 +280,10 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
         break;
       case OpKind::add:
         for (int in : {node.in0, node.in1}) {
-          float* t = target(in);
-          if (t) be.copy(be.ctx, t, dy, n * node.out_size() * sizeof(float));
+          if (grad_of_add[in] != i) {  // a shared buffer already holds dy
+            float* t = target(in);
+            if (t) be.copy(be.ctx, t, dy, n * node.out_size() * sizeof(float));
+          }
           done(in);
         }
         break;

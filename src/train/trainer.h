@@ -75,6 +75,7 @@ struct Trainer {
   std::vector<int> consumers;         // per node: how many nodes read its output
   std::vector<bool> fused_relu;       // dense node i computes relu(i+1) in its forward
   std::vector<uint8_t> grad_written;  // backward: whose gradient has its first writer yet
+  std::vector<int> grad_of_add;       // per node: the add whose gradient buffer it shares, or -1
   float* scratch = nullptr;           // gradient of a second consumer, then added
   int32_t* labels = nullptr;
   float* metrics = nullptr;          // [train loss sum, train correct, eval loss, eval correct]
