@@ -176,7 +176,7 @@ fi
 
 # ---------------------------------------------------------------- tests and runs
 if [ -x "$TT" ]; then
-  step cuda-tests 150 "$TESTLOG" "${TBENV[@]}" "$TT" --gtest_filter='Cuda*' --gtest_color=no
+  step cuda-tests 150 "$TESTLOG" "${TBENV[@]}" "$TT" --gtest_filter='Cuda*:TorchParity*' --gtest_color=no
 else
   skip cuda-tests "no $TT"
 fi

@@ -108,6 +108,21 @@ struct Backend {
                              const float* dy, const float* gamma, const float* save_mean,
                              const float* save_invstd, float* dx, float* dgamma,
                              float* dbeta) = nullptr;
+  // Optional (nullptr: the Trainer runs BN and the ReLU after it as two nodes): batch norm with
+  // that ReLU fused. The forwards write only z = max(bn(x), 0); the backward starts from the
+  // ReLU's output z and its gradient dz (BN's dy = dz where z > 0, else 0).
+  void (*batchnorm_relu_forward_train)(void* ctx, OpCache& c, const BnDims& d, const BnParams& p,
+                                       const float* x, const float* gamma, const float* beta,
+                                       float* z, float* save_mean, float* save_invstd,
+                                       float* running_mean, float* running_var) = nullptr;
+  void (*batchnorm_relu_forward_eval)(void* ctx, OpCache& c, const BnDims& d, const BnParams& p,
+                                      const float* x, const float* gamma, const float* beta,
+                                      const float* running_mean, const float* running_var,
+                                      float* z) = nullptr;
+  void (*batchnorm_relu_backward)(void* ctx, OpCache& c, const BnDims& d, const float* x,
+                                  const float* z, const float* dz, const float* gamma,
+                                  const float* save_mean, const float* save_invstd, float* dx,
+                                  float* dgamma, float* dbeta) = nullptr;
   void (*maxpool_forward)(void* ctx, OpCache& c, const PoolDims& d, const float* x, float* y,
                           int32_t* argmax) = nullptr;
   void (*maxpool_backward)(void* ctx, OpCache& c, const PoolDims& d, const float* dy,

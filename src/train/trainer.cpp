@@ -38,10 +38,17 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
     if (n.in0 >= 0) consumers[n.in0]++;
     if (n.in1 >= 0) consumers[n.in1]++;
   }
+  // A dense or BN node whose one consumer is the ReLU right after it computes that ReLU too
+  // (BN only where the backend has the fused entries): the ReLU node is skipped.
   fused_relu.assign(nodes, false);
-  for (size_t i = 0; i + 1 < nodes; ++i)
-    fused_relu[i] = m.nodes[i].kind == OpKind::dense && m.nodes[i + 1].kind == OpKind::relu &&
-                    m.nodes[i + 1].in0 == int(i) && consumers[i] == 1;
+  const bool bn_relu = be.batchnorm_relu_forward_train && be.batchnorm_relu_forward_eval &&
+                       be.batchnorm_relu_backward;
+  for (size_t i = 0; i + 1 < nodes; ++i) {
+    const OpKind k = m.nodes[i].kind;
+    fused_relu[i] = (k == OpKind::dense || (k == OpKind::batchnorm && bn_relu)) &&
+                    m.nodes[i + 1].kind == OpKind::relu && m.nodes[i + 1].in0 == int(i) &&
+                    consumers[i] == 1;
+  }
 
   // Lay out the arena: (offset, size) per buffer, then one allocation.
   size_t total = 0;
@@ -218,11 +225,20 @@ void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
       case OpKind::batchnorm: {
         const BnDims d{n, node.c, int64_t(node.h) * node.w};
         float* rs = state + node.state_offset;
-        if (training)
+        if (fused_relu[i]) {
+          if (training)
+            be.batchnorm_relu_forward_train(be.ctx, c, d, bn, x, p, p + node.c, out[i + 1],
+                                            saved[i], saved[i] + node.c, rs, rs + node.c);
+          else
+            be.batchnorm_relu_forward_eval(be.ctx, c, d, bn, x, p, p + node.c, rs, rs + node.c,
+                                           out[i + 1]);
+          ++i;  // the ReLU node's output is written
+        } else if (training) {
           be.batchnorm_forward_train(be.ctx, c, d, bn, x, p, p + node.c, out[i], saved[i],
                                      saved[i] + node.c, rs, rs + node.c);
-        else
+        } else {
           be.batchnorm_forward_eval(be.ctx, c, d, bn, x, p, p + node.c, rs, rs + node.c, out[i]);
+        }
         break;
       }
       case OpKind::maxpool:
@@ -275,6 +291,8 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
         break;
       }
       case OpKind::relu:
+        if (fused_relu[node.in0] && model.nodes[node.in0].kind == OpKind::batchnorm)
+          break;  // the fused BN's backward reads this node's output and gradient itself
         be.relu_backward(be.ctx, n * node.out_size(), out[i], dy, target(node.in0));
         done(node.in0);
         break;
@@ -298,8 +316,12 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
       }
       case OpKind::batchnorm: {
         const BnDims d{n, node.c, int64_t(node.h) * node.w};
-        be.batchnorm_backward(be.ctx, c, d, x, dy, p, saved[i], saved[i] + node.c, target(node.in0),
-                              g, g + node.c);
+        if (fused_relu[i])
+          be.batchnorm_relu_backward(be.ctx, c, d, x, out[i + 1], grad[i + 1], p, saved[i],
+                                     saved[i] + node.c, target(node.in0), g, g + node.c);
+        else
+          be.batchnorm_backward(be.ctx, c, d, x, dy, p, saved[i], saved[i] + node.c,
+                                target(node.in0), g, g + node.c);
         done(node.in0);
         break;
       }

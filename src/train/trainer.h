@@ -73,7 +73,7 @@ struct Trainer {
   std::vector<float*> saved;          // per node: BN save_mean|save_invstd (2c)
   std::vector<int32_t*> argmax;       // per node: max-pool winners
   std::vector<int> consumers;         // per node: how many nodes read its output
-  std::vector<bool> fused_relu;       // dense node i computes relu(i+1) in its forward
+  std::vector<bool> fused_relu;       // dense/BN node i computes relu(i+1) (BN: backward too)
   std::vector<uint8_t> grad_written;  // backward: whose gradient has its first writer yet
   std::vector<int> grad_of_add;       // per node: the add whose gradient buffer it shares, or -1
   float* scratch = nullptr;           // gradient of a second consumer, then added

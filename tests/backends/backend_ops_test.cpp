@@ -314,6 +314,79 @@ OpCase bn_bwd(const BnDims& d) {
           }};
 }
 
+// BN with the ReLU after it fused, where a backend has it; elsewhere (the reference) the two ops
+// one after the other, which is what the fused entries must match. Inputs centred on 0 so about
+// half of the outputs are clipped and the backward's mask matters.
+OpCase bn_relu_train(const BnDims& d) {
+  const int64_t t = d.n * d.c * d.hw;
+  return {"batchnorm_relu_train_" + bn_tag(d),
+          kTolReduce,
+          8.0 * t,
+          {in("x", t, -2, 2), in("gamma", d.c, 0.5, 1.5), in("beta", d.c), out("z", t),
+           out("mean", d.c), out("invstd", d.c), inout("rmean", d.c), inout("rvar", d.c, 0.5, 2)},
+          [d](Backend& b, OpCache& c, const Args& a) {
+            if (b.batchnorm_relu_forward_train) {
+              b.batchnorm_relu_forward_train(b.ctx, c, d, BnParams{}, a.f("x"), a.f("gamma"),
+                                             a.f("beta"), a.f("z"), a.f("mean"), a.f("invstd"),
+                                             a.f("rmean"), a.f("rvar"));
+              return;
+            }
+            b.batchnorm_forward_train(b.ctx, c, d, BnParams{}, a.f("x"), a.f("gamma"), a.f("beta"),
+                                      a.f("z"), a.f("mean"), a.f("invstd"), a.f("rmean"),
+                                      a.f("rvar"));
+            b.relu_forward(b.ctx, d.n * d.c * d.hw, a.f("z"), a.f("z"));
+          }};
+}
+OpCase bn_relu_eval(const BnDims& d) {
+  const int64_t t = d.n * d.c * d.hw;
+  return {"batchnorm_relu_eval_" + bn_tag(d),
+          kTolElementwise,
+          3.0 * t,
+          {in("x", t, -2, 2), in("gamma", d.c, 0.5, 1.5), in("beta", d.c), in("rmean", d.c),
+           in("rvar", d.c, 0.5, 2), out("z", t)},
+          [d](Backend& b, OpCache& c, const Args& a) {
+            if (b.batchnorm_relu_forward_eval) {
+              b.batchnorm_relu_forward_eval(b.ctx, c, d, BnParams{}, a.f("x"), a.f("gamma"),
+                                            a.f("beta"), a.f("rmean"), a.f("rvar"), a.f("z"));
+              return;
+            }
+            b.batchnorm_forward_eval(b.ctx, c, d, BnParams{}, a.f("x"), a.f("gamma"), a.f("beta"),
+                                     a.f("rmean"), a.f("rvar"), a.f("z"));
+            b.relu_forward(b.ctx, d.n * d.c * d.hw, a.f("z"), a.f("z"));
+          }};
+}
+// Forward then backward from dz on one cache, as the trainer does.
+OpCase bn_relu_bwd(const BnDims& d) {
+  const int64_t t = d.n * d.c * d.hw;
+  return {
+      "batchnorm_relu_bwd_" + bn_tag(d),
+      kTolReduce,
+      16.0 * t,
+      {in("x", t, -2, 2), in("gamma", d.c, 0.5, 1.5), in("beta", d.c), in("dz", t),
+       inout("rmean", d.c), inout("rvar", d.c, 0.5, 2), out("z", t), out("dy", t), out("mean", d.c),
+       out("invstd", d.c), out("dx", t), out("dgamma", d.c), out("dbeta", d.c)},
+      [d](Backend& b, OpCache& c, const Args& a) {
+        const int64_t t = d.n * d.c * d.hw;
+        if (b.batchnorm_relu_forward_train && b.batchnorm_relu_backward) {
+          b.batchnorm_relu_forward_train(b.ctx, c, d, BnParams{}, a.f("x"), a.f("gamma"),
+                                         a.f("beta"), a.f("z"), a.f("mean"), a.f("invstd"),
+                                         a.f("rmean"), a.f("rvar"));
+          b.batchnorm_relu_backward(b.ctx, c, d, a.f("x"), a.f("z"), a.f("dz"), a.f("gamma"),
+                                    a.f("mean"), a.f("invstd"), a.f("dx"), a.f("dgamma"),
+                                    a.f("dbeta"));
+          b.fill(b.ctx, a.f("dy"), 0.f, t);  // a fused backward has no dy of its own
+          return;
+        }
+        b.batchnorm_forward_train(b.ctx, c, d, BnParams{}, a.f("x"), a.f("gamma"), a.f("beta"),
+                                  a.f("z"), a.f("mean"), a.f("invstd"), a.f("rmean"), a.f("rvar"));
+        b.relu_forward(b.ctx, t, a.f("z"), a.f("z"));
+        b.relu_backward(b.ctx, t, a.f("z"), a.f("dz"), a.f("dy"));
+        b.batchnorm_backward(b.ctx, c, d, a.f("x"), a.f("dy"), a.f("gamma"), a.f("mean"),
+                             a.f("invstd"), a.f("dx"), a.f("dgamma"), a.f("dbeta"));
+        b.fill(b.ctx, a.f("dy"), 0.f, t);
+      }};
+}
+
 PoolDims pool(int64_t n, int64_t c, int64_t hw, int64_t kernel, int64_t stride, int64_t pad) {
   PoolDims d;
   d.n = n, d.c = c, d.h = d.w = hw, d.kernel = kernel, d.stride = stride, d.pad = pad;
@@ -481,6 +554,12 @@ std::vector<OpCase> op_table() {
   t.push_back(bn_bwd({3, 128, 16}));
   t.push_back(bn_bwd({3, 37, 49}));
   t.push_back(bn_bwd({2, 5, 81}));
+  for (const BnDims& d : {BnDims{2, 64, 256}, BnDims{2, 1024, 4}, BnDims{3, 37, 49},
+                          BnDims{2, 5, 81}, BnDims{3, 512, 1}}) {
+    t.push_back(bn_relu_train(d));
+    t.push_back(bn_relu_eval(d));
+    t.push_back(bn_relu_bwd(d));
+  }
 
   t.push_back(maxpool_fwd(pool(2, 64, 16, 3, 2, 1)));  // the stem's pool
   t.push_back(maxpool_fwd(pool(3, 5, 7, 3, 2, 1)));    // odd map

@@ -217,6 +217,9 @@ TEST_F(CudaOps, OutOfMemoryNamesBytesAndSuggestsBatch) {
 struct DenseCase {
   int64_t n, in, out;
 };
+void PrintTo(const DenseCase& c, std::ostream* os) {
+  *os << "n" << c.n << "_in" << c.in << "_out" << c.out;
+}
 
 class CudaDense : public CudaOps, public ::testing::WithParamInterface<DenseCase> {};
 
@@ -316,6 +319,9 @@ struct ConvCase {
   const char* name;
   ConvDims d;
 };
+void PrintTo(const ConvCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class CudaConv : public CudaOps, public ::testing::WithParamInterface<ConvCase> {};
 

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <numeric>
@@ -37,8 +38,11 @@ struct FixtureTensor {
 using Fixture = std::map<std::string, FixtureTensor>;
 
 // "tbfx 1", then per tensor a line "NAME NDIM D0 D1 ..." and prod(D) little-endian float32.
+// Looked up in the source tree the binary was built from, else under the current directory
+// (a prebuilt test binary run from another checkout, as bench/device/quick.sh does).
 Fixture read_fixture(const std::string& name) {
-  const std::string path = std::string(TRAINBENCH_SOURCE_DIR) + "/tests/fixtures/" + name;
+  std::string path = std::string(TRAINBENCH_SOURCE_DIR) + "/tests/fixtures/" + name;
+  if (!std::filesystem::exists(path)) path = "tests/fixtures/" + name;
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error("cannot open " + path);
   std::string line;

@@ -177,6 +177,9 @@ struct ConvCase {
   const char* name;
   int64_t kernel, stride, pad;
 };
+void PrintTo(const ConvCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class GradConv2d : public ::testing::TestWithParam<ConvCase> {};
 
@@ -375,6 +378,9 @@ struct SgdCase {
   float momentum, weight_decay;
   bool nesterov;
 };
+void PrintTo(const SgdCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class GradSgd : public ::testing::TestWithParam<SgdCase> {};
 
