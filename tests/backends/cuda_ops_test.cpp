@@ -25,6 +25,14 @@
 #endif
 
 namespace tb {
+// gtest finds PrintTo by argument-dependent lookup, so these sit in tb beside the types.
+void PrintTo(const BnDims& d, std::ostream* os) {
+  *os << "n" << d.n << "_c" << d.c << "_hw" << d.hw;
+}
+void PrintTo(const PoolDims& d, std::ostream* os) {
+  *os << d.h << "x" << d.w << "_k" << d.kernel << "s" << d.stride << "p" << d.pad;
+}
+
 namespace {
 
 #ifndef TRAINBENCH_HAVE_CUDA
