@@ -208,16 +208,32 @@ LayerRow layer_row(const Model& m, const StepTimings& t, size_t i) {
   l.flops_forward = node_flops_forward(m, i, t.batch);
   l.flops_backward = node_flops_backward(m, i, t.batch);
   l.bytes = node_bytes(m, i, t.batch, fused_away);
-  if (t.fused_relu[i]) l.note = fmt::format("forward includes {} (fused)", m.nodes[i + 1].name);
-  if (fused_away) l.note = fmt::format("forward fused into {}", m.nodes[i - 1].name);
+  // Dense fuses its ReLU into the forward only; batch norm into the backward as well.
+  const char* part =
+      node.kind == OpKind::batchnorm ? "forward and backward include" : "forward includes";
+  if (t.fused_relu[i]) l.note = fmt::format("{} {} (fused)", part, m.nodes[i + 1].name);
+  if (fused_away)
+    l.note =
+        fmt::format("{} fused into {}",
+                    m.nodes[i - 1].kind == OpKind::batchnorm ? "forward and backward" : "forward",
+                    m.nodes[i - 1].name);
   return l;
 }
 
 }  // namespace
 
-ProfileReport build_profile(const Model& m, const StepTimings& t, const Roofline& roof) {
-  TB_CHECK(t.forward_ms.size() == m.nodes.size() && t.fused_relu.size() == m.nodes.size(),
-           "profile: timings for {} nodes, the model has {}", t.forward_ms.size(), m.nodes.size());
+ProfileReport build_profile(const Model& m, const StepTimings& timings, const Roofline& roof) {
+  TB_CHECK(
+      timings.forward_ms.size() == m.nodes.size() && timings.fused_relu.size() == m.nodes.size(),
+      "profile: timings for {} nodes, the model has {}", timings.forward_ms.size(), m.nodes.size());
+  // A ReLU fused into its batch norm in both directions has no time of its own (its timer reads
+  // only its own overhead): that goes to the BN's row, and the ReLU's row is left out.
+  StepTimings t = timings;
+  for (size_t i = 1; i < m.nodes.size(); ++i)
+    if (t.fused_relu[i - 1] && m.nodes[i - 1].kind == OpKind::batchnorm) {
+      t.forward_ms[i - 1] += t.forward_ms[i], t.backward_ms[i - 1] += t.backward_ms[i];
+      t.forward_ms[i] = t.backward_ms[i] = 0;
+    }
   ProfileReport r;
   r.batch = t.batch, r.steps = t.steps, r.warmup = t.warmup;
   r.step_ms = t.step_ms;
