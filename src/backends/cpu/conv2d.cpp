@@ -76,7 +76,8 @@ Mode pick_mode(const ConvDims& d) {
   //           patches of all images as rows [n*oh*ow, c*r*s] (for 1x1 a transpose), one
   //           matmul with W [k, c*r*s], and y transposed back. oneDNN's own gemm convolution
   //           does this one image at a time, a matmul with 4 or 1 columns.
-  // After the change the same step took 714 ms instead of 1137.
+  // After the change the same step took 714 ms instead of 1137. Raising kIm2colMaxMap to 16
+  // (ResNet's 4x4 layer2) measured slower: 762-782 ms a step against 686-749.
   if (taps > 1 && map_in <= taps) return Mode::unfold;
   if (map_out <= kIm2colMaxMap) return Mode::im2col;
   // Measured (AVX2, batch 128, one thread, CPU time; see the report in backend_ops_test's perf
