@@ -97,7 +97,6 @@ struct ConvPrims {
   dnnl::convolution_forward fwd;
   dnnl::convolution_backward_data bwd_data;
   dnnl::convolution_backward_weights bwd_weights;
-  bool have_fwd = false, have_bwd_data = false, have_bwd_weights = false;
   Port f_x, f_w, f_y;    // forward
   Port d_dy, d_w, d_dx;  // backward data
   Port w_x, w_dy, w_dw;  // backward weights
@@ -350,12 +349,11 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   Context& cx = context(ctx);
   ConvPrims& p = prims(c, cx, d);
   if (p.mode == Mode::unfold || p.mode == Mode::im2col) return matmul_forward(cx, p, x, w, y);
-  if (!p.have_fwd) {
+  if (!p.fwd) {  // made on first use
     p.fwd = dnnl::convolution_forward(p.fwd_pd);
     p.f_x.init(cx, p.x_md, p.fwd_pd.src_desc(), true);
     p.f_w.init(cx, p.w_md, p.fwd_pd.weights_desc(), true);
     p.f_y.init(cx, p.y_md, p.fwd_pd.dst_desc(), false);
-    p.have_fwd = true;
   }
   const auto& mx = p.f_x.bind(x);
   const auto& mw = p.f_w.bind(w);
@@ -371,7 +369,7 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
   ConvPrims& p = prims(c, cx, d);
   if (p.mode == Mode::unfold || p.mode == Mode::im2col)
     return matmul_backward_data(cx, p, dy, w, dx);
-  if (!p.have_bwd_data) {
+  if (!p.bwd_data) {
     dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct,
                                                md_for(p, p.x_md), md_for(p, p.w_md),
                                                md_for(p, p.y_md), p.strides, p.pad, p.pad);
@@ -380,7 +378,6 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
     p.d_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
     p.d_w.init(cx, p.w_md, pd.weights_desc(), true);
     p.d_dx.init(cx, p.x_md, pd.diff_src_desc(), false);
-    p.have_bwd_data = true;
   }
   const auto& mdy = p.d_dy.bind(dy);
   const auto& mw = p.d_w.bind(w);
@@ -397,7 +394,7 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   ConvPrims& p = prims(c, cx, d);
   if (p.mode == Mode::unfold || p.mode == Mode::im2col)
     return matmul_backward_weights(cx, p, x, dy, dw);
-  if (!p.have_bwd_weights) {
+  if (!p.bwd_weights) {
     dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct,
                                                   md_for(p, p.x_md), md_for(p, p.w_md),
                                                   md_for(p, p.y_md), p.strides, p.pad, p.pad);
@@ -406,7 +403,6 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
     p.w_x.init(cx, p.x_md, pd.src_desc(), true);
     p.w_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
     p.w_dw.init(cx, p.w_md, pd.diff_weights_desc(), false);
-    p.have_bwd_weights = true;
   }
   const auto& mx = p.w_x.bind(x);
   const auto& mdy = p.w_dy.bind(dy);
