@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "../test_util.h"
 #include "backends/backend.h"
 #include "core/error.h"
 
@@ -656,16 +657,7 @@ std::vector<HostBufs> run_on(Backend& be, const OpCase& c, const HostBufs& init,
   return got;
 }
 
-// Relative norm error; infinite where either side holds a NaN/inf.
-double rel_err(const float* got, const float* want, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(got[i]) || !std::isfinite(want[i])) return INFINITY;
-    const double d = double(got[i]) - double(want[i]);
-    num += d * d, den += double(want[i]) * want[i];
-  }
-  return den == 0 ? (num == 0 ? 0 : INFINITY) : std::sqrt(num / den);
-}
+using testing::rel_err;
 
 // The backends under test: every built, usable one except the reference, made once per suite.
 struct Targets {

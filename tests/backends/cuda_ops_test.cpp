@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "../test_util.h"
 #include "backends/backend.h"
 #include "core/error.h"
 #include "ops/add.h"
@@ -70,18 +71,7 @@ std::vector<float> randv(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.
   return v;
 }
 
-// Relative norm error; infinite when `got` holds a NaN or the sizes differ.
-double rel_err(const std::vector<float>& got, const std::vector<float>& want) {
-  if (got.size() != want.size()) return INFINITY;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i]) && std::isfinite(want[i])) return INFINITY;
-    const double d = double(got[i]) - double(want[i]);
-    num += d * d;
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
+using testing::rel_err;
 
 // ---- device buffers ----
 struct DBuf {

@@ -10,21 +10,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "../test_util.h"
 #include "core/error.h"
 
 namespace tb {
 namespace {
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("tb_file_test_" + std::to_string(getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using testing::TempDir;
 
 std::string slurp(const fs::path& p) {
   std::ifstream f(p);

@@ -14,26 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "../test_util.h"
 #include "core/error.h"
 
 namespace tb::testing {
-
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-    path = std::filesystem::temp_directory_path() /
-           ("tb_data_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + "_" +
-            std::to_string(now));
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 inline void write_raw(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());

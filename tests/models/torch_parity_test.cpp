@@ -19,6 +19,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "../test_util.h"
 #include "backends/backend.h"
 #include "models/model.h"
 #include "train/trainer.h"
@@ -76,14 +77,7 @@ const std::vector<float>& get(const Fixture& fx, const std::string& name) {
   return it->second.data;
 }
 
-double rel_err(const float* got, const float* want, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
+using testing::rel_err;
 
 std::vector<float> download(Backend& be, const float* p, int64_t count) {
   std::vector<float> host(static_cast<size_t>(count));

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <random>
 
+#include "../test_util.h"
 #include "core/error.h"
 #include "data/cifar.h"
 #include "data/idx.h"
@@ -35,14 +36,7 @@ static DatasetPair synthetic(int count, int c, int h, int w, uint64_t seed) {
   return d;
 }
 
-static float max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += double(a[i] - b[i]) * (a[i] - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return float(std::sqrt(num / std::max(den, 1e-30)));
-}
+using testing::rel_err;
 
 TEST(Trainer, OneDnnFollowsReferenceOnMlp) {
   DatasetPair data = synthetic(100, 1, 8, 8, 1);
@@ -57,7 +51,7 @@ TEST(Trainer, OneDnnFollowsReferenceOnMlp) {
   TrainResult ra = a.train(nullptr), rb = b.train(nullptr);
   EXPECT_EQ(ra.steps, 9);
   EXPECT_TRUE(ra.stopped_by_steps);
-  EXPECT_LT(max_rel_diff(b.download_params(), a.download_params()), 1e-5f);
+  EXPECT_LT(rel_err(b.download_params(), a.download_params()), 1e-5f);
   EXPECT_NEAR(ra.epochs[0].loss, rb.epochs[0].loss, 1e-4);
 }
 
