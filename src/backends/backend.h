@@ -29,6 +29,7 @@ namespace tb {
 struct OpCache {
   void* impl = nullptr;
   void (*destroy)(void*) = nullptr;
+  std::string note;  // how the backend runs the node, where it chose (`trainbench profile`)
 
   OpCache() = default;
   OpCache(const OpCache&) = delete;

@@ -171,6 +171,9 @@ StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
   for (size_t i = 0; i < nodes; ++i) r.forward_ms[i] *= k, r.backward_ms[i] *= k;
   r.data_ms *= k, r.loss_ms *= k, r.optimizer_ms *= k;
   r.step_ms = plain_ms * k;
+  r.how.assign(nodes, "");
+  const auto& caches = t.caches_for(r.batch);
+  for (size_t i = 0; i < nodes && i < caches.size(); ++i) r.how[i] = caches[i]->note;
   return r;
 }
 
@@ -217,6 +220,8 @@ LayerRow layer_row(const Model& m, const StepTimings& t, size_t i) {
         fmt::format("{} fused into {}",
                     m.nodes[i - 1].kind == OpKind::batchnorm ? "forward and backward" : "forward",
                     m.nodes[i - 1].name);
+  if (i < t.how.size() && !t.how[i].empty())
+    l.note = l.note.empty() ? t.how[i] : l.note + "; " + t.how[i];
   return l;
 }
 

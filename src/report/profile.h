@@ -36,6 +36,7 @@ struct Roofline {
 struct StepTimings {
   std::vector<double> forward_ms, backward_ms;        // per node, instrumented steps
   std::vector<bool> fused_relu;                       // dense node i also ran relu i+1's forward
+  std::vector<std::string> how;                       // per node, the backend's OpCache::note
   double data_ms = 0, loss_ms = 0, optimizer_ms = 0;  // instrumented steps
   double step_ms = 0;                                 // plain steps
   int64_t batch = 0, steps = 0, warmup = 0;

@@ -27,11 +27,13 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "../test_util.h"
 #include "backends/backend.h"
+#include "backends/cpu/cpu_context.h"
 #include "core/error.h"
 
 namespace tb {
@@ -494,31 +496,40 @@ OpCase sgd(int64_t n, float momentum, float wd, bool nesterov) {
 // The table. ResNet-50 on CIFAR (32x32): stem 7x7/2 to 16x16, max-pool to 8x8, stages at 8x8,
 // 4x4, 2x2, 1x1; batch 2 keeps the reference fast, batch 3 is a partial last batch.
 
+// Convolution shapes, each tested in all three directions (and on the CPU in every mode that
+// may run it: CpuConvModes below).
+std::vector<ConvDims> conv_table() {
+  return {
+      conv(2, 3, 32, 64, 7, 2, 3),     // stem
+      conv(2, 64, 8, 256, 1, 1, 0),    // layer1 expand (and its projection)
+      conv(2, 64, 8, 64, 3, 1, 1),     // layer1 3x3
+      conv(2, 128, 8, 128, 3, 2, 1),   // layer2 first 3x3, stride 2 (v1.5)
+      conv(2, 256, 8, 512, 1, 2, 0),   // layer2 projection shortcut, 1x1 stride 2
+      conv(2, 512, 1, 512, 3, 1, 1),   // layer4 3x3 on a 1x1 map: only the centre tap
+      conv(2, 512, 2, 512, 3, 2, 1),   // layer4 first 3x3, 2x2 -> 1x1
+      conv(2, 512, 1, 2048, 1, 1, 0),  // layer4 expand on a 1x1 map
+      conv(2, 8, 9, 12, 3, 2, 1),      // odd map, channels not a multiple of 8
+      // Small maps run as matmuls on the CPU (conv2d.cpp's candidates): unfold, im2col, channels.
+      conv(2, 256, 2, 256, 3, 1, 1),    // layer3 3x3 on 2x2: unfolded weights
+      conv(2, 5, 3, 7, 3, 1, 1),        // 3x3 map under a 3x3 kernel, odd channels
+      conv(2, 6, 2, 4, 3, 2, 1),        // 2x2 -> 1x1: the first row and column of taps unused
+      conv(2, 1024, 2, 2048, 1, 2, 0),  // layer4 projection, 1x1 stride 2 on 2x2
+      conv(2, 256, 2, 1024, 1, 1, 0),   // layer3 expand on 2x2
+      conv(2, 12, 5, 9, 1, 2, 0),       // odd map and stride 2: skipped positions
+      conv(2, 256, 4, 256, 3, 2, 1),    // layer3 first 3x3, 4x4 -> 2x2: patches with padding
+      conv(2, 5, 5, 3, 3, 3, 2),        // im2col with stride 3, pad 2, odd channels
+      conv(2, 128, 4, 512, 1, 1, 0),    // layer2 expand on 4x4: plain or channels
+      conv(3, 7, 3, 5, 1, 1, 0),        // 1x1 on an odd map, odd channels
+  };
+}
+
 std::vector<OpCase> op_table() {
   std::vector<OpCase> t;
-  auto conv3 = [&t](const ConvDims& d) {
+  for (const ConvDims& d : conv_table()) {
     t.push_back(conv_fwd(d));
     t.push_back(conv_bwd_data(d));
     t.push_back(conv_bwd_weights(d));
-  };
-  conv3(conv(2, 3, 32, 64, 7, 2, 3));     // stem
-  conv3(conv(2, 64, 8, 256, 1, 1, 0));    // layer1 expand (and its projection)
-  conv3(conv(2, 64, 8, 64, 3, 1, 1));     // layer1 3x3
-  conv3(conv(2, 128, 8, 128, 3, 2, 1));   // layer2 first 3x3, stride 2 (v1.5)
-  conv3(conv(2, 256, 8, 512, 1, 2, 0));   // layer2 projection shortcut, 1x1 stride 2
-  conv3(conv(2, 512, 1, 512, 3, 1, 1));   // layer4 3x3 on a 1x1 map: only the centre tap
-  conv3(conv(2, 512, 2, 512, 3, 2, 1));   // layer4 first 3x3, 2x2 -> 1x1
-  conv3(conv(2, 512, 1, 2048, 1, 1, 0));  // layer4 expand on a 1x1 map
-  conv3(conv(2, 8, 9, 12, 3, 2, 1));      // odd map, channels not a multiple of 8
-  // Small maps run as matmuls on the CPU (conv2d.cpp's pick_mode): unfold, then gemm_1x1.
-  conv3(conv(2, 256, 2, 256, 3, 1, 1));    // layer3 3x3 on 2x2: unfolded weights
-  conv3(conv(2, 5, 3, 7, 3, 1, 1));        // 3x3 map under a 3x3 kernel, odd channels
-  conv3(conv(2, 6, 2, 4, 3, 2, 1));        // 2x2 -> 1x1: the first row and column of taps unused
-  conv3(conv(2, 1024, 2, 2048, 1, 2, 0));  // layer4 projection, 1x1 stride 2 on 2x2
-  conv3(conv(2, 256, 2, 1024, 1, 1, 0));   // layer3 expand on 2x2
-  conv3(conv(2, 12, 5, 9, 1, 2, 0));       // odd map and stride 2: skipped positions
-  conv3(conv(2, 256, 4, 256, 3, 2, 1));    // layer3 first 3x3, 4x4 -> 2x2: patches with padding
-  conv3(conv(2, 5, 5, 3, 3, 3, 2));        // im2col with stride 3, pad 2, odd channels
+  }
   t.push_back(conv_step(conv(2, 64, 8, 256, 1, 1, 0)));
   t.push_back(conv_step(conv(3, 3, 32, 64, 7, 2, 3)));  // partial batch, fresh cache
   t.push_back(conv_step(conv(3, 128, 8, 128, 3, 2, 1)));
@@ -692,6 +703,38 @@ class BackendOpsTable : public ::testing::TestWithParam<OpCase> {
   static void TearDownTestSuite() { drop_targets(); }
 };
 
+// Runs the case twice on `be` (see run_on) and checks both against the reference's `want`:
+// inputs unchanged, float outputs within the case's tolerance, int32 outputs exact.
+void expect_matches(Backend& be, const OpCase& c, const HostBufs& init, const HostBufs& want,
+                    const char* label) {
+  const auto runs = run_on(be, c, init, 2);
+  double worst = 0;
+  for (size_t rep = 0; rep < runs.size(); ++rep) {
+    SCOPED_TRACE(rep == 0 ? "first call, aligned pointers" : "cached call, pointers 4 bytes off");
+    const HostBufs& got = runs[rep];
+    for (size_t i = 0; i < c.bufs.size(); ++i) {
+      const BufSpec& s = c.bufs[i];
+      if (s.role == Role::in) {
+        EXPECT_EQ(got[i], init[i]) << "input " << s.name << " was modified";
+      } else if (s.type == Type::f32) {
+        const double e = rel_err(reinterpret_cast<const float*>(got[i].data()),
+                                 reinterpret_cast<const float*>(want[i].data()), s.count);
+        worst = std::max(worst, e);
+        EXPECT_LE(e, c.tol) << "relative norm error of " << s.name;
+      } else {
+        const auto* g = reinterpret_cast<const int32_t*>(got[i].data());
+        const auto* w = reinterpret_cast<const int32_t*>(want[i].data());
+        int64_t bad = 0, first = 0;
+        for (int64_t k = s.count - 1; k >= 0; --k)
+          if (g[k] != w[k]) bad++, first = k;
+        EXPECT_EQ(bad, 0) << s.name << " differs in " << bad << " elements, first at " << first
+                          << ": " << g[first] << " vs " << w[first];
+      }
+    }
+  }
+  std::printf("  [%s] %-52s max rel err %.2e (tol %.0e)\n", label, c.name.c_str(), worst, c.tol);
+}
+
 TEST_P(BackendOpsTable, MatchesReference) {
   const OpCase& c = GetParam();
   if (g_targets->others.empty()) GTEST_SKIP() << "no backend besides the reference is usable here";
@@ -699,34 +742,38 @@ TEST_P(BackendOpsTable, MatchesReference) {
   const HostBufs want = run_on(*g_targets->ref, c, init, 1)[0];
   for (auto& be : g_targets->others) {
     SCOPED_TRACE(be->name);
-    const auto runs = run_on(*be, c, init, 2);
-    double worst = 0;
-    for (size_t rep = 0; rep < runs.size(); ++rep) {
-      SCOPED_TRACE(rep == 0 ? "first call, aligned pointers" : "cached call, pointers 4 bytes off");
-      const HostBufs& got = runs[rep];
-      for (size_t i = 0; i < c.bufs.size(); ++i) {
-        const BufSpec& s = c.bufs[i];
-        if (s.role == Role::in) {
-          EXPECT_EQ(got[i], init[i]) << "input " << s.name << " was modified";
-        } else if (s.type == Type::f32) {
-          const double e = rel_err(reinterpret_cast<const float*>(got[i].data()),
-                                   reinterpret_cast<const float*>(want[i].data()), s.count);
-          worst = std::max(worst, e);
-          EXPECT_LE(e, c.tol) << "relative norm error of " << s.name;
-        } else {
-          const auto* g = reinterpret_cast<const int32_t*>(got[i].data());
-          const auto* w = reinterpret_cast<const int32_t*>(want[i].data());
-          int64_t bad = 0, first = 0;
-          for (int64_t k = s.count - 1; k >= 0; --k)
-            if (g[k] != w[k]) bad++, first = k;
-          EXPECT_EQ(bad, 0) << s.name << " differs in " << bad << " elements, first at " << first
-                            << ": " << g[first] << " vs " << w[first];
-        }
-      }
-    }
-    std::printf("  [%s] %-52s max rel err %.2e (tol %.0e)\n", be->name.c_str(), c.name.c_str(),
-                worst, c.tol);
+    expect_matches(*be, c, init, want, be->name.c_str());
   }
+}
+
+// The oneDNN backend times the candidate implementations of a convolution direction and keeps
+// the faster (conv2d.cpp), so the table above tests whichever won on this machine. Here every
+// convolution case runs in each mode that may serve its shape, forced; the table's shapes must
+// reach every mode.
+TEST(CpuConvModes, EveryCandidateMatchesReference) {
+  BackendConfig rc;
+  rc.reference = true;
+  auto ref = make_backend(rc);
+  auto cpu = make_backend(BackendConfig{});
+  ASSERT_EQ(cpu->name, "cpu-onednn");
+  auto& cx = *static_cast<cpu::Context*>(cpu->ctx);
+  std::set<cpu::ConvMode> seen;
+  for (const ConvDims& d : conv_table()) {
+    for (const OpCase& c : {conv_fwd(d), conv_bwd_data(d), conv_bwd_weights(d)}) {
+      const auto init = make_host(c);
+      const HostBufs want = run_on(*ref, c, init, 1)[0];
+      for (cpu::ConvMode m : cpu::conv2d_candidates(d)) {
+        SCOPED_TRACE(cpu::conv_mode_name(m));
+        cx.conv_mode = m;
+        expect_matches(*cpu, c, init, want, cpu::conv_mode_name(m));
+        seen.insert(m);
+      }
+      cx.conv_mode.reset();
+    }
+  }
+  for (cpu::ConvMode m : {cpu::ConvMode::plain, cpu::ConvMode::blocked, cpu::ConvMode::unfold,
+                          cpu::ConvMode::im2col, cpu::ConvMode::channels})
+    EXPECT_TRUE(seen.count(m)) << "no table shape runs in mode " << cpu::conv_mode_name(m);
 }
 
 INSTANTIATE_TEST_SUITE_P(BackendOps, BackendOpsTable, ::testing::ValuesIn(op_table()),

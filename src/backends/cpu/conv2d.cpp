@@ -1,18 +1,23 @@
 // Convolution on oneDNN. Shapes (NCHW, weights OIHW): x [n, c, h, w], W [k, c, r, s],
 // y [n, k, oh, ow]; square stride and padding, no bias (BN follows every ResNet convolution).
-//   forward          y  = conv(x, W)         convolution_forward, forward_training, direct
-//   backward data    dx = conv^T(dy, W)      convolution_backward_data, the forward pd as hint
-//   backward weights dW = corr(x, dy)        convolution_backward_weights, same hint
-// Primitives are made on first use of each direction for the node's shape (its OpCache) and
-// reused every step; memory objects are made once too and only re-pointed per call.
-//
-// Layout: the caller's tensors are plain NCHW/OIHW. Per shape (pick_mode, with the measurements
-// that chose it) the primitive is created either
-//   plain    on the caller's layout: oneDNN serves it with im2col + its jit sgemm ("gemm:jit");
-//   blocked  with format_tag::any: oneDNN picks its blocked layout (nChw8c, OIhw8i8o on AVX2)
-//            and its direct kernel ("jit:avx2"), and the op reorders in and out around it;
-//   unfold / im2col  small maps (layer3, layer4) as matrix products; see pick_mode.
-// Either way the caller sees NCHW in, NCHW out.
+//   forward          y  = conv(x, W)
+//   backward data    dx = conv^T(dy, W)
+//   backward weights dW = corr(x, dy)
+// The caller's tensors are plain NCHW/OIHW in and out, whatever runs inside. Each direction of
+// each node picks its implementation (ConvMode, cpu_context.h) once, on first use, from the
+// candidates for its shape (candidates(), with the measurements behind them); where there are
+// two, it times both on the real call and keeps the faster (tune()). Primitives and matmuls are
+// made on first use and reused every step; memory objects are only re-pointed per call.
+//   plain     oneDNN convolution on the caller's layout (its im2col + jit sgemm, "gemm:jit");
+//   blocked   oneDNN convolution with format_tag::any: its blocked layout (nChw8c, OIhw8i8o on
+//             AVX2) and direct kernel ("jit:avx2"), with reorders in and out around it;
+//   unfold    a map no larger than the kernel: a dense layer through unfolded weights;
+//   im2col    the patches of all images as the rows of one matrix, one matmul;
+//   channels  a 1x1 kernel: one matmul over channel-major copies ([c, n*oh*ow]).
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "backends/cpu/cpu_context.h"
@@ -55,13 +60,18 @@ struct Port {
   }
 };
 
-// How a node's convolution runs; picked once per shape (see pick_mode).
-enum class Mode : uint8_t { plain, blocked, unfold, im2col };
+enum Dir : int { kForward, kBackwardData, kBackwardWeights };
 
 // Largest output map (oh*ow) whose convolution runs as one im2col matmul over all images.
 constexpr int64_t kIm2colMaxMap = 4;
 
-Mode pick_mode(const ConvDims& d) {
+// At most two implementations compete for a shape; choose() times them.
+struct Candidates {
+  ConvMode mode[2];
+  int count = 1;
+};
+
+Candidates candidates(const ConvDims& d) {
   const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), taps = d.r * d.s;
   // Small maps (ResNet-50/CIFAR's layer3 at 2x2 and layer4 at 1x1): oneDNN's kernels are built
   // for large maps; at 2x2 or 1x1 they ran at 7-30% of peak, their backward passes 3-6x slower
@@ -78,20 +88,39 @@ Mode pick_mode(const ConvDims& d) {
   //           does this one image at a time, a matmul with 4 or 1 columns.
   // After the change the same step took 714 ms instead of 1137. Raising kIm2colMaxMap to 16
   // (ResNet's 4x4 layer2) measured slower: 762-782 ms a step against 686-749.
-  if (taps > 1 && map_in <= taps) return Mode::unfold;
-  if (map_out <= kIm2colMaxMap) return Mode::im2col;
+  if (taps > 1 && map_in <= taps) return {{ConvMode::unfold}};
+  // 1x1 kernels (two thirds of ResNet-50's multiply-adds) are matrix products whichever way
+  // they run, and no one way won everywhere (BackendOpsPerf, batch 128, ms fwd / bwd-data /
+  // bwd-weights): 1024->256 on 2x2: im2col 3.6 / 3.3 / 3.7, channels 2.5 / 2.4 / 2.4;
+  // 64->64 on 8x8: plain 0.41 / 0.46 / 0.56, channels 0.81 / 0.76 / 1.03; 512->256 on 4x4:
+  // plain 3.5 / 4.5 / 5.8, channels 4.5 / 4.0 / 4.6. So each direction times both.
+  // (im2col as a third candidate at 8x8 and 4x4 was never chosen there.)
+  const ConvMode rows = map_out <= kIm2colMaxMap ? ConvMode::im2col : ConvMode::plain;
+  if (taps == 1 && d.pad == 0) return {{rows, ConvMode::channels}, 2};
+  if (map_out <= kIm2colMaxMap) return {{ConvMode::im2col}};
   // Measured (AVX2, batch 128, one thread, CPU time; see the report in backend_ops_test's perf
-  // mode): for 1x1 kernels the reorders to and from nChw8c cost more than the blocked kernel
-  // saves (plain gemm 0.76 ms vs 1.25 ms for 64->64 on 8x8; 3.0 vs 5.1 for 64->256), while for
-  // 3x3 and 7x7 kernels the blocked direct kernel wins even with the reorders (3x3 64->64 on
-  // 8x8: 8.1 vs 10.3 fwd, 7.1 vs 11.1 bwd-data; 3x3 256 on 2x2: 14 vs 23 fwd, 9 vs 36 bwd-data).
-  return taps > 1 ? Mode::blocked : Mode::plain;
+  // mode): for 3x3 and 7x7 kernels the blocked direct kernel wins even with the reorders
+  // (3x3 64->64 on 8x8: 8.1 vs 10.3 ms fwd, 7.1 vs 11.1 bwd-data; 3x3 256 on 2x2: 14 vs 23 fwd,
+  // 9 vs 36 bwd-data), while for 1x1 the reorders cost more than the kernel saves.
+  return {{taps > 1 ? ConvMode::blocked : ConvMode::plain}};
 }
+
+// One matrix-product form of the convolution: its three matmuls (made on first use) and the
+// row-major matrices they read; "_t" descriptors read one transposed.
+struct MatmulForm {
+  dnnl::matmul mm[3];  // by Dir
+  dnnl::memory::desc x, y, w, w_t, y_t, x_t;
+  size_t scratch_floats = 0;
+};
 
 struct ConvPrims {
   ConvDims dims;
-  Mode mode = Mode::plain;
-  dnnl::memory::desc x_md, w_md, y_md;  // plain, the caller's
+  Candidates cands;
+  ConvMode mode[3];  // by Dir, valid once chosen[dir]
+  bool chosen[3] = {false, false, false};
+  // plain and blocked: oneDNN convolution primitives. The forward pd is also the backward hint.
+  dnnl::memory::desc x_md, w_md, y_md;                 // plain, the caller's
+  dnnl::memory::desc x_md_conv, w_md_conv, y_md_conv;  // asked of oneDNN: tag::any if blocked
   dnnl::memory::dims strides, pad;
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
@@ -100,14 +129,12 @@ struct ConvPrims {
   Port f_x, f_w, f_y;    // forward
   Port d_dy, d_w, d_dx;  // backward data
   Port w_x, w_dy, w_dw;  // backward weights
-  // unfold and im2col: three matmuls over row-major matrices x_mat [rows, x_cols], y_mat
-  // [rows, y_cols] and w_mat [y_cols, x_cols]; "_t" descriptors read one transposed. unfold:
-  // x [n, c*h*w], y [n, k*oh*ow], unfolded weights. im2col: patches [n*oh*ow, c*r*s], y rows
-  // [n*oh*ow, k], W [k, c*r*s] as it is.
-  dnnl::matmul mm_fwd, mm_bwd_data, mm_bwd_weights;
-  dnnl::memory::desc x_mat, y_mat, w_mat, w_mat_t, y_mat_t;
+  // unfold: x [n, c*h*w], y [n, k*oh*ow], w the unfolded weights [k*oh*ow, c*h*w].
+  // im2col: x the patches [n*oh*ow, c*r*s], y rows [n*oh*ow, k], w = W [k, c*r*s] as it is.
+  MatmulForm rows;
+  // channels: x [c, n*oh*ow], y [k, n*oh*ow], w = W [k, c].
+  MatmulForm chan;
   std::vector<int32_t> tap_of;  // unfold: [map_out * map_in] -> tap index r*s, or -1
-  size_t scratch_floats = 0;    // unfold: the weights; im2col: patches, then y rows
 };
 
 bool same_dims(const ConvDims& a, const ConvDims& b) {
@@ -115,15 +142,18 @@ bool same_dims(const ConvDims& a, const ConvDims& b) {
          a.s == b.s && a.stride == b.stride && a.pad == b.pad;
 }
 
-dnnl::memory::desc md_for(const ConvPrims& p, const dnnl::memory::desc& plain) {
-  return p.mode == Mode::blocked ? dnnl::memory::desc(plain.dims(), dt::f32, tag::any) : plain;
+bool has(const Candidates& c, ConvMode m) {
+  for (int i = 0; i < c.count; ++i)
+    if (c.mode[i] == m) return true;
+  return false;
 }
 
-void init_matmuls(ConvPrims* p) {
+void init_rows(ConvPrims* p) {
   const ConvDims& d = p->dims;
   const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow();
   int64_t rows, x_cols, y_cols;  // rows of x and y; columns of x and y
-  if (p->mode == Mode::unfold) {
+  MatmulForm& f = p->rows;
+  if (has(p->cands, ConvMode::unfold)) {
     rows = d.n, x_cols = d.c * map_in, y_cols = d.k * map_out;
     p->tap_of.assign(size_t(map_out * map_in), -1);
     for (int64_t oy = 0; oy < d.oh(); ++oy)
@@ -135,37 +165,54 @@ void init_matmuls(ConvPrims* p) {
               p->tap_of[size_t((oy * d.ow() + ox) * map_in + iy * d.w + ix)] =
                   int32_t(ty * d.s + tx);
           }
-    p->scratch_floats = size_t(y_cols * x_cols);
+    f.scratch_floats = size_t(y_cols * x_cols);
   } else {
     rows = d.n * map_out, x_cols = d.c * d.r * d.s, y_cols = d.k;
-    p->scratch_floats = size_t(rows * (x_cols + y_cols));
+    f.scratch_floats = size_t(rows * (x_cols + y_cols));
   }
-  p->x_mat = {{rows, x_cols}, dt::f32, tag::ab};
-  p->y_mat = {{rows, y_cols}, dt::f32, tag::ab};
-  p->w_mat = {{y_cols, x_cols}, dt::f32, tag::ab};
-  p->w_mat_t = {{x_cols, y_cols}, dt::f32, tag::ba};
-  p->y_mat_t = {{y_cols, rows}, dt::f32, tag::ba};
+  f.x = {{rows, x_cols}, dt::f32, tag::ab};
+  f.y = {{rows, y_cols}, dt::f32, tag::ab};
+  f.w = {{y_cols, x_cols}, dt::f32, tag::ab};
+  f.w_t = {{x_cols, y_cols}, dt::f32, tag::ba};
+  f.y_t = {{y_cols, rows}, dt::f32, tag::ba};
+}
+
+void init_channels(ConvPrims* p) {
+  const ConvDims& d = p->dims;
+  const int64_t cols = d.n * d.oh() * d.ow();
+  MatmulForm& f = p->chan;
+  f.x = {{d.c, cols}, dt::f32, tag::ab};
+  f.x_t = {{cols, d.c}, dt::f32, tag::ba};
+  f.y = {{d.k, cols}, dt::f32, tag::ab};
+  f.w = {{d.k, d.c}, dt::f32, tag::ab};
+  f.w_t = {{d.c, d.k}, dt::f32, tag::ba};
+  f.scratch_floats = size_t(cols * (d.c + d.k));
 }
 
 ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   auto* p = new ConvPrims();
   p->dims = d;
-  p->mode = pick_mode(d);
+  p->cands = candidates(d);
   const dnnl::memory::dims xd = {d.n, d.c, d.h, d.w}, wd = {d.k, d.c, d.r, d.s},
                            yd = {d.n, d.k, d.oh(), d.ow()};
   p->x_md = {xd, dt::f32, tag::nchw};
   p->w_md = {wd, dt::f32, tag::oihw};
   p->y_md = {yd, dt::f32, tag::nchw};
-  if (p->mode == Mode::unfold || p->mode == Mode::im2col) {
-    init_matmuls(p);
-    return p;
+  if (has(p->cands, ConvMode::unfold) || has(p->cands, ConvMode::im2col)) init_rows(p);
+  if (has(p->cands, ConvMode::channels)) init_channels(p);
+  const bool blocked = has(p->cands, ConvMode::blocked);
+  if (blocked || has(p->cands, ConvMode::plain)) {
+    p->strides = {d.stride, d.stride};
+    p->pad = {d.pad, d.pad};  // symmetric, as PyTorch: oh() floors, the right edge may fall short
+    auto md = [blocked](const dnnl::memory::desc& plain) {
+      return blocked ? dnnl::memory::desc(plain.dims(), dt::f32, tag::any) : plain;
+    };
+    p->x_md_conv = md(p->x_md), p->w_md_conv = md(p->w_md), p->y_md_conv = md(p->y_md);
+    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training,
+                                         dnnl::algorithm::convolution_direct, p->x_md_conv,
+                                         p->w_md_conv, p->y_md_conv, p->strides, p->pad, p->pad);
+    p->fwd_pd = dnnl::convolution_forward::primitive_desc(desc, cx.engine);
   }
-  p->strides = {d.stride, d.stride};
-  p->pad = {d.pad, d.pad};  // symmetric, as PyTorch: oh() floors, the right edge may fall short
-  dnnl::convolution_forward::desc desc(
-      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, md_for(*p, p->x_md),
-      md_for(*p, p->w_md), md_for(*p, p->y_md), p->strides, p->pad, p->pad);
-  p->fwd_pd = dnnl::convolution_forward::primitive_desc(desc, cx.engine);
   return p;
 }
 
@@ -278,7 +325,7 @@ void transpose_each(int64_t count, int64_t rows, int64_t cols, const float* in, 
         out[(i * cols + b) * rows + a] = in[(i * rows + a) * cols + b];
 }
 
-// ---- the three directions as matmuls (unfold and im2col) ----------------------------------
+// ---- unfold and im2col as matmuls -----------------------------------------------------------
 
 // c = a x b on one of the node's matmuls, made on first use.
 void run_matmul(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, const float* a,
@@ -290,66 +337,150 @@ void run_matmul(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, c
                          {DNNL_ARG_DST, mem(cx, c_md, c)}});
 }
 
-// The scratch of an im2col call: patches (or their gradient), then the y rows.
-struct Im2colScratch {
-  float *cols, *rows;
+// The scratch of a matmul-form call: the x side, then the y side (im2col: patches, y rows).
+struct Scratch {
+  float *x, *y;
 };
-Im2colScratch im2col_scratch(Context& cx, const ConvPrims& p) {
-  float* s = cx.scratch(p.scratch_floats);
-  return {s, s + p.x_mat.get_size() / sizeof(float)};
+Scratch scratch(Context& cx, const MatmulForm& f) {
+  float* s = cx.scratch(f.scratch_floats);
+  return {s, s + f.x.get_size() / sizeof(float)};
 }
 
 // y_mat = x_mat · w_mat^T
-void matmul_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+void unfold_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+  MatmulForm& f = p.rows;
+  float* wu = cx.scratch(f.scratch_floats);
+  unfold_weights(p, w, wu);
+  run_matmul(cx, f.mm[kForward], f.x, x, f.w_t, wu, f.y, y);
+}
+void im2col_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
   const ConvDims& d = p.dims;
-  if (p.mode == Mode::unfold) {
-    float* wu = cx.scratch(p.scratch_floats);
-    unfold_weights(p, w, wu);
-    return run_matmul(cx, p.mm_fwd, p.x_mat, x, p.w_mat_t, wu, p.y_mat, y);
-  }
-  const Im2colScratch s = im2col_scratch(cx, p);
-  im2col(d, x, s.cols);
-  run_matmul(cx, p.mm_fwd, p.x_mat, s.cols, p.w_mat_t, w, p.y_mat, s.rows);
-  transpose_each(d.n, d.oh() * d.ow(), d.k, s.rows, y);
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);
+  im2col(d, x, s.x);
+  run_matmul(cx, f.mm[kForward], f.x, s.x, f.w_t, w, f.y, s.y);
+  transpose_each(d.n, d.oh() * d.ow(), d.k, s.y, y);
 }
 
 // dx_mat = dy_mat · w_mat
-void matmul_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
+void unfold_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
+  MatmulForm& f = p.rows;
+  float* wu = cx.scratch(f.scratch_floats);
+  unfold_weights(p, w, wu);
+  run_matmul(cx, f.mm[kBackwardData], f.y, dy, f.w, wu, f.x, dx);
+}
+void im2col_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   const ConvDims& d = p.dims;
-  if (p.mode == Mode::unfold) {
-    float* wu = cx.scratch(p.scratch_floats);
-    unfold_weights(p, w, wu);
-    return run_matmul(cx, p.mm_bwd_data, p.y_mat, dy, p.w_mat, wu, p.x_mat, dx);
-  }
-  const Im2colScratch s = im2col_scratch(cx, p);
-  transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.rows);
-  run_matmul(cx, p.mm_bwd_data, p.y_mat, s.rows, p.w_mat, w, p.x_mat, s.cols);
-  col2im(d, s.cols, dx);
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);
+  transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y);
+  run_matmul(cx, f.mm[kBackwardData], f.y, s.y, f.w, w, f.x, s.x);
+  col2im(d, s.x, dx);
 }
 
 // dw_mat = dy_mat^T · x_mat
-void matmul_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
+void unfold_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
+                             float* dw) {
+  MatmulForm& f = p.rows;
+  float* dwu = cx.scratch(f.scratch_floats);
+  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, dy, f.x, x, f.w, dwu);
+  fold_weight_grad(p, dwu, dw);
+}
+void im2col_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
                              float* dw) {
   const ConvDims& d = p.dims;
-  if (p.mode == Mode::unfold) {
-    float* dwu = cx.scratch(p.scratch_floats);
-    run_matmul(cx, p.mm_bwd_weights, p.y_mat_t, dy, p.x_mat, x, p.w_mat, dwu);
-    return fold_weight_grad(p, dwu, dw);
-  }
-  const Im2colScratch s = im2col_scratch(cx, p);
-  im2col(d, x, s.cols);
-  transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.rows);
-  run_matmul(cx, p.mm_bwd_weights, p.y_mat_t, s.rows, p.x_mat, s.cols, p.w_mat, dw);
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);
+  im2col(d, x, s.x);
+  transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y);
+  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, s.y, f.x, s.x, f.w, dw);
 }
 
-// ---- oneDNN convolution primitives -----------------------------------------------------------
+// ---- channels: a 1x1 convolution is one matmul over channel-major copies -------------------
 
-void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, const float* w,
-                    float* y) {
-  Context& cx = context(ctx);
-  ConvPrims& p = prims(c, cx, d);
-  if (p.mode == Mode::unfold || p.mode == Mode::im2col) return matmul_forward(cx, p, x, w, y);
-  if (!p.fwd) {  // made on first use
+// out[c, n, :] = in[n, c, :] for runs of `map` floats (NCHW to CNHW), and back.
+void to_channel_major(int64_t n, int64_t c, int64_t map, const float* in, float* out) {
+#pragma omp parallel for schedule(static) if (n * c * map >= (1 << 16))
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t ni = 0; ni < n; ++ni)
+      std::memcpy(out + (ci * n + ni) * map, in + (ni * c + ci) * map, size_t(map) * sizeof(float));
+}
+void from_channel_major(int64_t n, int64_t c, int64_t map, const float* in, float* out) {
+#pragma omp parallel for schedule(static) if (n * c * map >= (1 << 16))
+  for (int64_t ni = 0; ni < n; ++ni)
+    for (int64_t ci = 0; ci < c; ++ci)
+      std::memcpy(out + (ni * c + ci) * map, in + (ci * n + ni) * map, size_t(map) * sizeof(float));
+}
+
+// A strided 1x1 convolution reads every stride-th position: xcm[c, n, oy, ox] =
+// x[n, c, oy*stride, ox*stride]; its adjoint writes them back and zeroes the rest.
+void sample_to_channel_major(const ConvDims& d, const float* x, float* xcm) {
+  const int64_t oh = d.oh(), ow = d.ow();
+#pragma omp parallel for schedule(static) if (d.n * d.c * oh * ow >= (1 << 16))
+  for (int64_t c = 0; c < d.c; ++c)
+    for (int64_t n = 0; n < d.n; ++n) {
+      const float* in = x + (n * d.c + c) * d.h * d.w;
+      float* out = xcm + (c * d.n + n) * oh * ow;
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox)
+          out[oy * ow + ox] = in[oy * d.stride * d.w + ox * d.stride];
+    }
+}
+void unsample_from_channel_major(const ConvDims& d, const float* dxcm, float* dx) {
+  const int64_t oh = d.oh(), ow = d.ow();
+#pragma omp parallel for schedule(static) if (d.n * d.c * d.h * d.w >= (1 << 16))
+  for (int64_t n = 0; n < d.n; ++n)
+    for (int64_t c = 0; c < d.c; ++c) {
+      const float* in = dxcm + (c * d.n + n) * oh * ow;
+      float* out = dx + (n * d.c + c) * d.h * d.w;
+      std::memset(out, 0, size_t(d.h * d.w) * sizeof(float));
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox)
+          out[oy * d.stride * d.w + ox * d.stride] = in[oy * ow + ox];
+    }
+}
+
+void x_to_channel_major(const ConvDims& d, const float* x, float* xcm) {
+  if (d.stride == 1) return to_channel_major(d.n, d.c, d.h * d.w, x, xcm);
+  sample_to_channel_major(d, x, xcm);
+}
+
+// ycm = W · xcm
+void channels_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.chan;
+  const Scratch s = scratch(cx, f);
+  x_to_channel_major(d, x, s.x);
+  run_matmul(cx, f.mm[kForward], f.w, w, f.x, s.x, f.y, s.y);
+  from_channel_major(d.n, d.k, d.oh() * d.ow(), s.y, y);
+}
+
+// dxcm = W^T · dycm
+void channels_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.chan;
+  const Scratch s = scratch(cx, f);
+  to_channel_major(d.n, d.k, d.oh() * d.ow(), dy, s.y);
+  run_matmul(cx, f.mm[kBackwardData], f.w_t, w, f.y, s.y, f.x, s.x);
+  if (d.stride == 1) return from_channel_major(d.n, d.c, d.h * d.w, s.x, dx);
+  unsample_from_channel_major(d, s.x, dx);
+}
+
+// dW = dycm · xcm^T
+void channels_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
+                               float* dw) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.chan;
+  const Scratch s = scratch(cx, f);
+  x_to_channel_major(d, x, s.x);
+  to_channel_major(d.n, d.k, d.oh() * d.ow(), dy, s.y);
+  run_matmul(cx, f.mm[kBackwardWeights], f.y, s.y, f.x_t, s.x, f.w, dw);
+}
+
+// ---- plain and blocked: oneDNN convolution primitives ----------------------------------------
+
+void conv_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+  if (!p.fwd) {
     p.fwd = dnnl::convolution_forward(p.fwd_pd);
     p.f_x.init(cx, p.x_md, p.fwd_pd.src_desc(), true);
     p.f_w.init(cx, p.w_md, p.fwd_pd.weights_desc(), true);
@@ -363,16 +494,10 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   p.f_y.out(cx.stream);
 }
 
-void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float* dy, const float* w,
-                          float* dx) {
-  Context& cx = context(ctx);
-  ConvPrims& p = prims(c, cx, d);
-  if (p.mode == Mode::unfold || p.mode == Mode::im2col)
-    return matmul_backward_data(cx, p, dy, w, dx);
+void conv_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   if (!p.bwd_data) {
-    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct,
-                                               md_for(p, p.x_md), md_for(p, p.w_md),
-                                               md_for(p, p.y_md), p.strides, p.pad, p.pad);
+    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, p.x_md_conv,
+                                               p.w_md_conv, p.y_md_conv, p.strides, p.pad, p.pad);
     dnnl::convolution_backward_data::primitive_desc pd(desc, cx.engine, p.fwd_pd);
     p.bwd_data = dnnl::convolution_backward_data(pd);
     p.d_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
@@ -388,16 +513,11 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
   p.d_dx.out(cx.stream);
 }
 
-void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const float* x,
-                             const float* dy, float* dw) {
-  Context& cx = context(ctx);
-  ConvPrims& p = prims(c, cx, d);
-  if (p.mode == Mode::unfold || p.mode == Mode::im2col)
-    return matmul_backward_weights(cx, p, x, dy, dw);
+void conv_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy, float* dw) {
   if (!p.bwd_weights) {
-    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct,
-                                                  md_for(p, p.x_md), md_for(p, p.w_md),
-                                                  md_for(p, p.y_md), p.strides, p.pad, p.pad);
+    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, p.x_md_conv,
+                                                  p.w_md_conv, p.y_md_conv, p.strides, p.pad,
+                                                  p.pad);
     dnnl::convolution_backward_weights::primitive_desc pd(desc, cx.engine, p.fwd_pd);
     p.bwd_weights = dnnl::convolution_backward_weights(pd);
     p.w_x.init(cx, p.x_md, pd.src_desc(), true);
@@ -413,6 +533,126 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   p.w_dw.out(cx.stream);
 }
 
+// ---- choosing and running ---------------------------------------------------------------------
+
+// Every direction as out = f(a, b): forward (x, W) -> y, backward data (dy, W) -> dx, backward
+// weights (x, dy) -> dW.
+using DirFn = void (*)(Context&, ConvPrims&, const float*, const float*, float*);
+
+DirFn impl(ConvMode m, Dir dir) {
+  switch (m) {
+    case ConvMode::plain:
+    case ConvMode::blocked: {
+      static constexpr DirFn f[] = {conv_forward, conv_backward_data, conv_backward_weights};
+      return f[dir];
+    }
+    case ConvMode::unfold: {
+      static constexpr DirFn f[] = {unfold_forward, unfold_backward_data, unfold_backward_weights};
+      return f[dir];
+    }
+    case ConvMode::im2col: {
+      static constexpr DirFn f[] = {im2col_forward, im2col_backward_data, im2col_backward_weights};
+      return f[dir];
+    }
+    case ConvMode::channels: {
+      static constexpr DirFn f[] = {channels_forward, channels_backward_data,
+                                    channels_backward_weights};
+      return f[dir];
+    }
+  }
+  return nullptr;
+}
+
+// Picks one candidate for this direction: the forced mode where it applies (tests), the only
+// candidate, or the faster of two timed on this very call (each once to make its primitives and
+// touch its scratch, then the best of kTuneRuns). Every candidate writes the whole output, and
+// the caller runs the chosen one after, so the result is the chosen mode's either way.
+ConvMode choose(Context& cx, ConvPrims& p, Dir dir, const float* a, const float* b, float* out) {
+  const Candidates& c = p.cands;
+  if (cx.conv_mode && has(c, *cx.conv_mode)) return *cx.conv_mode;
+  if (c.count == 1) return c.mode[0];
+  constexpr int kTuneRuns = 2;
+  using Clock = std::chrono::steady_clock;
+  ConvMode best = c.mode[0];
+  double best_s = INFINITY;
+  for (int i = 0; i < c.count; ++i) {
+    const DirFn f = impl(c.mode[i], dir);
+    f(cx, p, a, b, out);
+    for (int r = 0; r < kTuneRuns; ++r) {
+      const auto t0 = Clock::now();
+      f(cx, p, a, b, out);
+      cx.stream.wait();
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (s < best_s) best_s = s, best = c.mode[i];
+    }
+  }
+  return best;
+}
+
+const char* mode_name(ConvMode m);
+
+// "mode: plain; weights: channels": the forward's mode, then each direction that differs.
+std::string describe(const ConvPrims& p) {
+  static const char* dir_name[] = {"forward", "data", "weights"};
+  const int first = p.chosen[kForward] ? 0 : p.chosen[kBackwardWeights] ? 2 : 1;
+  std::string s = mode_name(p.mode[first]);
+  for (int dir = 0; dir < 3; ++dir)
+    if (dir != first && p.chosen[dir] && p.mode[dir] != p.mode[first])
+      s += std::string("; ") + dir_name[dir] + ": " + mode_name(p.mode[dir]);
+  return "mode: " + s;
+}
+
+void run(void* ctx, OpCache& c, const ConvDims& d, Dir dir, const float* a, const float* b,
+         float* out) {
+  Context& cx = context(ctx);
+  ConvPrims& p = prims(c, cx, d);
+  if (!p.chosen[dir]) {
+    p.mode[dir] = choose(cx, p, dir, a, b, out), p.chosen[dir] = true;
+    c.note = describe(p);
+  }
+  impl(p.mode[dir], dir)(cx, p, a, b, out);
+}
+
+void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, const float* w,
+                    float* y) {
+  run(ctx, c, d, kForward, x, w, y);
+}
+void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float* dy, const float* w,
+                          float* dx) {
+  run(ctx, c, d, kBackwardData, dy, w, dx);
+}
+void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const float* x,
+                             const float* dy, float* dw) {
+  run(ctx, c, d, kBackwardWeights, x, dy, dw);
+}
+
+}  // namespace
+
+std::vector<ConvMode> conv2d_candidates(const ConvDims& d) {
+  const Candidates c = candidates(d);
+  return {c.mode, c.mode + c.count};
+}
+
+const char* conv_mode_name(ConvMode m) {
+  return mode_name(m);
+}
+
+namespace {
+const char* mode_name(ConvMode m) {
+  switch (m) {
+    case ConvMode::plain:
+      return "plain";
+    case ConvMode::blocked:
+      return "blocked";
+    case ConvMode::unfold:
+      return "unfold";
+    case ConvMode::im2col:
+      return "im2col";
+    case ConvMode::channels:
+      return "channels";
+  }
+  return "?";
+}
 }  // namespace
 
 void register_conv2d(Backend& b) {

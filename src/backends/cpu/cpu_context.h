@@ -1,12 +1,17 @@
 // The oneDNN CPU backend's context: one engine and stream for the run, the thread count, the
 // precision. Each op file (dense.cpp, conv2d.cpp, ...) keeps its primitives in the node's OpCache.
 #pragma once
+#include <cstdint>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
 #include <vector>
 
 #include "backends/backend.h"
 
 namespace tb::cpu {
+
+// How a convolution direction runs on the CPU (conv2d.cpp says what each is and when it applies).
+enum class ConvMode : uint8_t { plain, blocked, unfold, im2col, channels };
 
 struct Context {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
@@ -16,6 +21,8 @@ struct Context {
   // Scratch for one op call at a time (ops run one after another): it grows to the largest
   // request during the first step and is not reallocated after that.
   std::vector<float> scratch_buf;
+  // Tests set this to run every convolution that can in one mode instead of the timed choice.
+  std::optional<ConvMode> conv_mode;
   float* scratch(size_t floats) {
     if (scratch_buf.size() < floats) scratch_buf.resize(floats);
     return scratch_buf.data();
@@ -34,6 +41,11 @@ inline dnnl::memory plain_memory(const Context& cx, const dnnl::memory::dims& di
   dnnl::memory::desc md(dims, dt, plain[dims.size()]);
   return dnnl::memory(md, cx.engine, const_cast<void*>(p));
 }
+
+// conv2d.cpp: the modes that may run a convolution of this shape (more than one: timed on first
+// use), and a mode's name.
+std::vector<ConvMode> conv2d_candidates(const ConvDims& d);
+const char* conv_mode_name(ConvMode m);
 
 // Fills the table entries this backend implements; each op file adds its own.
 void register_dense(Backend& b);
