@@ -1,7 +1,9 @@
 // The oneDNN CPU backend's context: one engine and stream for the run, the thread count, the
 // precision. Each op file (dense.cpp, conv2d.cpp, ...) keeps its primitives in the node's OpCache.
 #pragma once
+#include <array>
 #include <cstdint>
+#include <map>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
 #include <vector>
@@ -23,6 +25,9 @@ struct Context {
   std::vector<float> scratch_buf;
   // Tests set this to run every convolution that can in one mode instead of the timed choice.
   std::optional<ConvMode> conv_mode;
+  // The timed choices, by shape and direction: ResNet-50's 53 convolutions have 23 shapes, so
+  // most nodes reuse a choice (and nodes of one shape run alike).
+  std::map<std::array<int64_t, 10>, ConvMode> conv_chosen;
   float* scratch(size_t floats) {
     if (scratch_buf.size() < floats) scratch_buf.resize(floats);
     return scratch_buf.data();
