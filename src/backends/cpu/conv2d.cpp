@@ -353,13 +353,23 @@ void unfold_forward(Context& cx, ConvPrims& p, const float* x, const float* w, f
   unfold_weights(p, w, wu);
   run_matmul(cx, f.mm[kForward], f.x, x, f.w_t, wu, f.y, y);
 }
+// With a single output position y [n, k, 1] is already the rows [n, k]; with a 1x1 kernel on a
+// 1x1 map x [n, c, 1] is already the patches. Those are used in place, not copied.
+bool y_is_rows(const ConvDims& d) {
+  return d.oh() * d.ow() == 1;
+}
+bool x_is_patches(const ConvDims& d) {
+  return d.r * d.s == 1 && d.h * d.w == 1;
+}
+
 void im2col_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
   const Scratch s = scratch(cx, f);
-  im2col(d, x, s.x);
-  run_matmul(cx, f.mm[kForward], f.x, s.x, f.w_t, w, f.y, s.y);
-  transpose_each(d.n, d.oh() * d.ow(), d.k, s.y, y);
+  const float* cols = x_is_patches(d) ? x : (im2col(d, x, s.x), s.x);
+  float* rows = y_is_rows(d) ? y : s.y;
+  run_matmul(cx, f.mm[kForward], f.x, cols, f.w_t, w, f.y, rows);
+  if (rows != y) transpose_each(d.n, d.oh() * d.ow(), d.k, rows, y);
 }
 
 // dx_mat = dy_mat · w_mat
@@ -372,10 +382,17 @@ void unfold_backward_data(Context& cx, ConvPrims& p, const float* dy, const floa
 void im2col_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
+  // As in channels mode: the weight gradient, just before, may have left dy's rows here.
+  const bool have_dy = cx.scratch_key == &f && cx.scratch_source == dy;
   const Scratch s = scratch(cx, f);
-  transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y);
-  run_matmul(cx, f.mm[kBackwardData], f.y, s.y, f.w, w, f.x, s.x);
-  col2im(d, s.x, dx);
+  const float* rows = dy;
+  if (!y_is_rows(d)) {
+    if (!have_dy) transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y);
+    rows = s.y;
+  }
+  float* cols = x_is_patches(d) ? dx : s.x;
+  run_matmul(cx, f.mm[kBackwardData], f.y, rows, f.w, w, f.x, cols);
+  if (cols != dx) col2im(d, cols, dx);
 }
 
 // dw_mat = dy_mat^T · x_mat
@@ -391,9 +408,10 @@ void im2col_backward_weights(Context& cx, ConvPrims& p, const float* x, const fl
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
   const Scratch s = scratch(cx, f);
-  im2col(d, x, s.x);
-  transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y);
-  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, s.y, f.x, s.x, f.w, dw);
+  const float* cols = x_is_patches(d) ? x : (im2col(d, x, s.x), s.x);
+  const float* rows = y_is_rows(d) ? dy : (transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y), s.y);
+  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, rows, f.x, cols, f.w, dw);
+  if (rows == s.y) cx.scratch_key = &f, cx.scratch_source = dy;
 }
 
 // ---- channels: a 1x1 convolution is one matmul over channel-major copies -------------------
@@ -459,8 +477,11 @@ void channels_forward(Context& cx, ConvPrims& p, const float* x, const float* w,
 void channels_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   const ConvDims& d = p.dims;
   MatmulForm& f = p.chan;
+  // The Trainer computes a node's weight gradient just before its data gradient; when that ran
+  // in channels mode too, the scratch still holds dy channel-major.
+  const bool have_dy = cx.scratch_key == &f && cx.scratch_source == dy;
   const Scratch s = scratch(cx, f);
-  to_channel_major(d.n, d.k, d.oh() * d.ow(), dy, s.y);
+  if (!have_dy) to_channel_major(d.n, d.k, d.oh() * d.ow(), dy, s.y);
   run_matmul(cx, f.mm[kBackwardData], f.w_t, w, f.y, s.y, f.x, s.x);
   if (d.stride == 1) return from_channel_major(d.n, d.c, d.h * d.w, s.x, dx);
   unsample_from_channel_major(d, s.x, dx);
@@ -475,6 +496,7 @@ void channels_backward_weights(Context& cx, ConvPrims& p, const float* x, const 
   x_to_channel_major(d, x, s.x);
   to_channel_major(d.n, d.k, d.oh() * d.ow(), dy, s.y);
   run_matmul(cx, f.mm[kBackwardWeights], f.y, s.y, f.x_t, s.x, f.w, dw);
+  cx.scratch_key = &f, cx.scratch_source = dy;
 }
 
 // ---- plain and blocked: oneDNN convolution primitives ----------------------------------------
@@ -611,6 +633,8 @@ void run(void* ctx, OpCache& c, const ConvDims& d, Dir dir, const float* a, cons
          float* out) {
   Context& cx = context(ctx);
   ConvPrims& p = prims(c, cx, d);
+  // What a weight gradient leaves in the scratch is for the data gradient called right after it.
+  if (dir != kBackwardData) cx.scratch_key = nullptr;
   if (!p.chosen[dir]) {
     p.mode[dir] = choose(cx, p, dir, a, b, out), p.chosen[dir] = true;
     c.note = describe(p);

@@ -28,7 +28,13 @@ struct Context {
   // The timed choices, by shape and direction: ResNet-50's 53 convolutions have 23 shapes, so
   // most nodes reuse a choice (and nodes of one shape run alike).
   std::map<std::array<int64_t, 10>, ConvMode> conv_chosen;
+  // What the scratch still holds for reuse by the next call, if anything: the key of the op
+  // state that left it and the input it came from (a convolution's weight gradient leaves dy
+  // rearranged for its data gradient, the next call). Every scratch() call clears it.
+  const void* scratch_key = nullptr;
+  const float* scratch_source = nullptr;
   float* scratch(size_t floats) {
+    scratch_key = nullptr, scratch_source = nullptr;
     if (scratch_buf.size() < floats) scratch_buf.resize(floats);
     return scratch_buf.data();
   }
