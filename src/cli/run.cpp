@@ -198,11 +198,17 @@ int run_command(RunOptions& o) {
       line += fmt::format(", GPU busy {:.0f}%", tr["gpu_busy_pct"].get<double>());
     fmt::print("{}\n", line);
   }
-  fmt::print(
-      "step split (ms): data {:.3f}, forward {:.3f}, backward {:.3f}, optimizer {:.3f}; "
-      "host issues a step in {:.3f} of its {:.3f}\n",
-      t.split.data_ms, t.split.forward_ms, t.split.backward_ms, t.split.optimizer_ms,
-      t.split.host_ms, t.split.whole_ms);
+  if (t.split.samples > 0)
+    fmt::print(
+        "step split (ms, {} sampled steps): data {:.3f}, forward {:.3f}, backward {:.3f}, "
+        "optimizer {:.3f}\n",
+        t.split.samples, t.split.data_ms, t.split.forward_ms, t.split.backward_ms,
+        t.split.optimizer_ms);
+  if (t.split.host_samples > 0)
+    fmt::print("host issues a step in {:.3f} ms of its {:.3f} ({} sampled steps)\n",
+               t.split.host_ms, t.split.whole_ms, t.split.host_samples);
+  if (t.split.samples == 0 || t.split.host_samples == 0)
+    fmt::print("step split: not sampled (too few steps)\n");
   if (o.repeat > 1) {
     const nlohmann::json& tt = record["repeats"]["train_test_s"];
     fmt::print("{} runs: train+test median {:.2f}s (min {:.2f}s, max {:.2f}s, spread {:.1f}%)\n",

@@ -398,6 +398,10 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
   if (hp.steps >= 0 && hp.steps < planned) planned = hp.steps, r.stopped_by_steps = true;
   // Steady state excludes the first 5% of steps (warm-up: caches, algorithm choice, clocks).
   const int64_t warm_steps = std::max<int64_t>(1, (planned * 5 + 99) / 100);
+  // The step split is sampled on one step in every `period`, half a period after the host-overhead
+  // sample; a short run (--steps 20) samples every planned/2 steps so it still gets both (never
+  // step 0: it makes the primitives and times the convolutions' candidates).
+  const int64_t period = std::clamp<int64_t>(planned / 2, 2, 64);
   Clock::time_point t_warm{};
   int64_t images_at_warm = 0;
 
@@ -431,9 +435,8 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
     for (int64_t s = 0; s < steps_per_epoch && r.steps < planned; ++s) {
       const int64_t first = s * hp.batch, n = std::min<int64_t>(hp.batch, train_count - first);
       const uint64_t seed = mix64(hp.seed ^ mix64((uint64_t(epoch) << 32) | uint64_t(s)));
-      // Every 64th step is timed part by part (with synchronizes) for the step split.
       const int64_t lookahead = std::min<int64_t>(hp.batch, train_count - first - n);
-      if (r.steps % 64 == 0 && r.steps > 0) {
+      if (r.steps % period == 0 && r.steps > 0) {
         // Host overhead: issue the step without synchronizing, then wait for the device.
         be.synchronize(be.ctx);
         const auto t0 = Clock::now();
@@ -444,7 +447,8 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
         r.split.whole_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
         r.split.host_samples++;
       } else {
-        step(train_indices + first, n, seed, (r.steps % 64 == 32) ? &r.split : nullptr, lookahead);
+        step(train_indices + first, n, seed, (r.steps % period == period / 2) ? &r.split : nullptr,
+             lookahead);
       }
       e.steps++, e.images += n, r.steps++, r.images += n;
       if (r.steps == warm_steps) {

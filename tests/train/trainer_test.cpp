@@ -51,6 +51,11 @@ TEST(Trainer, OneDnnFollowsReferenceOnMlp) {
   TrainResult ra = a.train(nullptr), rb = b.train(nullptr);
   EXPECT_EQ(ra.steps, 9);
   EXPECT_TRUE(ra.stopped_by_steps);
+  // A short run still samples the step split: period 9/2 = 4, split at steps 2 and 6, host
+  // overhead at steps 4 and 8.
+  EXPECT_EQ(rb.split.samples, 2);
+  EXPECT_EQ(rb.split.host_samples, 2);
+  EXPECT_GT(rb.split.forward_ms, 0);
   EXPECT_LT(rel_err(b.download_params(), a.download_params()), 1e-5f);
   EXPECT_NEAR(ra.epochs[0].loss, rb.epochs[0].loss, 1e-4);
 }
