@@ -151,6 +151,8 @@ int run_command(RunOptions& o) {
     facts.train = trainer.train(progress);
     sampler.set_phase("test");
     facts.test = trainer.evaluate();
+    facts.algorithms = nlohmann::json::object();
+    for (const auto& [node, how] : trainer.backend_notes()) facts.algorithms[node] = how;
     train_s.push_back(facts.train.train_seconds);
     test_s.push_back(facts.test.seconds);
     train_test_s.push_back(facts.train.train_seconds + facts.test.seconds);

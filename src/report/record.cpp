@@ -38,6 +38,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
   device["backend"] = f.backend;
 
   json r = {
+      {"algorithms", f.algorithms},
       {"trainbench_version", TRAINBENCH_VERSION},
       {"git_revision", TRAINBENCH_GIT_REV},
       {"workload", w.name},

@@ -23,6 +23,7 @@ struct RunFacts {
   nlohmann::json utilisation = nlohmann::json::object();
   nlohmann::json machine = nlohmann::json::object();
   nlohmann::json versions = nlohmann::json::object();
+  nlohmann::json algorithms = nlohmann::json::object();  // node -> how the backend ran it
 };
 
 nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, const RunFacts& f);

@@ -139,6 +139,16 @@ Trainer::~Trainer() {
     if (p) be.free(be.ctx, p);
 }
 
+std::vector<std::pair<std::string, std::string>> Trainer::backend_notes() const {
+  std::vector<std::pair<std::string, std::string>> notes;
+  const auto it = caches.find(std::min<int64_t>(hp.batch, train_count));  // the training batch
+  if (it == caches.end()) return notes;
+  const auto& full = it->second;
+  for (size_t i = 0; i < full.size() && i < model.nodes.size(); ++i)
+    if (!full[i]->note.empty()) notes.emplace_back(model.nodes[i].name, full[i]->note);
+  return notes;
+}
+
 std::vector<std::unique_ptr<OpCache>>& Trainer::caches_for(int64_t n) {
   auto& v = caches[n];
   if (v.empty())

@@ -8,6 +8,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.h"
@@ -97,6 +99,9 @@ struct Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   std::vector<std::unique_ptr<OpCache>>& caches_for(int64_t n);
+  // (node name, how the backend runs it) for every node whose full-batch cache has a note, e.g.
+  // the convolution algorithm it chose; empty before the first step.
+  std::vector<std::pair<std::string, std::string>> backend_notes() const;
   // Cuts batch `first .. first+n` of the given index buffer into the input node and labels.
   void load_batch(const BatchSpec& spec, const uint8_t* images, const uint8_t* lbls,
                   const int32_t* indices, int64_t n, uint64_t seed, int64_t lookahead = 0);

@@ -172,6 +172,13 @@ TEST(Trainer, ResNet50LossFallsOnRealCifarSubset) {
   EvalResult e = t.evaluate();           // BN in eval mode: finite, and it ran every image
   EXPECT_EQ(e.images, count);
   EXPECT_TRUE(std::isfinite(e.loss));
+  // Every convolution says how it ran (the record's "algorithms"): 53 of them, each a mode.
+  int convs = 0;
+  for (const auto& [node, how] : t.backend_notes()) {
+    EXPECT_EQ(how.rfind("mode: ", 0), 0u) << node << ": " << how;
+    convs += node.find("conv") != std::string::npos;
+  }
+  EXPECT_EQ(convs, 53);
   std::printf(
       "resnet50, 320 CIFAR-10 images: epoch losses %.3f %.3f %.3f, train acc %.3f, "
       "%.1f images/s\n",
