@@ -133,10 +133,11 @@ int run_command(RunOptions& o) {
   Model model = build_workload_model(w, data.train);
   if (!o.quiet)
     fmt::print(
-        "{} on {} ({}, {}): {} train / {} test images, {} parameters, {:.1f} MFLOP per "
-        "training image, batch {}, {} epochs\n",
+        "{} on {} ({}, {}): {} train / {} test images, {} parameters, {} multiply-adds per "
+        "image forward ({:.1f} MFLOP per training image), batch {}, {} epochs\n",
         w.name, o.device, backend->name, o.precision, data.train.count, data.test.count,
-        model.param_count, train_flops_per_image(model) / 1e6, o.hp.batch, o.hp.epochs);
+        model.param_count, model.macs_per_image(), train_flops_per_image(model) / 1e6, o.hp.batch,
+        o.hp.epochs);
 
   ProgressPrinter printer(stdout);
   std::function<void(const Progress&)> progress;
