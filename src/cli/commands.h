@@ -22,7 +22,8 @@ struct RunOptions {
   bool quiet = false;
   bool reference = false;  // the plain-loop backend (debugging, tests)
   bool measure_peak = true;
-  int repeat = 1;  // --repeat N: N runs, median and spread of every time
+  int repeat = 1;              // --repeat N: N runs, median and spread of every time
+  bool deterministic = false;  // BackendConfig::deterministic
 };
 
 int run_command(RunOptions& o);

@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--repeat", run.repeat, "run N times; record median and spread of each time")
       ->check(CLI::Range(1, 1000));
   run_cmd->add_flag("--reference", run.reference, "use the plain-loop reference backend (slow)");
+  run_cmd->add_flag("--deterministic", run.deterministic,
+                    "no algorithm chosen by timing: the same seed gives the same numbers (CPU)");
   run_cmd->add_flag("!--no-peak", run.measure_peak, "skip the measured-GEMM peak");
 
   bool measure = true;

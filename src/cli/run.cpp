@@ -78,6 +78,7 @@ int run_command(RunOptions& o) {
   cfg.precision = o.hp.precision = parse_precision(o.precision);
   cfg.threads = o.hp.threads;
   cfg.reference = o.reference;
+  cfg.deterministic = o.deterministic;
   // The device first: a missing GPU fails before minutes of data loading.
   std::unique_ptr<Backend> backend = make_backend(cfg);
   if (cfg.device == DeviceKind::cpu && o.hp.threads == 0) o.hp.threads = cpu_threads_available();
@@ -166,6 +167,7 @@ int run_command(RunOptions& o) {
   facts.train_flops_per_image = train_flops_per_image(model);
 
   nlohmann::json record = make_record(w, o.hp, model, facts);
+  record["deterministic"] = o.deterministic;
   if (o.repeat > 1) {
     record["repeats"] = {{"count", o.repeat},
                          {"train_s", spread_json(train_s)},

@@ -91,6 +91,36 @@ TEST(Trainer, SgdNesterovTrains) {
   EXPECT_LT(r.epochs.back().loss, 0.7 * r.epochs.front().loss);
 }
 
+// --deterministic: no convolution algorithm is chosen by timing, so two runs of a small ResNet
+// (1x1 convolutions on 4x4 and 2x2 maps, where the CPU would otherwise time two candidates)
+// end with the same parameters to the bit, and every convolution ran its first candidate.
+TEST(Trainer, DeterministicRunsRepeatExactly) {
+  DatasetPair data = synthetic(48, 3, 16, 16, 5);
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16, hp.epochs = 1;
+  ResNetSpec spec;
+  spec.name = "resnet_tiny", spec.stem_width = 8;
+  for (int i = 0; i < 4; ++i) spec.blocks[i] = 1, spec.widths[i] = 4 << i;
+  Model m = build_resnet(spec, 10, 3, 16, 16);
+  BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 2, false};
+  cfg.deterministic = true;
+  std::vector<float> params[2];
+  for (auto& p : params) {
+    auto be = make_backend(cfg);
+    Trainer t(m, *be, hp, w, data);
+    t.train(nullptr);
+    p = t.download_params();
+    int convs = 0;
+    for (const auto& [node, how] : t.backend_notes()) {
+      EXPECT_EQ(how.find("channels"), std::string::npos) << node << ": " << how;
+      convs++;
+    }
+    EXPECT_EQ(convs, 17);  // stem + 4 blocks x 3 + 4 projections
+  }
+  EXPECT_EQ(params[0], params[1]);
+}
+
 // The end-to-end check on the real data (WORKLOADS.md: about 0.88 after 10 epochs; one epoch
 // already passes 0.80).
 TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {

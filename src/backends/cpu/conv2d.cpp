@@ -590,14 +590,14 @@ DirFn impl(ConvMode m, Dir dir) {
 }
 
 // Picks one candidate for this direction: the forced mode where it applies (tests), the only
-// candidate, the choice made for this shape before, or the faster of two timed on this call (each
-// once to make its primitives and touch its scratch, then the best of kTuneRounds). Every candidate
-// writes the whole output, and the caller runs the chosen one after, so the result is the chosen
-// mode's either way.
+// or (--deterministic) the first candidate, the choice made for this shape before, or the faster of
+// two timed on this call (each once to make its primitives and touch its scratch, then the best of
+// kTuneRounds). Every candidate writes the whole output, and the caller runs the chosen one after,
+// so the result is the chosen mode's either way.
 ConvMode choose(Context& cx, ConvPrims& p, Dir dir, const float* a, const float* b, float* out) {
   const Candidates& c = p.cands;
   if (cx.conv_mode && has(c, *cx.conv_mode)) return *cx.conv_mode;
-  if (c.count == 1) return c.mode[0];
+  if (c.count == 1 || cx.deterministic) return c.mode[0];
   const ConvDims& d = p.dims;
   const std::array<int64_t, 10> key = {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride, d.pad, dir};
   if (auto it = cx.conv_chosen.find(key); it != cx.conv_chosen.end()) return it->second;

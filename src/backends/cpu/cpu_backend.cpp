@@ -25,6 +25,7 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   auto* cx = new cpu::Context();
   cx->threads = cfg.threads > 0 ? cfg.threads : cpu_threads_available();
   cx->precision = cfg.precision;
+  cx->deterministic = cfg.deterministic;
   // oneDNN and our loops share OpenMP's pool; set its size once for the run.
   omp_set_num_threads(cx->threads);
   b->name = "cpu-onednn";

@@ -25,6 +25,7 @@ struct Context {
   std::vector<float> scratch_buf;
   // Tests set this to run every convolution that can in one mode instead of the timed choice.
   std::optional<ConvMode> conv_mode;
+  bool deterministic = false;  // --deterministic: no timed choice, the first candidate always
   // The timed choices, by shape and direction: ResNet-50's 53 convolutions have 23 shapes, so
   // most nodes reuse a choice (and nodes of one shape run alike).
   std::map<std::array<int64_t, 10>, ConvMode> conv_chosen;

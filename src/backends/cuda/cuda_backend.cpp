@@ -239,6 +239,8 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   TB_CHECK(cfg.device == DeviceKind::cuda, "the CUDA backend runs on CUDA devices only");
   if (cfg.precision == Precision::bf16)
     fail("--precision bf16 on cuda: not implemented yet (use fp32 or tf32)");
+  if (cfg.deterministic)
+    fail("--deterministic on cuda: not implemented yet (cuDNN's algorithms are chosen by timing)");
   const int gpus = cuda_device_count();
   if (gpus == 0) fail("--device cuda: no CUDA GPU usable here: {}", cuda_unavailable_reason());
   TB_CHECK(cfg.device_index >= 0 && cfg.device_index < gpus,
