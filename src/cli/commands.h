@@ -43,6 +43,7 @@ struct ProfileCommandOptions {
   std::string device = "cpu";
   std::string precision = "fp32";
   int batch = -1, threads = -1;
+  bool deterministic = false;  // BackendConfig::deterministic
   int64_t steps = 10;
   std::string data, out;
 };

@@ -36,6 +36,8 @@ CLI::App* add_profile_command(CLI::App& app, ProfileCommandOptions& o) {
   cmd->add_option("--threads", o.threads, "CPU threads (default: all usable cores)")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--out", o.out, "write the profile as JSON here (for compare --html)");
+  cmd->add_flag("--deterministic", o.deterministic,
+                "no algorithm chosen by timing (as `run --deterministic`)");
   return cmd;
 }
 
@@ -82,6 +84,7 @@ int profile_command(const ProfileCommandOptions& o) {
   parse_device(o.device, &cfg.device, &cfg.device_index);
   cfg.precision = parse_precision(o.precision);
   cfg.threads = o.threads > 0 ? o.threads : 0;
+  cfg.deterministic = o.deterministic;
   std::unique_ptr<Backend> backend = make_backend(cfg);
   const Workload& w = find_workload(o.workload);
   Hyper hp = w.defaults;
