@@ -154,7 +154,9 @@ int run_command(RunOptions& o) {
     sampler.set_phase("test");
     facts.test = trainer.evaluate();
     facts.algorithms = nlohmann::json::object();
-    for (const auto& [node, how] : trainer.backend_notes()) facts.algorithms[node] = how;
+    const std::vector<std::string> notes = trainer.node_notes();
+    for (size_t i = 0; i < notes.size(); ++i)
+      if (!notes[i].empty()) facts.algorithms[model.nodes[i].name] = notes[i];
     train_s.push_back(facts.train.train_seconds);
     test_s.push_back(facts.test.seconds);
     train_test_s.push_back(facts.train.train_seconds + facts.test.seconds);

@@ -1,6 +1,7 @@
 // 2-D convolution without bias (ResNet's convolutions have none; BN follows).
 // Shapes: x [n, c, h, w], W [k, c, r, s], y [n, k, oh, ow]; square stride and padding.
 #pragma once
+#include <array>
 #include <cstdint>
 
 namespace tb {
@@ -13,7 +14,14 @@ struct ConvDims {
   int64_t ow() const { return (w + 2 * pad - s) / stride + 1; }
   double macs() const { return double(n) * k * oh() * ow() * c * r * s; }
   double flops_forward() const { return 2.0 * macs(); }
+  bool operator==(const ConvDims&) const = default;
 };
+
+// A shape and a direction (0 forward, 1 backward data, 2 backward weights) as one map key: the
+// backends choose an algorithm once per key and share it between the nodes of that shape.
+inline std::array<int64_t, 10> conv_choice_key(const ConvDims& d, int direction) {
+  return {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride, d.pad, direction};
+}
 
 namespace ref {
 void conv2d_forward(const ConvDims& d, const float* x, const float* w, float* y);

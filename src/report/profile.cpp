@@ -171,9 +171,7 @@ StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
   for (size_t i = 0; i < nodes; ++i) r.forward_ms[i] *= k, r.backward_ms[i] *= k;
   r.data_ms *= k, r.loss_ms *= k, r.optimizer_ms *= k;
   r.step_ms = plain_ms * k;
-  r.how.assign(nodes, "");
-  const auto& caches = t.caches_for(r.batch);
-  for (size_t i = 0; i < nodes && i < caches.size(); ++i) r.how[i] = caches[i]->note;
+  r.how = t.node_notes();
   return r;
 }
 

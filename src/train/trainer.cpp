@@ -139,13 +139,11 @@ Trainer::~Trainer() {
     if (p) be.free(be.ctx, p);
 }
 
-std::vector<std::pair<std::string, std::string>> Trainer::backend_notes() const {
-  std::vector<std::pair<std::string, std::string>> notes;
+std::vector<std::string> Trainer::node_notes() const {
+  std::vector<std::string> notes(model.nodes.size());
   const auto it = caches.find(std::min<int64_t>(hp.batch, train_count));  // the training batch
   if (it == caches.end()) return notes;
-  const auto& full = it->second;
-  for (size_t i = 0; i < full.size() && i < model.nodes.size(); ++i)
-    if (!full[i]->note.empty()) notes.emplace_back(model.nodes[i].name, full[i]->note);
+  for (size_t i = 0; i < notes.size() && i < it->second.size(); ++i) notes[i] = it->second[i]->note;
   return notes;
 }
 

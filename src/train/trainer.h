@@ -9,7 +9,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "backends/backend.h"
@@ -99,9 +98,9 @@ struct Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   std::vector<std::unique_ptr<OpCache>>& caches_for(int64_t n);
-  // (node name, how the backend runs it) for every node whose full-batch cache has a note, e.g.
-  // the convolution algorithm it chose; empty before the first step.
-  std::vector<std::pair<std::string, std::string>> backend_notes() const;
+  // Per node, how the backend runs it at the training batch (its OpCache::note, e.g. the
+  // convolution algorithm it chose), "" where it says nothing or before the first step.
+  std::vector<std::string> node_notes() const;
   // Cuts batch `first .. first+n` of the given index buffer into the input node and labels.
   void load_batch(const BatchSpec& spec, const uint8_t* images, const uint8_t* lbls,
                   const int32_t* indices, int64_t n, uint64_t seed, int64_t lookahead = 0);

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,13 +69,11 @@ enum Dir : int { kForward, kBackwardData, kBackwardWeights };
 // Largest output map (oh*ow) whose convolution runs as one im2col matmul over all images.
 constexpr int64_t kIm2colMaxMap = 4;
 
-// At most two implementations compete for a shape; choose() times them.
-struct Candidates {
-  ConvMode mode[2];
-  int count = 1;
-};
+}  // namespace
 
-Candidates candidates(const ConvDims& d) {
+// The implementations that may run a shape, in order of preference when none is timed
+// (--deterministic); where there are more than one, choose() times them.
+std::vector<ConvMode> conv2d_candidates(const ConvDims& d) {
   const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), taps = d.r * d.s;
   // Small maps (ResNet-50/CIFAR's layer3 at 2x2 and layer4 at 1x1): oneDNN's kernels are built
   // for large maps; at 2x2 or 1x1 they ran at 7-30% of peak, their backward passes 3-6x slower
@@ -91,7 +90,7 @@ Candidates candidates(const ConvDims& d) {
   //           does this one image at a time, a matmul with 4 or 1 columns.
   // After the change the same step took 714 ms instead of 1137. Raising kIm2colMaxMap to 16
   // (ResNet's 4x4 layer2) measured slower: 762-782 ms a step against 686-749.
-  if (taps > 1 && map_in <= taps) return {{ConvMode::unfold}};
+  if (taps > 1 && map_in <= taps) return {ConvMode::unfold};
   // 1x1 kernels (two thirds of ResNet-50's multiply-adds) are matrix products whichever way
   // they run, and no one way won everywhere (BackendOpsPerf, batch 128, ms fwd / bwd-data /
   // bwd-weights): 1024->256 on 2x2: im2col 3.6 / 3.3 / 3.7, channels 2.5 / 2.4 / 2.4;
@@ -99,15 +98,33 @@ Candidates candidates(const ConvDims& d) {
   // plain 3.5 / 4.5 / 5.8, channels 4.5 / 4.0 / 4.6. So each direction times both.
   // (im2col as a third candidate at 8x8 and 4x4 was never chosen there.)
   const ConvMode rows = map_out <= kIm2colMaxMap ? ConvMode::im2col : ConvMode::plain;
-  if (taps == 1 && d.pad == 0) return {{rows, ConvMode::channels}, 2};
-  if (map_out <= kIm2colMaxMap) return {{ConvMode::im2col}};
+  if (taps == 1 && d.pad == 0) return {rows, ConvMode::channels};
+  if (map_out <= kIm2colMaxMap) return {ConvMode::im2col};
   // Measured (AVX2, batch 128, one thread, CPU time; see the report in backend_ops_test's perf
   // mode): for 3x3 and 7x7 kernels the blocked direct kernel wins even with the reorders
   // (3x3 64->64 on 8x8: 8.1 vs 10.3 ms fwd, 7.1 vs 11.1 bwd-data; 3x3 256 on 2x2: 14 vs 23 fwd,
   // 9 vs 36 bwd-data), while for 1x1 the reorders cost more than the kernel saves. (With im2col
   // timed beside blocked for 3x3 on 8x8 and 4x4, blocked won every direction of every layer.)
-  return {{taps > 1 ? ConvMode::blocked : ConvMode::plain}};
+  return {taps > 1 ? ConvMode::blocked : ConvMode::plain};
 }
+
+const char* conv_mode_name(ConvMode m) {
+  switch (m) {
+    case ConvMode::plain:
+      return "plain";
+    case ConvMode::blocked:
+      return "blocked";
+    case ConvMode::unfold:
+      return "unfold";
+    case ConvMode::im2col:
+      return "im2col";
+    case ConvMode::channels:
+      return "channels";
+  }
+  return "?";
+}
+
+namespace {
 
 // One matrix-product form of the convolution: its three matmuls (made on first use) and the
 // row-major matrices they read; "_t" descriptors read one transposed.
@@ -119,9 +136,8 @@ struct MatmulForm {
 
 struct ConvPrims {
   ConvDims dims;
-  Candidates cands;
-  ConvMode mode[3];  // by Dir, valid once chosen[dir]
-  bool chosen[3] = {false, false, false};
+  std::vector<ConvMode> cands;
+  std::optional<ConvMode> mode[3];  // by Dir, once chosen
   // plain and blocked: oneDNN convolution primitives. The forward pd is also the backward hint.
   dnnl::memory::desc x_md, w_md, y_md;                 // plain, the caller's
   dnnl::memory::desc x_md_conv, w_md_conv, y_md_conv;  // asked of oneDNN: tag::any if blocked
@@ -141,15 +157,8 @@ struct ConvPrims {
   std::vector<int32_t> tap_of;  // unfold: [map_out * map_in] -> tap index r*s, or -1
 };
 
-bool same_dims(const ConvDims& a, const ConvDims& b) {
-  return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w && a.k == b.k && a.r == b.r &&
-         a.s == b.s && a.stride == b.stride && a.pad == b.pad;
-}
-
-bool has(const Candidates& c, ConvMode m) {
-  for (int i = 0; i < c.count; ++i)
-    if (c.mode[i] == m) return true;
-  return false;
+bool has(const std::vector<ConvMode>& c, ConvMode m) {
+  return std::find(c.begin(), c.end(), m) != c.end();
 }
 
 void init_rows(ConvPrims* p) {
@@ -196,7 +205,7 @@ void init_channels(ConvPrims* p) {
 ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   auto* p = new ConvPrims();
   p->dims = d;
-  p->cands = candidates(d);
+  p->cands = conv2d_candidates(d);
   const dnnl::memory::dims xd = {d.n, d.c, d.h, d.w}, wd = {d.k, d.c, d.r, d.s},
                            yd = {d.n, d.k, d.oh(), d.ow()};
   p->x_md = {xd, dt::f32, tag::nchw};
@@ -222,7 +231,7 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
 
 ConvPrims& prims(OpCache& c, const Context& cx, const ConvDims& d) {
   auto* p = c.get<ConvPrims>();
-  if (!p || !same_dims(p->dims, d)) {
+  if (!p || !(p->dims == d)) {
     if (c.destroy) c.destroy(c.impl), c.impl = nullptr, c.destroy = nullptr;
     p = c.set(make_prims(cx, d));
   }
@@ -595,41 +604,45 @@ DirFn impl(ConvMode m, Dir dir) {
 // kTuneRounds). Every candidate writes the whole output, and the caller runs the chosen one after,
 // so the result is the chosen mode's either way.
 ConvMode choose(Context& cx, ConvPrims& p, Dir dir, const float* a, const float* b, float* out) {
-  const Candidates& c = p.cands;
+  const std::vector<ConvMode>& c = p.cands;
   if (cx.conv_mode && has(c, *cx.conv_mode)) return *cx.conv_mode;
-  if (c.count == 1 || cx.deterministic) return c.mode[0];
-  const ConvDims& d = p.dims;
-  const std::array<int64_t, 10> key = {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride, d.pad, dir};
+  if (c.size() == 1 || cx.deterministic) return c[0];
+  const auto key = conv_choice_key(p.dims, dir);
   if (auto it = cx.conv_chosen.find(key); it != cx.conv_chosen.end()) return it->second;
   // Rounds of one run of each candidate, so that a burst of load from elsewhere on the machine
   // slows both rather than one; the best run of each is compared.
   constexpr int kTuneRounds = 3;
   using Clock = std::chrono::steady_clock;
-  double best_s[2] = {INFINITY, INFINITY};
-  for (int i = 0; i < c.count; ++i) impl(c.mode[i], dir)(cx, p, a, b, out);
+  std::vector<double> best_s(c.size(), INFINITY);
+  for (ConvMode m : c) impl(m, dir)(cx, p, a, b, out);
   for (int r = 0; r < kTuneRounds; ++r)
-    for (int i = 0; i < c.count; ++i) {
+    for (size_t i = 0; i < c.size(); ++i) {
       const auto t0 = Clock::now();
-      impl(c.mode[i], dir)(cx, p, a, b, out);
+      impl(c[i], dir)(cx, p, a, b, out);
       cx.stream.wait();
       best_s[i] = std::min(best_s[i], std::chrono::duration<double>(Clock::now() - t0).count());
     }
-  const ConvMode best = best_s[1] < best_s[0] ? c.mode[1] : c.mode[0];
+  const ConvMode best = c[size_t(std::min_element(best_s.begin(), best_s.end()) - best_s.begin())];
   cx.conv_chosen[key] = best;
   return best;
 }
 
-const char* mode_name(ConvMode m);
-
-// "mode: plain; weights: channels": the forward's mode, then each direction that differs.
+// "mode: plain; weights: channels": the first direction chosen (the forward, in a step), then
+// each direction whose mode differs from it.
 std::string describe(const ConvPrims& p) {
   static const char* dir_name[] = {"forward", "data", "weights"};
-  const int first = p.chosen[kForward] ? 0 : p.chosen[kBackwardWeights] ? 2 : 1;
-  std::string s = mode_name(p.mode[first]);
-  for (int dir = 0; dir < 3; ++dir)
-    if (dir != first && p.chosen[dir] && p.mode[dir] != p.mode[first])
-      s += std::string("; ") + dir_name[dir] + ": " + mode_name(p.mode[dir]);
-  return "mode: " + s;
+  std::optional<ConvMode> first;
+  std::string s = "mode: ";
+  for (int dir : {kForward, kBackwardWeights, kBackwardData}) {
+    if (!p.mode[dir]) continue;
+    if (!first) {
+      first = p.mode[dir];
+      s += conv_mode_name(*first);
+    } else if (*p.mode[dir] != *first) {
+      s += std::string("; ") + dir_name[dir] + ": " + conv_mode_name(*p.mode[dir]);
+    }
+  }
+  return s;
 }
 
 void run(void* ctx, OpCache& c, const ConvDims& d, Dir dir, const float* a, const float* b,
@@ -638,11 +651,11 @@ void run(void* ctx, OpCache& c, const ConvDims& d, Dir dir, const float* a, cons
   ConvPrims& p = prims(c, cx, d);
   // What a weight gradient leaves in the scratch is for the data gradient called right after it.
   if (dir != kBackwardData) cx.scratch_key = nullptr;
-  if (!p.chosen[dir]) {
-    p.mode[dir] = choose(cx, p, dir, a, b, out), p.chosen[dir] = true;
+  if (!p.mode[dir]) {
+    p.mode[dir] = choose(cx, p, dir, a, b, out);
     c.note = describe(p);
   }
-  impl(p.mode[dir], dir)(cx, p, a, b, out);
+  impl(*p.mode[dir], dir)(cx, p, a, b, out);
 }
 
 void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, const float* w,
@@ -658,33 +671,6 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   run(ctx, c, d, kBackwardWeights, x, dy, dw);
 }
 
-}  // namespace
-
-std::vector<ConvMode> conv2d_candidates(const ConvDims& d) {
-  const Candidates c = candidates(d);
-  return {c.mode, c.mode + c.count};
-}
-
-const char* conv_mode_name(ConvMode m) {
-  return mode_name(m);
-}
-
-namespace {
-const char* mode_name(ConvMode m) {
-  switch (m) {
-    case ConvMode::plain:
-      return "plain";
-    case ConvMode::blocked:
-      return "blocked";
-    case ConvMode::unfold:
-      return "unfold";
-    case ConvMode::im2col:
-      return "im2col";
-    case ConvMode::channels:
-      return "channels";
-  }
-  return "?";
-}
 }  // namespace
 
 void register_conv2d(Backend& b) {

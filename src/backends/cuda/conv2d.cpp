@@ -92,13 +92,9 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
   return *cc;
 }
 
-std::array<int64_t, 10> algo_key(const ConvDims& d, int direction) {
-  return {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride, d.pad, direction};
-}
-
 // Reuses an algorithm another node of the same shape measured; false when none has yet.
 bool reuse(Context& cx, Direction& dir, const ConvDims& d, int direction, const char* op) {
-  auto it = cx.conv_algos.find(algo_key(d, direction));
+  auto it = cx.conv_algos.find(conv_choice_key(d, direction));
   if (it == cx.conv_algos.end()) return false;
   dir.algo = it->second.algo;
   dir.ws = it->second.workspace;
@@ -124,7 +120,7 @@ void pick(Context& cx, Direction& dir, const Perf* perf, int returned, const Con
     dir.math = cx.tensor_cores() ? p.mathType : CUDNN_FMA_MATH;
     TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, dir.math), op, shape_str(d));
     dir.found = true;
-    cx.conv_algos[algo_key(d, direction)] = Context::ConvAlgo{dir.algo, dir.ws, dir.math};
+    cx.conv_algos[conv_choice_key(d, direction)] = Context::ConvAlgo{dir.algo, dir.ws, dir.math};
     return;
   }
   fail_msg(op, shape_str(d),
