@@ -18,7 +18,7 @@ namespace {
 using nlohmann::json;
 using testing::fake_record;
 using testing::FakeRun;
-using testing::TempDir;
+using testing::ReportDir;
 
 Comparison compare_two(const FakeRun& a, const FakeRun& b, CompareSettings s = {}) {
   return compare_inputs({fake_record(a), fake_record(b)}, {"a.json", "b.json"}, s);
@@ -119,7 +119,7 @@ TEST(Compare, ForceAcceptsAndNotes) {
 }
 
 TEST(Compare, UnreadableInputsNameTheFile) {
-  TempDir dir;
+  ReportDir dir;
   std::string full = fake_record(FakeRun{}).dump(2);
   const std::string truncated = dir.write("truncated.json", full.substr(0, full.size() / 2));
   const std::string garbage = dir.write("garbage.json", "this is not json");
@@ -160,7 +160,7 @@ TEST(Compare, CsvContent) {
 }
 
 TEST(Compare, WriteTextAtomic) {
-  TempDir dir;
+  ReportDir dir;
   const std::string p = (dir.path / "sub" / "out.csv").string();
   write_text_atomic(p, "one\n");
   write_text_atomic(p, "two\n");
@@ -257,7 +257,7 @@ TEST(Compare, RepositoryRecords) {
 
 // The command line: one line on stderr naming the file, non-zero exit; outputs written.
 int run_cli(const std::string& args, std::string* err) {
-  TempDir dir;
+  ReportDir dir;
   const std::string err_file = (dir.path / "err").string();
   const std::string cmd = std::string(TRAINBENCH_BINARY) + " " + args + " >/dev/null 2>" + err_file;
   const int st = std::system(cmd.c_str());
@@ -266,7 +266,7 @@ int run_cli(const std::string& args, std::string* err) {
 }
 
 TEST(Compare, CommandLine) {
-  TempDir dir;
+  ReportDir dir;
   std::string err;
   EXPECT_NE(run_cli("compare " + (dir.path / "nope.json").string(), &err), 0);
   EXPECT_NE(err.find("nope.json"), std::string::npos) << err;

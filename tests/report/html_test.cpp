@@ -19,7 +19,7 @@ namespace {
 using nlohmann::json;
 using testing::fake_record;
 using testing::FakeRun;
-using testing::TempDir;
+using testing::ReportDir;
 
 Comparison sample_comparison() {
   FakeRun a, b;
@@ -127,7 +127,7 @@ TEST(Html, RendersInHeadlessChromium) {
   if (chromium.empty())
     GTEST_SKIP() << "chromium is not installed (apt-get install chromium); the HTML report is "
                     "not rendered";
-  TempDir dir;
+  ReportDir dir;
   const std::string page = dir.write("report.html", render_compare_html(sample_comparison()));
   const std::string png = (dir.path / "shot.png").string(), dom = (dir.path / "dom.html").string();
   const std::string base = chromium_command(chromium, (dir.path / "profile").string());

@@ -15,7 +15,7 @@
 namespace tb {
 namespace {
 
-using testing::TempDir;
+using testing::ReportDir;
 
 // A small learnable data set in Fashion-MNIST's shape.
 DatasetPair synthetic(int count, int h, int w) {
@@ -177,7 +177,7 @@ TEST(Profile, MeasuredCpuBandwidthIsPlausible) {
 TEST(Profile, CommandLine) {
   if (!std::filesystem::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz"))
     GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
-  TempDir dir;
+  ReportDir dir;
   const std::string out = (dir.path / "p.json").string(), log = (dir.path / "log").string();
   const std::string cmd = std::string(TRAINBENCH_BINARY) +
                           " profile fashion-mlp --steps 3 --threads 2 --out " + out + " >" + log +

@@ -1,11 +1,11 @@
 // Made-up result records and temporary files for the compare / html / profile tests.
 #pragma once
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+
+#include "../test_util.h"
 
 namespace tb::testing {
 
@@ -63,22 +63,10 @@ inline nlohmann::json fake_record(const FakeRun& f) {
             {"timeline", timeline}}}};
 }
 
-// A fresh directory under the system temp directory, removed with everything in it.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "tb_report_XXXXXX").string();
-    path = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
+// tests/test_util.h's TempDir, plus the files these tests put in it.
+struct ReportDir : TempDir {
   std::string write(const std::string& name, const std::string& text) const {
-    const std::string p = (path / name).string();
+    const std::string p = *this / name;
     std::ofstream(p) << text;
     return p;
   }
