@@ -7,10 +7,10 @@
 # Steps, in priority order, each under `timeout` and all under one deadline (CHECK_BUDGET_S,
 # default 450 s) so the script ends in time; a failing step is recorded and the next one runs:
 #   env, unpack .carry, configure (-DTRAINBENCH_CUDA=ON, sm_90), build, the Cuda* tests,
-#   trainbench devices, fashion-mlp on cuda (fp32), resnet50-cifar10 on cuda (tf32, 1 epoch),
+#   trainbench devices, fashion-mlp on cuda (fp32; with and without CUDA graphs), resnet50-cifar10 on cuda (tf32, 1 epoch),
 #   the two PyTorch peers the same way, then the rest of the test suite.
 # Everything lands in $OUT (at most 8 files come back from the device): check.log (all steps),
-# tests.log, summary.txt and the four result records. The table of steps and results is printed
+# tests.log, summary.txt and the five result records. The table of steps and results is printed
 # last. Exit status 0 only when every step passed.
 #
 # Knobs: CHECK_BUDGET_S (deadline), CHECK_BUILD_DIR (default build-device),
@@ -185,6 +185,9 @@ if [ -x "$TB" ]; then
   if [ -n "$FASHION" ]; then
     step mlp-cuda 120 "$LOG" "${TBENV[@]}" "$TB" run fashion-mlp --device cuda --data "$FASHION" \
       --out "$OUT/mlp_cuda.json"
+    # The same without CUDA graphs: what recording the step saves (host time per step, total).
+    step mlp-nographs 120 "$LOG" "${TBENV[@]}" "$TB" run fashion-mlp --device cuda --no-graphs \
+      --data "$FASHION" --out "$OUT/mlp_cuda_nographs.json"
   else
     skip mlp-cuda "no fashion-mnist data"
   fi
@@ -195,7 +198,7 @@ if [ -x "$TB" ]; then
     skip resnet-cuda "no CIFAR-10 data"
   fi
 else
-  for s in devices mlp-cuda resnet-cuda; do skip "$s" "no $TB"; done
+  for s in devices mlp-cuda mlp-nographs resnet-cuda; do skip "$s" "no $TB"; done
 fi
 if [ -n "$PY" ] && [ -f bench/peers/fashion_mlp_torch.py ] && [ -n "$FASHION" ]; then
   step mlp-torch 120 "$LOG" "$PY" bench/peers/fashion_mlp_torch.py --device cuda --data "$FASHION" \
@@ -235,7 +238,7 @@ fi
 import json, os, sys
 out = sys.argv[1]
 rows = [("record", "workload", "device", "prec", "ep", "steps", "train s", "train+test s",
-         "img/s steady", "test acc", "MFU")]
+         "img/s steady", "test acc", "MFU", "host ms/step", "graphs")]
 def g(d, *keys):
     for k in keys:
         if not isinstance(d, dict) or k not in d:
@@ -244,22 +247,23 @@ def g(d, *keys):
     return d
 def f(v, fmt):
     return "-" if v is None else (fmt.format(v) if isinstance(v, (int, float)) else str(v))
-for name in ("mlp_cuda", "mlp_torch", "resnet_cuda", "resnet_torch"):
+for name in ("mlp_cuda", "mlp_cuda_nographs", "mlp_torch", "resnet_cuda", "resnet_torch"):
     p = os.path.join(out, name + ".json")
     if not os.path.exists(p):
-        rows.append((name, "(no record)",) + ("",) * 9)
+        rows.append((name, "(no record)",) + ("",) * 11)
         continue
     try:
         r = json.load(open(p))
     except Exception as e:
-        rows.append((name, "(unreadable: %s)" % e,) + ("",) * 9)
+        rows.append((name, "(unreadable: %s)" % e,) + ("",) * 11)
         continue
     dev = g(r, "device", "name") or g(r, "device", "kind") or g(r, "device")
     rows.append((name, f(g(r, "workload"), "{}"), f(dev, "{}")[:28], f(g(r, "precision"), "{}"),
                  f(g(r, "epochs"), "{}"), f(g(r, "steps"), "{}"), f(g(r, "times_s", "train"), "{:.2f}"),
                  f(g(r, "times_s", "train_test"), "{:.2f}"),
                  f(g(r, "throughput", "train_images_per_s_steady"), "{:.0f}"),
-                 f(g(r, "accuracy", "test"), "{:.4f}"), f(g(r, "flops", "mfu"), "{:.3f}")))
+                 f(g(r, "accuracy", "test"), "{:.4f}"), f(g(r, "flops", "mfu"), "{:.3f}"),
+                 f(g(r, "step_split_ms", "host_issue"), "{:.3f}"), f(g(r, "step_graphs"), "{}")[:48]))
 w = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
 for row in rows:
     print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(row)))

@@ -17,5 +17,7 @@ step() { local name=$1 limit=$2; shift 2; local s=$(date +%s); timeout -k 3 "$li
 step cuda_tests 50 /tmp/tb/trainbench_tests --gtest_filter='Cuda*:TorchParity*'
 grep -E "FAILED|Failure|error" "$OUT/cuda_tests.log" | head -30
 step mlp 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --data .devrun/fashion --out "$OUT/mlp_cuda.json"
+step mlp_nographs 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --no-graphs --data .devrun/fashion --out "$OUT/mlp_cuda_nographs.json"
+grep -hE "step graphs|host issues" "$OUT/mlp.log" "$OUT/mlp_nographs.log"
 step resnet 40 $TB run resnet50-cifar10 --device cuda --precision tf32 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda.json"
 step devices 15 $TB devices --no-measure

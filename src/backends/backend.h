@@ -58,6 +58,8 @@ struct BackendConfig {
   // No algorithm chosen by timing (the CPU's convolutions run their first candidate), so two
   // runs with the same seed, threads and machine give the same numbers to the bit.
   bool deterministic = false;
+  // Record the training step once and replay it (CUDA graphs) where the backend can.
+  bool graphs = true;
 };
 
 struct Backend {
@@ -141,6 +143,17 @@ struct Backend {
                       const AdamParams& hp, int64_t step) = nullptr;
   void (*sgd_update)(void* ctx, int64_t count, float* p, const float* g, float* momentum_buf,
                      const SgdParams& hp) = nullptr;
+
+  // ---- graphs (optional; nullptr: every op runs as it is issued) ----
+  // Between graph_begin and graph_end the ops issued are recorded, not run. graph_end returns a
+  // graph that graph_launch replays with the arguments they were issued with (pointers, sizes and
+  // scalars baked in); graph_destroy frees it. While recording, nothing may wait for the device
+  // (synchronize, download) or upload. graph_end throws Error, and leaves the backend issuing ops
+  // normally again, when the recording failed.
+  void (*graph_begin)(void* ctx) = nullptr;
+  void* (*graph_end)(void* ctx) = nullptr;
+  void (*graph_launch)(void* ctx, void* graph) = nullptr;
+  void (*graph_destroy)(void* ctx, void* graph) = nullptr;
 
   Backend() = default;
   Backend(const Backend&) = delete;

@@ -24,6 +24,7 @@ struct RunOptions {
   bool measure_peak = true;
   int repeat = 1;              // --repeat N: N runs, median and spread of every time
   bool deterministic = false;  // BackendConfig::deterministic
+  bool graphs = true;          // BackendConfig::graphs (--no-graphs)
 };
 
 int run_command(RunOptions& o);

@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
   run_cmd->add_flag("--reference", run.reference, "use the plain-loop reference backend (slow)");
   run_cmd->add_flag("--deterministic", run.deterministic,
                     "no algorithm chosen by timing: the same seed gives the same numbers (CPU)");
+  run_cmd->add_flag(
+      "!--no-graphs", run.graphs,
+      "issue every op of every step (no CUDA graph replay; to measure what it saves)");
   run_cmd->add_flag("!--no-peak", run.measure_peak, "skip the measured-GEMM peak");
 
   bool measure = true;

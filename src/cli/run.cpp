@@ -79,6 +79,7 @@ int run_command(RunOptions& o) {
   cfg.threads = o.hp.threads;
   cfg.reference = o.reference;
   cfg.deterministic = o.deterministic;
+  cfg.graphs = o.graphs;
   // The device first: a missing GPU fails before minutes of data loading.
   std::unique_ptr<Backend> backend = make_backend(cfg);
   if (cfg.device == DeviceKind::cpu && o.hp.threads == 0) o.hp.threads = cpu_threads_available();
@@ -146,6 +147,7 @@ int run_command(RunOptions& o) {
   // --repeat N: N runs from the same seed, each with fresh parameters; the record keeps the last
   // run in full and every run's times, with median and spread.
   std::vector<double> train_s, test_s, train_test_s, steady, accuracy;
+  std::string step_graphs;
   for (int r = 0; r < o.repeat; ++r) {
     if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
     Trainer trainer(model, *backend, o.hp, w, data);
@@ -153,6 +155,7 @@ int run_command(RunOptions& o) {
     facts.train = trainer.train(progress);
     sampler.set_phase("test");
     facts.test = trainer.evaluate();
+    step_graphs = trainer.graph_summary();
     facts.algorithms = nlohmann::json::object();
     const std::vector<std::string> notes = trainer.node_notes();
     for (size_t i = 0; i < notes.size(); ++i)
@@ -170,6 +173,7 @@ int run_command(RunOptions& o) {
 
   nlohmann::json record = make_record(w, o.hp, model, facts);
   record["deterministic"] = o.deterministic;
+  record["step_graphs"] = step_graphs;
   if (o.repeat > 1) {
     record["repeats"] = {{"count", o.repeat},
                          {"train_s", spread_json(train_s)},
@@ -214,6 +218,7 @@ int run_command(RunOptions& o) {
   if (t.split.host_samples > 0)
     fmt::print("host issues a step in {:.3f} ms of its {:.3f} ({} sampled steps)\n",
                t.split.host_ms, t.split.whole_ms, t.split.host_samples);
+  if (cfg.device == DeviceKind::cuda) fmt::print("step graphs: {}\n", step_graphs);
   if (t.split.samples == 0 || t.split.host_samples == 0)
     fmt::print("step split: not sampled (too few steps)\n");
   if (o.repeat > 1) {

@@ -133,6 +133,7 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
 }
 
 Trainer::~Trainer() {
+  for (auto& [n, g] : step_graphs) be.graph_destroy(be.ctx, g);  // they point into the caches
   caches.clear();  // backend state first, while the backend lives
   for (void* p : {static_cast<void*>(train_images), static_cast<void*>(train_labels),
                   static_cast<void*>(test_images), static_cast<void*>(test_labels), arena})
@@ -356,6 +357,51 @@ void Trainer::optimizer_update() {
                    optimizer_steps);
 }
 
+void Trainer::loss(int64_t n) {
+  const int last = int(model.nodes.size()) - 1;
+  be.softmax_ce(be.ctx, n, model.classes, out[last], labels, 1.f / float(n), grad[last], metrics);
+}
+
+bool Trainer::replay_step_graph(int64_t n) {
+  if (!be.graph_begin || !graph_failure.empty()) return false;
+  auto it = step_graphs.find(n);
+  if (it == step_graphs.end()) {
+    if (eager_steps[n] == 0) return false;
+    be.graph_begin(be.ctx);
+    try {
+      forward(n, true);
+      loss(n);
+      backward(n);
+    } catch (const Error& e) {
+      graph_failure = e.what();
+    }
+    void* g = nullptr;
+    try {
+      g = be.graph_end(be.ctx);  // ends the recording also after a failure above
+    } catch (const Error& e) {
+      if (graph_failure.empty()) graph_failure = e.what();
+    }
+    if (!graph_failure.empty()) {
+      if (g) be.graph_destroy(be.ctx, g);
+      return false;  // nothing ran while recording: the step runs as issued
+    }
+    it = step_graphs.emplace(n, g).first;
+  }
+  be.graph_launch(be.ctx, it->second);
+  graph_steps++;
+  return true;
+}
+
+std::string Trainer::graph_summary() const {
+  if (!be.graph_begin) return "off (the backend records no graphs)";
+  if (!graph_failure.empty()) return "off (recording failed: " + graph_failure + ")";
+  if (step_graphs.empty()) return "on, none recorded yet";
+  std::string sizes;
+  for (const auto& [n, g] : step_graphs) sizes += (sizes.empty() ? "" : ", ") + std::to_string(n);
+  return "on: " + std::to_string(graph_steps) + " steps replayed from " +
+         std::to_string(step_graphs.size()) + " graph(s), batch " + sizes;
+}
+
 void Trainer::step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split,
                    int64_t lookahead) {
   Clock::time_point t0;
@@ -368,12 +414,15 @@ void Trainer::step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* 
   if (split) be.synchronize(be.ctx), t0 = Clock::now();
   load_batch(train_spec, train_images, train_labels, indices, n, seed, lookahead);
   lap(split ? &split->data_ms : nullptr);
-  forward(n, true);
-  const int last = int(model.nodes.size()) - 1;
-  be.softmax_ce(be.ctx, n, model.classes, out[last], labels, 1.f / float(n), grad[last], metrics);
-  lap(split ? &split->forward_ms : nullptr);
-  backward(n);
-  lap(split ? &split->backward_ms : nullptr);
+  // A sampled step times its parts, so it runs them as issued.
+  if (split || !replay_step_graph(n)) {
+    eager_steps[n]++;
+    forward(n, true);
+    loss(n);
+    lap(split ? &split->forward_ms : nullptr);
+    backward(n);
+    lap(split ? &split->backward_ms : nullptr);
+  }
   optimizer_update();
   lap(split ? &split->optimizer_ms : nullptr);
   if (split) split->samples++;

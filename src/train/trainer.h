@@ -92,6 +92,17 @@ struct Trainer {
   // Backend caches per node, one set per batch size seen (full and last partial batch, eval).
   std::map<int64_t, std::vector<std::unique_ptr<OpCache>>> caches;
 
+  // Graphs (where the backend records them: CUDA graphs): per batch size, the training step's
+  // forward, loss and backward, recorded on the second step of that size and replayed from then
+  // on, so the host issues one launch for them instead of one per op. The data cut and the
+  // optimizer update stay outside: their arguments (batch indices, augmentation seed, Adam's
+  // step) change every step. The first step of each size runs as issued because it builds the
+  // caches and measures algorithms, which a recording must not contain.
+  std::map<int64_t, void*> step_graphs;
+  std::map<int64_t, int64_t> eager_steps;  // per batch size, training steps run without a graph
+  int64_t graph_steps = 0;                 // training steps replayed from a graph
+  std::string graph_failure;               // why recording failed; no graphs from then on
+
   Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w, const DatasetPair& data);
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -109,6 +120,14 @@ struct Trainer {
   void forward(int64_t n, bool training, std::vector<double>* node_ms = nullptr);
   void backward(int64_t n, std::vector<double>* node_ms = nullptr);
   void optimizer_update();
+  // Softmax cross-entropy on the last node's output: the loss's gradient into its gradient
+  // buffer, loss sum and correct count added to the training metrics.
+  void loss(int64_t n);
+  // Replays (recording first where needed) the graph of forward, loss and backward for batch
+  // size n; false when the step must run them as issued instead.
+  bool replay_step_graph(int64_t n);
+  // One line for the record and the CLI: how many steps ran from graphs, or why none did.
+  std::string graph_summary() const;
   // One training step on n images at indices[0..n): forward, loss, backward, update.
   // lookahead: how many indices after these n are valid (the backend may prefetch them).
   void step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split,

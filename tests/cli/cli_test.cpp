@@ -87,13 +87,14 @@ TEST(Cli, ShortRunWritesRecord) {
   if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
     GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
   const auto out = std::filesystem::temp_directory_path() / "tb_cli_record.json";
-  Result r =
-      run("run fashion-mlp --steps 40 --no-peak --quiet --deterministic --out " + out.string());
+  Result r = run("run fashion-mlp --steps 40 --no-peak --quiet --deterministic --no-graphs --out " +
+                 out.string());
   ASSERT_EQ(r.status, 0) << r.err;
   std::ifstream in(out);
   nlohmann::json j = nlohmann::json::parse(in);
   EXPECT_EQ(j["workload"], "fashion-mlp");
   EXPECT_EQ(j["deterministic"], true);
+  EXPECT_EQ(j["step_graphs"], "off (the backend records no graphs)");  // the CPU records none
   EXPECT_TRUE(j["algorithms"].is_object());  // the MLP's dense layers choose nothing: empty
   EXPECT_EQ(j["steps"], 40);
   EXPECT_EQ(j["stopped_by_steps"], true);

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "data/cifar.h"
 #include "data/idx.h"
+#include "recording_backend.h"
 #include "report/record.h"
 
 namespace tb {
@@ -37,6 +38,14 @@ static DatasetPair synthetic(int count, int c, int h, int w, uint64_t seed) {
 }
 
 using testing::rel_err;
+
+// ResNet's structure at toy size: stem, one bottleneck per stage (widths 4 to 32), 16x16x3 input.
+static Model tiny_resnet() {
+  ResNetSpec spec;
+  spec.name = "resnet_tiny", spec.stem_width = 8;
+  for (int i = 0; i < 4; ++i) spec.blocks[i] = 1, spec.widths[i] = 4 << i;
+  return build_resnet(spec, 10, 3, 16, 16);
+}
 
 TEST(Trainer, OneDnnFollowsReferenceOnMlp) {
   DatasetPair data = synthetic(100, 1, 8, 8, 1);
@@ -99,10 +108,7 @@ TEST(Trainer, DeterministicRunsRepeatExactly) {
   const Workload& w = find_workload("resnet50-cifar10");
   Hyper hp = w.defaults;
   hp.batch = 16, hp.epochs = 1;
-  ResNetSpec spec;
-  spec.name = "resnet_tiny", spec.stem_width = 8;
-  for (int i = 0; i < 4; ++i) spec.blocks[i] = 1, spec.widths[i] = 4 << i;
-  Model m = build_resnet(spec, 10, 3, 16, 16);
+  const Model m = tiny_resnet();
   BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 2, false};
   cfg.deterministic = true;
   std::vector<float> params[2];
@@ -122,6 +128,94 @@ TEST(Trainer, DeterministicRunsRepeatExactly) {
     EXPECT_EQ(convs, 17);  // stem + 4 blocks x 3 + 4 projections
   }
   EXPECT_EQ(params[0], params[1]);
+}
+
+// Graphs: the step's forward, loss and backward recorded once per batch size and replayed (CUDA
+// graphs on a GPU; here the recording backend, which bakes every argument in as CUDA does). Each
+// run must end with the same parameters to the bit as the same run issuing every op, across a
+// partial last batch (a second graph), epochs (a new permutation) and sampled steps.
+struct GraphRun {
+  std::vector<float> params;
+  TrainResult result;
+  EvalResult eval;
+  std::string summary;
+  int recorded = 0, launched = 0;
+};
+
+static GraphRun run_graphed(const Model& m, const Hyper& hp, const DatasetPair& data,
+                            const BackendConfig& cfg, bool graphs, bool fail_recordings = false) {
+  std::unique_ptr<Backend> be = make_backend(cfg);
+  if (graphs) {
+    be = testing::make_recording_backend(std::move(be));
+    testing::recorder(be->ctx).fail_recordings = fail_recordings;
+  }
+  GraphRun r;
+  {
+    Trainer t(m, *be, hp, find_workload("fashion-mlp"), data);
+    r.result = t.train(nullptr);
+    r.eval = t.evaluate();
+    r.params = t.download_params();
+    r.summary = t.graph_summary();
+  }
+  if (graphs)
+    r.recorded = testing::recorder(be->ctx).recorded,
+    r.launched = testing::recorder(be->ctx).launched;
+  return r;
+}
+
+TEST(Trainer, GraphReplayMatchesIssuedStepsOnMlp) {
+  DatasetPair data = synthetic(90, 1, 6, 6, 7);  // 90 = 2 x 32 + 26: two batch sizes
+  Hyper hp = find_workload("fashion-mlp").defaults;
+  hp.batch = 32, hp.epochs = 3, hp.augment = false;
+  Model m = build_mlp(1, 6, 6, {16}, 10);
+  const BackendConfig ref{DeviceKind::cpu, 0, Precision::fp32, 1, true};
+  const GraphRun plain = run_graphed(m, hp, data, ref, false);
+  const GraphRun graphed = run_graphed(m, hp, data, ref, true);
+  // 9 steps, sizes 32 32 26 | 32 32 26 | 32 32 26; period 4: sampled (issued) steps 2 and 6.
+  // Issued: step 0 (first of 32), step 2 (first of 26, sampled), step 6 (sampled). Step 1 records
+  // the 32 graph, step 5 the 26 one; steps 1 3 4 5 7 8 replay.
+  EXPECT_EQ(graphed.recorded, 2);
+  EXPECT_EQ(graphed.launched, 6);
+  EXPECT_EQ(graphed.summary, "on: 6 steps replayed from 2 graph(s), batch 26, 32");
+  EXPECT_EQ(plain.summary, "off (the backend records no graphs)");
+  EXPECT_EQ(graphed.params, plain.params);
+  EXPECT_EQ(graphed.result.epochs.back().loss, plain.result.epochs.back().loss);
+  EXPECT_EQ(graphed.eval.accuracy, plain.eval.accuracy);
+}
+
+// The same on a small ResNet through oneDNN with --deterministic: fused BN+ReLU, residual adds
+// (shared gradient buffers), convolutions whose scratch reuse depends on call order, augmentation.
+TEST(Trainer, GraphReplayMatchesIssuedStepsOnResNet) {
+  DatasetPair data = synthetic(40, 3, 16, 16, 8);  // 40 = 16 + 16 + 8
+  Hyper hp = find_workload("resnet50-cifar10").defaults;
+  hp.batch = 16, hp.epochs = 2, hp.augment = true;
+  const Model m = tiny_resnet();
+  BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 2, false};
+  cfg.deterministic = true;
+  const GraphRun plain = run_graphed(m, hp, data, cfg, false);
+  const GraphRun graphed = run_graphed(m, hp, data, cfg, true);
+  EXPECT_EQ(graphed.recorded, 2);
+  EXPECT_GT(graphed.launched, 0);
+  EXPECT_EQ(graphed.params, plain.params);
+  EXPECT_EQ(graphed.eval.loss, plain.eval.loss);
+}
+
+// A recording that fails leaves the run issuing every op, with the same numbers, and says why.
+TEST(Trainer, GraphRecordingFailureFallsBackToIssuedSteps) {
+  DatasetPair data = synthetic(64, 1, 6, 6, 9);
+  Hyper hp = find_workload("fashion-mlp").defaults;
+  hp.batch = 16, hp.epochs = 2;
+  Model m = build_mlp(1, 6, 6, {16}, 10);
+  const BackendConfig ref{DeviceKind::cpu, 0, Precision::fp32, 1, true};
+  const GraphRun plain = run_graphed(m, hp, data, ref, false);
+  const GraphRun failed = run_graphed(m, hp, data, ref, true, true);
+  EXPECT_EQ(failed.recorded, 0);
+  EXPECT_EQ(failed.launched, 0);
+  EXPECT_NE(failed.summary.find("off (recording failed: recording backend: this recording was "
+                                "made to fail"),
+            std::string::npos)
+      << failed.summary;
+  EXPECT_EQ(failed.params, plain.params);
 }
 
 // The end-to-end check on the real data (WORKLOADS.md: about 0.88 after 10 epochs; one epoch

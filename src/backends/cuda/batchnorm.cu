@@ -5,6 +5,8 @@
 //             running = (1 - momentum) * running + momentum * batch, the variance unbiased;
 //   eval:     running statistics normalise;
 //   backward: consumes save_mean / save_invstd as the forward wrote them.
+// The batchnorm_relu_* entries fuse the ReLU that follows: the forwards write z = max(y, 0) and
+// the backward takes z and dz, using dz where z > 0 as BN's dy, so the ReLU's own pass is saved.
 // One block per channel; the channel's n*hw values are read in two passes (mean, then the
 // centred sum of squares, as the reference does, which keeps the variance exact for data with a
 // large mean), then once more to write y. ResNet-50 on 32x32 images has at most 32768 values per
@@ -43,6 +45,9 @@ __device__ __forceinline__ int64_t at(uint32_t j, uint32_t hw, int64_t c, int64_
   return (int64_t(n) * C + c) * hw + i;
 }
 
+// Relu: the ReLU after the batch norm is fused in; y holds max(bn(x), 0) (the Trainer's fused
+// BN+ReLU nodes, which skip the ReLU node and its pass over memory).
+template <bool Relu>
 __global__ void bn_forward_train_kernel(BnDims d, BnParams p, const float* x, const float* gamma,
                                         const float* beta, float* y, float* save_mean,
                                         float* save_invstd, float* running_mean,
@@ -64,7 +69,8 @@ __global__ void bn_forward_train_kernel(BnDims d, BnParams p, const float* x, co
   const float g = gamma[c] * invstd, b = beta[c];
   for (uint32_t j = threadIdx.x; j < m; j += blockDim.x) {
     const int64_t k = at(j, hw, c, d.c);
-    y[k] = (x[k] - mean) * g + b;
+    const float v = (x[k] - mean) * g + b;
+    y[k] = Relu ? fmaxf(v, 0.f) : v;
   }
   if (threadIdx.x == 0) {
     save_mean[c] = mean;
@@ -75,6 +81,7 @@ __global__ void bn_forward_train_kernel(BnDims d, BnParams p, const float* x, co
   }
 }
 
+template <bool Relu>
 __global__ void bn_forward_eval_kernel(BnDims d, BnParams p, const float* x, const float* gamma,
                                        const float* beta, const float* running_mean,
                                        const float* running_var, float* y) {
@@ -83,13 +90,18 @@ __global__ void bn_forward_eval_kernel(BnDims d, BnParams p, const float* x, con
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
     const int64_t c = (e / d.hw) % d.c;
     const float invstd = 1.f / sqrtf(running_var[c] + p.eps);
-    y[e] = (x[e] - running_mean[c]) * invstd * gamma[c] + beta[c];
+    const float v = (x[e] - running_mean[c]) * invstd * gamma[c] + beta[c];
+    y[e] = Relu ? fmaxf(v, 0.f) : v;
   }
 }
 
-__global__ void bn_backward_kernel(BnDims d, const float* x, const float* dy, const float* gamma,
-                                   const float* save_mean, const float* save_invstd, float* dx,
-                                   float* dgamma, float* dbeta) {
+// Relu: dy is the gradient of the fused ReLU's output z, and BN's own gradient is dy where
+// z > 0, else 0 (z is unused otherwise).
+template <bool Relu>
+__global__ void bn_backward_kernel(BnDims d, const float* x, const float* z, const float* dy,
+                                   const float* gamma, const float* save_mean,
+                                   const float* save_invstd, float* dx, float* dgamma,
+                                   float* dbeta) {
   __shared__ float sh[32];
   const int64_t c = blockIdx.x;
   const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
@@ -97,7 +109,7 @@ __global__ void bn_backward_kernel(BnDims d, const float* x, const float* dy, co
   float sdy = 0.f, sdyx = 0.f;
   for (uint32_t j = threadIdx.x; j < m; j += blockDim.x) {
     const int64_t k = at(j, hw, c, d.c);
-    const float g = dy[k];
+    const float g = (!Relu || z[k] > 0.f) ? dy[k] : 0.f;
     sdy += g;
     sdyx += g * ((x[k] - mean) * invstd);
   }
@@ -111,7 +123,8 @@ __global__ void bn_backward_kernel(BnDims d, const float* x, const float* dy, co
   for (uint32_t j = threadIdx.x; j < m; j += blockDim.x) {
     const int64_t k = at(j, hw, c, d.c);
     const float xhat = (x[k] - mean) * invstd;
-    dx[k] = a * (dy[k] - mean_dy - xhat * mean_dyx);
+    const float g = (!Relu || z[k] > 0.f) ? dy[k] : 0.f;
+    dx[k] = a * (g - mean_dy - xhat * mean_dyx);
   }
 }
 
@@ -120,45 +133,69 @@ void check_dims(const char* op, const BnDims& d) {
     fail_msg(op, shape_str(d), "more than 2^32 values per channel");
 }
 
+template <bool Relu>
 void bn_forward_train(void* ctx, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                       const float* gamma, const float* beta, float* y, float* save_mean,
                       float* save_invstd, float* running_mean, float* running_var) {
   Context& cx = context(ctx);
+  const char* op = Relu ? "batchnorm_relu_forward_train" : "batchnorm_forward_train";
   if (d.c <= 0 || d.n * d.hw <= 0) return;
-  check_dims("batchnorm_forward_train", d);
-  bn_forward_train_kernel<<<unsigned(d.c), kThreads, 0, cx.stream>>>(
+  check_dims(op, d);
+  bn_forward_train_kernel<Relu><<<unsigned(d.c), kThreads, 0, cx.stream>>>(
       d, p, x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var);
-  TB_CUDA_LAUNCH_CHECK("batchnorm_forward_train", shape_str(d));
+  TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
 }
 
+template <bool Relu>
 void bn_forward_eval(void* ctx, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                      const float* gamma, const float* beta, const float* running_mean,
                      const float* running_var, float* y) {
   Context& cx = context(ctx);
   const int64_t total = d.n * d.c * d.hw;
   if (total <= 0) return;
-  bn_forward_eval_kernel<<<grid_for(cx, total, 256), 256, 0, cx.stream>>>(
+  bn_forward_eval_kernel<Relu><<<grid_for(cx, total, 256), 256, 0, cx.stream>>>(
       d, p, x, gamma, beta, running_mean, running_var, y);
-  TB_CUDA_LAUNCH_CHECK("batchnorm_forward_eval", shape_str(d));
+  TB_CUDA_LAUNCH_CHECK(Relu ? "batchnorm_relu_forward_eval" : "batchnorm_forward_eval",
+                       shape_str(d));
+}
+
+void bn_backward_launch(Context& cx, const char* op, bool relu, const BnDims& d, const float* x,
+                        const float* z, const float* dy, const float* gamma, const float* save_mean,
+                        const float* save_invstd, float* dx, float* dgamma, float* dbeta) {
+  if (d.c <= 0 || d.n * d.hw <= 0) return;
+  check_dims(op, d);
+  if (relu)
+    bn_backward_kernel<true><<<unsigned(d.c), kThreads, 0, cx.stream>>>(
+        d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  else
+    bn_backward_kernel<false><<<unsigned(d.c), kThreads, 0, cx.stream>>>(
+        d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
 }
 
 void bn_backward(void* ctx, OpCache&, const BnDims& d, const float* x, const float* dy,
                  const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
                  float* dgamma, float* dbeta) {
-  Context& cx = context(ctx);
-  if (d.c <= 0 || d.n * d.hw <= 0) return;
-  check_dims("batchnorm_backward", d);
-  bn_backward_kernel<<<unsigned(d.c), kThreads, 0, cx.stream>>>(d, x, dy, gamma, save_mean,
-                                                                save_invstd, dx, dgamma, dbeta);
-  TB_CUDA_LAUNCH_CHECK("batchnorm_backward", shape_str(d));
+  bn_backward_launch(context(ctx), "batchnorm_backward", false, d, x, nullptr, dy, gamma, save_mean,
+                     save_invstd, dx, dgamma, dbeta);
+}
+
+void bn_relu_backward(void* ctx, OpCache&, const BnDims& d, const float* x, const float* z,
+                      const float* dz, const float* gamma, const float* save_mean,
+                      const float* save_invstd, float* dx, float* dgamma, float* dbeta) {
+  bn_backward_launch(context(ctx), "batchnorm_relu_backward", true, d, x, z, dz, gamma, save_mean,
+                     save_invstd, dx, dgamma, dbeta);
 }
 
 }  // namespace
 
 void register_batchnorm(Backend& b) {
-  b.batchnorm_forward_train = bn_forward_train;
-  b.batchnorm_forward_eval = bn_forward_eval;
+  b.batchnorm_forward_train = bn_forward_train<false>;
+  b.batchnorm_forward_eval = bn_forward_eval<false>;
   b.batchnorm_backward = bn_backward;
+  b.batchnorm_relu_forward_train = bn_forward_train<true>;
+  b.batchnorm_relu_forward_eval = bn_forward_eval<true>;
+  b.batchnorm_relu_backward = bn_relu_backward;
 }
 
 }  // namespace tb::cuda

@@ -151,6 +151,56 @@ void synchronize(void* ctx) {
   TB_CUDA_CHECK(cudaGetLastError(), "synchronize", std::string("(an earlier launch)"));
 }
 
+// ---- graphs: the step's ops captured from the stream once, then replayed with one launch ----
+struct Graph {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+};
+
+void graph_begin(void* ctx) {
+  Context& cx = context(ctx);
+  // Thread-local: only this thread's unsafe calls (a synchronize, a cudaMalloc) break the capture.
+  TB_CUDA_CHECK(cudaStreamBeginCapture(cx.stream, cudaStreamCaptureModeThreadLocal), "graph_begin",
+                std::string("(the stream)"));
+}
+
+void graph_destroy(void* ctx, void* p) {
+  (void)ctx;
+  auto* g = static_cast<Graph*>(p);
+  if (!g) return;
+  if (g->exec) cudaGraphExecDestroy(g->exec);
+  if (g->graph) cudaGraphDestroy(g->graph);
+  (void)cudaGetLastError();
+  delete g;
+}
+
+void* graph_end(void* ctx) {
+  Context& cx = context(ctx);
+  auto* g = new Graph();
+  const cudaError_t e = cudaStreamEndCapture(cx.stream, &g->graph);  // ends it also when it failed
+  if (e != cudaSuccess) {
+    graph_destroy(ctx, g);
+    fail_msg("graph_end", "(the stream)",
+             fmt::format("recording the step failed: {} ({})", cudaGetErrorString(e),
+                         cudaGetErrorName(e)));
+  }
+  const cudaError_t ei = cudaGraphInstantiate(&g->exec, g->graph, 0);
+  if (ei != cudaSuccess) {
+    g->exec = nullptr;
+    graph_destroy(ctx, g);
+    fail_msg("graph_end", "(the stream)",
+             fmt::format("instantiating the recorded step failed: {} ({})", cudaGetErrorString(ei),
+                         cudaGetErrorName(ei)));
+  }
+  return g;
+}
+
+void graph_launch(void* ctx, void* p) {
+  Context& cx = context(ctx);
+  TB_CUDA_CHECK(cudaGraphLaunch(static_cast<Graph*>(p)->exec, cx.stream), "graph_launch",
+                std::string("(the stream)"));
+}
+
 void destroy_context(void* p) {
   auto* cx = static_cast<Context*>(p);
   if (!cx) return;
@@ -290,6 +340,12 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   b->copy = cuda::copy;
   b->fill = cuda::fill;
   b->synchronize = cuda::synchronize;
+  if (cfg.graphs) {
+    b->graph_begin = cuda::graph_begin;
+    b->graph_end = cuda::graph_end;
+    b->graph_launch = cuda::graph_launch;
+    b->graph_destroy = cuda::graph_destroy;
+  }
   cuda::register_elementwise(*b);
   cuda::register_dense(*b);
   cuda::register_conv2d(*b);

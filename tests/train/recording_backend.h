@@ -1,0 +1,142 @@
+// A backend that records graphs the way CUDA graphs do, on top of any other backend, so the
+// Trainer's graph logic is tested on the CPU. Between graph_begin and graph_end every op is stored
+// with the arguments it was issued with (sizes, scalars and small structs copied; pointers and
+// OpCaches kept) and runs only when graph_launch replays it. Waiting for the device, uploading or
+// allocating while recording throws, as stream capture forbids them. A step that recorded an
+// argument which changes from step to step (a seed, Adam's step count, a batch offset) replays a
+// stale value and no longer matches the same run without graphs.
+#pragma once
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "backends/backend.h"
+#include "core/error.h"
+
+namespace tb::testing {
+
+struct Recorder {
+  std::unique_ptr<Backend> inner;
+  std::vector<std::function<void()>>* tape = nullptr;  // non-null while recording
+  bool fail_recordings = false;                        // graph_end throws (the fallback's test)
+  int recorded = 0, launched = 0;
+};
+
+inline Recorder& recorder(void* ctx) {
+  return *static_cast<Recorder*>(ctx);
+}
+
+// OpCaches stay references (the backend fills them in place); everything else is copied, since a
+// `const ConvDims&` or `const BatchSpec&` may name a temporary of the issuing code.
+template <typename T>
+using Kept =
+    std::conditional_t<std::is_same_v<std::remove_cvref_t<T>, OpCache>, T, std::remove_cvref_t<T>>;
+
+template <typename Member, Member member>
+struct RecordOrRun;
+template <typename... A, void (*Backend::*member)(void*, A...)>
+struct RecordOrRun<void (*Backend::*)(void*, A...), member> {
+  static void call(void* ctx, A... a) {
+    Recorder& r = recorder(ctx);
+    Backend& in = *r.inner;
+    if (!r.tape) return (in.*member)(in.ctx, a...);
+    r.tape->push_back([&in, args = std::tuple<Kept<A>...>(a...)]() mutable {
+      std::apply([&in](auto&... x) { (in.*member)(in.ctx, x...); }, args);
+    });
+  }
+};
+
+inline void refuse_while_recording(void* ctx, const char* what) {
+  if (recorder(ctx).tape) fail("recording backend: {} while recording a graph", what);
+}
+
+inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> inner) {
+  auto b = std::make_unique<Backend>();
+  auto* r = new Recorder{std::move(inner)};
+  b->ctx = r;
+  b->destroy = [](void* p) { delete static_cast<Recorder*>(p); };
+  const Backend& in = *r->inner;
+  b->name = in.name + "+recorded";
+  b->device = in.device;
+  b->precision = in.precision;
+
+  b->alloc = [](void* ctx, size_t bytes) {
+    refuse_while_recording(ctx, "alloc");
+    Backend& in = *recorder(ctx).inner;
+    return in.alloc(in.ctx, bytes);
+  };
+  b->free = [](void* ctx, void* p) {
+    Backend& in = *recorder(ctx).inner;
+    in.free(in.ctx, p);
+  };
+  b->upload = [](void* ctx, void* dst, const void* src, size_t bytes) {
+    refuse_while_recording(ctx, "upload");
+    Backend& in = *recorder(ctx).inner;
+    in.upload(in.ctx, dst, src, bytes);
+  };
+  b->download = [](void* ctx, void* dst, const void* src, size_t bytes) {
+    refuse_while_recording(ctx, "download");
+    Backend& in = *recorder(ctx).inner;
+    in.download(in.ctx, dst, src, bytes);
+  };
+  b->synchronize = [](void* ctx) {
+    refuse_while_recording(ctx, "synchronize");
+    Backend& in = *recorder(ctx).inner;
+    in.synchronize(in.ctx);
+  };
+
+#define TB_RECORD_OR_RUN(m) \
+  if (in.m) b->m = RecordOrRun<decltype(&Backend::m), &Backend::m>::call
+  TB_RECORD_OR_RUN(copy);
+  TB_RECORD_OR_RUN(fill);
+  TB_RECORD_OR_RUN(gather_batch);
+  TB_RECORD_OR_RUN(dense_forward);
+  TB_RECORD_OR_RUN(dense_backward);
+  TB_RECORD_OR_RUN(relu_forward);
+  TB_RECORD_OR_RUN(relu_backward);
+  TB_RECORD_OR_RUN(add);
+  TB_RECORD_OR_RUN(softmax_ce);
+  TB_RECORD_OR_RUN(conv2d_forward);
+  TB_RECORD_OR_RUN(conv2d_backward_data);
+  TB_RECORD_OR_RUN(conv2d_backward_weights);
+  TB_RECORD_OR_RUN(batchnorm_forward_train);
+  TB_RECORD_OR_RUN(batchnorm_forward_eval);
+  TB_RECORD_OR_RUN(batchnorm_backward);
+  TB_RECORD_OR_RUN(batchnorm_relu_forward_train);
+  TB_RECORD_OR_RUN(batchnorm_relu_forward_eval);
+  TB_RECORD_OR_RUN(batchnorm_relu_backward);
+  TB_RECORD_OR_RUN(maxpool_forward);
+  TB_RECORD_OR_RUN(maxpool_backward);
+  TB_RECORD_OR_RUN(global_avgpool_forward);
+  TB_RECORD_OR_RUN(global_avgpool_backward);
+  TB_RECORD_OR_RUN(adam_update);
+  TB_RECORD_OR_RUN(sgd_update);
+#undef TB_RECORD_OR_RUN
+
+  using Tape = std::vector<std::function<void()>>;
+  b->graph_begin = [](void* ctx) {
+    Recorder& r = recorder(ctx);
+    if (r.tape) fail("recording backend: graph_begin while recording");
+    r.tape = new Tape();
+  };
+  b->graph_end = [](void* ctx) -> void* {
+    Recorder& r = recorder(ctx);
+    std::unique_ptr<Tape> tape(r.tape);
+    r.tape = nullptr;
+    if (!tape) fail("recording backend: graph_end without graph_begin");
+    if (r.fail_recordings) fail("recording backend: this recording was made to fail");
+    r.recorded++;
+    return tape.release();
+  };
+  b->graph_launch = [](void* ctx, void* g) {
+    refuse_while_recording(ctx, "graph_launch");
+    recorder(ctx).launched++;
+    for (auto& op : *static_cast<Tape*>(g)) op();
+  };
+  b->graph_destroy = [](void*, void* g) { delete static_cast<Tape*>(g); };
+  return b;
+}
+
+}  // namespace tb::testing
