@@ -155,6 +155,18 @@ struct Backend {
   void (*graph_launch)(void* ctx, void* graph) = nullptr;
   void (*graph_destroy)(void* ctx, void* graph) = nullptr;
 
+  // ---- device timers (optional; nullptr: a profile synchronizes around each node and reads the
+  // host clock, which adds the synchronize's latency to every node) ----
+  // timers_create makes `count` marks. timers_start holds the device back (a gate) until
+  // timers_read, so the work issued in between runs back to back as the device runs it, not at
+  // the pace the host issues it. timer_mark records mark i in stream order. timers_read opens the
+  // gate, waits for mark count-1 and writes ms[i] = milliseconds from mark 0 to mark i.
+  void* (*timers_create)(void* ctx, int count) = nullptr;
+  void (*timers_start)(void* ctx, void* timers) = nullptr;
+  void (*timer_mark)(void* ctx, void* timers, int i) = nullptr;
+  void (*timers_read)(void* ctx, void* timers, int count, float* ms) = nullptr;
+  void (*timers_destroy)(void* ctx, void* timers) = nullptr;
+
   Backend() = default;
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;

@@ -147,6 +147,8 @@ StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
   r.fused_relu = t.fused_relu;
   r.batch = std::min<int64_t>(t.hp.batch, t.train_count);
   r.steps = steps, r.warmup = warmup;
+  r.node_timing = be.timers_create ? "device events around each node, the pass queued behind a gate"
+                                   : "host clock between synchronizes around each node";
 
   std::vector<int32_t> iota(size_t(t.train_count));
   std::iota(iota.begin(), iota.end(), 0);
@@ -240,6 +242,7 @@ ProfileReport build_profile(const Model& m, const StepTimings& timings, const Ro
   ProfileReport r;
   r.batch = t.batch, r.steps = t.steps, r.warmup = t.warmup;
   r.step_ms = t.step_ms;
+  r.node_timing = t.node_timing;
   r.roof = roof;
   double parts = t.data_ms + t.loss_ms + t.optimizer_ms;
   for (size_t i = 1; i < m.nodes.size(); ++i) {
@@ -430,8 +433,10 @@ std::string format_profile_text(const ProfileReport& r) {
       r.threads > 0 ? fmt::format(", {} thread{}", r.threads, r.threads == 1 ? "" : "s") : "");
   out += roof_text(r.roof) + "\n";
   out += fmt::format(
-      "step: {:.4f} ms measured without per-node timing; {:.4f} ms with it (sum of the parts)\n\n",
+      "step: {:.4f} ms measured without per-node timing; {:.4f} ms with it (sum of the parts)\n",
       r.step_ms, r.instrumented_step_ms);
+  if (!r.node_timing.empty()) out += "nodes timed by " + r.node_timing + "\n";
+  out += "\n";
   out += render_text_table(profile_table(r));
   out +=
       "\nFLOPs per step (whole batch): 2 x multiply-adds for dense and conv, backward = 2 x "
@@ -474,6 +479,7 @@ json profile_json(const ProfileReport& r) {
           {"threads", r.threads},
           {"step_ms", r.step_ms},
           {"instrumented_step_ms", r.instrumented_step_ms},
+          {"node_timing", r.node_timing},
           {"peak_flops_per_s", opt(r.roof.peak_flops)},
           {"peak_source", r.roof.peak_source},
           {"bandwidth_bytes_per_s", opt(r.roof.bandwidth)},
@@ -511,6 +517,7 @@ ProfileReport profile_from_json(const json& j) {
   r.batch = int64_t(num_or0(j, "batch")), r.steps = int64_t(num_or0(j, "steps"));
   r.warmup = int64_t(num_or0(j, "warmup_steps")), r.threads = int(num_or0(j, "threads"));
   r.step_ms = num_or0(j, "step_ms"), r.instrumented_step_ms = num_or0(j, "instrumented_step_ms");
+  r.node_timing = str_or(j, "node_timing");
   r.roof.peak_flops = opt_num(j, "peak_flops_per_s");
   r.roof.bandwidth = opt_num(j, "bandwidth_bytes_per_s");
   r.roof.peak_source = str_or(j, "peak_source"),

@@ -2,8 +2,10 @@
 // roofline.
 //
 // Two kinds of steps are timed, interleaved in rounds so drift hits both alike:
-//   - instrumented: the trainer synchronizes around every node (and around data, loss and
-//     optimizer), which gives each node's forward and backward milliseconds;
+//   - instrumented: each node's forward and backward milliseconds, from device events around
+//     every node where the backend has timers (CUDA: the pass queued behind a gate, so the events
+//     time the device, not the host's launches), else the host clock between synchronizes around
+//     every node; data, loss and optimizer between synchronizes;
 //   - plain: Trainer::step exactly as training runs it, which gives the real step time.
 // The table's rows are the nodes, then data, loss, optimizer and "unattributed" (the measured
 // step minus everything above: timer and synchronize overhead, noise; it can be negative), so the
@@ -40,6 +42,7 @@ struct StepTimings {
   double data_ms = 0, loss_ms = 0, optimizer_ms = 0;  // instrumented steps
   double step_ms = 0;                                 // plain steps
   int64_t batch = 0, steps = 0, warmup = 0;
+  std::string node_timing;  // how the nodes were timed (device events, or the host clock)
 };
 
 struct LayerRow {
@@ -66,6 +69,7 @@ struct ProfileReport {
   int threads = 0;
   double step_ms = 0;               // measured, plain steps
   double instrumented_step_ms = 0;  // sum of the instrumented parts
+  std::string node_timing;          // StepTimings::node_timing
   Roofline roof;
   std::vector<LayerRow> layers;  // nodes with time or FLOPs, by total time, descending
   std::vector<OtherRow> other;   // data, loss, optimizer, unattributed

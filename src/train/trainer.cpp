@@ -133,6 +133,7 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
 }
 
 Trainer::~Trainer() {
+  if (node_timers) be.timers_destroy(be.ctx, node_timers);
   for (auto& [n, g] : step_graphs) be.graph_destroy(be.ctx, g);  // they point into the caches
   caches.clear();  // backend state first, while the backend lives
   for (void* p : {static_cast<void*>(train_images), static_cast<void*>(train_labels),
@@ -183,27 +184,62 @@ void Trainer::load_batch(const BatchSpec& base, const uint8_t* images, const uin
   be.gather_batch(be.ctx, s, images, lbls, indices, out[0], labels);
 }
 
-// Times one node when profiling: synchronize, run, synchronize, add the milliseconds.
-struct NodeTimer {
-  Backend& be;
+// Profiling: adds each node's milliseconds into node_ms (nothing when node_ms is null). Where the
+// backend has device timers, a mark goes before and after each node in stream order, behind the
+// backend's gate, and all are read once at the end of the pass; elsewhere each node is timed with
+// the host clock between synchronizes.
+struct PassTimer {
+  Trainer& t;
   std::vector<double>* node_ms;
-  size_t node;
+  bool device;
   Clock::time_point t0;
-  NodeTimer(Backend& b, std::vector<double>* ms, size_t i) : be(b), node_ms(ms), node(i) {
-    if (node_ms) be.synchronize(be.ctx), t0 = Clock::now();
+  PassTimer(Trainer& tr, std::vector<double>* ms)
+      : t(tr), node_ms(ms), device(ms && tr.be.timers_create) {
+    if (!device) return;
+    Backend& be = t.be;
+    if (!t.node_timers) t.node_timers = be.timers_create(be.ctx, 1 + 2 * int(t.model.nodes.size()));
+    t.marked_nodes.clear();
+    be.timers_start(be.ctx, t.node_timers);
+    be.timer_mark(be.ctx, t.node_timers, 0);
   }
-  ~NodeTimer() {
+  void begin() {
     if (!node_ms) return;
-    be.synchronize(be.ctx);
-    (*node_ms)[node] += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    Backend& be = t.be;
+    if (device) {
+      be.timer_mark(be.ctx, t.node_timers, 1 + 2 * int(t.marked_nodes.size()));
+    } else {
+      be.synchronize(be.ctx);
+      t0 = Clock::now();
+    }
+  }
+  void end(size_t node) {
+    if (!node_ms) return;
+    Backend& be = t.be;
+    if (device) {
+      be.timer_mark(be.ctx, t.node_timers, 2 + 2 * int(t.marked_nodes.size()));
+      t.marked_nodes.push_back(node);
+    } else {
+      be.synchronize(be.ctx);
+      (*node_ms)[node] += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    }
+  }
+  void finish() {
+    if (!device) return;
+    const size_t marked = t.marked_nodes.size();
+    std::vector<float> ms(1 + 2 * marked);  // profiling only: a training step allocates nothing
+    t.be.timers_read(t.be.ctx, t.node_timers, int(ms.size()), ms.data());
+    for (size_t k = 0; k < marked; ++k)
+      (*node_ms)[t.marked_nodes[k]] += double(ms[2 + 2 * k]) - double(ms[1 + 2 * k]);
   }
 };
 
 void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
   auto& cache = caches_for(n);
   const BnParams bn{1e-5f, 0.1f};
+  PassTimer timer(*this, node_ms);
   for (size_t i = 1; i < model.nodes.size(); ++i) {
-    NodeTimer timer(be, node_ms, i);
+    const size_t timed = i;  // a fused ReLU advances i; the time is this node's
+    timer.begin();
     const Node& node = model.nodes[i];
     OpCache& c = *cache[i];
     const float* x = out[node.in0];
@@ -259,7 +295,9 @@ void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
         break;
       }
     }
+    timer.end(timed);
   }
+  timer.finish();
 }
 
 void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
@@ -279,11 +317,12 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
     written[node] = 1;
   };
 
+  PassTimer timer(*this, node_ms);
   for (int i = int(model.nodes.size()) - 1; i >= 1; --i) {
-    NodeTimer timer(be, node_ms, size_t(i));
     const Node& node = model.nodes[i];
     // A node without parameters that reads only the data needs no backward at all.
     if (node.param_offset < 0 && node.in0 == 0 && node.in1 < 0) continue;
+    timer.begin();
     OpCache& c = *cache[i];
     const float* dy = grad[i];
     const float* x = out[node.in0];
@@ -345,7 +384,9 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
         break;
       }
     }
+    timer.end(size_t(i));
   }
+  timer.finish();
 }
 
 void Trainer::optimizer_update() {

@@ -103,6 +103,11 @@ struct Trainer {
   int64_t graph_steps = 0;                 // training steps replayed from a graph
   std::string graph_failure;               // why recording failed; no graphs from then on
 
+  // Profiles on a backend with device timers: marks around each node of a pass (trainer.cpp's
+  // PassTimer), and the node each pair of marks timed.
+  void* node_timers = nullptr;
+  std::vector<size_t> marked_nodes;
+
   Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w, const DatasetPair& data);
   ~Trainer();
   Trainer(const Trainer&) = delete;

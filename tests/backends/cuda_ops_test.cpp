@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -13,6 +14,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../test_util.h"
@@ -768,6 +770,31 @@ TEST_F(CudaOps, ResNet50StepMatchesCpu) {
       "ResNet-50 step, GPU vs CPU fp32: loss %.6f vs %.6f, total gradient norm ratio %.5f, "
       "worst tensor norm ratio off by %.2e, gradients %.2e apart (relative L2)\n",
       got.loss, want.loss, total_got / total_want, worst, rel_err(got.grads, want.grads));
+}
+
+// Device timers: marks in stream order behind the gate. The host sleeps between two marks; the
+// gate holds the device until the read, so the sleep must not show in the device's times, while
+// a fill of 1 GiB between marks must (at least 0.2 ms at 5 TB/s, more than any card here has).
+TEST_F(CudaOps, TimersTimeTheDeviceNotTheHost) {
+  Backend& g = gpu();
+  ASSERT_NE(g.timers_create, nullptr);
+  const int64_t count = int64_t(256) << 20;
+  DBuf buf(g, size_t(count) * sizeof(float));
+  void* timers = g.timers_create(g.ctx, 3);
+  g.timers_start(g.ctx, timers);
+  g.timer_mark(g.ctx, timers, 0);
+  g.fill(g.ctx, buf.f(), 1.f, count);
+  g.timer_mark(g.ctx, timers, 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  g.timer_mark(g.ctx, timers, 2);
+  float ms[3] = {-1, -1, -1};
+  g.timers_read(g.ctx, timers, 3, ms);
+  g.timers_destroy(g.ctx, timers);
+  EXPECT_EQ(ms[0], 0.f);
+  EXPECT_GT(ms[1], 0.1f) << "the fill";
+  EXPECT_LT(ms[1], 20.f) << "the fill";
+  EXPECT_LT(ms[2] - ms[1], 5.f) << "the host's 50 ms sleep leaked into the device's time";
+  EXPECT_EQ(down(g, buf.p, 1)[0], 1.f);
 }
 
 // CUDA graphs: the same training run (MLP, then a small ResNet with augmentation, each with a

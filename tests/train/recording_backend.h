@@ -5,7 +5,11 @@
 // allocating while recording throws, as stream capture forbids them. A step that recorded an
 // argument which changes from step to step (a seed, Adam's step count, a batch offset) replays a
 // stale value and no longer matches the same run without graphs.
+//
+// With host_timers it also has device timers, emulated with the host clock (the inner backend
+// runs each op before returning), so the Trainer's per-node marks are tested on the CPU.
 #pragma once
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <tuple>
@@ -22,6 +26,7 @@ struct Recorder {
   std::vector<std::function<void()>>* tape = nullptr;  // non-null while recording
   bool fail_recordings = false;                        // graph_end throws (the fallback's test)
   int recorded = 0, launched = 0;
+  int marks = 0;  // timer marks made
 };
 
 inline Recorder& recorder(void* ctx) {
@@ -52,7 +57,8 @@ inline void refuse_while_recording(void* ctx, const char* what) {
   if (recorder(ctx).tape) fail("recording backend: {} while recording a graph", what);
 }
 
-inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> inner) {
+inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> inner,
+                                                       bool host_timers = false) {
   auto b = std::make_unique<Backend>();
   auto* r = new Recorder{std::move(inner)};
   b->ctx = r;
@@ -136,6 +142,23 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
     for (auto& op : *static_cast<Tape*>(g)) op();
   };
   b->graph_destroy = [](void*, void* g) { delete static_cast<Tape*>(g); };
+
+  if (host_timers) {
+    using Marks = std::vector<std::chrono::steady_clock::time_point>;
+    b->timers_create = [](void*, int count) -> void* { return new Marks(size_t(count)); };
+    b->timers_start = [](void*, void*) {};
+    b->timer_mark = [](void* ctx, void* t, int i) {
+      refuse_while_recording(ctx, "timer_mark");
+      static_cast<Marks*>(t)->at(size_t(i)) = std::chrono::steady_clock::now();
+      recorder(ctx).marks++;
+    };
+    b->timers_read = [](void*, void* t, int count, float* ms) {
+      const Marks& m = *static_cast<Marks*>(t);
+      for (int i = 0; i < count; ++i)
+        ms[i] = std::chrono::duration<float, std::milli>(m.at(size_t(i)) - m[0]).count();
+    };
+    b->timers_destroy = [](void*, void* t) { delete static_cast<Marks*>(t); };
+  }
   return b;
 }
 

@@ -218,6 +218,33 @@ TEST(Trainer, GraphRecordingFailureFallsBackToIssuedSteps) {
   EXPECT_EQ(failed.params, plain.params);
 }
 
+// Profiling with device timers: each node's forward and backward time comes from the pair of
+// marks around it. The MLP's ReLU runs inside the dense layer's forward (fused), so its forward
+// gets no time and the dense layer's does; every node that ran gets time of its own.
+TEST(Trainer, TimerMarksLandOnTheirNodes) {
+  DatasetPair data = synthetic(64, 1, 8, 8, 10);
+  Hyper hp = find_workload("fashion-mlp").defaults;
+  hp.batch = 32;
+  const Model m = build_mlp(1, 8, 8, {64}, 10);  // input dense1 relu1 dense2
+  ASSERT_EQ(m.nodes.size(), 4u);
+  auto be = testing::make_recording_backend(
+      make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true}), true);
+  Trainer t(m, *be, hp, find_workload("fashion-mlp"), data);
+  std::vector<double> fwd(4, 0.0), bwd(4, 0.0);
+  for (int k = 0; k < 3; ++k) {
+    t.forward(32, true, &fwd);
+    t.loss(32);
+    t.backward(32, &bwd);
+  }
+  // Forward marks dense1 (with relu1) and dense2; backward marks dense2, relu1 and dense1.
+  EXPECT_EQ(testing::recorder(be->ctx).marks, 3 * ((1 + 2 * 2) + (1 + 2 * 3)));
+  EXPECT_GT(fwd[1], 0);
+  EXPECT_EQ(fwd[2], 0) << "relu1's forward ran inside dense1";
+  EXPECT_GT(fwd[3], 0);
+  for (size_t i = 1; i < 4; ++i) EXPECT_GT(bwd[i], 0) << m.nodes[i].name;
+  EXPECT_EQ(fwd[0] + bwd[0], 0) << "the input node runs nothing";
+}
+
 // The end-to-end check on the real data (WORKLOADS.md: about 0.88 after 10 epochs; one epoch
 // already passes 0.80).
 TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {

@@ -352,6 +352,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   cuda::register_batchnorm(*b);
   cuda::register_pool(*b);
   cuda::register_optimizers(*b);
+  cuda::register_timers(*b);
   return b;
 }
 

@@ -130,5 +130,6 @@ void register_batchnorm(Backend& b);    // batchnorm.cu
 void register_pool(Backend& b);         // pool.cu
 void register_elementwise(Backend& b);  // elementwise.cu: relu, add, softmax_ce, gather_batch, fill
 void register_optimizers(Backend& b);   // optimizer.cu
+void register_timers(Backend& b);       // timers.cu: events behind a gate, for profiles
 
 }  // namespace tb::cuda
