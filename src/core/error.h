@@ -3,6 +3,7 @@
 #pragma once
 #include <fmt/format.h>
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -10,6 +11,14 @@ namespace tb {
 
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// A backend could not allocate: `requested` bytes, with `available` bytes free when it failed
+// (0 when the backend cannot say). The Trainer restates it with the largest batch that fits.
+struct OutOfMemory : Error {
+  size_t requested = 0, available = 0;
+  OutOfMemory(const std::string& what, size_t requested_bytes, size_t available_bytes)
+      : Error(what), requested(requested_bytes), available(available_bytes) {}
 };
 
 template <typename... Args>

@@ -20,6 +20,73 @@ static double seconds_since(Clock::time_point t) {
 // Planning: every buffer's size is known from the model and the largest batch, so the arena is
 // laid out once here and carved into pointers (llm.c's malloc_and_point_parameters).
 
+Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
+  ArenaLayout L;
+  auto take = [&L](size_t bytes) {
+    const size_t at = L.total;
+    L.total += align_up(bytes);
+    return at;
+  };
+  const size_t f = sizeof(float), nodes = model.nodes.size();
+  const int64_t P = model.param_count;
+  L.params = take(P * f), L.grads = take(P * f), L.m = take(P * f), L.v = take(P * f);
+  L.state = take(std::max<int64_t>(model.state_count, 1) * f);
+  L.out.resize(nodes), L.grad.resize(nodes), L.saved.resize(nodes), L.argmax.resize(nodes);
+  int64_t largest = 0;
+  for (size_t i = 0; i < nodes; ++i) {
+    const Node& n = model.nodes[i];
+    const int64_t count = batch * n.out_size();
+    largest = std::max(largest, count);
+    L.out[i] = take(count * f);
+    L.grad[i] = i == 0 || grad_of_add[i] >= 0 ? 0 : take(count * f);
+    L.saved[i] = n.kind == OpKind::batchnorm ? take(2 * n.c * f) : 0;
+    L.argmax[i] = n.kind == OpKind::maxpool ? take(count * sizeof(int32_t)) : 0;
+  }
+  L.scratch = take(largest * f), L.labels = take(batch * sizeof(int32_t));
+  L.metrics = take(4 * f), L.train_idx = take(train_count * sizeof(int32_t));
+  L.test_idx = take(test_count * sizeof(int32_t));
+  return L;
+}
+
+void Trainer::free_buffers() {
+  for (void** p :
+       {reinterpret_cast<void**>(&train_images), reinterpret_cast<void**>(&train_labels),
+        reinterpret_cast<void**>(&test_images), reinterpret_cast<void**>(&test_labels), &arena}) {
+    if (*p) be.free(be.ctx, *p);
+    *p = nullptr;
+  }
+}
+
+OutOfMemory Trainer::out_of_memory(const OutOfMemory& e, size_t taken, size_t data_bytes) const {
+  const double mib = 1.0 / 1048576.0;
+  if (e.available == 0)  // the backend cannot say how much is free
+    return OutOfMemory(
+        fmt::format("{}; batch {} needs {:.1f} MiB for the run and {:.1f} MiB for "
+                    "the data set",
+                    e.what(), max_batch, layout_arena(max_batch).total * mib, data_bytes * mib),
+        e.requested, e.available);
+  // What was free when the run asked: what the backend reports now plus what the run had taken.
+  const size_t free_bytes = e.available + taken;
+  auto fits = [&](int64_t b) { return layout_arena(b).total + data_bytes <= free_bytes; };
+  int64_t lo = 0, hi = max_batch;  // fits(lo) (or lo == 0), !fits(hi)
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  const std::string advice =
+      lo > 0 ? fmt::format(
+                   "the largest batch that fits is {} (--batch {}; the backend's own workspaces "
+                   "come on top)",
+                   lo, lo)
+             : std::string("not even batch 1 fits: the data set or the model is too large for it");
+  return OutOfMemory(
+      fmt::format("out of memory on {}: batch {} needs {:.1f} MiB for the run and {:.1f} MiB for "
+                  "the data set, {:.1f} MiB are free; {}",
+                  be.name, max_batch, layout_arena(max_batch).total * mib, data_bytes * mib,
+                  free_bytes * mib, advice),
+      e.requested, e.available);
+}
+
 Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
                  const DatasetPair& data)
     : model(m), be(b), hp(h), workload(w) {
@@ -50,17 +117,6 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
                     consumers[i] == 1;
   }
 
-  // Lay out the arena: (offset, size) per buffer, then one allocation.
-  size_t total = 0;
-  auto take = [&total](size_t bytes) {
-    size_t at = total;
-    total += align_up(bytes);
-    return at;
-  };
-  const size_t f = sizeof(float);
-  const int64_t P = m.param_count;
-  const size_t o_params = take(P * f), o_grads = take(P * f), o_m = take(P * f), o_v = take(P * f),
-               o_state = take(std::max<int64_t>(m.state_count, 1) * f);
   // A node whose one consumer is a residual add gets the add's gradient unchanged: it shares
   // the add's gradient buffer instead of receiving a copy (ResNet: every bn3 and projection BN).
   grad_of_add.assign(nodes, -1);
@@ -70,36 +126,55 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
     for (int in : {n.in0, n.in1})
       if (in > 0 && consumers[in] == 1) grad_of_add[in] = int(i);
   }
-  std::vector<size_t> o_out(nodes), o_grad(nodes), o_saved(nodes), o_argmax(nodes);
-  int64_t largest = 0;
-  for (size_t i = 0; i < nodes; ++i) {
-    const Node& n = m.nodes[i];
-    const int64_t count = max_batch * n.out_size();
-    largest = std::max(largest, count);
-    o_out[i] = take(count * f);
-    o_grad[i] = i == 0 || grad_of_add[i] >= 0 ? 0 : take(count * f);
-    o_saved[i] = n.kind == OpKind::batchnorm ? take(2 * n.c * f) : 0;
-    o_argmax[i] = n.kind == OpKind::maxpool ? take(count * sizeof(int32_t)) : 0;
-  }
-  const size_t o_scratch = take(largest * f), o_labels = take(max_batch * sizeof(int32_t)),
-               o_metrics = take(4 * f), o_train_idx = take(train_count * sizeof(int32_t)),
-               o_test_idx = take(test_count * sizeof(int32_t));
 
-  arena = be.alloc(be.ctx, total);
+  // The arena, then the data set (uint8, as read), in one try: on running out of memory,
+  // everything taken so far goes back and the error says which batch would fit.
+  const ArenaLayout L = layout_arena(max_batch);
+  const std::vector<uint8_t>* sets[4] = {&data.train.images, &data.train.labels, &data.test.images,
+                                         &data.test.labels};
+  uint8_t** set_ptrs[4] = {&train_images, &train_labels, &test_images, &test_labels};
+  size_t data_bytes = 0;
+  for (const auto* v : sets) data_bytes += align_up(v->size());
+  size_t taken = 0;
+  try {
+    arena = be.alloc(be.ctx, L.total);
+    taken += L.total;
+    for (int k = 0; k < 4; ++k) {
+      *set_ptrs[k] = static_cast<uint8_t*>(be.alloc(be.ctx, sets[k]->size()));
+      taken += align_up(sets[k]->size());
+    }
+  } catch (const OutOfMemory& e) {
+    free_buffers();
+    throw out_of_memory(e, taken, data_bytes);
+  }
+  for (int k = 0; k < 4; ++k) be.upload(be.ctx, *set_ptrs[k], sets[k]->data(), sets[k]->size());
+
   char* base = static_cast<char*>(arena);
   auto F = [base](size_t off) { return reinterpret_cast<float*>(base + off); };
   auto I = [base](size_t off) { return reinterpret_cast<int32_t*>(base + off); };
-  params = F(o_params), grads = F(o_grads), opt_m = F(o_m), opt_v = F(o_v), state = F(o_state);
+  params = F(L.params), grads = F(L.grads), opt_m = F(L.m), opt_v = F(L.v), state = F(L.state);
   out.resize(nodes), grad.resize(nodes), saved.resize(nodes), argmax.resize(nodes);
   for (size_t i = 0; i < nodes; ++i) {
-    out[i] = F(o_out[i]);
-    grad[i] = i == 0 ? nullptr : F(o_grad[grad_of_add[i] >= 0 ? size_t(grad_of_add[i]) : i]);
-    saved[i] = m.nodes[i].kind == OpKind::batchnorm ? F(o_saved[i]) : nullptr;
-    argmax[i] = m.nodes[i].kind == OpKind::maxpool ? I(o_argmax[i]) : nullptr;
+    out[i] = F(L.out[i]);
+    grad[i] = i == 0 ? nullptr : F(L.grad[grad_of_add[i] >= 0 ? size_t(grad_of_add[i]) : i]);
+    saved[i] = m.nodes[i].kind == OpKind::batchnorm ? F(L.saved[i]) : nullptr;
+    argmax[i] = m.nodes[i].kind == OpKind::maxpool ? I(L.argmax[i]) : nullptr;
   }
-  scratch = F(o_scratch), labels = I(o_labels), metrics = F(o_metrics);
-  train_indices = I(o_train_idx), test_indices = I(o_test_idx);
+  scratch = F(L.scratch), labels = I(L.labels), metrics = F(L.metrics);
+  train_indices = I(L.train_idx), test_indices = I(L.test_idx);
 
+  try {
+    fill_initial_state(data);
+  } catch (...) {
+    free_buffers();  // the destructor does not run for a constructor that throws
+    throw;
+  }
+}
+
+void Trainer::fill_initial_state(const DatasetPair& data) {
+  const Model& m = model;
+  const int64_t P = m.param_count;
+  const size_t f = sizeof(float);
   // Parameters start on the host from the seed, then go up once.
   {
     auto host_params = host_alloc<float>(P), host_state = host_alloc<float>(m.state_count + 1);
@@ -113,20 +188,11 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
     be.upload(be.ctx, test_indices, iota.data(), test_count * sizeof(int32_t));
   }
 
-  // The data set goes up once, as uint8; batches are cut on the device.
-  auto upload_u8 = [this](const std::vector<uint8_t>& v) {
-    auto* p = static_cast<uint8_t*>(be.alloc(be.ctx, v.size()));
-    be.upload(be.ctx, p, v.data(), v.size());
-    return p;
-  };
-  train_images = upload_u8(data.train.images), train_labels = upload_u8(data.train.labels);
-  test_images = upload_u8(data.test.images), test_labels = upload_u8(data.test.labels);
-
   BatchSpec spec;
   spec.channels = data.train.channels, spec.height = data.train.height,
   spec.width = data.train.width;
   for (int c = 0; c < std::min(spec.channels, 3); ++c)
-    spec.mean[c] = w.mean[c], spec.inv_std[c] = 1.f / w.std[c];
+    spec.mean[c] = workload.mean[c], spec.inv_std[c] = 1.f / workload.std[c];
   train_spec = test_spec = spec;
   train_spec.augment = hp.augment;
   be.synchronize(be.ctx);
@@ -136,9 +202,7 @@ Trainer::~Trainer() {
   if (node_timers) be.timers_destroy(be.ctx, node_timers);
   for (auto& [n, g] : step_graphs) be.graph_destroy(be.ctx, g);  // they point into the caches
   caches.clear();  // backend state first, while the backend lives
-  for (void* p : {static_cast<void*>(train_images), static_cast<void*>(train_labels),
-                  static_cast<void*>(test_images), static_cast<void*>(test_labels), arena})
-    if (p) be.free(be.ctx, p);
+  free_buffers();
 }
 
 std::vector<std::string> Trainer::node_notes() const {

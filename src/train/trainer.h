@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "core/error.h"
 #include "data/dataset.h"
 #include "models/model.h"
 #include "train/workload.h"
@@ -139,6 +140,21 @@ struct Trainer {
             int64_t lookahead = 0);
   EvalResult evaluate();
   TrainResult train(const std::function<void(const Progress&)>& on_progress);
+
+  // Every buffer's offset in the arena for a batch size, and the arena's size.
+  struct ArenaLayout {
+    size_t total = 0;
+    size_t params = 0, grads = 0, m = 0, v = 0, state = 0, scratch = 0, labels = 0, metrics = 0,
+           train_idx = 0, test_idx = 0;
+    std::vector<size_t> out, grad, saved, argmax;  // per node
+  };
+  ArenaLayout layout_arena(int64_t batch) const;
+  void free_buffers();  // the arena and the data set
+  // Initial parameters and BN statistics from the seed, test indices, batch specs.
+  void fill_initial_state(const DatasetPair& data);
+  // The backend's out-of-memory error restated for the run: what the batch needs, what is free
+  // (counting what the run had already taken), and the largest batch that fits.
+  OutOfMemory out_of_memory(const OutOfMemory& e, size_t taken, size_t data_bytes) const;
 
   std::vector<float> download_params() const;
   void upload_params(const std::vector<float>& p);

@@ -6,11 +6,13 @@
 // argument which changes from step to step (a seed, Adam's step count, a batch offset) replays a
 // stale value and no longer matches the same run without graphs.
 //
+// memory_cap (bytes, 0 = none) makes alloc throw OutOfMemory beyond it, as a full GPU does.
 // With host_timers it also has device timers, emulated with the host clock (the inner backend
 // runs each op before returning), so the Trainer's per-node marks are tested on the CPU.
 #pragma once
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <tuple>
 #include <type_traits>
@@ -27,6 +29,8 @@ struct Recorder {
   bool fail_recordings = false;                        // graph_end throws (the fallback's test)
   int recorded = 0, launched = 0;
   int marks = 0;  // timer marks made
+  size_t memory_cap = 0, allocated = 0;
+  std::map<void*, size_t> sizes;  // what each live allocation counts against the cap
 };
 
 inline Recorder& recorder(void* ctx) {
@@ -60,7 +64,8 @@ inline void refuse_while_recording(void* ctx, const char* what) {
 inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> inner,
                                                        bool host_timers = false) {
   auto b = std::make_unique<Backend>();
-  auto* r = new Recorder{std::move(inner)};
+  auto* r = new Recorder();
+  r->inner = std::move(inner);
   b->ctx = r;
   b->destroy = [](void* p) { delete static_cast<Recorder*>(p); };
   const Backend& in = *r->inner;
@@ -70,12 +75,22 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
 
   b->alloc = [](void* ctx, size_t bytes) {
     refuse_while_recording(ctx, "alloc");
-    Backend& in = *recorder(ctx).inner;
-    return in.alloc(in.ctx, bytes);
+    Recorder& r = recorder(ctx);
+    const size_t counted = (bytes + 255) / 256 * 256;
+    if (r.memory_cap && r.allocated + counted > r.memory_cap)
+      throw OutOfMemory("recording backend: out of memory", bytes, r.memory_cap - r.allocated);
+    void* p = r.inner->alloc(r.inner->ctx, bytes);
+    r.allocated += counted;
+    r.sizes[p] = counted;
+    return p;
   };
   b->free = [](void* ctx, void* p) {
-    Backend& in = *recorder(ctx).inner;
-    in.free(in.ctx, p);
+    Recorder& r = recorder(ctx);
+    if (auto it = r.sizes.find(p); it != r.sizes.end()) {
+      r.allocated -= it->second;
+      r.sizes.erase(it);
+    }
+    r.inner->free(r.inner->ctx, p);
   };
   b->upload = [](void* ctx, void* dst, const void* src, size_t bytes) {
     refuse_while_recording(ctx, "upload");

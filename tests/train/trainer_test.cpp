@@ -245,6 +245,45 @@ TEST(Trainer, TimerMarksLandOnTheirNodes) {
   EXPECT_EQ(fwd[0] + bwd[0], 0) << "the input node runs nothing";
 }
 
+// Out of memory: the run gives back what it took and names the largest batch that fits, and
+// that batch does fit while one more does not.
+TEST(Trainer, OutOfMemoryNamesTheLargestBatchThatFits) {
+  DatasetPair data = synthetic(200, 1, 8, 8, 11);
+  const Workload& w = find_workload("fashion-mlp");
+  Hyper hp = w.defaults;
+  const Model m = build_mlp(1, 8, 8, {16}, 10);
+  auto be =
+      testing::make_recording_backend(make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true}));
+  testing::Recorder& rec = testing::recorder(be->ctx);
+  size_t run40 = 0, run41 = 0, data_bytes = 0;
+  {
+    hp.batch = 40;
+    Trainer t(m, *be, hp, w, data);
+    run40 = t.layout_arena(40).total, run41 = t.layout_arena(41).total;
+    data_bytes = rec.allocated - run40;
+  }
+  ASSERT_LT(run40, run41);
+  ASSERT_EQ(rec.allocated, 0u);
+  rec.memory_cap = run40 + data_bytes;  // batch 40 fits exactly
+  for (int64_t batch : {128, 41}) {
+    hp.batch = batch;
+    try {
+      Trainer t(m, *be, hp, w, data);
+      ADD_FAILURE() << "batch " << batch << " should not fit";
+    } catch (const OutOfMemory& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("the largest batch that fits is 40 (--batch 40;"), std::string::npos)
+          << msg;
+      EXPECT_NE(msg.find("batch " + std::to_string(batch) + " needs"), std::string::npos) << msg;
+    }
+    EXPECT_EQ(rec.allocated, 0u) << "a failed start gives back what it took";
+  }
+  hp.batch = 40;
+  Trainer fits(m, *be, hp, w, data);
+  EXPECT_EQ(fits.max_batch, 40);
+  EXPECT_EQ(rec.allocated, rec.memory_cap);
+}
+
 // The end-to-end check on the real data (WORKLOADS.md: about 0.88 after 10 epochs; one epoch
 // already passes 0.80).
 TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {

@@ -95,11 +95,15 @@ void* alloc(void* ctx, size_t bytes) {
     (void)cudaGetLastError();
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    fail(
-        "cuda: out of GPU memory on {}: asked for {} bytes ({:.1f} MiB), {:.1f} MiB free of "
-        "{:.1f} MiB ({}); try a smaller --batch",
-        cx.device_name, bytes, bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0,
-        cudaGetErrorString(e));
+    // What a run may still count on: cudaMalloc hands out 2 MiB pages, and the Trainer asks for
+    // five buffers, so 16 MiB of what is free may go to rounding (never report 0: "unknown").
+    const size_t slack = size_t(16) << 20;
+    throw OutOfMemory(
+        fmt::format("cuda: out of GPU memory on {}: asked for {} bytes ({:.1f} MiB), {:.1f} MiB "
+                    "free of {:.1f} MiB ({}); try a smaller --batch",
+                    cx.device_name, bytes, bytes / 1048576.0, free_b / 1048576.0,
+                    total_b / 1048576.0, cudaGetErrorString(e)),
+        bytes, free_b > slack ? free_b - slack : 1);
   }
   TB_CUDA_CHECK(cudaMemsetAsync(p, 0, rounded, cx.stream), "alloc",
                 fmt::format("[{} bytes]", bytes));

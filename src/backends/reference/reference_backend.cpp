@@ -1,5 +1,6 @@
 // The reference backend: host memory and the plain loops of src/ops. Slow and obviously right;
 // tests run whole models on it and compare every fast backend against it.
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -13,10 +14,34 @@
 namespace tb {
 
 namespace host_memory {
+// MemAvailable from /proc/meminfo in bytes, 0 when it cannot be read.
+static size_t available_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (std::fgets(line, sizeof(line), f))
+    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+  std::fclose(f);
+  return size_t(kb) * 1024;
+}
+
 void* alloc(void*, size_t bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
+  // Linux overcommits: a buffer larger than the memory there is may be handed out and the
+  // process killed when the memset below touches it. Large requests are checked first.
+  if (rounded >= (size_t(64) << 20)) {
+    const size_t avail = available_bytes();
+    if (avail && rounded > avail)
+      throw OutOfMemory(
+          fmt::format("out of host memory: asked for {:.1f} MiB, {:.1f} MiB available",
+                      bytes / 1048576.0, avail / 1048576.0),
+          bytes, avail);
+  }
   void* p = std::aligned_alloc(64, rounded ? rounded : 64);
-  if (!p) fail("out of host memory allocating {} bytes", bytes);
+  if (!p)
+    throw OutOfMemory(fmt::format("out of host memory allocating {} bytes", bytes), bytes,
+                      available_bytes());
   std::memset(p, 0, rounded);
   return p;
 }
