@@ -7,11 +7,12 @@
 # Steps, in priority order, each under `timeout` and all under one deadline (CHECK_BUDGET_S,
 # default 450 s) so the script ends in time; a failing step is recorded and the next one runs:
 #   env, unpack .carry, configure (-DTRAINBENCH_CUDA=ON, sm_90), build, the Cuda* tests,
-#   trainbench devices, fashion-mlp on cuda (fp32; with and without CUDA graphs), resnet50-cifar10 on cuda (tf32, 1 epoch),
-#   the two PyTorch peers the same way, then the rest of the test suite.
-# Everything lands in $OUT (at most 8 files come back from the device): check.log (all steps),
-# tests.log, summary.txt and the five result records. The table of steps and results is printed
-# last. Exit status 0 only when every step passed.
+#   trainbench devices, fashion-mlp on cuda (fp32; with and without CUDA graphs), resnet50-cifar10
+#   on cuda (tf32 and bf16, 1 epoch each), the two PyTorch peers the same way, then the rest of
+#   the test suite.
+# Everything lands in $OUT (at most 8 files come back from the device): check.log (all steps, the
+# summary at its end), tests.log and the six result records. The table of steps and results is
+# printed last. Exit status 0 only when every step passed.
 #
 # Knobs: CHECK_BUDGET_S (deadline), CHECK_BUILD_DIR (default build-device),
 #        CHECK_SKIP_BUILD=1 (reuse an existing build), CHECK_JOBS (default 16).
@@ -194,11 +195,14 @@ if [ -x "$TB" ]; then
   if [ -n "$CIFAR" ]; then
     step resnet-cuda 180 "$LOG" "${TBENV[@]}" "$TB" run resnet50-cifar10 --device cuda --precision tf32 \
       --epochs 1 --data "$CIFAR" --out "$OUT/resnet_cuda.json"
+    step resnet-bf16 180 "$LOG" "${TBENV[@]}" "$TB" run resnet50-cifar10 --device cuda --precision bf16 \
+      --epochs 1 --data "$CIFAR" --out "$OUT/resnet_cuda_bf16.json"
   else
     skip resnet-cuda "no CIFAR-10 data"
+    skip resnet-bf16 "no CIFAR-10 data"
   fi
 else
-  for s in devices mlp-cuda mlp-nographs resnet-cuda; do skip "$s" "no $TB"; done
+  for s in devices mlp-cuda mlp-nographs resnet-cuda resnet-bf16; do skip "$s" "no $TB"; done
 fi
 if [ -n "$PY" ] && [ -f bench/peers/fashion_mlp_torch.py ] && [ -n "$FASHION" ]; then
   step mlp-torch 120 "$LOG" "$PY" bench/peers/fashion_mlp_torch.py --device cuda --data "$FASHION" \
@@ -247,7 +251,8 @@ def g(d, *keys):
     return d
 def f(v, fmt):
     return "-" if v is None else (fmt.format(v) if isinstance(v, (int, float)) else str(v))
-for name in ("mlp_cuda", "mlp_cuda_nographs", "mlp_torch", "resnet_cuda", "resnet_torch"):
+for name in ("mlp_cuda", "mlp_cuda_nographs", "mlp_torch", "resnet_cuda", "resnet_cuda_bf16",
+             "resnet_torch"):
     p = os.path.join(out, name + ".json")
     if not os.path.exists(p):
         rows.append((name, "(no record)",) + ("",) * 11)
@@ -275,6 +280,6 @@ EOF
   else
     echo "FAILED OR SKIPPED STEPS: ${FAILED[*]}  (details in check.log / tests.log)"
   fi
-} 2>&1 | tee "$OUT/summary.txt" | tee -a "$LOG"
+} 2>&1 | tee -a "$LOG"
 
 [ ${#FAILED[@]} -eq 0 ]

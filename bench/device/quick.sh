@@ -2,22 +2,35 @@
 # Prebuilt GPU check for a short lease: runs binaries built on the CPU machine (CUDA ON, sm_90)
 # with their libraries carried in .devrun/pack.tar.xz, so no device time goes to compiling.
 # Prepare here: bench/device/prepare_quick.sh. Device call: carry [".devrun"],
-# command "bash bench/device/quick.sh", timeout_s ~140.
+# command "bash bench/device/quick.sh", timeout_s ~180.
+# Files back (at most 8): quick.log (environment and every step), cuda_tests.log and four records.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 OUT=${OUT:-/tmp/tb-out}
+LOG="$OUT/quick.log"
 mkdir -p "$OUT" /tmp/tb
 tar -xJf .devrun/pack.tar.xz -C /tmp/tb
 libdirs=$(find /usr/local/cuda*/lib* /usr/local/lib /opt /usr/lib -xdev \( -name 'libcudnn.so.9' \
   -o -name 'libcublasLt.so.13' -o -name 'libcudart.so.13' \) -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
 export LD_LIBRARY_PATH="/tmp/tb/lib:${libdirs}${LD_LIBRARY_PATH:-}"
 TB=/tmp/tb/trainbench
-{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.total --format=csv; echo "libs: $libdirs"; ldd $TB | grep -E "not found|cudnn|cublas|cudart"; } 2>&1 | tee "$OUT/env.txt"
-step() { local name=$1 limit=$2; shift 2; local s=$(date +%s); timeout -k 3 "$limit" "$@" >"$OUT/$name.log" 2>&1; local rc=$?; echo "== $name rc=$rc $(( $(date +%s) - s ))s"; tail -n 4 "$OUT/$name.log"; }
-step cuda_tests 50 /tmp/tb/trainbench_tests --gtest_filter='Cuda*:TorchParity*'
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.total --format=csv; echo "libs: $libdirs"; ldd $TB | grep -E "not found|cudnn|cublas|cudart"; } 2>&1 | tee "$LOG"
+# step NAME LIMIT_S CMD...: output to quick.log (cuda_tests to its own log), status and tail shown.
+step() {
+  local name=$1 limit=$2; shift 2
+  local out="$LOG" s=$(date +%s)
+  [ "$name" = cuda_tests ] && out="$OUT/cuda_tests.log"
+  echo "===== $name: $*" >>"$out"
+  timeout -k 3 "$limit" "$@" >>"$out" 2>&1
+  local rc=$?
+  echo "== $name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$LOG"
+  tail -n 4 "$out"
+}
+step cuda_tests 60 /tmp/tb/trainbench_tests --gtest_filter='Cuda*:TorchParity*'
 grep -E "FAILED|Failure|error" "$OUT/cuda_tests.log" | head -30
 step mlp 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --data .devrun/fashion --out "$OUT/mlp_cuda.json"
 step mlp_nographs 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --no-graphs --data .devrun/fashion --out "$OUT/mlp_cuda_nographs.json"
-grep -hE "step graphs|host issues" "$OUT/mlp.log" "$OUT/mlp_nographs.log"
+grep -E "step graphs|host issues" "$LOG"
 step resnet 40 $TB run resnet50-cifar10 --device cuda --precision tf32 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda.json"
-step devices 15 $TB devices --no-measure
+step resnet_bf16 40 $TB run resnet50-cifar10 --device cuda --precision bf16 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16.json"
+step devices 30 $TB devices

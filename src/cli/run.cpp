@@ -261,7 +261,7 @@ int devices_command(bool measure) {
       fmt::print("  {} peak: {}\n", precision_name(p),
                  pk ? fmt::format("{:.1f} TFLOP/s ({})", pk->flops_per_s / 1e12, pk->source)
                     : std::string("unknown (not in the device table)"));
-      if (!measure || p == Precision::bf16) continue;  // bf16 is not implemented on CUDA yet
+      if (!measure) continue;
       BackendConfig cfg;
       cfg.device = DeviceKind::cuda, cfg.device_index = g.index, cfg.precision = p;
       auto be = make_backend(cfg);

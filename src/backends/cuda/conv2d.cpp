@@ -10,6 +10,9 @@
 // in TF32 on Ampere and newer). tf32 searches under CUDNN_TENSOR_OP_MATH and runs each algorithm
 // in the math type cuDNN measured it with (as PyTorch does). CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
 // is not used: it also lets cuDNN convert fp32 data down to fp16, which is not TF32.
+// bf16: the descriptors are bf16 with fp32 compute (cuDNN's PSEUDO_BFLOAT16 configuration), and
+// each call converts its fp32 operands to bf16 copies (bf16.cu) and its bf16 result back to fp32,
+// so the rest of the engine stays fp32; tensor-core math as for tf32.
 #include <array>
 #include <cstdint>
 
@@ -65,11 +68,12 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
   TB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&cc->x), op, sh);
   TB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&cc->y), op, sh);
   TB_CUDNN_CHECK(cudnnCreateFilterDescriptor(&cc->w), op, sh);
-  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(d.n),
-                                            int(d.c), int(d.h), int(d.w)),
+  const cudnnDataType_t dt = cx.bf16() ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->x, CUDNN_TENSOR_NCHW, dt, int(d.n), int(d.c),
+                                            int(d.h), int(d.w)),
                  op, sh);
-  TB_CUDNN_CHECK(cudnnSetFilter4dDescriptor(cc->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, int(d.k),
-                                            int(d.c), int(d.r), int(d.s)),
+  TB_CUDNN_CHECK(cudnnSetFilter4dDescriptor(cc->w, dt, CUDNN_TENSOR_NCHW, int(d.k), int(d.c),
+                                            int(d.r), int(d.s)),
                  op, sh);
   for (Direction* dir : {&cc->fwd, &cc->bwd_data, &cc->bwd_filter}) {
     TB_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&dir->conv), op, sh);
@@ -86,10 +90,15 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
       sh);
   if (on != d.n || oc != d.k || oh != d.oh() || ow != d.ow())
     fail_msg(op, sh, "cuDNN computes a different output shape than ConvDims");
-  TB_CUDNN_CHECK(
-      cudnnSetTensor4dDescriptor(cc->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, on, oc, oh, ow), op,
-      sh);
+  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->y, CUDNN_TENSOR_NCHW, dt, on, oc, oh, ow), op, sh);
   return *cc;
+}
+
+// Element counts of x, w and y. Under bf16 each direction hands cuDNN copies in the context's
+// scratch (one slot per tensor, so dy sits in y's and dx in x's): the inputs converted before the
+// call, the output converted back after it.
+std::array<int64_t, 3> counts(const ConvDims& d) {
+  return {d.n * d.c * d.h * d.w, d.k * d.c * d.r * d.s, d.n * d.k * d.oh() * d.ow()};
 }
 
 // Reuses an algorithm another node of the same shape measured; false when none has yet.
@@ -133,21 +142,32 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   Context& cx = context(ctx);
   ConvCache& cc = cache_for(cx, c, d, kOpFwd);
   Direction& dir = cc.fwd;
+  const auto n = counts(d);
+  const void* in_x = x;
+  const void* in_w = w;
+  void* out_y = y;
+  if (cx.bf16()) {
+    const auto h = bf16_operands(cx, n, kOpFwd);
+    launch_to_bf16(cx, x, h[0], n[0]);
+    launch_to_bf16(cx, w, h[1], n[1]);
+    in_x = h[0], in_w = h[1], out_y = h[2];
+  }
   if (!dir.found && !reuse(cx, dir, d, 0, kOpFwd)) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int returned = 0;
     TB_CUDNN_CHECK(
-        cudnnFindConvolutionForwardAlgorithmEx(cx.dnn, cc.x, x, cc.w, w, dir.conv, cc.y, y,
-                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf,
-                                               cx.workspace, cx.workspace_bytes),
+        cudnnFindConvolutionForwardAlgorithmEx(cx.dnn, cc.x, in_x, cc.w, in_w, dir.conv, cc.y,
+                                               out_y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned,
+                                               perf, cx.workspace, cx.workspace_bytes),
         kOpFwd, shape_str(d));
     pick(cx, dir, perf, returned, d, 0, kOpFwd);
   }
   const float one = 1.f, zero = 0.f;
-  TB_CUDNN_CHECK(cudnnConvolutionForward(cx.dnn, &one, cc.x, x, cc.w, w, dir.conv,
+  TB_CUDNN_CHECK(cudnnConvolutionForward(cx.dnn, &one, cc.x, in_x, cc.w, in_w, dir.conv,
                                          cudnnConvolutionFwdAlgo_t(dir.algo), cx.workspace, dir.ws,
-                                         &zero, cc.y, y),
+                                         &zero, cc.y, out_y),
                  kOpFwd, shape_str(d));
+  if (cx.bf16()) launch_from_bf16(cx, out_y, y, n[2]);
 }
 
 void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float* dy, const float* w,
@@ -155,21 +175,32 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
   Context& cx = context(ctx);
   ConvCache& cc = cache_for(cx, c, d, kOpBwdData);
   Direction& dir = cc.bwd_data;
+  const auto n = counts(d);
+  const void* in_dy = dy;
+  const void* in_w = w;
+  void* out_dx = dx;
+  if (cx.bf16()) {
+    const auto h = bf16_operands(cx, n, kOpBwdData);
+    launch_to_bf16(cx, dy, h[2], n[2]);
+    launch_to_bf16(cx, w, h[1], n[1]);
+    in_dy = h[2], in_w = h[1], out_dx = h[0];
+  }
   if (!dir.found && !reuse(cx, dir, d, 1, kOpBwdData)) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int returned = 0;
-    TB_CUDNN_CHECK(
-        cudnnFindConvolutionBackwardDataAlgorithmEx(
-            cx.dnn, cc.w, w, cc.y, dy, dir.conv, cc.x, dx, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-            &returned, perf, cx.workspace, cx.workspace_bytes),
-        kOpBwdData, shape_str(d));
+    TB_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+                       cx.dnn, cc.w, in_w, cc.y, in_dy, dir.conv, cc.x, out_dx,
+                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, cx.workspace,
+                       cx.workspace_bytes),
+                   kOpBwdData, shape_str(d));
     pick(cx, dir, perf, returned, d, 1, kOpBwdData);
   }
   const float one = 1.f, zero = 0.f;
-  TB_CUDNN_CHECK(cudnnConvolutionBackwardData(cx.dnn, &one, cc.w, w, cc.y, dy, dir.conv,
+  TB_CUDNN_CHECK(cudnnConvolutionBackwardData(cx.dnn, &one, cc.w, in_w, cc.y, in_dy, dir.conv,
                                               cudnnConvolutionBwdDataAlgo_t(dir.algo), cx.workspace,
-                                              dir.ws, &zero, cc.x, dx),
+                                              dir.ws, &zero, cc.x, out_dx),
                  kOpBwdData, shape_str(d));
+  if (cx.bf16()) launch_from_bf16(cx, out_dx, dx, n[0]);
 }
 
 void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const float* x,
@@ -177,21 +208,32 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   Context& cx = context(ctx);
   ConvCache& cc = cache_for(cx, c, d, kOpBwdFilter);
   Direction& dir = cc.bwd_filter;
+  const auto n = counts(d);
+  const void* in_x = x;
+  const void* in_dy = dy;
+  void* out_dw = dw;
+  if (cx.bf16()) {
+    const auto h = bf16_operands(cx, n, kOpBwdFilter);
+    launch_to_bf16(cx, x, h[0], n[0]);
+    launch_to_bf16(cx, dy, h[2], n[2]);
+    in_x = h[0], in_dy = h[2], out_dw = h[1];
+  }
   if (!dir.found && !reuse(cx, dir, d, 2, kOpBwdFilter)) {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int returned = 0;
-    TB_CUDNN_CHECK(
-        cudnnFindConvolutionBackwardFilterAlgorithmEx(
-            cx.dnn, cc.x, x, cc.y, dy, dir.conv, cc.w, dw, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-            &returned, perf, cx.workspace, cx.workspace_bytes),
-        kOpBwdFilter, shape_str(d));
+    TB_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                       cx.dnn, cc.x, in_x, cc.y, in_dy, dir.conv, cc.w, out_dw,
+                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, cx.workspace,
+                       cx.workspace_bytes),
+                   kOpBwdFilter, shape_str(d));
     pick(cx, dir, perf, returned, d, 2, kOpBwdFilter);
   }
   const float one = 1.f, zero = 0.f;
-  TB_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cx.dnn, &one, cc.x, x, cc.y, dy, dir.conv,
+  TB_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cx.dnn, &one, cc.x, in_x, cc.y, in_dy, dir.conv,
                                                 cudnnConvolutionBwdFilterAlgo_t(dir.algo),
-                                                cx.workspace, dir.ws, &zero, cc.w, dw),
+                                                cx.workspace, dir.ws, &zero, cc.w, out_dw),
                  kOpBwdFilter, shape_str(d));
+  if (cx.bf16()) launch_from_bf16(cx, out_dw, dw, n[1]);
 }
 
 }  // namespace

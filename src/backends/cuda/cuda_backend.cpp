@@ -213,6 +213,7 @@ void destroy_context(void* p) {
   if (cx->dnn) cudnnDestroy(cx->dnn);
   if (cx->lt) cublasLtDestroy(cx->lt);
   if (cx->workspace) cudaFree(cx->workspace);
+  if (cx->bf16_scratch) cudaFree(cx->bf16_scratch);
   if (cx->stream) cudaStreamDestroy(cx->stream);
   (void)cudaGetLastError();
   delete cx;
@@ -291,8 +292,6 @@ std::vector<CudaDeviceInfo> cuda_devices() {
 
 std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   TB_CHECK(cfg.device == DeviceKind::cuda, "the CUDA backend runs on CUDA devices only");
-  if (cfg.precision == Precision::bf16)
-    fail("--precision bf16 on cuda: not implemented yet (use fp32 or tf32)");
   if (cfg.deterministic)
     fail("--deterministic on cuda: not implemented yet (cuDNN's algorithms are chosen by timing)");
   const int gpus = cuda_device_count();
@@ -312,9 +311,10 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   TB_CUDA_CHECK(cudaGetDeviceProperties(&prop, cx->device), "init", dev);
   cx->sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
   cx->device_name = fmt::format("cuda:{} ({})", cx->device, prop.name);
-  if (cfg.precision == Precision::tf32 && prop.major < 8)
-    fail("--precision tf32 on cuda: {} has compute capability {}.{}; TF32 needs 8.0 or newer",
-         prop.name, prop.major, prop.minor);
+  if (cfg.precision != Precision::fp32 && prop.major < 8)
+    fail("--precision {} on cuda: {} has compute capability {}.{}; {} needs 8.0 or newer",
+         precision_name(cfg.precision), prop.name, prop.major, prop.minor,
+         cfg.precision == Precision::tf32 ? "TF32" : "bf16 tensor-core math");
   TB_CUDA_CHECK(cudaStreamCreateWithFlags(&cx->stream, cudaStreamNonBlocking), "init", dev);
   TB_CUBLAS_CHECK(cublasLtCreate(&cx->lt), "init", dev);
   TB_CUDNN_CHECK(cudnnCreate(&cx->dnn), "init", dev);

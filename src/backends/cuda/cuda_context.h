@@ -41,7 +41,12 @@ struct Context {
   };
   std::map<std::array<int64_t, 10>, ConvAlgo> conv_algos;
 
+  // bf16 copies of the library ops' operands (bf16.cu), grown on first use.
+  void* bf16_scratch = nullptr;
+  size_t bf16_scratch_bytes = 0;
+
   bool tensor_cores() const { return precision != Precision::fp32; }
+  bool bf16() const { return precision == Precision::bf16; }
 };
 
 inline Context& context(void* ctx) {
@@ -122,6 +127,14 @@ void launch_bias_act(Context& cx, int64_t n, int64_t cols, const float* b, bool 
 // db[o] = sum_i dy[i, o] over dy [n, cols] (overwrites db).
 void launch_column_sum(Context& cx, int64_t n, int64_t cols, const float* dy, float* db);
 void launch_fill(Context& cx, float* dst, float value, int64_t count);
+
+// ---- bf16 operand copies (bf16.cu) ----
+// Round-to-nearest-even copies between fp32 and bf16 buffers (dst/src are __nv_bfloat16*).
+void launch_to_bf16(Context& cx, const float* src, void* dst, int64_t count);
+void launch_from_bf16(Context& cx, const void* src, float* dst, int64_t count);
+// Three bf16 buffers of the given element counts in the context's scratch (256-byte aligned),
+// valid until the next call.
+std::array<void*, 3> bf16_operands(Context& cx, std::array<int64_t, 3> counts, const char* op);
 
 // ---- registration: each op file fills its entries of the table ----
 void register_dense(Backend& b);        // dense.cpp

@@ -9,6 +9,9 @@
 // the dW product (bias length = columns of D = out, reduced over k = n). Where cuBLASLt offers no
 // algorithm for an epilogue (or the bias pointer is too misaligned for it), a small kernel does it.
 //
+// bf16: A and B are bf16 copies (bf16.cu) of the fp32 operands made before each call; D, the bias
+// and the bias gradient stay fp32, the products accumulate in fp32 on bf16 tensor cores.
+//
 // Each product is planned once per node and shape (descriptors, layouts, the heuristic's algo) and
 // cached in the node's OpCache. The heuristic depends on pointer alignment, so the plan records
 // the alignments it assumed and is rebuilt if a later call passes a less aligned pointer.
@@ -64,8 +67,10 @@ struct MatmulPlan {
 bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const void* b,
               const void* d, const void* bias, const char* op, const DenseDims& dims) {
   p.release();
+  // bf16 inputs run on tensor cores under plain 32F compute; fp32 inputs need FAST_TF32 for them.
   const cublasComputeType_t compute =
-      cx.tensor_cores() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+      cx.precision == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const cudaDataType_t ab = cx.bf16() ? CUDA_R_16BF : CUDA_R_32F;
   TB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F), op, shape_str(dims));
   TB_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &g.ta, sizeof(g.ta)), op,
@@ -84,12 +89,10 @@ bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const vo
   }
   // Stored shapes: op(A) is m x k, so A is stored k x m when transposed.
   const bool at = g.ta == CUBLAS_OP_T, bt = g.tb == CUBLAS_OP_T;
-  TB_CUBLAS_CHECK(
-      cublasLtMatrixLayoutCreate(&p.la, CUDA_R_32F, at ? g.k : g.m, at ? g.m : g.k, g.lda), op,
-      shape_str(dims));
-  TB_CUBLAS_CHECK(
-      cublasLtMatrixLayoutCreate(&p.lb, CUDA_R_32F, bt ? g.n : g.k, bt ? g.k : g.n, g.ldb), op,
-      shape_str(dims));
+  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.la, ab, at ? g.k : g.m, at ? g.m : g.k, g.lda), op,
+                  shape_str(dims));
+  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.lb, ab, bt ? g.n : g.k, bt ? g.k : g.n, g.ldb), op,
+                  shape_str(dims));
   TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.ld, CUDA_R_32F, g.m, g.n, g.ldd), op,
                   shape_str(dims));
 
@@ -199,17 +202,25 @@ void dense_forward(void* ctx, OpCache& c, const DenseDims& d, const float* x, co
   cublasLtEpilogue_t epi = b ? (relu_after ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
                              : (relu_after ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
   const Gemm g{CUBLAS_OP_T, CUBLAS_OP_N, d.out, d.n, d.in, d.in, d.in, d.out, epi};
+  const void* x_in = x;
+  const void* w_in = w;
+  if (cx.bf16()) {
+    const auto h = bf16_operands(cx, {d.n * d.in, d.out * d.in, 0}, op);
+    launch_to_bf16(cx, x, h[0], d.n * d.in);
+    launch_to_bf16(cx, w, h[1], d.out * d.in);
+    x_in = h[0], w_in = h[1];
+  }
   if (b) {
-    ensure_plan(cx, p, g, true, w, x, y, b, op, d);
-  } else if (!p.still_fits(w, x, y, nullptr)) {
+    ensure_plan(cx, p, g, true, w_in, x_in, y, b, op, d);
+  } else if (!p.still_fits(w_in, x_in, y, nullptr)) {
     // RELU alone reads no bias; DEFAULT when there is nothing to fuse or RELU is not offered.
-    if (!(relu_after && try_plan(cx, p, g, w, x, y, nullptr, op, d))) {
+    if (!(relu_after && try_plan(cx, p, g, w_in, x_in, y, nullptr, op, d))) {
       Gemm g0 = g;
       g0.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
-      try_plan(cx, p, g0, w, x, y, nullptr, op, d);
+      try_plan(cx, p, g0, w_in, x_in, y, nullptr, op, d);
     }
   }
-  run_plan(cx, p, w, x, y, b, op, d);
+  run_plan(cx, p, w_in, x_in, y, b, op, d);
   if (!p.epilogue_ok && (b || relu_after)) launch_bias_act(cx, d.n, d.out, b, relu_after, y);
 }
 
@@ -223,11 +234,21 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
     if (db) launch_fill(cx, db, 0.f, d.out);
     return;
   }
+  const void* x_in = x;
+  const void* w_in = w;
+  const void* dy_in = dy;
+  if (cx.bf16()) {
+    const auto h = bf16_operands(cx, {d.n * d.in, d.out * d.in, d.n * d.out}, op);
+    if (dw) launch_to_bf16(cx, x, h[0], d.n * d.in);
+    if (dx) launch_to_bf16(cx, w, h[1], d.out * d.in);
+    launch_to_bf16(cx, dy, h[2], d.n * d.out);
+    x_in = h[0], w_in = h[1], dy_in = h[2];
+  }
   if (dx) {
     const Gemm g{
         CUBLAS_OP_N, CUBLAS_OP_N, d.in, d.n, d.out, d.in, d.out, d.in, CUBLASLT_EPILOGUE_DEFAULT};
-    ensure_plan(cx, dc.dx, g, false, w, dy, dx, nullptr, op, d);
-    run_plan(cx, dc.dx, w, dy, dx, nullptr, op, d);
+    ensure_plan(cx, dc.dx, g, false, w_in, dy_in, dx, nullptr, op, d);
+    run_plan(cx, dc.dx, w_in, dy_in, dx, nullptr, op, d);
   }
   if (dw) {
     MatmulPlan& p = dc.dw[db ? 1 : 0];
@@ -235,8 +256,8 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
         CUBLAS_OP_N, CUBLAS_OP_T, d.in,
         d.out,       d.n,         d.in,
         d.out,       d.in,        db ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT};
-    ensure_plan(cx, p, g, db != nullptr, x, dy, dw, db, op, d);
-    run_plan(cx, p, x, dy, dw, db, op, d);
+    ensure_plan(cx, p, g, db != nullptr, x_in, dy_in, dw, db, op, d);
+    run_plan(cx, p, x_in, dy_in, dw, db, op, d);
     if (db && !p.epilogue_ok) launch_column_sum(cx, d.n, d.out, dy, db);
   } else if (db) {
     launch_column_sum(cx, d.n, d.out, dy, db);

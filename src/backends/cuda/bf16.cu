@@ -1,0 +1,70 @@
+// Precision bf16: the engine keeps fp32 everywhere (master weights, optimizer state, activations,
+// batch norm), and the library-backed ops (convolutions on cuDNN, dense layers on cuBLASLt) read
+// bf16 copies of their operands made just before the call, so their products run on bf16 tensor
+// cores with fp32 accumulation, as PyTorch's autocast does. The copies live in one scratch buffer
+// of the context; ops run in stream order, so one buffer serves them all.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "backends/cuda/cuda_context.h"
+
+namespace tb::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void to_bf16_kernel(const float* src, __nv_bfloat16* dst, int64_t count) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ void from_bf16_kernel(const __nv_bfloat16* src, float* dst, int64_t count) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride)
+    dst[i] = __bfloat162float(src[i]);
+}
+
+}  // namespace
+
+void launch_to_bf16(Context& cx, const float* src, void* dst, int64_t count) {
+  if (count <= 0) return;
+  to_bf16_kernel<<<grid_for(cx, count, kThreads), kThreads, 0, cx.stream>>>(
+      src, static_cast<__nv_bfloat16*>(dst), count);
+  TB_CUDA_LAUNCH_CHECK("to_bf16", count_str(count));
+}
+
+void launch_from_bf16(Context& cx, const void* src, float* dst, int64_t count) {
+  if (count <= 0) return;
+  from_bf16_kernel<<<grid_for(cx, count, kThreads), kThreads, 0, cx.stream>>>(
+      static_cast<const __nv_bfloat16*>(src), dst, count);
+  TB_CUDA_LAUNCH_CHECK("from_bf16", count_str(count));
+}
+
+std::array<void*, 3> bf16_operands(Context& cx, std::array<int64_t, 3> counts, const char* op) {
+  size_t offsets[3], total = 0;
+  for (int i = 0; i < 3; ++i) {
+    offsets[i] = total;
+    total += (size_t(counts[i]) * 2 + 255) / 256 * 256;  // 2 bytes each, 256-byte aligned
+  }
+  if (total > cx.bf16_scratch_bytes) {
+    // Grows on an op's first call, which runs before any graph is recorded. Earlier ops may still
+    // read the old buffer: wait for them before freeing it.
+    TB_CUDA_CHECK(cudaStreamSynchronize(cx.stream), op, count_str(int64_t(total)));
+    if (cx.bf16_scratch) cudaFree(cx.bf16_scratch);
+    cx.bf16_scratch = nullptr, cx.bf16_scratch_bytes = 0;
+    const cudaError_t e = cudaMalloc(&cx.bf16_scratch, total);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      cx.bf16_scratch = nullptr;
+      fail_cuda(e, "cudaMalloc (bf16 operand copies)", op, count_str(int64_t(total)), __FILE__,
+                __LINE__);
+    }
+    cx.bf16_scratch_bytes = total;
+  }
+  char* base = static_cast<char*>(cx.bf16_scratch);
+  return {base + offsets[0], base + offsets[1], base + offsets[2]};
+}
+
+}  // namespace tb::cuda
