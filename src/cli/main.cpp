@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   run_cmd->add_flag("--reference", run.reference, "use the plain-loop reference backend (slow)");
   run_cmd->add_flag("--deterministic", run.deterministic,
-                    "no algorithm chosen by timing: the same seed gives the same numbers (CPU)");
+                    "no algorithm chosen by timing: the same seed gives the same numbers");
   run_cmd->add_flag(
       "!--no-graphs", run.graphs,
       "issue every op of every step (no CUDA graph replay; to measure what it saves)");

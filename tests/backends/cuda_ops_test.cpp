@@ -891,6 +891,32 @@ TEST_F(CudaOps, Bf16TrainingFollowsFp32) {
               r.epochs.back().loss, t.graph_summary().c_str());
 }
 
+// --deterministic on the GPU: algorithms from cuDNN's heuristic, deterministic ones only, and
+// the metrics summed in one block, so two runs of the toy ResNet (augmented, graphs on) end with
+// the same parameters and losses to the bit, in fp32 and in bf16.
+TEST_F(CudaOps, DeterministicRunsRepeatExactly) {
+  const DatasetPair data = random_images(40, 2600);
+  const Model m = tiny_resnet();
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16, hp.epochs = 2, hp.augment = true;
+  for (Precision prec : {Precision::fp32, Precision::bf16}) {
+    SCOPED_TRACE(pname(prec));
+    std::vector<float> params[2];
+    double loss[2] = {0, 0};
+    for (int run = 0; run < 2; ++run) {
+      BackendConfig cfg;
+      cfg.device = DeviceKind::cuda, cfg.precision = prec, cfg.deterministic = true;
+      auto be = make_backend(cfg);
+      Trainer t(m, *be, hp, w, data);
+      loss[run] = t.train(nullptr).epochs.back().loss;
+      params[run] = t.download_params();
+    }
+    EXPECT_EQ(params[0], params[1]);
+    EXPECT_EQ(loss[0], loss[1]);
+  }
+}
+
 #endif  // TRAINBENCH_HAVE_CUDA
 
 }  // namespace

@@ -10,6 +10,8 @@
 // in TF32 on Ampere and newer). tf32 searches under CUDNN_TENSOR_OP_MATH and runs each algorithm
 // in the math type cuDNN measured it with (as PyTorch does). CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
 // is not used: it also lets cuDNN convert fp32 data down to fp16, which is not TF32.
+// Deterministic runs (--deterministic) take cuDNN's heuristic ranking instead of timing the
+// algorithms, and only algorithms that cuDNN marks deterministic.
 // bf16: the descriptors are bf16 with fp32 compute (cuDNN's PSEUDO_BFLOAT16 configuration), and
 // each call converts its fp32 operands to bf16 copies (bf16.cu) and its bf16 result back to fp32,
 // so the rest of the engine stays fp32; tensor-core math as for tf32.
@@ -113,14 +115,16 @@ bool reuse(Context& cx, Direction& dir, const ConvDims& d, int direction, const 
   return true;
 }
 
-// Picks the fastest result that ran, fits the workspace and (for fp32) did not use tensor cores;
-// results come sorted by time.
+// Picks the fastest result that ran, fits the workspace, (for fp32) did not use tensor cores and
+// (deterministic runs) gives the same bits every run; results come sorted by time (or, from the
+// heuristic, by expected time).
 template <typename Perf>
 void pick(Context& cx, Direction& dir, const Perf* perf, int returned, const ConvDims& d,
           int direction, const char* op) {
   for (int i = 0; i < returned; ++i) {
     const Perf& p = perf[i];
     if (p.status != CUDNN_STATUS_SUCCESS || p.memory > cx.workspace_bytes) continue;
+    if (cx.deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
     if (!cx.tensor_cores() &&
         (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
       continue;
@@ -188,11 +192,17 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
   if (!dir.found && !reuse(cx, dir, d, 1, kOpBwdData)) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int returned = 0;
-    TB_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-                       cx.dnn, cc.w, in_w, cc.y, in_dy, dir.conv, cc.x, out_dx,
-                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, cx.workspace,
-                       cx.workspace_bytes),
-                   kOpBwdData, shape_str(d));
+    if (cx.deterministic)
+      TB_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                         cx.dnn, cc.w, cc.y, dir.conv, cc.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                         &returned, perf),
+                     kOpBwdData, shape_str(d));
+    else
+      TB_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+                         cx.dnn, cc.w, in_w, cc.y, in_dy, dir.conv, cc.x, out_dx,
+                         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, cx.workspace,
+                         cx.workspace_bytes),
+                     kOpBwdData, shape_str(d));
     pick(cx, dir, perf, returned, d, 1, kOpBwdData);
   }
   const float one = 1.f, zero = 0.f;
@@ -221,11 +231,17 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   if (!dir.found && !reuse(cx, dir, d, 2, kOpBwdFilter)) {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int returned = 0;
-    TB_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                       cx.dnn, cc.x, in_x, cc.y, in_dy, dir.conv, cc.w, out_dw,
-                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, cx.workspace,
-                       cx.workspace_bytes),
-                   kOpBwdFilter, shape_str(d));
+    if (cx.deterministic)
+      TB_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                         cx.dnn, cc.x, cc.y, dir.conv, cc.w,
+                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf),
+                     kOpBwdFilter, shape_str(d));
+    else
+      TB_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                         cx.dnn, cc.x, in_x, cc.y, in_dy, dir.conv, cc.w, out_dw,
+                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, cx.workspace,
+                         cx.workspace_bytes),
+                     kOpBwdFilter, shape_str(d));
     pick(cx, dir, perf, returned, d, 2, kOpBwdFilter);
   }
   const float one = 1.f, zero = 0.f;

@@ -292,8 +292,6 @@ std::vector<CudaDeviceInfo> cuda_devices() {
 
 std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   TB_CHECK(cfg.device == DeviceKind::cuda, "the CUDA backend runs on CUDA devices only");
-  if (cfg.deterministic)
-    fail("--deterministic on cuda: not implemented yet (cuDNN's algorithms are chosen by timing)");
   const int gpus = cuda_device_count();
   if (gpus == 0) fail("--device cuda: no CUDA GPU usable here: {}", cuda_unavailable_reason());
   TB_CHECK(cfg.device_index >= 0 && cfg.device_index < gpus,
@@ -305,6 +303,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   b->destroy = cuda::destroy_context;
   cx->device = cfg.device_index;
   cx->precision = cfg.precision;
+  cx->deterministic = cfg.deterministic;
   const std::string dev = fmt::format("[device {}]", cfg.device_index);
   TB_CUDA_CHECK(cudaSetDevice(cx->device), "init", dev);
   cudaDeviceProp prop{};

@@ -23,6 +23,9 @@ namespace tb::cuda {
 struct Context {
   int device = 0;
   Precision precision = Precision::fp32;
+  // Same seed, same bits: convolution algorithms from cuDNN's heuristic (not timed) and
+  // deterministic only; the loss and accuracy sums in one block (a fixed order).
+  bool deterministic = false;
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   cudnnHandle_t dnn = nullptr;

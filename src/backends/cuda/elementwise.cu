@@ -140,7 +140,10 @@ void softmax_ce(void* ctx, int64_t n, int64_t classes, const float* logits, cons
   Context& cx = context(ctx);
   if (n <= 0 || classes <= 0) return;
   const int64_t blocks_needed = (n + (kThreads / 32) - 1) / (kThreads / 32);
-  const unsigned blocks = unsigned(std::min<int64_t>(blocks_needed, int64_t(cx.sm_count) * 8));
+  // Blocks add their sums to the metrics atomically, in whatever order they finish; one block
+  // adds once, so a deterministic run gets the same loss to the bit.
+  const unsigned blocks =
+      cx.deterministic ? 1u : unsigned(std::min<int64_t>(blocks_needed, int64_t(cx.sm_count) * 8));
   softmax_ce_kernel<<<blocks, kThreads, 0, cx.stream>>>(n, classes, logits, labels, grad_scale,
                                                         dlogits, metrics);
   TB_CUDA_LAUNCH_CHECK("softmax_ce", rows_str(n, classes));
