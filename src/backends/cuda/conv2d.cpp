@@ -141,6 +141,23 @@ void pick(Context& cx, Direction& dir, const Perf* perf, int returned, const Con
                std::to_string(cx.workspace_bytes >> 20) + " MiB workspace");
 }
 
+// The algorithm of one direction, chosen once: reused from a node of the same shape, else timed
+// on the real buffers (find), or ranked by cuDNN's heuristic without running (deterministic
+// runs: rank). Both fill `Perf` results, best first.
+template <typename Perf, int kCount, typename Find, typename Rank>
+void choose(Context& cx, Direction& dir, const ConvDims& d, int direction, const char* op,
+            Find find, Rank rank) {
+  if (dir.found || reuse(cx, dir, d, direction, op)) return;
+  Perf perf[kCount];
+  int returned = 0;
+  const cudnnStatus_t s =
+      cx.deterministic ? rank(kCount, &returned, perf) : find(kCount, &returned, perf);
+  if (s != CUDNN_STATUS_SUCCESS)
+    fail_cudnn(s, cx.deterministic ? "cudnnGetConvolution*Algorithm_v7" : "cudnnFindConvolution*Ex",
+               op, shape_str(d), __FILE__, __LINE__);
+  pick(cx, dir, perf, returned, d, direction, op);
+}
+
 void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, const float* w,
                     float* y) {
   Context& cx = context(ctx);
@@ -156,16 +173,17 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
     launch_to_bf16(cx, w, h[1], n[1]);
     in_x = h[0], in_w = h[1], out_y = h[2];
   }
-  if (!dir.found && !reuse(cx, dir, d, 0, kOpFwd)) {
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int returned = 0;
-    TB_CUDNN_CHECK(
-        cudnnFindConvolutionForwardAlgorithmEx(cx.dnn, cc.x, in_x, cc.w, in_w, dir.conv, cc.y,
-                                               out_y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned,
-                                               perf, cx.workspace, cx.workspace_bytes),
-        kOpFwd, shape_str(d));
-    pick(cx, dir, perf, returned, d, 0, kOpFwd);
-  }
+  choose<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+      cx, dir, d, 0, kOpFwd,
+      [&](int count, int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
+        return cudnnFindConvolutionForwardAlgorithmEx(cx.dnn, cc.x, in_x, cc.w, in_w, dir.conv,
+                                                      cc.y, out_y, count, returned, perf,
+                                                      cx.workspace, cx.workspace_bytes);
+      },
+      [&](int count, int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
+        return cudnnGetConvolutionForwardAlgorithm_v7(cx.dnn, cc.x, cc.w, dir.conv, cc.y, count,
+                                                      returned, perf);
+      });
   const float one = 1.f, zero = 0.f;
   TB_CUDNN_CHECK(cudnnConvolutionForward(cx.dnn, &one, cc.x, in_x, cc.w, in_w, dir.conv,
                                          cudnnConvolutionFwdAlgo_t(dir.algo), cx.workspace, dir.ws,
@@ -189,22 +207,17 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
     launch_to_bf16(cx, w, h[1], n[1]);
     in_dy = h[2], in_w = h[1], out_dx = h[0];
   }
-  if (!dir.found && !reuse(cx, dir, d, 1, kOpBwdData)) {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    int returned = 0;
-    if (cx.deterministic)
-      TB_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                         cx.dnn, cc.w, cc.y, dir.conv, cc.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                         &returned, perf),
-                     kOpBwdData, shape_str(d));
-    else
-      TB_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-                         cx.dnn, cc.w, in_w, cc.y, in_dy, dir.conv, cc.x, out_dx,
-                         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, cx.workspace,
-                         cx.workspace_bytes),
-                     kOpBwdData, shape_str(d));
-    pick(cx, dir, perf, returned, d, 1, kOpBwdData);
-  }
+  choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+      cx, dir, d, 1, kOpBwdData,
+      [&](int count, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+        return cudnnFindConvolutionBackwardDataAlgorithmEx(cx.dnn, cc.w, in_w, cc.y, in_dy,
+                                                           dir.conv, cc.x, out_dx, count, returned,
+                                                           perf, cx.workspace, cx.workspace_bytes);
+      },
+      [&](int count, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+        return cudnnGetConvolutionBackwardDataAlgorithm_v7(cx.dnn, cc.w, cc.y, dir.conv, cc.x,
+                                                           count, returned, perf);
+      });
   const float one = 1.f, zero = 0.f;
   TB_CUDNN_CHECK(cudnnConvolutionBackwardData(cx.dnn, &one, cc.w, in_w, cc.y, in_dy, dir.conv,
                                               cudnnConvolutionBwdDataAlgo_t(dir.algo), cx.workspace,
@@ -228,22 +241,17 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
     launch_to_bf16(cx, dy, h[2], n[2]);
     in_x = h[0], in_dy = h[2], out_dw = h[1];
   }
-  if (!dir.found && !reuse(cx, dir, d, 2, kOpBwdFilter)) {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int returned = 0;
-    if (cx.deterministic)
-      TB_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                         cx.dnn, cc.x, cc.y, dir.conv, cc.w,
-                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf),
-                     kOpBwdFilter, shape_str(d));
-    else
-      TB_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                         cx.dnn, cc.x, in_x, cc.y, in_dy, dir.conv, cc.w, out_dw,
-                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, cx.workspace,
-                         cx.workspace_bytes),
-                     kOpBwdFilter, shape_str(d));
-    pick(cx, dir, perf, returned, d, 2, kOpBwdFilter);
-  }
+  choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+      cx, dir, d, 2, kOpBwdFilter,
+      [&](int count, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+        return cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            cx.dnn, cc.x, in_x, cc.y, in_dy, dir.conv, cc.w, out_dw, count, returned, perf,
+            cx.workspace, cx.workspace_bytes);
+      },
+      [&](int count, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+        return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cx.dnn, cc.x, cc.y, dir.conv, cc.w,
+                                                             count, returned, perf);
+      });
   const float one = 1.f, zero = 0.f;
   TB_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cx.dnn, &one, cc.x, in_x, cc.y, in_dy, dir.conv,
                                                 cudnnConvolutionBwdFilterAlgo_t(dir.algo),
