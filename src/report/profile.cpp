@@ -144,7 +144,7 @@ StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
   StepTimings r;
   const size_t nodes = t.model.nodes.size();
   r.forward_ms.assign(nodes, 0), r.backward_ms.assign(nodes, 0);
-  r.fused_relu = t.fused_relu;
+  r.relu_fusion = t.relu_fusion;
   r.batch = std::min<int64_t>(t.hp.batch, t.train_count);
   r.steps = steps, r.warmup = warmup;
   r.node_timing = be.timers_create ? "device events around each node, the pass queued behind a gate"
@@ -204,22 +204,23 @@ void fill_roofline(LayerRow& l, const Roofline& roof) {
 
 LayerRow layer_row(const Model& m, const StepTimings& t, size_t i) {
   const Node& node = m.nodes[i];
-  const bool fused_away = i > 0 && t.fused_relu[i - 1];
+  const ReluFusion into = i > 0 ? t.relu_fusion[i - 1] : ReluFusion::none;  // this ReLU's
+  const bool fused_away = into != ReluFusion::none;
   LayerRow l;
   l.name = node.name, l.op = op_name(node.kind), l.shape = shape_text(node);
   l.forward_ms = t.forward_ms[i], l.backward_ms = t.backward_ms[i];
   l.flops_forward = node_flops_forward(m, i, t.batch);
   l.flops_backward = node_flops_backward(m, i, t.batch);
   l.bytes = node_bytes(m, i, t.batch, fused_away);
-  // Dense fuses its ReLU into the forward only; batch norm into the backward as well.
-  const char* part =
-      node.kind == OpKind::batchnorm ? "forward and backward include" : "forward includes";
-  if (t.fused_relu[i]) l.note = fmt::format("{} {} (fused)", part, m.nodes[i + 1].name);
-  if (fused_away)
+  const bool both = t.relu_fusion[i] == ReluFusion::both;
+  if (t.relu_fusion[i] != ReluFusion::none)
     l.note =
-        fmt::format("{} fused into {}",
-                    m.nodes[i - 1].kind == OpKind::batchnorm ? "forward and backward" : "forward",
-                    m.nodes[i - 1].name);
+        fmt::format("{} {} (fused)", both ? "forward and backward include" : "forward includes",
+                    m.nodes[i + 1].name);
+  if (fused_away)
+    l.note = fmt::format("{} fused into {}",
+                         into == ReluFusion::both ? "forward and backward" : "forward",
+                         m.nodes[i - 1].name);
   if (i < t.how.size() && !t.how[i].empty())
     l.note = l.note.empty() ? t.how[i] : l.note + "; " + t.how[i];
   return l;
@@ -229,13 +230,13 @@ LayerRow layer_row(const Model& m, const StepTimings& t, size_t i) {
 
 ProfileReport build_profile(const Model& m, const StepTimings& timings, const Roofline& roof) {
   TB_CHECK(
-      timings.forward_ms.size() == m.nodes.size() && timings.fused_relu.size() == m.nodes.size(),
+      timings.forward_ms.size() == m.nodes.size() && timings.relu_fusion.size() == m.nodes.size(),
       "profile: timings for {} nodes, the model has {}", timings.forward_ms.size(), m.nodes.size());
   // A ReLU fused into its batch norm in both directions has no time of its own (its timer reads
   // only its own overhead): that goes to the BN's row, and the ReLU's row is left out.
   StepTimings t = timings;
   for (size_t i = 1; i < m.nodes.size(); ++i)
-    if (t.fused_relu[i - 1] && m.nodes[i - 1].kind == OpKind::batchnorm) {
+    if (t.relu_fusion[i - 1] == ReluFusion::both) {
       t.forward_ms[i - 1] += t.forward_ms[i], t.backward_ms[i - 1] += t.backward_ms[i];
       t.forward_ms[i] = t.backward_ms[i] = 0;
     }

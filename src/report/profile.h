@@ -37,7 +37,7 @@ struct Roofline {
 // Mean milliseconds per step.
 struct StepTimings {
   std::vector<double> forward_ms, backward_ms;        // per node, instrumented steps
-  std::vector<bool> fused_relu;                       // dense node i also ran relu i+1's forward
+  std::vector<ReluFusion> relu_fusion;                // Trainer::relu_fusion
   std::vector<std::string> how;                       // per node, the backend's OpCache::note
   double data_ms = 0, loss_ms = 0, optimizer_ms = 0;  // instrumented steps
   double step_ms = 0;                                 // plain steps

@@ -20,6 +20,9 @@ static double seconds_since(Clock::time_point t) {
 // Planning: every buffer's size is known from the model and the largest batch, so the arena is
 // laid out once here and carved into pointers (llm.c's malloc_and_point_parameters).
 
+// The offset of a buffer that a node does not get (its pointer is null).
+constexpr size_t kNoBuffer = ~size_t(0);
+
 Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
   ArenaLayout L;
   auto take = [&L](size_t bytes) {
@@ -37,8 +40,12 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
     const Node& n = model.nodes[i];
     const int64_t count = batch * n.out_size();
     largest = std::max(largest, count);
-    L.out[i] = take(count * f);
-    L.grad[i] = i == 0 || grad_of_add[i] >= 0 ? 0 : take(count * f);
+    // A node that computes the ReLU after it writes the ReLU's output, never its own; a batch
+    // norm fused both ways reads the ReLU's gradient, never its own.
+    const bool no_out = relu_fusion[i] != ReluFusion::none;
+    const bool no_grad = i == 0 || grad_of_add[i] >= 0 || relu_fusion[i] == ReluFusion::both;
+    L.out[i] = no_out ? kNoBuffer : take(count * f);
+    L.grad[i] = no_grad ? kNoBuffer : take(count * f);
     L.saved[i] = n.kind == OpKind::batchnorm ? take(2 * n.c * f) : 0;
     L.argmax[i] = n.kind == OpKind::maxpool ? take(count * sizeof(int32_t)) : 0;
   }
@@ -106,15 +113,16 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
     if (n.in1 >= 0) consumers[n.in1]++;
   }
   // A dense or BN node whose one consumer is the ReLU right after it computes that ReLU too
-  // (BN only where the backend has the fused entries): the ReLU node is skipped.
-  fused_relu.assign(nodes, false);
+  // (BN only where the backend has the fused entries).
+  relu_fusion.assign(nodes, ReluFusion::none);
   const bool bn_relu = be.batchnorm_relu_forward_train && be.batchnorm_relu_forward_eval &&
                        be.batchnorm_relu_backward;
   for (size_t i = 0; i + 1 < nodes; ++i) {
     const OpKind k = m.nodes[i].kind;
-    fused_relu[i] = (k == OpKind::dense || (k == OpKind::batchnorm && bn_relu)) &&
-                    m.nodes[i + 1].kind == OpKind::relu && m.nodes[i + 1].in0 == int(i) &&
-                    consumers[i] == 1;
+    if (m.nodes[i + 1].kind != OpKind::relu || m.nodes[i + 1].in0 != int(i) || consumers[i] != 1)
+      continue;
+    if (k == OpKind::dense) relu_fusion[i] = ReluFusion::forward;
+    if (k == OpKind::batchnorm && bn_relu) relu_fusion[i] = ReluFusion::both;
   }
 
   // A node whose one consumer is a residual add gets the add's gradient unchanged: it shares
@@ -155,8 +163,9 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
   params = F(L.params), grads = F(L.grads), opt_m = F(L.m), opt_v = F(L.v), state = F(L.state);
   out.resize(nodes), grad.resize(nodes), saved.resize(nodes), argmax.resize(nodes);
   for (size_t i = 0; i < nodes; ++i) {
-    out[i] = F(L.out[i]);
-    grad[i] = i == 0 ? nullptr : F(L.grad[grad_of_add[i] >= 0 ? size_t(grad_of_add[i]) : i]);
+    const size_t g = grad_of_add[i] >= 0 ? L.grad[size_t(grad_of_add[i])] : L.grad[i];
+    out[i] = L.out[i] == kNoBuffer ? nullptr : F(L.out[i]);
+    grad[i] = g == kNoBuffer ? nullptr : F(g);
     saved[i] = m.nodes[i].kind == OpKind::batchnorm ? F(L.saved[i]) : nullptr;
     argmax[i] = m.nodes[i].kind == OpKind::maxpool ? I(L.argmax[i]) : nullptr;
   }
@@ -314,7 +323,7 @@ void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
       case OpKind::dense: {
         const DenseDims d = dense_dims(model, node, n);
         const float* bias = node.bias ? p + d.in * d.out : nullptr;
-        if (fused_relu[i]) {
+        if (relu_fusion[i] != ReluFusion::none) {
           be.dense_forward(be.ctx, c, d, x, p, bias, out[i + 1], true);
           ++i;  // the ReLU node's output is written
         } else {
@@ -334,7 +343,7 @@ void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
       case OpKind::batchnorm: {
         const BnDims d{n, node.c, int64_t(node.h) * node.w};
         float* rs = state + node.state_offset;
-        if (fused_relu[i]) {
+        if (relu_fusion[i] == ReluFusion::both) {
           if (training)
             be.batchnorm_relu_forward_train(be.ctx, c, d, bn, x, p, p + node.c, out[i + 1],
                                             saved[i], saved[i] + node.c, rs, rs + node.c);
@@ -403,7 +412,7 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
         break;
       }
       case OpKind::relu:
-        if (fused_relu[node.in0] && model.nodes[node.in0].kind == OpKind::batchnorm)
+        if (relu_fusion[node.in0] == ReluFusion::both)
           break;  // the fused BN's backward reads this node's output and gradient itself
         be.relu_backward(be.ctx, n * node.out_size(), out[i], dy, target(node.in0));
         done(node.in0);
@@ -428,7 +437,7 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
       }
       case OpKind::batchnorm: {
         const BnDims d{n, node.c, int64_t(node.h) * node.w};
-        if (fused_relu[i])
+        if (relu_fusion[i] == ReluFusion::both)
           be.batchnorm_relu_backward(be.ctx, c, d, x, out[i + 1], grad[i + 1], p, saved[i],
                                      saved[i] + node.c, target(node.in0), g, g + node.c);
         else

@@ -19,6 +19,11 @@
 
 namespace tb {
 
+// How node i computes the ReLU node right after it: not at all; in its forward only (dense: the
+// ReLU node still runs the backward); or in both directions (batch norm: the ReLU node runs
+// nothing, and neither the BN's output nor its gradient is ever materialised).
+enum class ReluFusion : uint8_t { none, forward, both };
+
 struct Progress {
   int epoch = 0, epochs = 0;      // epoch counts from 1
   int64_t step = 0, steps = 0;    // within the epoch
@@ -70,15 +75,15 @@ struct Trainer {
   // One device allocation for parameters, gradients, optimizer and BN state, activations.
   void* arena = nullptr;
   float *params = nullptr, *grads = nullptr, *opt_m = nullptr, *opt_v = nullptr;
-  float* state = nullptr;             // BN running statistics
-  std::vector<float*> out, grad;      // per node: output and its gradient, [max_batch, c,h,w]
-  std::vector<float*> saved;          // per node: BN save_mean|save_invstd (2c)
-  std::vector<int32_t*> argmax;       // per node: max-pool winners
-  std::vector<int> consumers;         // per node: how many nodes read its output
-  std::vector<bool> fused_relu;       // dense/BN node i computes relu(i+1) (BN: backward too)
-  std::vector<uint8_t> grad_written;  // backward: whose gradient has its first writer yet
-  std::vector<int> grad_of_add;       // per node: the add whose gradient buffer it shares, or -1
-  float* scratch = nullptr;           // gradient of a second consumer, then added
+  float* state = nullptr;               // BN running statistics
+  std::vector<float*> out, grad;        // per node: output and its gradient, [max_batch, c,h,w]
+  std::vector<float*> saved;            // per node: BN save_mean|save_invstd (2c)
+  std::vector<int32_t*> argmax;         // per node: max-pool winners
+  std::vector<int> consumers;           // per node: how many nodes read its output
+  std::vector<ReluFusion> relu_fusion;  // per node: whether it computes the ReLU after it
+  std::vector<uint8_t> grad_written;    // backward: whose gradient has its first writer yet
+  std::vector<int> grad_of_add;         // per node: the add whose gradient buffer it shares, or -1
+  float* scratch = nullptr;             // gradient of a second consumer, then added
   int32_t* labels = nullptr;
   float* metrics = nullptr;          // [train loss sum, train correct, eval loss, eval correct]
   int32_t* train_indices = nullptr;  // this epoch's permutation
