@@ -129,6 +129,18 @@ struct Backend {
                                   const float* z, const float* dz, const float* gamma,
                                   const float* save_mean, const float* save_invstd, float* dx,
                                   float* dgamma, float* dbeta) = nullptr;
+  // Optional (nullptr: three nodes): batch norm, the residual add of `skip` after it and the
+  // ReLU after that, forward in one pass: z = max(bn(x) + skip, 0). The backward needs no entry:
+  // the ReLU's and the add's run as before and BN's reads the add's gradient.
+  void (*batchnorm_add_relu_forward_train)(void* ctx, OpCache& c, const BnDims& d,
+                                           const BnParams& p, const float* x, const float* skip,
+                                           const float* gamma, const float* beta, float* z,
+                                           float* save_mean, float* save_invstd,
+                                           float* running_mean, float* running_var) = nullptr;
+  void (*batchnorm_add_relu_forward_eval)(void* ctx, OpCache& c, const BnDims& d, const BnParams& p,
+                                          const float* x, const float* skip, const float* gamma,
+                                          const float* beta, const float* running_mean,
+                                          const float* running_var, float* z) = nullptr;
   void (*maxpool_forward)(void* ctx, OpCache& c, const PoolDims& d, const float* x, float* y,
                           int32_t* argmax) = nullptr;
   void (*maxpool_backward)(void* ctx, OpCache& c, const PoolDims& d, const float* dy,

@@ -145,6 +145,7 @@ StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
   const size_t nodes = t.model.nodes.size();
   r.forward_ms.assign(nodes, 0), r.backward_ms.assign(nodes, 0);
   r.relu_fusion = t.relu_fusion;
+  r.bn_of_add = t.bn_of_add;
   r.batch = std::min<int64_t>(t.hp.batch, t.train_count);
   r.steps = steps, r.warmup = warmup;
   r.node_timing = be.timers_create ? "device events around each node, the pass queued behind a gate"
@@ -205,7 +206,11 @@ void fill_roofline(LayerRow& l, const Roofline& roof) {
 LayerRow layer_row(const Model& m, const StepTimings& t, size_t i) {
   const Node& node = m.nodes[i];
   const ReluFusion into = i > 0 ? t.relu_fusion[i - 1] : ReluFusion::none;  // this ReLU's
-  const bool fused_away = into != ReluFusion::none;
+  // A BN and the ReLU after its add run inside the add's forward.
+  int add_at = -1;
+  for (size_t j = 0; j < t.bn_of_add.size(); ++j)
+    if (t.bn_of_add[j] == int(i) || (t.bn_of_add[j] >= 0 && j + 1 == i)) add_at = int(j);
+  const bool fused_away = into != ReluFusion::none || add_at >= 0;
   LayerRow l;
   l.name = node.name, l.op = op_name(node.kind), l.shape = shape_text(node);
   l.forward_ms = t.forward_ms[i], l.backward_ms = t.backward_ms[i];
@@ -217,10 +222,14 @@ LayerRow layer_row(const Model& m, const StepTimings& t, size_t i) {
     l.note =
         fmt::format("{} {} (fused)", both ? "forward and backward include" : "forward includes",
                     m.nodes[i + 1].name);
-  if (fused_away)
+  if (into != ReluFusion::none)
     l.note = fmt::format("{} fused into {}",
                          into == ReluFusion::both ? "forward and backward" : "forward",
                          m.nodes[i - 1].name);
+  if (add_at >= 0) l.note = fmt::format("forward fused into {}", m.nodes[size_t(add_at)].name);
+  if (i < t.bn_of_add.size() && t.bn_of_add[i] >= 0)
+    l.note = fmt::format("forward includes {} and {} (fused)", m.nodes[size_t(t.bn_of_add[i])].name,
+                         m.nodes[i + 1].name);
   if (i < t.how.size() && !t.how[i].empty())
     l.note = l.note.empty() ? t.how[i] : l.note + "; " + t.how[i];
   return l;

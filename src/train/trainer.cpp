@@ -40,9 +40,11 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
     const Node& n = model.nodes[i];
     const int64_t count = batch * n.out_size();
     largest = std::max(largest, count);
-    // A node that computes the ReLU after it writes the ReLU's output, never its own; a batch
-    // norm fused both ways reads the ReLU's gradient, never its own.
-    const bool no_out = relu_fusion[i] != ReluFusion::none;
+    // A node that computes the ReLU after it (or a BN and add fused with theirs) writes the
+    // ReLU's output, never its own; a batch norm fused both ways reads the ReLU's gradient,
+    // never its own.
+    const bool no_out =
+        relu_fusion[i] != ReluFusion::none || bn_of_add[i] >= 0 || add_of_bn[i] >= 0;
     const bool no_grad = i == 0 || grad_of_add[i] >= 0 || relu_fusion[i] == ReluFusion::both;
     L.out[i] = no_out ? kNoBuffer : take(count * f);
     L.grad[i] = no_grad ? kNoBuffer : take(count * f);
@@ -123,6 +125,23 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
       continue;
     if (k == OpKind::dense) relu_fusion[i] = ReluFusion::forward;
     if (k == OpKind::batchnorm && bn_relu) relu_fusion[i] = ReluFusion::both;
+  }
+
+  bn_of_add.assign(nodes, -1), add_of_bn.assign(nodes, -1);
+  if (be.batchnorm_add_relu_forward_train && be.batchnorm_add_relu_forward_eval) {
+    for (size_t j = 0; j + 1 < nodes; ++j) {
+      const Node& a = m.nodes[j];
+      if (a.kind != OpKind::add || a.in0 == a.in1 || consumers[j] != 1 ||
+          m.nodes[j + 1].kind != OpKind::relu || m.nodes[j + 1].in0 != int(j))
+        continue;
+      for (int in : {a.in0, a.in1}) {
+        if (m.nodes[in].kind != OpKind::batchnorm || consumers[in] != 1 ||
+            relu_fusion[in] != ReluFusion::none)
+          continue;
+        bn_of_add[j] = in, add_of_bn[in] = int(j);
+        break;
+      }
+    }
   }
 
   // A node whose one consumer is a residual add gets the add's gradient unchanged: it shares
@@ -335,12 +354,32 @@ void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
         be.relu_forward(be.ctx, n * node.out_size(), x, out[i]);
         break;
       case OpKind::add:
-        be.add(be.ctx, n * node.out_size(), x, out[node.in1], out[i]);
+        if (bn_of_add[i] >= 0) {
+          // The batch norm feeding this add, the add and the ReLU after it, in one pass.
+          const int b = bn_of_add[i];
+          const Node& bn_node = model.nodes[size_t(b)];
+          const float* skip = out[node.in0 == b ? node.in1 : node.in0];
+          const BnDims d{n, bn_node.c, int64_t(bn_node.h) * bn_node.w};
+          const float* xb = out[bn_node.in0];
+          const float* gamma = params + bn_node.param_offset;
+          float* rs = state + bn_node.state_offset;
+          if (training)
+            be.batchnorm_add_relu_forward_train(be.ctx, *cache[size_t(b)], d, bn, xb, skip, gamma,
+                                                gamma + bn_node.c, out[i + 1], saved[size_t(b)],
+                                                saved[size_t(b)] + bn_node.c, rs, rs + bn_node.c);
+          else
+            be.batchnorm_add_relu_forward_eval(be.ctx, *cache[size_t(b)], d, bn, xb, skip, gamma,
+                                               gamma + bn_node.c, rs, rs + bn_node.c, out[i + 1]);
+          ++i;  // the ReLU node's output is written
+        } else {
+          be.add(be.ctx, n * node.out_size(), x, out[node.in1], out[i]);
+        }
         break;
       case OpKind::conv2d:
         be.conv2d_forward(be.ctx, c, conv_dims(model, node, n), x, p, out[i]);
         break;
       case OpKind::batchnorm: {
+        if (add_of_bn[i] >= 0) break;  // runs at its add, fused with it and the ReLU after
         const BnDims d{n, node.c, int64_t(node.h) * node.w};
         float* rs = state + node.state_offset;
         if (relu_fusion[i] == ReluFusion::both) {

@@ -81,9 +81,14 @@ struct Trainer {
   std::vector<int32_t*> argmax;         // per node: max-pool winners
   std::vector<int> consumers;           // per node: how many nodes read its output
   std::vector<ReluFusion> relu_fusion;  // per node: whether it computes the ReLU after it
-  std::vector<uint8_t> grad_written;    // backward: whose gradient has its first writer yet
-  std::vector<int> grad_of_add;         // per node: the add whose gradient buffer it shares, or -1
-  float* scratch = nullptr;             // gradient of a second consumer, then added
+  // A batch norm whose one consumer is a residual add, itself read only by the ReLU right after
+  // it (ResNet's bn3 -> add -> relu3), runs at the add in one forward with both, where the
+  // backend has that entry: per add node the BN it runs, and per BN node the add it runs at
+  // (-1 elsewhere). Neither writes an output of its own; the backward is unchanged.
+  std::vector<int> bn_of_add, add_of_bn;
+  std::vector<uint8_t> grad_written;  // backward: whose gradient has its first writer yet
+  std::vector<int> grad_of_add;       // per node: the add whose gradient buffer it shares, or -1
+  float* scratch = nullptr;           // gradient of a second consumer, then added
   int32_t* labels = nullptr;
   float* metrics = nullptr;          // [train loss sum, train correct, eval loss, eval correct]
   int32_t* train_indices = nullptr;  // this epoch's permutation

@@ -390,6 +390,53 @@ OpCase bn_relu_bwd(const BnDims& d) {
       }};
 }
 
+// BN, the residual add and the ReLU in one forward (ResNet's bn3 -> add -> relu3) where a backend
+// has it; elsewhere the three ops. The skip is centred on 0 too, so the sum crosses 0 often.
+OpCase bn_add_relu_train(const BnDims& d) {
+  const int64_t t = d.n * d.c * d.hw;
+  return {"batchnorm_add_relu_train_" + bn_tag(d),
+          kTolReduce,
+          9.0 * t,
+          {in("x", t, -2, 2), in("skip", t, -1, 1), in("gamma", d.c, 0.5, 1.5), in("beta", d.c),
+           out("z", t), out("mean", d.c), out("invstd", d.c), inout("rmean", d.c),
+           inout("rvar", d.c, 0.5, 2)},
+          [d](Backend& b, OpCache& c, const Args& a) {
+            const int64_t t = d.n * d.c * d.hw;
+            if (b.batchnorm_add_relu_forward_train) {
+              b.batchnorm_add_relu_forward_train(b.ctx, c, d, BnParams{}, a.f("x"), a.f("skip"),
+                                                 a.f("gamma"), a.f("beta"), a.f("z"), a.f("mean"),
+                                                 a.f("invstd"), a.f("rmean"), a.f("rvar"));
+              return;
+            }
+            b.batchnorm_forward_train(b.ctx, c, d, BnParams{}, a.f("x"), a.f("gamma"), a.f("beta"),
+                                      a.f("z"), a.f("mean"), a.f("invstd"), a.f("rmean"),
+                                      a.f("rvar"));
+            b.add(b.ctx, t, a.f("z"), a.f("skip"), a.f("z"));
+            b.relu_forward(b.ctx, t, a.f("z"), a.f("z"));
+          }};
+}
+OpCase bn_add_relu_eval(const BnDims& d) {
+  const int64_t t = d.n * d.c * d.hw;
+  return {"batchnorm_add_relu_eval_" + bn_tag(d),
+          kTolElementwise,
+          4.0 * t,
+          {in("x", t, -2, 2), in("skip", t, -1, 1), in("gamma", d.c, 0.5, 1.5), in("beta", d.c),
+           in("rmean", d.c), in("rvar", d.c, 0.5, 2), out("z", t)},
+          [d](Backend& b, OpCache& c, const Args& a) {
+            const int64_t t = d.n * d.c * d.hw;
+            if (b.batchnorm_add_relu_forward_eval) {
+              b.batchnorm_add_relu_forward_eval(b.ctx, c, d, BnParams{}, a.f("x"), a.f("skip"),
+                                                a.f("gamma"), a.f("beta"), a.f("rmean"),
+                                                a.f("rvar"), a.f("z"));
+              return;
+            }
+            b.batchnorm_forward_eval(b.ctx, c, d, BnParams{}, a.f("x"), a.f("gamma"), a.f("beta"),
+                                     a.f("rmean"), a.f("rvar"), a.f("z"));
+            b.add(b.ctx, t, a.f("z"), a.f("skip"), a.f("z"));
+            b.relu_forward(b.ctx, t, a.f("z"), a.f("z"));
+          }};
+}
+
 PoolDims pool(int64_t n, int64_t c, int64_t hw, int64_t kernel, int64_t stride, int64_t pad) {
   PoolDims d;
   d.n = n, d.c = c, d.h = d.w = hw, d.kernel = kernel, d.stride = stride, d.pad = pad;
@@ -571,6 +618,8 @@ std::vector<OpCase> op_table() {
     t.push_back(bn_relu_train(d));
     t.push_back(bn_relu_eval(d));
     t.push_back(bn_relu_bwd(d));
+    t.push_back(bn_add_relu_train(d));
+    t.push_back(bn_add_relu_eval(d));
   }
 
   t.push_back(maxpool_fwd(pool(2, 64, 16, 3, 2, 1)));  // the stem's pool

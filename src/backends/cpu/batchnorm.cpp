@@ -8,7 +8,9 @@
 //                    dx = gamma * invstd * (dy - dbeta / m - xhat * dgamma / m)
 //
 // Each has a variant with the ReLU after it fused (z = max(y, 0) written instead of y; the
-// backward masks dz with z > 0 as it reads it), which the Trainer uses for every BN -> ReLU.
+// backward masks dz with z > 0 as it reads it), which the Trainer uses for every BN -> ReLU, and
+// the forwards one with a residual add before that ReLU (z = max(y + skip, 0): ResNet's bn3 ->
+// add -> relu, whose backward needs nothing new).
 //
 // OpenMP loops, not oneDNN: for plain NCHW oneDNN 2.6 has only its generic "ncsp_bnorm"
 // (its jit kernels want nChw8c or NHWC, i.e. reorders), and it measured 3-5x slower than these
@@ -93,9 +95,12 @@ inline v8 grad8(const float* dy, const float* z, int64_t i) {
   if constexpr (Relu) return load8(z + i) > 0.f ? load8(dy + i) : v8{};
   return load8(dy + i);
 }
-template <bool Relu>
-inline float relu_if(float v) {
-  if constexpr (Relu) return v > 0.f ? v : 0.f;
+// What a forward writes after normalising: y itself, max(y, 0), or max(y + skip, 0).
+enum class Epi { none, relu, add_relu };
+template <Epi E>
+inline float finish(float v, const float* skip, int64_t i) {
+  if constexpr (E == Epi::add_relu) v += skip[i];
+  if constexpr (E != Epi::none) v = v > 0.f ? v : 0.f;
   return v;
 }
 
@@ -133,10 +138,11 @@ inline void update_running(const BnParams& p, double m, double mean, double var,
 // ---------------------------------------------------------------------------------------------
 // Forward, training
 
-template <bool Relu>
-void forward_train_rows(const BnDims& d, const BnParams& p, const float* x, const float* gamma,
-                        const float* beta, float* y, float* save_mean, float* save_invstd,
-                        float* running_mean, float* running_var) {
+// skip: the residual added before the ReLU (E == add_relu), laid out as y.
+template <Epi E>
+void forward_train_rows(const BnDims& d, const BnParams& p, const float* x, const float* skip,
+                        const float* gamma, const float* beta, float* y, float* save_mean,
+                        float* save_invstd, float* running_mean, float* running_var) {
   const int64_t N = d.n, C = d.c, HW = d.hw;
   const double m = double(N) * HW;
 #pragma omp parallel for schedule(static) if (N * C * HW >= kParallelMin)
@@ -148,20 +154,22 @@ void forward_train_rows(const BnDims& d, const BnParams& p, const float* x, cons
     const double var = sq / m, invstd = 1.0 / std::sqrt(var + p.eps);
     const float scale = float(invstd * gamma[c]), shift = beta[c];
     for (int64_t n = 0; n < N; ++n) {
-      const float* in = x + (n * C + c) * HW;
-      float* out = y + (n * C + c) * HW;
+      const int64_t at = (n * C + c) * HW;
+      const float* in = x + at;
+      const float* sk = E == Epi::add_relu ? skip + at : nullptr;
+      float* out = y + at;
 #pragma omp simd
-      for (int64_t i = 0; i < HW; ++i) out[i] = relu_if<Relu>((in[i] - mean) * scale + shift);
+      for (int64_t i = 0; i < HW; ++i) out[i] = finish<E>((in[i] - mean) * scale + shift, sk, i);
     }
     save_mean[c] = mean, save_invstd[c] = float(invstd);
     update_running(p, m, sum / m, var, running_mean[c], running_var[c]);
   }
 }
 
-template <bool Relu>
-void forward_train_blocks(const BnDims& d, const BnParams& p, const float* x, const float* gamma,
-                          const float* beta, float* y, float* save_mean, float* save_invstd,
-                          float* running_mean, float* running_var) {
+template <Epi E>
+void forward_train_blocks(const BnDims& d, const BnParams& p, const float* x, const float* skip,
+                          const float* gamma, const float* beta, float* y, float* save_mean,
+                          float* save_invstd, float* running_mean, float* running_var) {
   const int64_t N = d.n, C = d.c, HW = d.hw, cb = kBlock / HW, blocks = (C + cb - 1) / cb;
   const double m = double(N) * HW;
 #pragma omp parallel for schedule(static) if (N * C * HW >= kParallelMin)
@@ -197,11 +205,13 @@ void forward_train_blocks(const BnDims& d, const BnParams& p, const float* x, co
       update_running(p, m, mean_d[c], var, running_mean[c0 + c], running_var[c0 + c]);
     }
     for (int64_t n = 0; n < N; ++n) {
-      const float* in = x + (n * C + c0) * HW;
-      float* out = y + (n * C + c0) * HW;
+      const int64_t at = (n * C + c0) * HW;
+      const float* in = x + at;
+      const float* sk = E == Epi::add_relu ? skip + at : nullptr;
+      float* out = y + at;
 #pragma omp simd
       for (int64_t j = 0; j < L; ++j)
-        out[j] = relu_if<Relu>((in[j] - mean[j]) * scale[j] + shift[j]);
+        out[j] = finish<E>((in[j] - mean[j]) * scale[j] + shift[j], sk, j);
     }
   }
 }
@@ -211,10 +221,10 @@ void forward_train_blocks(const BnDims& d, const BnParams& p, const float* x, co
 // per-channel constants are spread per position so that short rows still run as one vector
 // loop over the block's run of each sample.
 
-template <bool Relu>
-void forward_eval(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
-                  const float* gamma, const float* beta, const float* running_mean,
-                  const float* running_var, float* y) {
+template <Epi E>
+void forward_eval_any(const BnDims& d, const BnParams& p, const float* x, const float* skip,
+                      const float* gamma, const float* beta, const float* running_mean,
+                      const float* running_var, float* y) {
   const int64_t N = d.n, C = d.c, HW = d.hw;
   const int64_t cb = std::max<int64_t>(1, kBlock / HW), blocks = (C + cb - 1) / cb;
 #pragma omp parallel for schedule(static) if (N * C * HW >= kParallelMin)
@@ -236,21 +246,25 @@ void forward_eval(void*, OpCache&, const BnDims& d, const BnParams& p, const flo
         std::fill(shift + (c - c0) * HW, shift + (c - c0 + 1) * HW, sh);
       }
       for (int64_t n = 0; n < N; ++n) {
-        const float* in = x + (n * C + c0) * HW;
-        float* out = y + (n * C + c0) * HW;
+        const int64_t at = (n * C + c0) * HW;
+        const float* in = x + at;
+        const float* sk = E == Epi::add_relu ? skip + at : nullptr;
+        float* out = y + at;
 #pragma omp simd
         for (int64_t j = 0; j < L; ++j)
-          out[j] = relu_if<Relu>((in[j] - mean[j]) * scale[j] + shift[j]);
+          out[j] = finish<E>((in[j] - mean[j]) * scale[j] + shift[j], sk, j);
       }
     } else {
       for (int64_t c = c0; c < c1; ++c) {
         float mu, sc, sh;
         constants(c, mu, sc, sh);
         for (int64_t n = 0; n < N; ++n) {
-          const float* in = x + (n * C + c) * HW;
-          float* out = y + (n * C + c) * HW;
+          const int64_t at = (n * C + c) * HW;
+          const float* in = x + at;
+          const float* sk = E == Epi::add_relu ? skip + at : nullptr;
+          float* out = y + at;
 #pragma omp simd
-          for (int64_t i = 0; i < HW; ++i) out[i] = relu_if<Relu>((in[i] - mu) * sc + sh);
+          for (int64_t i = 0; i < HW; ++i) out[i] = finish<E>((in[i] - mu) * sc + sh, sk, i);
         }
       }
     }
@@ -339,16 +353,45 @@ void backward_blocks(const BnDims& d, const float* x, const float* dy, const flo
 // ---------------------------------------------------------------------------------------------
 // Table entries
 
-template <bool Relu>
+template <Epi E>
+void forward_train_any(const BnDims& d, const BnParams& p, const float* x, const float* skip,
+                       const float* gamma, const float* beta, float* y, float* save_mean,
+                       float* save_invstd, float* running_mean, float* running_var) {
+  if (d.hw < kSmallMap)
+    forward_train_blocks<E>(d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean,
+                            running_var);
+  else
+    forward_train_rows<E>(d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean,
+                          running_var);
+}
+
+template <Epi E>
 void forward_train(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                    const float* gamma, const float* beta, float* y, float* save_mean,
                    float* save_invstd, float* running_mean, float* running_var) {
-  if (d.hw < kSmallMap)
-    forward_train_blocks<Relu>(d, p, x, gamma, beta, y, save_mean, save_invstd, running_mean,
-                               running_var);
-  else
-    forward_train_rows<Relu>(d, p, x, gamma, beta, y, save_mean, save_invstd, running_mean,
-                             running_var);
+  forward_train_any<E>(d, p, x, nullptr, gamma, beta, y, save_mean, save_invstd, running_mean,
+                       running_var);
+}
+
+template <Epi E>
+void forward_eval(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
+                  const float* gamma, const float* beta, const float* running_mean,
+                  const float* running_var, float* y) {
+  forward_eval_any<E>(d, p, x, nullptr, gamma, beta, running_mean, running_var, y);
+}
+
+void forward_add_relu_train(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
+                            const float* skip, const float* gamma, const float* beta, float* z,
+                            float* save_mean, float* save_invstd, float* running_mean,
+                            float* running_var) {
+  forward_train_any<Epi::add_relu>(d, p, x, skip, gamma, beta, z, save_mean, save_invstd,
+                                   running_mean, running_var);
+}
+
+void forward_add_relu_eval(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
+                           const float* skip, const float* gamma, const float* beta,
+                           const float* running_mean, const float* running_var, float* z) {
+  forward_eval_any<Epi::add_relu>(d, p, x, skip, gamma, beta, running_mean, running_var, z);
 }
 
 // z, dz: the fused ReLU's output and its gradient (Relu), else unused and dy is BN's own.
@@ -377,12 +420,14 @@ void backward_relu(void*, OpCache&, const BnDims& d, const float* x, const float
 }  // namespace
 
 void register_batchnorm(Backend& b) {
-  b.batchnorm_forward_train = forward_train<false>;
-  b.batchnorm_forward_eval = forward_eval<false>;
+  b.batchnorm_forward_train = forward_train<Epi::none>;
+  b.batchnorm_forward_eval = forward_eval<Epi::none>;
   b.batchnorm_backward = backward;
-  b.batchnorm_relu_forward_train = forward_train<true>;
-  b.batchnorm_relu_forward_eval = forward_eval<true>;
+  b.batchnorm_relu_forward_train = forward_train<Epi::relu>;
+  b.batchnorm_relu_forward_eval = forward_eval<Epi::relu>;
   b.batchnorm_relu_backward = backward_relu;
+  b.batchnorm_add_relu_forward_train = forward_add_relu_train;
+  b.batchnorm_add_relu_forward_eval = forward_add_relu_eval;
 }
 
 }  // namespace tb::cpu

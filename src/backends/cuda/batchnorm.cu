@@ -7,6 +7,7 @@
 //   backward: consumes save_mean / save_invstd as the forward wrote them.
 // The batchnorm_relu_* entries fuse the ReLU that follows: the forwards write z = max(y, 0) and
 // the backward takes z and dz, using dz where z > 0 as BN's dy, so the ReLU's own pass is saved.
+// The batchnorm_add_relu_* forwards also add a residual before that ReLU: z = max(y + skip, 0).
 // One block per channel; the channel's n*hw values are read in two passes (mean, then the
 // centred sum of squares, as the reference does, which keeps the variance exact for data with a
 // large mean), then once more to write y. ResNet-50 on 32x32 images has at most 32768 values per
@@ -45,12 +46,19 @@ __device__ __forceinline__ int64_t at(uint32_t j, uint32_t hw, int64_t c, int64_
   return (int64_t(n) * C + c) * hw + i;
 }
 
-// Relu: the ReLU after the batch norm is fused in; y holds max(bn(x), 0) (the Trainer's fused
-// BN+ReLU nodes, which skip the ReLU node and its pass over memory).
-template <bool Relu>
-__global__ void bn_forward_train_kernel(BnDims d, BnParams p, const float* x, const float* gamma,
-                                        const float* beta, float* y, float* save_mean,
-                                        float* save_invstd, float* running_mean,
+// What a forward writes after normalising: y itself (kPlain), max(y, 0) (kRelu: the Trainer's
+// fused BN+ReLU nodes) or max(y + skip[k], 0) (kAddRelu: ResNet's bn3 -> add -> relu3).
+enum Epi : int { kPlain, kRelu, kAddRelu };
+template <int E>
+__device__ __forceinline__ float finish(float v, const float* skip, int64_t k) {
+  if (E == kAddRelu) v += skip[k];
+  return E == kPlain ? v : fmaxf(v, 0.f);
+}
+
+template <int E>
+__global__ void bn_forward_train_kernel(BnDims d, BnParams p, const float* x, const float* skip,
+                                        const float* gamma, const float* beta, float* y,
+                                        float* save_mean, float* save_invstd, float* running_mean,
                                         float* running_var) {
   __shared__ float sh[32];
   const int64_t c = blockIdx.x;
@@ -69,8 +77,7 @@ __global__ void bn_forward_train_kernel(BnDims d, BnParams p, const float* x, co
   const float g = gamma[c] * invstd, b = beta[c];
   for (uint32_t j = threadIdx.x; j < m; j += blockDim.x) {
     const int64_t k = at(j, hw, c, d.c);
-    const float v = (x[k] - mean) * g + b;
-    y[k] = Relu ? fmaxf(v, 0.f) : v;
+    y[k] = finish<E>((x[k] - mean) * g + b, skip, k);
   }
   if (threadIdx.x == 0) {
     save_mean[c] = mean;
@@ -81,17 +88,17 @@ __global__ void bn_forward_train_kernel(BnDims d, BnParams p, const float* x, co
   }
 }
 
-template <bool Relu>
-__global__ void bn_forward_eval_kernel(BnDims d, BnParams p, const float* x, const float* gamma,
-                                       const float* beta, const float* running_mean,
-                                       const float* running_var, float* y) {
+template <int E>
+__global__ void bn_forward_eval_kernel(BnDims d, BnParams p, const float* x, const float* skip,
+                                       const float* gamma, const float* beta,
+                                       const float* running_mean, const float* running_var,
+                                       float* y) {
   const int64_t total = d.n * d.c * d.hw;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
     const int64_t c = (e / d.hw) % d.c;
     const float invstd = 1.f / sqrtf(running_var[c] + p.eps);
-    const float v = (x[e] - running_mean[c]) * invstd * gamma[c] + beta[c];
-    y[e] = Relu ? fmaxf(v, 0.f) : v;
+    y[e] = finish<E>((x[e] - running_mean[c]) * invstd * gamma[c] + beta[c], skip, e);
   }
 }
 
@@ -133,30 +140,67 @@ void check_dims(const char* op, const BnDims& d) {
     fail_msg(op, shape_str(d), "more than 2^32 values per channel");
 }
 
-template <bool Relu>
-void bn_forward_train(void* ctx, OpCache&, const BnDims& d, const BnParams& p, const float* x,
-                      const float* gamma, const float* beta, float* y, float* save_mean,
-                      float* save_invstd, float* running_mean, float* running_var) {
-  Context& cx = context(ctx);
-  const char* op = Relu ? "batchnorm_relu_forward_train" : "batchnorm_forward_train";
+const char* forward_op(int e, bool train) {
+  if (e == kAddRelu)
+    return train ? "batchnorm_add_relu_forward_train" : "batchnorm_add_relu_forward_eval";
+  if (e == kRelu) return train ? "batchnorm_relu_forward_train" : "batchnorm_relu_forward_eval";
+  return train ? "batchnorm_forward_train" : "batchnorm_forward_eval";
+}
+
+template <int E>
+void bn_forward_train_launch(Context& cx, const BnDims& d, const BnParams& p, const float* x,
+                             const float* skip, const float* gamma, const float* beta, float* y,
+                             float* save_mean, float* save_invstd, float* running_mean,
+                             float* running_var) {
+  const char* op = forward_op(E, true);
   if (d.c <= 0 || d.n * d.hw <= 0) return;
   check_dims(op, d);
-  bn_forward_train_kernel<Relu><<<unsigned(d.c), kThreads, 0, cx.stream>>>(
-      d, p, x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var);
+  bn_forward_train_kernel<E><<<unsigned(d.c), kThreads, 0, cx.stream>>>(
+      d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean, running_var);
   TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
 }
 
-template <bool Relu>
+template <int E>
+void bn_forward_eval_launch(Context& cx, const BnDims& d, const BnParams& p, const float* x,
+                            const float* skip, const float* gamma, const float* beta,
+                            const float* running_mean, const float* running_var, float* y) {
+  const int64_t total = d.n * d.c * d.hw;
+  if (total <= 0) return;
+  bn_forward_eval_kernel<E><<<grid_for(cx, total, 256), 256, 0, cx.stream>>>(
+      d, p, x, skip, gamma, beta, running_mean, running_var, y);
+  TB_CUDA_LAUNCH_CHECK(forward_op(E, false), shape_str(d));
+}
+
+template <int E>
+void bn_forward_train(void* ctx, OpCache&, const BnDims& d, const BnParams& p, const float* x,
+                      const float* gamma, const float* beta, float* y, float* save_mean,
+                      float* save_invstd, float* running_mean, float* running_var) {
+  bn_forward_train_launch<E>(context(ctx), d, p, x, nullptr, gamma, beta, y, save_mean, save_invstd,
+                             running_mean, running_var);
+}
+
+template <int E>
 void bn_forward_eval(void* ctx, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                      const float* gamma, const float* beta, const float* running_mean,
                      const float* running_var, float* y) {
-  Context& cx = context(ctx);
-  const int64_t total = d.n * d.c * d.hw;
-  if (total <= 0) return;
-  bn_forward_eval_kernel<Relu><<<grid_for(cx, total, 256), 256, 0, cx.stream>>>(
-      d, p, x, gamma, beta, running_mean, running_var, y);
-  TB_CUDA_LAUNCH_CHECK(Relu ? "batchnorm_relu_forward_eval" : "batchnorm_forward_eval",
-                       shape_str(d));
+  bn_forward_eval_launch<E>(context(ctx), d, p, x, nullptr, gamma, beta, running_mean, running_var,
+                            y);
+}
+
+void bn_add_relu_forward_train(void* ctx, OpCache&, const BnDims& d, const BnParams& p,
+                               const float* x, const float* skip, const float* gamma,
+                               const float* beta, float* z, float* save_mean, float* save_invstd,
+                               float* running_mean, float* running_var) {
+  bn_forward_train_launch<kAddRelu>(context(ctx), d, p, x, skip, gamma, beta, z, save_mean,
+                                    save_invstd, running_mean, running_var);
+}
+
+void bn_add_relu_forward_eval(void* ctx, OpCache&, const BnDims& d, const BnParams& p,
+                              const float* x, const float* skip, const float* gamma,
+                              const float* beta, const float* running_mean,
+                              const float* running_var, float* z) {
+  bn_forward_eval_launch<kAddRelu>(context(ctx), d, p, x, skip, gamma, beta, running_mean,
+                                   running_var, z);
 }
 
 void bn_backward_launch(Context& cx, const char* op, bool relu, const BnDims& d, const float* x,
@@ -190,12 +234,14 @@ void bn_relu_backward(void* ctx, OpCache&, const BnDims& d, const float* x, cons
 }  // namespace
 
 void register_batchnorm(Backend& b) {
-  b.batchnorm_forward_train = bn_forward_train<false>;
-  b.batchnorm_forward_eval = bn_forward_eval<false>;
+  b.batchnorm_forward_train = bn_forward_train<kPlain>;
+  b.batchnorm_forward_eval = bn_forward_eval<kPlain>;
   b.batchnorm_backward = bn_backward;
-  b.batchnorm_relu_forward_train = bn_forward_train<true>;
-  b.batchnorm_relu_forward_eval = bn_forward_eval<true>;
+  b.batchnorm_relu_forward_train = bn_forward_train<kRelu>;
+  b.batchnorm_relu_forward_eval = bn_forward_eval<kRelu>;
   b.batchnorm_relu_backward = bn_relu_backward;
+  b.batchnorm_add_relu_forward_train = bn_add_relu_forward_train;
+  b.batchnorm_add_relu_forward_eval = bn_add_relu_forward_eval;
 }
 
 }  // namespace tb::cuda
