@@ -26,7 +26,7 @@ step() {
   echo "== $name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$LOG"
   tail -n 4 "$out"
 }
-step cuda_tests 60 /tmp/tb/trainbench_tests --gtest_filter='Cuda*:TorchParity*'
+step cuda_tests 90 /tmp/tb/trainbench_tests --gtest_filter='Cuda*:TorchParity*'
 grep -E "FAILED|Failure|error" "$OUT/cuda_tests.log" | head -30
 step mlp 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --data .devrun/fashion --out "$OUT/mlp_cuda.json"
 step mlp_nographs 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --no-graphs --data .devrun/fashion --out "$OUT/mlp_cuda_nographs.json"
