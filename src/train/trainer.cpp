@@ -147,11 +147,34 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
   // A node whose one consumer is a residual add gets the add's gradient unchanged: it shares
   // the add's gradient buffer instead of receiving a copy (ResNet: every bn3 and projection BN).
   grad_of_add.assign(nodes, -1);
+  std::vector<int> last_consumer(nodes, -1);
+  for (size_t i = 0; i < nodes; ++i)
+    for (int in : {m.nodes[i].in0, m.nodes[i].in1})
+      if (in >= 0) last_consumer[size_t(in)] = int(i);
   for (size_t i = 0; i < nodes; ++i) {
     const Node& n = m.nodes[i];
     if (n.kind != OpKind::add || n.in0 == n.in1) continue;
     for (int in : {n.in0, n.in1})
       if (in > 0 && consumers[in] == 1) grad_of_add[in] = int(i);
+  }
+  // So does a node read by the add and by others before it, where the add's gradient has been
+  // read by everything that reads it before those others add theirs (ResNet's identity
+  // shortcut: the block input's gradient starts as the add's, which the block's bn3 reads; the
+  // block's conv1, earlier in the list and so later in the backward, then adds its part).
+  for (size_t i = 0; i < nodes; ++i) {
+    const Node& n = m.nodes[i];
+    if (n.kind != OpKind::add || n.in0 == n.in1) continue;
+    int first_reader = int(i);  // the lowest node that reads grad[i]: the add or a sharer
+    for (int in : {n.in0, n.in1})
+      if (grad_of_add[in] == int(i)) first_reader = std::min(first_reader, in);
+    for (int in : {n.in0, n.in1}) {
+      if (in <= 0 || consumers[in] == 1 || last_consumer[in] != int(i)) continue;
+      bool others_earlier = true;  // every other consumer's backward runs after the readers'
+      for (size_t k = size_t(in) + 1; k < i; ++k)
+        if ((m.nodes[k].in0 == in || m.nodes[k].in1 == in) && int(k) >= first_reader)
+          others_earlier = false;
+      if (others_earlier) grad_of_add[in] = int(i);
+    }
   }
 
   // The arena, then the data set (uint8, as read), in one try: on running out of memory,
