@@ -133,6 +133,48 @@ TEST(Profile, RowsAddUpToMeasuredStep) {
   EXPECT_NE(text.find("forward includes"), std::string::npos);
 }
 
+// A small ResNet: the fusions show in the notes (bn1+relu both ways; bn3, add and relu3 in the
+// add's forward), every row's times are non-negative, and the report says how nodes were timed.
+TEST(Profile, ResNetFusionsAreNamed) {
+  const DatasetPair data = synthetic(64, 16, 16);  // one channel
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16;
+  ResNetSpec spec;
+  spec.name = "resnet_tiny", spec.stem_width = 8;
+  for (int i = 0; i < 4; ++i) spec.blocks[i] = 1, spec.widths[i] = 4 << i;
+  spec.blocks[0] = 2;  // one identity block
+  const Model m = build_resnet(spec, 10, 1, 16, 16);
+  BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 1, false};
+  cfg.deterministic = true;
+  auto be = make_backend(cfg);
+  Trainer t(m, *be, hp, w, data);
+  const ProfileReport r = build_profile(m, time_steps(t, 2, 1), Roofline{});
+  EXPECT_EQ(r.node_timing, "host clock between synchronizes around each node");
+  auto row = [&](const std::string& name) -> const LayerRow* {
+    for (const LayerRow& l : r.layers)
+      if (l.name == name) return &l;
+    return nullptr;
+  };
+  for (const std::string block : {"layer1.0", "layer1.1"}) {
+    const LayerRow* add = row(block + ".add");
+    const LayerRow* bn3 = row(block + ".bn3");
+    const LayerRow* relu3 = row(block + ".relu3");
+    ASSERT_TRUE(add && bn3 && relu3) << block;
+    EXPECT_EQ(add->note, "forward includes " + block + ".bn3 and " + block + ".relu3 (fused)");
+    EXPECT_EQ(bn3->note, "forward fused into " + block + ".add");
+    EXPECT_EQ(relu3->note, "forward fused into " + block + ".add");
+    EXPECT_GT(add->forward_ms, 0);
+    EXPECT_GT(bn3->backward_ms, 0);
+  }
+  const LayerRow* bn1 = row("layer1.0.bn1");
+  ASSERT_TRUE(bn1);
+  EXPECT_EQ(bn1->note, "forward and backward include layer1.0.relu1 (fused)");
+  EXPECT_EQ(row("layer1.0.relu1"), nullptr) << "a ReLU fused both ways has no row";
+  for (const LayerRow& l : r.layers) EXPECT_GE(l.forward_ms, 0) << l.name;
+  EXPECT_EQ(profile_from_json(profile_json(r)).node_timing, r.node_timing);
+}
+
 TEST(Profile, JsonRoundTrip) {
   ProfileReport r;
   r.workload = "fashion-mlp", r.device = "cpu x", r.device_kind = "cpu", r.precision = "fp32";
