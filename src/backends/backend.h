@@ -172,11 +172,13 @@ struct Backend {
   // timers_create makes `count` marks. timers_start holds the device back (a gate) until
   // timers_read, so the work issued in between runs back to back as the device runs it, not at
   // the pace the host issues it. timer_mark records mark i in stream order. timers_read opens the
-  // gate, waits for mark count-1 and writes ms[i] = milliseconds from mark 0 to mark i.
+  // gate, waits for mark count-1, writes ms[i] = milliseconds from mark 0 to mark i, and returns
+  // false when the gate had let go on its own before (a timeout: the host took too long to issue
+  // the pass, which then ran at the host's pace).
   void* (*timers_create)(void* ctx, int count) = nullptr;
   void (*timers_start)(void* ctx, void* timers) = nullptr;
   void (*timer_mark)(void* ctx, void* timers, int i) = nullptr;
-  void (*timers_read)(void* ctx, void* timers, int count, float* ms) = nullptr;
+  bool (*timers_read)(void* ctx, void* timers, int count, float* ms) = nullptr;
   void (*timers_destroy)(void* ctx, void* timers) = nullptr;
 
   Backend() = default;

@@ -175,6 +175,11 @@ StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
   r.data_ms *= k, r.loss_ms *= k, r.optimizer_ms *= k;
   r.step_ms = plain_ms * k;
   r.how = t.node_notes();
+  if (t.host_paced_passes > 0)
+    r.node_timing += fmt::format(
+        " (in {} of {} passes the gate let go before the host had issued the pass: those ran at "
+        "the host's pace)",
+        t.host_paced_passes, 2 * steps);
   return r;
 }
 

@@ -342,7 +342,8 @@ struct PassTimer {
     if (!device) return;
     const size_t marked = t.marked_nodes.size();
     std::vector<float> ms(1 + 2 * marked);  // profiling only: a training step allocates nothing
-    t.be.timers_read(t.be.ctx, t.node_timers, int(ms.size()), ms.data());
+    if (!t.be.timers_read(t.be.ctx, t.node_timers, int(ms.size()), ms.data()))
+      t.host_paced_passes++;
     for (size_t k = 0; k < marked; ++k)
       (*node_ms)[t.marked_nodes[k]] += double(ms[2 + 2 * k]) - double(ms[1 + 2 * k]);
   }

@@ -118,6 +118,7 @@ struct Trainer {
   // PassTimer), and the node each pair of marks timed.
   void* node_timers = nullptr;
   std::vector<size_t> marked_nodes;
+  int64_t host_paced_passes = 0;  // passes whose gate let go on its own (timed at host pace)
 
   Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w, const DatasetPair& data);
   ~Trainer();

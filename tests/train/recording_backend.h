@@ -171,6 +171,7 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
       const Marks& m = *static_cast<Marks*>(t);
       for (int i = 0; i < count; ++i)
         ms[i] = std::chrono::duration<float, std::milli>(m.at(size_t(i)) - m[0]).count();
+      return true;  // no gate: the host runs each op before returning
     };
     b->timers_destroy = [](void*, void* t) { delete static_cast<Marks*>(t); };
   }

@@ -22,14 +22,22 @@ __device__ __forceinline__ uint64_t global_ns() {
   return t;
 }
 
-__global__ void gate_kernel(const volatile int32_t* open, uint64_t timeout_ns) {
+// open[0]: set by the host to let the stream go on; open[1]: set here when the timeout did.
+__global__ void gate_kernel(volatile int32_t* open, uint64_t timeout_ns) {
   const uint64_t t0 = global_ns();
-  while (*open == 0 && global_ns() - t0 < timeout_ns) __nanosleep(1000);
+  while (open[0] == 0)
+    if (global_ns() - t0 >= timeout_ns) {
+      open[1] = 1;
+      return;
+    } else {
+      __nanosleep(1000);
+    }
 }
 
 struct Timers {
   std::vector<cudaEvent_t> events;
-  int32_t* gate_host = nullptr;  // pinned and mapped: the host opens it, the gate kernel polls it
+  // Pinned and mapped, two flags: [0] the host opens the gate, [1] the gate timed out.
+  int32_t* gate_host = nullptr;
   int32_t* gate_dev = nullptr;
 };
 
@@ -52,10 +60,10 @@ void* timers_create(void* ctx, int count) {
     if (count < 1) fail_msg(op, count_str(count), "needs at least one mark");
     t->events.assign(size_t(count), nullptr);
     for (cudaEvent_t& e : t->events) TB_CUDA_CHECK(cudaEventCreate(&e), op, count_str(count));
-    TB_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&t->gate_host), sizeof(int32_t),
+    TB_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&t->gate_host), 2 * sizeof(int32_t),
                                 cudaHostAllocMapped),
                   op, count_str(count));
-    *t->gate_host = 1;
+    t->gate_host[0] = 1, t->gate_host[1] = 0;
     TB_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&t->gate_dev), t->gate_host, 0),
                   op, count_str(count));
   } catch (...) {
@@ -69,7 +77,9 @@ void timers_start(void* ctx, void* p) {
   Context& cx = context(ctx);
   auto* t = static_cast<Timers*>(p);
   // The previous pass's read waited for its last mark, so no gate kernel still polls the flag.
-  *static_cast<volatile int32_t*>(t->gate_host) = 0;
+  volatile int32_t* gate = t->gate_host;
+  gate[0] = 0;
+  gate[1] = 0;
   gate_kernel<<<1, 1, 0, cx.stream>>>(t->gate_dev, kGateTimeoutNs);
   TB_CUDA_LAUNCH_CHECK("timers_start", std::string("(gate)"));
 }
@@ -82,19 +92,21 @@ void timer_mark(void* ctx, void* p, int i) {
   TB_CUDA_CHECK(cudaEventRecord(t->events[size_t(i)], cx.stream), "timer_mark", count_str(i));
 }
 
-void timers_read(void* ctx, void* p, int count, float* ms) {
+bool timers_read(void* ctx, void* p, int count, float* ms) {
   (void)ctx;
   auto* t = static_cast<Timers*>(p);
   const char* op = "timers_read";
   if (count < 1 || size_t(count) > t->events.size())
     fail_msg(op, count_str(count), "mark count out of range");
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  *static_cast<volatile int32_t*>(t->gate_host) = 1;  // open the gate
+  volatile int32_t* gate = t->gate_host;
+  gate[0] = 1;  // open the gate
   TB_CUDA_CHECK(cudaEventSynchronize(t->events[size_t(count - 1)]), op, count_str(count));
   ms[0] = 0.f;
   for (int i = 1; i < count; ++i)
     TB_CUDA_CHECK(cudaEventElapsedTime(&ms[i], t->events[0], t->events[size_t(i)]), op,
                   count_str(i));
+  return gate[1] == 0;  // the last mark is done, so is the gate kernel
 }
 
 }  // namespace
