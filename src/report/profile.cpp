@@ -115,7 +115,6 @@ struct StepRunner {
   // One step with a synchronize around every part; adds milliseconds into r.
   void instrumented(StepTimings& r) {
     Backend& be = t.be;
-    const int last = int(t.model.nodes.size()) - 1;
     be.synchronize(be.ctx);
     auto t0 = Clock::now();
     const int32_t* idx = indices();
@@ -124,8 +123,7 @@ struct StepRunner {
     r.data_ms += ms_since(t0);
     t.forward(n, true, &r.forward_ms);
     t0 = Clock::now();
-    be.softmax_ce(be.ctx, n, t.model.classes, t.out[size_t(last)], t.labels, 1.f / float(n),
-                  t.grad[size_t(last)], t.metrics);
+    t.loss(n);
     be.synchronize(be.ctx);
     r.loss_ms += ms_since(t0);
     t.backward(n, &r.backward_ms);
@@ -145,7 +143,7 @@ StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
   const size_t nodes = t.model.nodes.size();
   r.forward_ms.assign(nodes, 0), r.backward_ms.assign(nodes, 0);
   r.relu_fusion = t.relu_fusion;
-  r.bn_of_add = t.bn_of_add;
+  r.bn_of_add = t.bn_of_add, r.add_of_bn = t.add_of_bn;
   r.batch = std::min<int64_t>(t.hp.batch, t.train_count);
   r.steps = steps, r.warmup = warmup;
   r.node_timing = be.timers_create ? "device events around each node, the pass queued behind a gate"
@@ -212,9 +210,8 @@ LayerRow layer_row(const Model& m, const StepTimings& t, size_t i) {
   const Node& node = m.nodes[i];
   const ReluFusion into = i > 0 ? t.relu_fusion[i - 1] : ReluFusion::none;  // this ReLU's
   // A BN and the ReLU after its add run inside the add's forward.
-  int add_at = -1;
-  for (size_t j = 0; j < t.bn_of_add.size(); ++j)
-    if (t.bn_of_add[j] == int(i) || (t.bn_of_add[j] >= 0 && j + 1 == i)) add_at = int(j);
+  int add_at = i < t.add_of_bn.size() ? t.add_of_bn[i] : -1;
+  if (i > 0 && i - 1 < t.bn_of_add.size() && t.bn_of_add[i - 1] >= 0) add_at = int(i - 1);
   const bool fused_away = into != ReluFusion::none || add_at >= 0;
   LayerRow l;
   l.name = node.name, l.op = op_name(node.kind), l.shape = shape_text(node);

@@ -38,7 +38,7 @@ struct Roofline {
 struct StepTimings {
   std::vector<double> forward_ms, backward_ms;        // per node, instrumented steps
   std::vector<ReluFusion> relu_fusion;                // Trainer::relu_fusion
-  std::vector<int> bn_of_add;                         // Trainer::bn_of_add
+  std::vector<int> bn_of_add, add_of_bn;              // Trainer::bn_of_add, add_of_bn
   std::vector<std::string> how;                       // per node, the backend's OpCache::note
   double data_ms = 0, loss_ms = 0, optimizer_ms = 0;  // instrumented steps
   double step_ms = 0;                                 // plain steps

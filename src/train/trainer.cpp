@@ -543,7 +543,7 @@ bool Trainer::replay_step_graph(int64_t n) {
   if (!be.graph_begin || !graph_failure.empty()) return false;
   auto it = step_graphs.find(n);
   if (it == step_graphs.end()) {
-    if (eager_steps[n] == 0) return false;
+    if (!issued_sizes.count(n)) return false;
     be.graph_begin(be.ctx);
     try {
       forward(n, true);
@@ -593,7 +593,7 @@ void Trainer::step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* 
   lap(split ? &split->data_ms : nullptr);
   // A sampled step times its parts, so it runs them as issued.
   if (split || !replay_step_graph(n)) {
-    eager_steps[n]++;
+    if (be.graph_begin) issued_sizes.insert(n);  // the next step at this size may record
     forward(n, true);
     loss(n);
     lap(split ? &split->forward_ms : nullptr);

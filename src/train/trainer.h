@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -110,9 +111,9 @@ struct Trainer {
   // step) change every step. The first step of each size runs as issued because it builds the
   // caches and measures algorithms, which a recording must not contain.
   std::map<int64_t, void*> step_graphs;
-  std::map<int64_t, int64_t> eager_steps;  // per batch size, training steps run without a graph
-  int64_t graph_steps = 0;                 // training steps replayed from a graph
-  std::string graph_failure;               // why recording failed; no graphs from then on
+  std::set<int64_t> issued_sizes;  // batch sizes a step has run at without a graph
+  int64_t graph_steps = 0;         // training steps replayed from a graph
+  std::string graph_failure;       // why recording failed; no graphs from then on
 
   // Profiles on a backend with device timers: marks around each node of a pass (trainer.cpp's
   // PassTimer), and the node each pair of marks timed.
