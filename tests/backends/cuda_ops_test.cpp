@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "../models/tiny_resnet.h"
 #include "../test_util.h"
 #include "backends/backend.h"
 #include "core/error.h"
@@ -698,6 +699,20 @@ TEST_F(CudaOps, MlpTrainingStepsMatchReference) {
   EXPECT_EQ(mgpu[1], mref[1]) << "correct count";
 }
 
+// Random side x side RGB images with random labels, train and test alike.
+DatasetPair random_images(int64_t count, uint32_t seed, int side = 16) {
+  DatasetPair data;
+  std::mt19937 rng(seed);
+  for (Dataset* s : {&data.train, &data.test}) {
+    s->name = "synthetic", s->count = count, s->channels = 3, s->height = side, s->width = side;
+    s->classes = 10;
+    s->images.resize(size_t(count * 3 * side * side)), s->labels.resize(size_t(count));
+    for (auto& v : s->images) v = uint8_t(rng() & 255);
+    for (auto& v : s->labels) v = uint8_t(rng() % 10);
+  }
+  return data;
+}
+
 // WORKLOADS.md's ResNet-50, one whole training step on 16 random CIFAR-sized images, through the
 // Trainer on the oneDNN CPU backend and on the GPU in fp32, from the same initial weights (the
 // seed's host init): the loss, the gradient norms (issue 5's check) and the BN running statistics
@@ -710,15 +725,7 @@ TEST_F(CudaOps, MlpTrainingStepsMatchReference) {
 // relative L2 (a wrong sign, scale or tap gives O(1)).
 TEST_F(CudaOps, ResNet50StepMatchesCpu) {
   const int64_t n = 16;
-  DatasetPair data;
-  std::mt19937 rng(2300);
-  for (Dataset* s : {&data.train, &data.test}) {
-    s->name = "cifar10", s->count = n, s->channels = 3, s->height = 32, s->width = 32;
-    s->classes = 10;
-    s->images.resize(size_t(n * 3 * 32 * 32)), s->labels.resize(size_t(n));
-    for (auto& v : s->images) v = uint8_t(rng() & 255);
-    for (auto& v : s->labels) v = uint8_t(rng() % 10);
-  }
+  const DatasetPair data = random_images(n, 2300, 32);
   const Workload& w = find_workload("resnet50-cifar10");
   Hyper hp = w.defaults;
   hp.batch = n;
@@ -792,27 +799,7 @@ TEST_F(CudaOps, TimersTimeTheDeviceNotTheHost) {
   EXPECT_EQ(down(g, buf.p, 1)[0], 1.f);
 }
 
-// Random 16x16 RGB images with random labels, train and test alike.
-DatasetPair random_images(int64_t count, uint32_t seed) {
-  DatasetPair data;
-  std::mt19937 rng(seed);
-  for (Dataset* s : {&data.train, &data.test}) {
-    s->name = "synthetic", s->count = count, s->channels = 3, s->height = 16, s->width = 16;
-    s->classes = 10;
-    s->images.resize(size_t(count * 3 * 16 * 16)), s->labels.resize(size_t(count));
-    for (auto& v : s->images) v = uint8_t(rng() & 255);
-    for (auto& v : s->labels) v = uint8_t(rng() % 10);
-  }
-  return data;
-}
-
-// ResNet's structure at toy size: one bottleneck per stage, widths 4 to 32, 16x16 inputs.
-Model tiny_resnet() {
-  ResNetSpec spec;
-  spec.name = "resnet_tiny", spec.stem_width = 8;
-  for (int i = 0; i < 4; ++i) spec.blocks[i] = 1, spec.widths[i] = 4 << i;
-  return build_resnet(spec, 10, 3, 16, 16);
-}
+using testing::tiny_resnet;
 
 // CUDA graphs: the same training run (MLP, then a small ResNet with augmentation, each with a
 // partial last batch) with the step recorded and replayed against every op issued. Both runs are

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <random>
 
+#include "../models/tiny_resnet.h"
 #include "backends/backend.h"
 #include "data/idx.h"
 #include "report_test_util.h"
@@ -140,11 +141,7 @@ TEST(Profile, ResNetFusionsAreNamed) {
   const Workload& w = find_workload("resnet50-cifar10");
   Hyper hp = w.defaults;
   hp.batch = 16;
-  ResNetSpec spec;
-  spec.name = "resnet_tiny", spec.stem_width = 8;
-  for (int i = 0; i < 4; ++i) spec.blocks[i] = 1, spec.widths[i] = 4 << i;
-  spec.blocks[0] = 2;  // one identity block
-  const Model m = build_resnet(spec, 10, 1, 16, 16);
+  const Model m = testing::tiny_resnet(1, 2);  // one channel; stage 1 has an identity block
   BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 1, false};
   cfg.deterministic = true;
   auto be = make_backend(cfg);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <random>
 
+#include "../models/tiny_resnet.h"
 #include "../test_util.h"
 #include "core/error.h"
 #include "data/cifar.h"
@@ -38,14 +39,7 @@ static DatasetPair synthetic(int count, int c, int h, int w, uint64_t seed) {
 }
 
 using testing::rel_err;
-
-// ResNet's structure at toy size: stem, one bottleneck per stage (widths 4 to 32), 16x16x3 input.
-static Model tiny_resnet() {
-  ResNetSpec spec;
-  spec.name = "resnet_tiny", spec.stem_width = 8;
-  for (int i = 0; i < 4; ++i) spec.blocks[i] = 1, spec.widths[i] = 4 << i;
-  return build_resnet(spec, 10, 3, 16, 16);
-}
+using testing::tiny_resnet;
 
 TEST(Trainer, OneDnnFollowsReferenceOnMlp) {
   DatasetPair data = synthetic(100, 1, 8, 8, 1);
