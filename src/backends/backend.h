@@ -55,8 +55,9 @@ struct BackendConfig {
   Precision precision = Precision::fp32;
   int threads = 0;         // CPU threads; 0 = all cores the process may use
   bool reference = false;  // use the plain-loop reference backend (tests, debugging)
-  // No algorithm chosen by timing (the CPU's convolutions run their first candidate), so two
-  // runs with the same seed, threads and machine give the same numbers to the bit.
+  // No algorithm chosen by timing (the CPU's convolutions run their first candidate; CUDA takes
+  // cuDNN's heuristic ranking, deterministic algorithms only), so two runs with the same seed,
+  // threads and machine give the same numbers to the bit.
   bool deterministic = false;
   // Record the training step once and replay it (CUDA graphs) where the backend can.
   bool graphs = true;
