@@ -80,6 +80,7 @@ struct Backend {
   void (*synchronize)(void* ctx) = nullptr;
 
   // ---- data ----
+  // ref::gather_batch; s.cursor, when set, is read on the device.
   void (*gather_batch)(void* ctx, const BatchSpec& s, const uint8_t* images, const uint8_t* labels,
                        const int32_t* indices, float* x, int32_t* y) = nullptr;
 
@@ -152,10 +153,13 @@ struct Backend {
                                   float* dx) = nullptr;
 
   // ---- optimizers (one flat parameter array) ----
+  // Adam's step count t is at->updates + 1, read on the device (StepCursor, ops/batch.h).
   void (*adam_update)(void* ctx, int64_t count, float* p, const float* g, float* m, float* v,
-                      const AdamParams& hp, int64_t step) = nullptr;
+                      const AdamParams& hp, const StepCursor* at) = nullptr;
   void (*sgd_update)(void* ctx, int64_t count, float* p, const float* g, float* momentum_buf,
                      const SgdParams& hp) = nullptr;
+  // The training step's last op: advance(*c) on the device.
+  void (*advance_cursor)(void* ctx, StepCursor* c) = nullptr;
 
   // ---- graphs (optional; nullptr: every op runs as it is issued) ----
   // Between graph_begin and graph_end the ops issued are recorded, not run. graph_end returns a

@@ -5,6 +5,8 @@ namespace tb::ref {
 void gather_batch(const BatchSpec& s, const uint8_t* images, const uint8_t* labels,
                   const int32_t* indices, float* x, int32_t* y) {
   const int64_t plane = int64_t(s.height) * s.width, image = plane * s.channels;
+  const BatchAt at = batch_at(s);
+  indices += at.first;
   for (int64_t i = 0; i < s.n; ++i) {
     const uint8_t* src = images + int64_t(indices[i]) * image;
     float* dst = x + i * image;
@@ -12,7 +14,7 @@ void gather_batch(const BatchSpec& s, const uint8_t* images, const uint8_t* labe
     int dy = 0, dx = 0;
     bool flip = false;
     if (s.augment) {
-      uint64_t r = mix64(s.seed ^ mix64(uint64_t(i)));
+      uint64_t r = mix64(at.seed ^ mix64(uint64_t(i)));
       const int span = 2 * s.pad + 1;
       dy = int(r % span) - s.pad;
       dx = int((r >> 16) % span) - s.pad;

@@ -6,7 +6,47 @@
 #pragma once
 #include <cstdint>
 
+// Functions that CUDA kernels call too.
+#ifdef __CUDACC__
+#define TB_HOST_DEVICE __host__ __device__
+#else
+#define TB_HOST_DEVICE
+#endif
+
 namespace tb {
+
+// Where training is, kept in device memory beside the buffers. A training step's data cut reads
+// its batch offset and seed from here, the optimizer its update count, and the step's last op
+// advances it; so every op of a step has the same arguments at every step, and a step recorded
+// once (a CUDA graph) replays unchanged, data and optimizer included. The host writes it at the
+// start of each epoch (with the new permutation) and otherwise only mirrors it.
+struct StepCursor {
+  int64_t step = 0;     // the step within the epoch: its images start at indices[step * stride]
+  int64_t stride = 0;   // images per full step
+  int64_t count = 0;    // indices in the epoch's permutation
+  int64_t updates = 0;  // optimizer updates before this step (Adam's t is updates + 1)
+  int64_t epoch = 0;
+  uint64_t seed = 0;  // the run's seed; a step's augmentation seed is step_seed(cursor)
+};
+
+// The step's last op: the next step of the epoch, one more optimizer update.
+TB_HOST_DEVICE inline void advance(StepCursor& c) {
+  c.step++;
+  c.updates++;
+}
+
+// A small stateless hash (splitmix64) used for augmentation choices.
+TB_HOST_DEVICE inline uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// The augmentation seed of the cursor's step: differs per epoch and step.
+TB_HOST_DEVICE inline uint64_t step_seed(const StepCursor& c) {
+  return mix64(c.seed ^ mix64((uint64_t(c.epoch) << 32) | uint64_t(c.step)));
+}
 
 struct BatchSpec {
   int64_t n = 0;  // images in this batch
@@ -17,21 +57,31 @@ struct BatchSpec {
   bool augment = false;
   int pad = 4;
   uint64_t seed = 0;  // differs per batch
-  // How many indices after this batch's n are valid: a backend may start fetching those images
-  // (the CPU prefetches them into cache while the step computes). 0 = none.
-  int64_t lookahead = 0;
+  // A training batch: `cursor` (device memory) says where it is. The batch is then
+  // indices[step * stride ..] and its seed step_seed(*cursor); `seed` is not read. Null: the
+  // batch is indices[0 .. n) with `seed` (evaluation, tests).
+  const StepCursor* cursor = nullptr;
 };
 
-// A small stateless hash (splitmix64) used for augmentation choices.
-inline uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
+// The index of the batch's first image, the seed and, read by the host-side backends that
+// prefetch, how many indices after the batch's n are valid. Only where s.cursor is readable here
+// (host memory, or device code).
+struct BatchAt {
+  int64_t first = 0;
+  uint64_t seed = 0;
+  int64_t lookahead = 0;
+};
+TB_HOST_DEVICE inline BatchAt batch_at(const BatchSpec& s) {
+  if (!s.cursor) return {0, s.seed, 0};
+  const StepCursor& c = *s.cursor;
+  const int64_t first = c.step * c.stride;
+  const int64_t after = c.count - first - s.n;
+  return {first, step_seed(c), after < c.stride ? (after > 0 ? after : 0) : c.stride};
 }
 
 namespace ref {
-// images: [count, c, h, w] u8; indices: n positions into it. x: [n, c, h, w] f32, y: [n] i32.
+// images: [count, c, h, w] u8; indices: positions into it (from batch_at(s).first when s.cursor
+// is set). x: [n, c, h, w] f32, y: [n] i32.
 void gather_batch(const BatchSpec& s, const uint8_t* images, const uint8_t* labels,
                   const int32_t* indices, float* x, int32_t* y);
 }  // namespace ref

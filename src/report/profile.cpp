@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <numeric>
 
 #include "bench/flops.h"
 #include "bench/peaks.h"
@@ -102,23 +101,24 @@ struct StepRunner {
   int64_t n = 0, batches = 1;
   int64_t counter = 0;
 
-  const int32_t* indices() {
-    const int64_t b = counter % batches;
-    return t.train_indices + b * n;
+  // Every `batches` steps the cursor goes back to the start of the (unshuffled) training set, as
+  // a new epoch with new augmentation seeds.
+  void next() {
+    if (counter % batches == 0) t.start_epoch(counter / batches + 1);
+    ++counter;
   }
-  uint64_t seed() { return 0x9e3779b97f4a7c15ull * uint64_t(++counter); }
 
   void plain(int64_t steps) {
-    for (int64_t s = 0; s < steps; ++s) t.step(indices(), n, seed(), nullptr);
+    for (int64_t s = 0; s < steps; ++s) next(), t.step(n, nullptr);
   }
 
   // One step with a synchronize around every part; adds milliseconds into r.
   void instrumented(StepTimings& r) {
     Backend& be = t.be;
+    next();
     be.synchronize(be.ctx);
     auto t0 = Clock::now();
-    const int32_t* idx = indices();
-    t.load_batch(t.train_spec, t.train_images, t.train_labels, idx, n, seed());
+    t.load_train_batch(n);
     be.synchronize(be.ctx);
     r.data_ms += ms_since(t0);
     t.forward(n, true, &r.forward_ms);
@@ -149,9 +149,6 @@ StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
   r.node_timing = be.timers_create ? "device events around each node, the pass queued behind a gate"
                                    : "host clock between synchronizes around each node";
 
-  std::vector<int32_t> iota(size_t(t.train_count));
-  std::iota(iota.begin(), iota.end(), 0);
-  be.upload(be.ctx, t.train_indices, iota.data(), iota.size() * sizeof(int32_t));
   StepRunner run{t, r.batch, t.train_count / r.batch};
 
   run.plain(warmup);

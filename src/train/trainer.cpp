@@ -52,7 +52,8 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
     L.argmax[i] = n.kind == OpKind::maxpool ? take(count * sizeof(int32_t)) : 0;
   }
   L.scratch = take(largest * f), L.labels = take(batch * sizeof(int32_t));
-  L.metrics = take(4 * f), L.train_idx = take(train_count * sizeof(int32_t));
+  L.metrics = take(4 * f), L.cursor = take(sizeof(StepCursor));
+  L.train_idx = take(train_count * sizeof(int32_t));
   L.test_idx = take(test_count * sizeof(int32_t));
   return L;
 }
@@ -212,6 +213,7 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
     argmax[i] = m.nodes[i].kind == OpKind::maxpool ? I(L.argmax[i]) : nullptr;
   }
   scratch = F(L.scratch), labels = I(L.labels), metrics = F(L.metrics);
+  cursor = reinterpret_cast<StepCursor*>(base + L.cursor);
   train_indices = I(L.train_idx), test_indices = I(L.test_idx);
 
   try {
@@ -237,7 +239,14 @@ void Trainer::fill_initial_state(const DatasetPair& data) {
     std::vector<int32_t> iota(test_count);
     std::iota(iota.begin(), iota.end(), 0);
     be.upload(be.ctx, test_indices, iota.data(), test_count * sizeof(int32_t));
+    // Until train() shuffles: the training set in order (tests step without train()).
+    iota.resize(train_count);
+    std::iota(iota.begin(), iota.end(), 0);
+    be.upload(be.ctx, train_indices, iota.data(), train_count * sizeof(int32_t));
   }
+  StepCursor c;
+  c.stride = hp.batch, c.count = train_count, c.epoch = 1, c.seed = hp.seed;
+  be.upload(be.ctx, cursor, &c, sizeof(c));
 
   BatchSpec spec;
   spec.channels = data.train.channels, spec.height = data.train.height,
@@ -293,10 +302,23 @@ static DenseDims dense_dims(const Model& m, const Node& n, int64_t batch) {
 }
 
 void Trainer::load_batch(const BatchSpec& base, const uint8_t* images, const uint8_t* lbls,
-                         const int32_t* indices, int64_t n, uint64_t seed, int64_t lookahead) {
+                         const int32_t* indices, int64_t n, uint64_t seed) {
   BatchSpec s = base;
-  s.n = n, s.seed = seed, s.lookahead = lookahead;
+  s.n = n, s.seed = seed;
   be.gather_batch(be.ctx, s, images, lbls, indices, out[0], labels);
+}
+
+void Trainer::load_train_batch(int64_t n) {
+  BatchSpec s = train_spec;
+  s.n = n, s.cursor = cursor;
+  be.gather_batch(be.ctx, s, train_images, train_labels, train_indices, out[0], labels);
+}
+
+void Trainer::start_epoch(int64_t epoch) {
+  // Two fields, not the whole cursor: the device counts the optimizer's updates.
+  const int64_t step = 0;
+  be.upload(be.ctx, &cursor->step, &step, sizeof(step));
+  be.upload(be.ctx, &cursor->epoch, &epoch, sizeof(epoch));
 }
 
 // Profiling: adds each node's milliseconds into node_ms (nothing when node_ms is null). Where the
@@ -526,12 +548,11 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
 }
 
 void Trainer::optimizer_update() {
-  ++optimizer_steps;
   if (hp.optimizer == "sgd")
     be.sgd_update(be.ctx, model.param_count, params, grads, opt_m, hp.sgd);
   else
-    be.adam_update(be.ctx, model.param_count, params, grads, opt_m, opt_v, hp.adam,
-                   optimizer_steps);
+    be.adam_update(be.ctx, model.param_count, params, grads, opt_m, opt_v, hp.adam, cursor);
+  be.advance_cursor(be.ctx, cursor);
 }
 
 void Trainer::loss(int64_t n) {
@@ -546,9 +567,11 @@ bool Trainer::replay_step_graph(int64_t n) {
     if (!issued_sizes.count(n)) return false;
     be.graph_begin(be.ctx);
     try {
+      load_train_batch(n);
       forward(n, true);
       loss(n);
       backward(n);
+      optimizer_update();
     } catch (const Error& e) {
       graph_failure = e.what();
     }
@@ -579,8 +602,10 @@ std::string Trainer::graph_summary() const {
          std::to_string(step_graphs.size()) + " graph(s), batch " + sizes;
 }
 
-void Trainer::step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split,
-                   int64_t lookahead) {
+void Trainer::step(int64_t n, StepSplit* split) {
+  // A sampled step times its parts, so it runs them as issued.
+  if (!split && replay_step_graph(n)) return;
+  if (be.graph_begin) issued_sizes.insert(n);  // the next step at this size may record
   Clock::time_point t0;
   auto lap = [&](double* acc) {
     if (!split) return;
@@ -589,17 +614,13 @@ void Trainer::step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* 
     t0 = Clock::now();
   };
   if (split) be.synchronize(be.ctx), t0 = Clock::now();
-  load_batch(train_spec, train_images, train_labels, indices, n, seed, lookahead);
+  load_train_batch(n);
   lap(split ? &split->data_ms : nullptr);
-  // A sampled step times its parts, so it runs them as issued.
-  if (split || !replay_step_graph(n)) {
-    if (be.graph_begin) issued_sizes.insert(n);  // the next step at this size may record
-    forward(n, true);
-    loss(n);
-    lap(split ? &split->forward_ms : nullptr);
-    backward(n);
-    lap(split ? &split->backward_ms : nullptr);
-  }
+  forward(n, true);
+  loss(n);
+  lap(split ? &split->forward_ms : nullptr);
+  backward(n);
+  lap(split ? &split->backward_ms : nullptr);
   optimizer_update();
   lap(split ? &split->optimizer_ms : nullptr);
   if (split) split->samples++;
@@ -612,7 +633,7 @@ EvalResult Trainer::evaluate() {
   const int last = int(model.nodes.size()) - 1;
   for (int64_t first = 0; first < test_count; first += max_batch) {
     const int64_t n = std::min(max_batch, test_count - first);
-    load_batch(test_spec, test_images, test_labels, test_indices + first, n, 0);
+    load_batch(test_spec, test_images, test_labels, test_indices + first, n, /*seed=*/0);
     forward(n, false);
     be.softmax_ce(be.ctx, n, model.classes, out[last], labels, 1.f, nullptr, metrics + 2);
   }
@@ -649,6 +670,7 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
     const auto t_epoch = Clock::now();
     std::shuffle(perm.begin(), perm.end(), shuffle_rng);
     be.upload(be.ctx, train_indices, perm.data(), perm.size() * sizeof(int32_t));
+    start_epoch(epoch);
     be.fill(be.ctx, metrics, 0.f, 2);
     EpochResult e;
     auto last_report = Clock::now();
@@ -667,22 +689,19 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       last_report = Clock::now();
     };
     for (int64_t s = 0; s < steps_per_epoch && r.steps < planned; ++s) {
-      const int64_t first = s * hp.batch, n = std::min<int64_t>(hp.batch, train_count - first);
-      const uint64_t seed = mix64(hp.seed ^ mix64((uint64_t(epoch) << 32) | uint64_t(s)));
-      const int64_t lookahead = std::min<int64_t>(hp.batch, train_count - first - n);
+      const int64_t n = std::min<int64_t>(hp.batch, train_count - s * hp.batch);
       if (r.steps % period == 0 && r.steps > 0) {
         // Host overhead: issue the step without synchronizing, then wait for the device.
         be.synchronize(be.ctx);
         const auto t0 = Clock::now();
-        step(train_indices + first, n, seed, nullptr, lookahead);
+        step(n, nullptr);
         const auto t_issued = Clock::now();
         be.synchronize(be.ctx);
         r.split.host_ms += std::chrono::duration<double, std::milli>(t_issued - t0).count();
         r.split.whole_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
         r.split.host_samples++;
       } else {
-        step(train_indices + first, n, seed, (r.steps % period == period / 2) ? &r.split : nullptr,
-             lookahead);
+        step(n, (r.steps % period == period / 2) ? &r.split : nullptr);
       }
       e.steps++, e.images += n, r.steps++, r.images += n;
       if (r.steps == warm_steps) {

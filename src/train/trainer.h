@@ -92,6 +92,7 @@ struct Trainer {
   float* scratch = nullptr;           // gradient of a second consumer, then added
   int32_t* labels = nullptr;
   float* metrics = nullptr;          // [train loss sum, train correct, eval loss, eval correct]
+  StepCursor* cursor = nullptr;      // where training is: the step reads it and advances it
   int32_t* train_indices = nullptr;  // this epoch's permutation
   int32_t* test_indices = nullptr;   // 0..test_count-1
 
@@ -100,16 +101,16 @@ struct Trainer {
   uint8_t *test_images = nullptr, *test_labels = nullptr;
   BatchSpec train_spec, test_spec;
 
-  int64_t optimizer_steps = 0;
   // Backend caches per node, one set per batch size seen (full and last partial batch, eval).
   std::map<int64_t, std::vector<std::unique_ptr<OpCache>>> caches;
 
-  // Graphs (where the backend records them: CUDA graphs): per batch size, the training step's
-  // forward, loss and backward, recorded on the second step of that size and replayed from then
-  // on, so the host issues one launch for them instead of one per op. The data cut and the
-  // optimizer update stay outside: their arguments (batch indices, augmentation seed, Adam's
-  // step) change every step. The first step of each size runs as issued because it builds the
-  // caches and measures algorithms, which a recording must not contain.
+  // Graphs (where the backend records them: CUDA graphs): per batch size, the whole training step
+  // (data cut, forward, loss, backward, optimizer update), recorded on the second step of that
+  // size and replayed from then on, so the host issues one launch per step instead of one per
+  // op. What changes from step to step (batch offset, augmentation seed, Adam's step count) the
+  // ops read from the cursor on the device, which the step's last op advances. The first step
+  // of each size runs as issued because it builds the caches and measures algorithms, which a
+  // recording must not contain.
   std::map<int64_t, void*> step_graphs;
   std::set<int64_t> issued_sizes;  // batch sizes a step has run at without a graph
   int64_t graph_steps = 0;         // training steps replayed from a graph
@@ -130,26 +131,30 @@ struct Trainer {
   // Per node, how the backend runs it at the training batch (its OpCache::note, e.g. the
   // convolution algorithm it chose), "" where it says nothing or before the first step.
   std::vector<std::string> node_notes() const;
-  // Cuts batch `first .. first+n` of the given index buffer into the input node and labels.
+  // Cuts the images at indices[0 .. n) into the input node and labels.
   void load_batch(const BatchSpec& spec, const uint8_t* images, const uint8_t* lbls,
-                  const int32_t* indices, int64_t n, uint64_t seed, int64_t lookahead = 0);
+                  const int32_t* indices, int64_t n, uint64_t seed);
+  // Cuts the training batch of n images where the cursor stands.
+  void load_train_batch(int64_t n);
+  // Puts the cursor at step 0 of `epoch` (after a new permutation is in train_indices).
+  void start_epoch(int64_t epoch);
   // node_ms (optional, one entry per node): adds each node's time, synchronizing around it
   // (profiling only: the synchronizes cost what a step does not otherwise pay).
   void forward(int64_t n, bool training, std::vector<double>* node_ms = nullptr);
   void backward(int64_t n, std::vector<double>* node_ms = nullptr);
+  // The update, then the cursor advances: the step's last ops.
   void optimizer_update();
   // Softmax cross-entropy on the last node's output: the loss's gradient into its gradient
   // buffer, loss sum and correct count added to the training metrics.
   void loss(int64_t n);
-  // Replays (recording first where needed) the graph of forward, loss and backward for batch
-  // size n; false when the step must run them as issued instead.
+  // Replays (recording first where needed) the graph of the training step for batch size n;
+  // false when the step must run as issued instead.
   bool replay_step_graph(int64_t n);
   // One line for the record and the CLI: how many steps ran from graphs, or why none did.
   std::string graph_summary() const;
-  // One training step on n images at indices[0..n): forward, loss, backward, update.
-  // lookahead: how many indices after these n are valid (the backend may prefetch them).
-  void step(const int32_t* indices, int64_t n, uint64_t seed, StepSplit* split,
-            int64_t lookahead = 0);
+  // One training step on the n images where the cursor stands: data, forward, loss, backward,
+  // update. split: time the parts (synchronizing between them).
+  void step(int64_t n, StepSplit* split);
   EvalResult evaluate();
   TrainResult train(const std::function<void(const Progress&)>& on_progress);
 
@@ -157,7 +162,7 @@ struct Trainer {
   struct ArenaLayout {
     size_t total = 0;
     size_t params = 0, grads = 0, m = 0, v = 0, state = 0, scratch = 0, labels = 0, metrics = 0,
-           train_idx = 0, test_idx = 0;
+           cursor = 0, train_idx = 0, test_idx = 0;
     std::vector<size_t> out, grad, saved, argmax;  // per node
   };
   ArenaLayout layout_arena(int64_t batch) const;

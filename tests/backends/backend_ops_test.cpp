@@ -26,6 +26,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -493,26 +494,54 @@ OpCase avgpool_bwd(int64_t n, int64_t c, int64_t hw) {
           }};
 }
 
-OpCase gather(int64_t n, int channels, int hw, bool augment) {
+// A StepCursor in a backend's memory for one run of a case (ops read it there). Not one of the
+// case's buffers: those move 4 bytes off alignment on odd runs, and the cursor's int64 fields
+// are read on the device.
+struct CursorOn {
+  Backend& b;
+  StepCursor* p;
+  CursorOn(Backend& be, const StepCursor& c)
+      : b(be), p(static_cast<StepCursor*>(be.alloc(be.ctx, sizeof(StepCursor)))) {
+    be.upload(be.ctx, p, &c, sizeof(c));
+  }
+  ~CursorOn() { b.free(b.ctx, p); }
+  StepCursor read() const {
+    StepCursor c;
+    b.download(b.ctx, &c, p, sizeof(c));
+    return c;
+  }
+};
+
+// at_step >= 0: a training batch, the one at step at_step of an epoch (a cursor says where; the
+// indices hold that epoch's 3 batches and 2 more).
+OpCase gather(int64_t n, int channels, int hw, bool augment, int64_t at_step = -1) {
   const int64_t count = 50, image = int64_t(channels) * hw * hw;
   BatchSpec s;
   s.n = n, s.channels = channels, s.height = s.width = hw, s.augment = augment, s.pad = 4;
   s.seed = 0x1234abcdull;
   const float mean[3] = {0.4914f, 0.4822f, 0.4465f}, sd[3] = {0.2470f, 0.2435f, 0.2616f};
   for (int c = 0; c < channels; ++c) s.mean[c] = mean[c], s.inv_std[c] = 1.f / sd[c];
+  StepCursor at;
+  at.step = at_step, at.stride = n, at.count = 3 * n + 2, at.epoch = 2, at.seed = 77;
+  const int64_t indices = at_step >= 0 ? at.count : n;
   return {"gather_batch_n" + std::to_string(n) + "_c" + std::to_string(channels) + "_" +
-              std::to_string(hw) + (augment ? "_augment" : "_plain"),
+              std::to_string(hw) + (augment ? "_augment" : "_plain") +
+              (at_step >= 0 ? "_step" + std::to_string(at_step) : ""),
           kTolElementwise,
           3.0 * n * image,
           {in_u8("images", count * image), in_u8("labels", count, 0, 9),
-           in_i32("indices", n, 0, count - 1), out("x", n * image), out_i32("y", n)},
-          [s](Backend& b, OpCache&, const Args& a) {
-            b.gather_batch(b.ctx, s, a.u("images"), a.u("labels"), a.i("indices"), a.f("x"),
+           in_i32("indices", indices, 0, count - 1), out("x", n * image), out_i32("y", n)},
+          [s, at, at_step](Backend& b, OpCache&, const Args& a) {
+            BatchSpec spec = s;
+            std::optional<CursorOn> cursor;
+            if (at_step >= 0) spec.cursor = cursor.emplace(b, at).p;
+            b.gather_batch(b.ctx, spec, a.u("images"), a.u("labels"), a.i("indices"), a.f("x"),
                            a.i("y"));
           }};
 }
 
-// Three steps on one parameter array (step counts 1, 2, 3: the bias corrections change).
+// Three steps on one parameter array (step counts 1, 2, 3: the bias corrections change), each
+// reading its step count from a cursor that advance_cursor moves on.
 OpCase adam(int64_t n, float wd) {
   AdamParams hp;
   hp.lr = 1e-2f, hp.weight_decay = wd;
@@ -521,8 +550,14 @@ OpCase adam(int64_t n, float wd) {
           3 * 12.0 * n,
           {inout("p", n), in("g", n), inout("m", n, -0.1, 0.1), inout("v", n, 1e-4, 1e-2)},
           [n, hp](Backend& b, OpCache&, const Args& a) {
-            for (int64_t step = 1; step <= 3; ++step)
-              b.adam_update(b.ctx, n, a.f("p"), a.f("g"), a.f("m"), a.f("v"), hp, step);
+            const CursorOn at(b, StepCursor{});
+            for (int64_t step = 1; step <= 3; ++step) {
+              b.adam_update(b.ctx, n, a.f("p"), a.f("g"), a.f("m"), a.f("v"), hp, at.p);
+              b.advance_cursor(b.ctx, at.p);
+            }
+            const StepCursor c = at.read();
+            EXPECT_EQ(c.updates, 3) << "advance_cursor counts updates";
+            EXPECT_EQ(c.step, 3) << "advance_cursor counts steps";
           }};
 }
 OpCase sgd(int64_t n, float momentum, float wd, bool nesterov) {
@@ -636,6 +671,8 @@ std::vector<OpCase> op_table() {
   t.push_back(gather(32, 3, 32, false));  // CIFAR
   t.push_back(gather(32, 3, 32, true));   // CIFAR, crop + flip
   t.push_back(gather(3, 3, 32, true));
+  t.push_back(gather(32, 1, 28, false, 1));  // a training batch where a cursor says
+  t.push_back(gather(32, 3, 32, true, 2));   // ... the epoch's last full one
 
   t.push_back(adam(300007, 0.f));  // above the CPU's parallel threshold, odd tail
   t.push_back(adam(1001, 1e-4f));

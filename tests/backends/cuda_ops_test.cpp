@@ -97,6 +97,7 @@ struct DBuf {
   float* f(size_t offset = 0) const { return static_cast<float*>(p) + offset; }
   int32_t* i32() const { return static_cast<int32_t*>(p); }
   uint8_t* u8() const { return static_cast<uint8_t*>(p); }
+  StepCursor* cursor() const { return static_cast<StepCursor*>(p); }
 };
 
 template <typename T>
@@ -556,21 +557,24 @@ TEST_F(CudaOps, GatherBatch) {
   Backend& g = gpu();
   struct Case {
     int ch, h, w;
-    bool augment;
+    bool augment, cursor;  // cursor: a training batch, where a StepCursor on the device says
   };
-  for (Case k : {Case{1, 28, 28, false}, Case{3, 32, 32, false}, Case{3, 32, 32, true},
-                 Case{3, 9, 7, true}}) {
+  for (Case k :
+       {Case{1, 28, 28, false, false}, Case{3, 32, 32, false, false}, Case{3, 32, 32, true, false},
+        Case{3, 9, 7, true, false}, Case{3, 32, 32, true, true}}) {
     SCOPED_TRACE(std::to_string(k.ch) + "x" + std::to_string(k.h) + "x" + std::to_string(k.w) +
-                 (k.augment ? " augment" : ""));
+                 (k.augment ? " augment" : "") + (k.cursor ? " cursor" : ""));
     const int64_t count = 20, image = int64_t(k.ch) * k.h * k.w;
     std::mt19937 rng(uint32_t(1500 + k.ch + k.h + k.augment));
     std::vector<uint8_t> images(count * image), labels(count);
     for (auto& v : images) v = uint8_t(rng() & 255);
     for (auto& v : labels) v = uint8_t(rng() % 10);
-    std::vector<int32_t> idx(7);
+    std::vector<int32_t> idx(k.cursor ? 3 * 7 + 2 : 7);
     for (auto& v : idx) v = int32_t(rng() % count);
     BatchSpec s;
-    s.n = int64_t(idx.size());
+    s.n = 7;
+    StepCursor at;  // the third batch of 7 in an epoch of 23 indices
+    at.step = 2, at.stride = 7, at.count = int64_t(idx.size()), at.epoch = 4, at.seed = 99;
     s.channels = k.ch, s.height = k.h, s.width = k.w;
     s.augment = k.augment;
     s.seed = 0x1234567890abcdefull + uint64_t(k.h);
@@ -578,10 +582,13 @@ TEST_F(CudaOps, GatherBatch) {
     for (int c = 0; c < k.ch; ++c) s.mean[c] = mean[c], s.inv_std[c] = 1.f / sd[c];
     std::vector<float> wx(s.n * image);
     std::vector<int32_t> wy(s.n);
+    if (k.cursor) s.cursor = &at;
     ref().gather_batch(ref().ctx, s, images.data(), labels.data(), idx.data(), wx.data(),
                        wy.data());
     DBuf gi = up(g, images), gl = up(g, labels), gidx = up(g, idx);
     DBuf gx = poisoned(g, wx.size()), gy = poisoned(g, wy.size());
+    DBuf gat = up(g, std::vector<StepCursor>{at});
+    if (k.cursor) s.cursor = gat.cursor();
     g.gather_batch(g.ctx, s, gi.u8(), gl.u8(), gidx.i32(), gx.f(), gy.i32());
     EXPECT_LE(rel_err(down(g, gx.p, wx.size()), wx), 1e-6);
     EXPECT_EQ(down<int32_t>(g, gy.p, wy.size()), wy);
@@ -606,13 +613,17 @@ TEST_F(CudaOps, Adam) {
         AdamParams hp;
         hp.weight_decay = wd;
         auto wp = p, wm = m, wv = v;
-        ref().adam_update(ref().ctx, n, wp.data(), gr.data(), wm.data(), wv.data(), hp, step);
+        StepCursor at;  // Adam's step count t is updates + 1, read on the device
+        at.updates = step - 1;
+        ref().adam_update(ref().ctx, n, wp.data(), gr.data(), wm.data(), wv.data(), hp, &at);
+        DBuf gat = up(g, std::vector<StepCursor>{at});
         DBuf gp(g, (n + 1) * 4), gg(g, (n + 1) * 4), gm(g, (n + 1) * 4), gv(g, (n + 1) * 4);
         g.upload(g.ctx, gp.f(offset), p.data(), n * 4);
         g.upload(g.ctx, gg.f(offset), gr.data(), n * 4);
         g.upload(g.ctx, gm.f(offset), m.data(), n * 4);
         g.upload(g.ctx, gv.f(offset), v.data(), n * 4);
-        g.adam_update(g.ctx, n, gp.f(offset), gg.f(offset), gm.f(offset), gv.f(offset), hp, step);
+        g.adam_update(g.ctx, n, gp.f(offset), gg.f(offset), gm.f(offset), gv.f(offset), hp,
+                      gat.cursor());
         auto part = [&](const DBuf& d) {
           auto all = down(g, d.p, n + 1);
           return std::vector<float>(all.begin() + offset, all.begin() + offset + n);
@@ -664,7 +675,7 @@ TEST_F(CudaOps, MlpTrainingStepsMatchReference) {
     auto alloc = [&](int64_t n) { return DBuf(be, n * 4); };
     DBuf p = up(be, params0), gp = alloc(np), m = alloc(np), v = alloc(np), met = alloc(2);
     DBuf x = alloc(B * I), h = alloc(B * H), z = alloc(B * O), dz = alloc(B * O), dh = alloc(B * H);
-    DBuf lab(be, B * 4);
+    DBuf lab(be, B * 4), at(be, sizeof(StepCursor));  // alloc zero-fills: update count 0
     float* w1 = p.f();
     float* b1 = w1 + H * I;
     float* w2 = b1 + H;
@@ -684,8 +695,10 @@ TEST_F(CudaOps, MlpTrainingStepsMatchReference) {
       be.dense_backward(be.ctx, c2, d2, h.f(), w2, dz.f(), dh.f(), gw2, gb2);
       be.relu_backward(be.ctx, B * H, h.f(), dh.f(), dh.f());
       be.dense_backward(be.ctx, c1, d1, x.f(), w1, dh.f(), nullptr, gw1, gb1);
-      be.adam_update(be.ctx, np, p.f(), gp.f(), m.f(), v.f(), hp, s + 1);
+      be.adam_update(be.ctx, np, p.f(), gp.f(), m.f(), v.f(), hp, at.cursor());
+      be.advance_cursor(be.ctx, at.cursor());
     }
+    EXPECT_EQ(down<StepCursor>(be, at.p, 1)[0].updates, steps) << "the cursor advanced each step";
     metrics_out = down(be, met.p, 2);
     return down(be, p.p, np);
   };
@@ -737,11 +750,8 @@ TEST_F(CudaOps, ResNet50StepMatchesCpu) {
   };
   auto one_step = [&](Backend& be) {
     Trainer t(m, be, hp, w, data);
-    std::vector<int32_t> order(n);
-    std::iota(order.begin(), order.end(), 0);
-    be.upload(be.ctx, t.train_indices, order.data(), order.size() * sizeof(int32_t));
     be.fill(be.ctx, t.metrics, 0.f, 4);
-    t.step(t.train_indices, n, 0, nullptr);
+    t.step(n, nullptr);  // the training set in order (the Trainer's start)
     Result r;
     r.loss = down(be, t.metrics, 1)[0] / float(n);
     r.grads = down(be, t.grads, m.param_count);
@@ -847,11 +857,8 @@ TEST_F(CudaOps, Bf16TrainingFollowsFp32) {
   hp.batch = 32;
   auto one_step = [&](Backend& be, std::vector<float>* grads) {
     Trainer t(m, be, hp, w, data);
-    std::vector<int32_t> order(32);
-    std::iota(order.begin(), order.end(), 0);
-    be.upload(be.ctx, t.train_indices, order.data(), order.size() * sizeof(int32_t));
     be.fill(be.ctx, t.metrics, 0.f, 4);
-    t.step(t.train_indices, 32, 0, nullptr);
+    t.step(32, nullptr);  // the training set in order (the Trainer's start)
     *grads = down(be, t.grads, m.param_count);
     return down(be, t.metrics, 1)[0] / 32.f;
   };

@@ -4,7 +4,8 @@
 // OpCaches kept) and runs only when graph_launch replays it. Waiting for the device, uploading or
 // allocating while recording throws, as stream capture forbids them. A step that recorded an
 // argument which changes from step to step (a seed, Adam's step count, a batch offset) replays a
-// stale value and no longer matches the same run without graphs.
+// stale value and no longer matches the same run without graphs: such values must be read from
+// device memory at run time (the Trainer's StepCursor).
 //
 // memory_cap (bytes, 0 = none) makes alloc throw OutOfMemory beyond it, as a full GPU does.
 // With host_timers it also has device timers, emulated with the host clock (the inner backend
@@ -28,7 +29,9 @@ struct Recorder {
   std::vector<std::function<void()>>* tape = nullptr;  // non-null while recording
   bool fail_recordings = false;                        // graph_end throws (the fallback's test)
   int recorded = 0, launched = 0;
-  int marks = 0;  // timer marks made
+  bool replaying = false;
+  int64_t issued = 0, uploads = 0;  // ops run as issued (outside any graph); uploads
+  int marks = 0;                    // timer marks made
   size_t memory_cap = 0, allocated = 0;
   std::map<void*, size_t> sizes;  // what each live allocation counts against the cap
 };
@@ -50,7 +53,10 @@ struct RecordOrRun<void (*Backend::*)(void*, A...), member> {
   static void call(void* ctx, A... a) {
     Recorder& r = recorder(ctx);
     Backend& in = *r.inner;
-    if (!r.tape) return (in.*member)(in.ctx, a...);
+    if (!r.tape) {
+      if (!r.replaying) r.issued++;
+      return (in.*member)(in.ctx, a...);
+    }
     r.tape->push_back([&in, args = std::tuple<Kept<A>...>(a...)]() mutable {
       std::apply([&in](auto&... x) { (in.*member)(in.ctx, x...); }, args);
     });
@@ -94,6 +100,7 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
   };
   b->upload = [](void* ctx, void* dst, const void* src, size_t bytes) {
     refuse_while_recording(ctx, "upload");
+    recorder(ctx).uploads++;
     Backend& in = *recorder(ctx).inner;
     in.upload(in.ctx, dst, src, bytes);
   };
@@ -128,12 +135,15 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
   TB_RECORD_OR_RUN(batchnorm_relu_forward_train);
   TB_RECORD_OR_RUN(batchnorm_relu_forward_eval);
   TB_RECORD_OR_RUN(batchnorm_relu_backward);
+  TB_RECORD_OR_RUN(batchnorm_add_relu_forward_train);
+  TB_RECORD_OR_RUN(batchnorm_add_relu_forward_eval);
   TB_RECORD_OR_RUN(maxpool_forward);
   TB_RECORD_OR_RUN(maxpool_backward);
   TB_RECORD_OR_RUN(global_avgpool_forward);
   TB_RECORD_OR_RUN(global_avgpool_backward);
   TB_RECORD_OR_RUN(adam_update);
   TB_RECORD_OR_RUN(sgd_update);
+  TB_RECORD_OR_RUN(advance_cursor);
 #undef TB_RECORD_OR_RUN
 
   using Tape = std::vector<std::function<void()>>;
@@ -153,8 +163,11 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
   };
   b->graph_launch = [](void* ctx, void* g) {
     refuse_while_recording(ctx, "graph_launch");
-    recorder(ctx).launched++;
+    Recorder& r = recorder(ctx);
+    r.launched++;
+    r.replaying = true;
     for (auto& op : *static_cast<Tape*>(g)) op();
+    r.replaying = false;
   };
   b->graph_destroy = [](void*, void* g) { delete static_cast<Tape*>(g); };
 

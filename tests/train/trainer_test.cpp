@@ -124,10 +124,11 @@ TEST(Trainer, DeterministicRunsRepeatExactly) {
   EXPECT_EQ(params[0], params[1]);
 }
 
-// Graphs: the step's forward, loss and backward recorded once per batch size and replayed (CUDA
-// graphs on a GPU; here the recording backend, which bakes every argument in as CUDA does). Each
-// run must end with the same parameters to the bit as the same run issuing every op, across a
-// partial last batch (a second graph), epochs (a new permutation) and sampled steps.
+// Graphs: the whole training step (data cut, forward, loss, backward, optimizer update) recorded
+// once per batch size and replayed (CUDA graphs on a GPU; here the recording backend, which bakes
+// every argument in as CUDA does). Each run must end with the same parameters to the bit as the
+// same run issuing every op, across a partial last batch (a second graph), epochs (a new
+// permutation), augmentation seeds, Adam's step count and sampled steps.
 struct GraphRun {
   std::vector<float> params;
   TrainResult result;
@@ -192,6 +193,33 @@ TEST(Trainer, GraphReplayMatchesIssuedStepsOnResNet) {
   EXPECT_GT(graphed.launched, 0);
   EXPECT_EQ(graphed.params, plain.params);
   EXPECT_EQ(graphed.eval.loss, plain.eval.loss);
+}
+
+// Once recorded, a step issues nothing but the graph's launch: what changes from step to step
+// the graph reads from the cursor on the device and advances there, to where the issued steps
+// would have left it.
+TEST(Trainer, ReplayedStepIssuesOnlyTheGraphLaunch) {
+  DatasetPair data = synthetic(7 * 32, 1, 6, 6, 10);
+  const Workload& w = find_workload("fashion-mlp");
+  Hyper hp = w.defaults;
+  hp.batch = 32;
+  Model m = build_mlp(1, 6, 6, {16}, 10);
+  auto be =
+      testing::make_recording_backend(make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true}));
+  const testing::Recorder& rec = testing::recorder(be->ctx);
+  Trainer t(m, *be, hp, w, data);
+  t.step(32, nullptr);  // issued: makes the caches
+  t.step(32, nullptr);  // recorded, then launched
+  EXPECT_EQ(rec.recorded, 1);
+  const int64_t issued = rec.issued, uploads = rec.uploads;
+  for (int k = 0; k < 5; ++k) t.step(32, nullptr);
+  EXPECT_EQ(rec.issued, issued) << "a replayed step issued ops outside its graph";
+  EXPECT_EQ(rec.uploads, uploads) << "a replayed step uploaded";
+  EXPECT_EQ(rec.launched, 6);
+  StepCursor c;
+  be->download(be->ctx, &c, t.cursor, sizeof(c));
+  EXPECT_EQ(c.step, 7);
+  EXPECT_EQ(c.updates, 7);
 }
 
 // A recording that fails leaves the run issuing every op, with the same numbers, and says why.

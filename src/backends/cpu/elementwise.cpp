@@ -61,6 +61,8 @@ void gather_batch(void*, const BatchSpec& s, const uint8_t* images, const uint8_
     ref::gather_batch(s, images, labels, indices, x, y);
     return;
   }
+  const BatchAt at = batch_at(s);
+  indices += at.first;
   const int64_t plane = int64_t(s.height) * s.width;
 #pragma omp parallel for if (s.n * image >= kParallelMin) schedule(static)
   for (int64_t i = 0; i < s.n; ++i) {
@@ -76,7 +78,7 @@ void gather_batch(void*, const BatchSpec& s, const uint8_t* images, const uint8_
   // The next batch's images sit at random places in a large array: ask for their cache lines
   // now, so the next gather does not wait on memory (at batch 32 it otherwise costs a quarter of
   // the arithmetic of the step).
-  for (int64_t i = s.n; i < s.n + s.lookahead; ++i) {
+  for (int64_t i = s.n; i < s.n + at.lookahead; ++i) {
     const uint8_t* src = images + int64_t(indices[i]) * image;
     for (int64_t off = 0; off < image; off += 64) __builtin_prefetch(src + off, 0, 1);
   }

@@ -25,7 +25,8 @@ static inline __m256 adam_denominator_inv(__m256 v, __m256 c, __m256 eps) {
 }
 
 void adam_update(void*, int64_t count, float* p, const float* g, float* m, float* v,
-                 const AdamParams& hp, int64_t step) {
+                 const AdamParams& hp, const StepCursor* at) {
+  const int64_t step = at->updates + 1;
   const float b1 = hp.beta1, b2 = hp.beta2, wd = hp.weight_decay, eps = hp.eps;
   // p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps): Keras' and PyTorch's form, with the bias
   // corrections computed once per step.
@@ -81,6 +82,7 @@ void sgd_update(void*, int64_t count, float* p, const float* g, float* buf, cons
 void register_optimizers(Backend& b) {
   b.adam_update = adam_update;
   b.sgd_update = sgd_update;
+  b.advance_cursor = [](void*, StepCursor* c) { advance(*c); };
 }
 
 }  // namespace tb::cpu

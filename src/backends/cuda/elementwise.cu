@@ -150,15 +150,10 @@ void softmax_ce(void* ctx, int64_t n, int64_t classes, const float* logits, cons
 }
 
 // ---- gather_batch: ref::gather_batch on the device ----
-__device__ __forceinline__ uint64_t dmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 __global__ void gather_batch_kernel(BatchSpec s, const uint8_t* images, const uint8_t* labels,
                                     const int32_t* indices, float* x, int32_t* y) {
+  const BatchAt at = batch_at(s);  // reads the cursor: same for every thread
+  indices += at.first;
   const int64_t plane = int64_t(s.height) * s.width, image = plane * s.channels;
   const int64_t total = s.n * image;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
@@ -173,7 +168,7 @@ __global__ void gather_batch_kernel(BatchSpec s, const uint8_t* images, const ui
     int dy = 0, dx = 0;
     bool flip = false;
     if (s.augment) {
-      const uint64_t r = dmix64(s.seed ^ dmix64(uint64_t(i)));
+      const uint64_t r = mix64(at.seed ^ mix64(uint64_t(i)));
       const uint64_t span = uint64_t(2 * s.pad + 1);
       dy = int(r % span) - s.pad;
       dx = int((r >> 16) % span) - s.pad;

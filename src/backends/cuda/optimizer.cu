@@ -1,6 +1,7 @@
 // Optimizers over the one flat parameter array: one launch per step covers every parameter.
-// 16-byte accesses when all arrays are 16-byte aligned, scalar tail. Adam's bias corrections are
-// computed once per step on the host (in double, as ref::adam_update) from `step`.
+// 16-byte accesses when all arrays are 16-byte aligned, scalar tail. Adam's step count comes from
+// the StepCursor in device memory (so a recorded step replays with the right one); each block
+// computes the bias corrections from it once, in double as ref::adam_update.
 #include <cmath>
 #include <cstdint>
 
@@ -17,6 +18,11 @@ bool aligned16(const void* p) {
 
 struct AdamK {
   float lr, b1, b2, eps, wd, inv_bc1, inv_bc2;
+  // This step's bias corrections, from the cursor's update count.
+  __device__ __forceinline__ void correct_for(int64_t step) {
+    inv_bc1 = float(1.0 / (1.0 - pow(double(b1), double(step))));
+    inv_bc2 = float(1.0 / (1.0 - pow(double(b2), double(step))));
+  }
   __device__ __forceinline__ void operator()(float& p, float g, float& m, float& v) const {
     const float gi = g + wd * p;
     m = b1 * m + (1.f - b1) * gi;
@@ -25,8 +31,15 @@ struct AdamK {
   }
 };
 
-__global__ void adam_kernel(int64_t n, float* p, const float* g, float* m, float* v, AdamK k,
-                            bool vec) {
+__global__ void adam_kernel(int64_t n, float* p, const float* g, float* m, float* v, AdamK hp,
+                            const StepCursor* at, bool vec) {
+  __shared__ AdamK shared_k;
+  if (threadIdx.x == 0) {
+    shared_k = hp;
+    shared_k.correct_for(at->updates + 1);
+  }
+  __syncthreads();
+  const AdamK k = shared_k;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t done = 0;
@@ -69,17 +82,13 @@ __global__ void sgd_kernel(int64_t n, float* p, const float* g, float* buf, SgdP
 }
 
 void adam_update(void* ctx, int64_t count, float* p, const float* g, float* m, float* v,
-                 const AdamParams& hp, int64_t step) {
+                 const AdamParams& hp, const StepCursor* at) {
   Context& cx = context(ctx);
   if (count <= 0) return;
-  if (step < 1) fail_msg("adam_update", count_str(count), "step counts from 1");
-  const double bc1 = 1.0 - std::pow(double(hp.beta1), double(step));
-  const double bc2 = 1.0 - std::pow(double(hp.beta2), double(step));
-  const AdamK k{hp.lr,           hp.beta1,         hp.beta2,        hp.eps,
-                hp.weight_decay, float(1.0 / bc1), float(1.0 / bc2)};
+  const AdamK k{hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, 0.f, 0.f};
   const bool vec = aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v);
   adam_kernel<<<grid_for(cx, vec ? (count + 3) / 4 : count, kThreads), kThreads, 0, cx.stream>>>(
-      count, p, g, m, v, k, vec);
+      count, p, g, m, v, k, at, vec);
   TB_CUDA_LAUNCH_CHECK("adam_update", count_str(count));
 }
 
@@ -91,11 +100,22 @@ void sgd_update(void* ctx, int64_t count, float* p, const float* g, float* buf,
   TB_CUDA_LAUNCH_CHECK("sgd_update", count_str(count));
 }
 
+__global__ void advance_kernel(StepCursor* c) {
+  advance(*c);
+}
+
+void advance_cursor(void* ctx, StepCursor* c) {
+  Context& cx = context(ctx);
+  advance_kernel<<<1, 1, 0, cx.stream>>>(c);
+  TB_CUDA_LAUNCH_CHECK("advance_cursor", "1 cursor");
+}
+
 }  // namespace
 
 void register_optimizers(Backend& b) {
   b.adam_update = adam_update;
   b.sgd_update = sgd_update;
+  b.advance_cursor = advance_cursor;
 }
 
 }  // namespace tb::cuda

@@ -122,11 +122,13 @@ std::unique_ptr<Backend> make_reference_backend(const BackendConfig& cfg) {
   b->global_avgpool_backward = [](void*, int64_t n, int64_t c, int64_t hw, const float* dy,
                                   float* dx) { ref::global_avgpool_backward(n, c, hw, dy, dx); };
   b->adam_update = [](void*, int64_t n, float* p, const float* g, float* m, float* v,
-                      const AdamParams& hp,
-                      int64_t step) { ref::adam_update(n, p, g, m, v, hp, step); };
+                      const AdamParams& hp, const StepCursor* at) {
+    ref::adam_update(n, p, g, m, v, hp, at->updates + 1);
+  };
   b->sgd_update = [](void*, int64_t n, float* p, const float* g, float* buf, const SgdParams& hp) {
     ref::sgd_update(n, p, g, buf, hp);
   };
+  b->advance_cursor = [](void*, StepCursor* c) { advance(*c); };
   return b;
 }
 
