@@ -2,7 +2,7 @@
 # Prebuilt GPU check for a short lease: runs binaries built on the CPU machine (CUDA ON, sm_90)
 # with their libraries carried in .devrun/pack.tar.xz, so no device time goes to compiling.
 # Prepare here: bench/device/prepare_quick.sh. Device call: carry [".devrun"],
-# command "bash bench/device/quick.sh", timeout_s ~180.
+# command "bash bench/device/quick.sh", timeout_s ~300.
 # Files back (at most 8): quick.log (environment and every step), cuda_tests.log and four records.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -33,4 +33,6 @@ step mlp_nographs 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --no
 grep -E "step graphs|host issues" "$LOG"
 step resnet 40 $TB run resnet50-cifar10 --device cuda --precision tf32 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda.json"
 step resnet_bf16 40 $TB run resnet50-cifar10 --device cuda --precision bf16 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16.json"
+step profile_bf16 60 $TB profile resnet50-cifar10 --device cuda --precision bf16 --steps 5 --data .devrun/cifar-small.tar.gz
+step profile_tf32 60 $TB profile resnet50-cifar10 --device cuda --precision tf32 --steps 5 --data .devrun/cifar-small.tar.gz
 step devices 30 $TB devices

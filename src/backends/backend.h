@@ -61,6 +61,11 @@ struct BackendConfig {
   bool deterministic = false;
   // Record the training step once and replay it (CUDA graphs) where the backend can.
   bool graphs = true;
+  // bf16 on CUDA: reuse bf16 copies where the operand has not changed (weights kept in bf16 by the
+  // optimizer, a convolution's input from its forward for its weight gradient, dy from the weight
+  // gradient for the data gradient). Off: every call converts its own operands, which the tests
+  // compare against; the numbers are the same.
+  bool reuse_bf16 = true;
 };
 
 struct Backend {
@@ -151,6 +156,13 @@ struct Backend {
                                  float* y) = nullptr;
   void (*global_avgpool_backward)(void* ctx, int64_t n, int64_t c, int64_t hw, const float* dy,
                                   float* dx) = nullptr;
+
+  // ---- parameters (optional) ----
+  // The run's flat parameter array is params[0 .. count), with its values in place (null: the
+  // array is going away). A backend that keeps a copy derived from the parameters (CUDA bf16:
+  // the weights in bf16) builds it here and keeps it current from then on: the optimizer entries
+  // update it with the parameters, and upload, copy and fill into the array refresh it.
+  void (*set_param_array)(void* ctx, const float* params, int64_t count) = nullptr;
 
   // ---- optimizers (one flat parameter array) ----
   // Adam's step count t is at->updates + 1, read on the device (StepCursor, ops/batch.h).

@@ -59,6 +59,7 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
 }
 
 void Trainer::free_buffers() {
+  if (be.set_param_array && arena) be.set_param_array(be.ctx, nullptr, 0);
   for (void** p :
        {reinterpret_cast<void**>(&train_images), reinterpret_cast<void**>(&train_labels),
         reinterpret_cast<void**>(&test_images), reinterpret_cast<void**>(&test_labels), &arena}) {
@@ -234,6 +235,7 @@ void Trainer::fill_initial_state(const DatasetPair& data) {
     init_parameters(m, hp.seed, host_params.get(), host_state.get());
     be.upload(be.ctx, params, host_params.get(), P * f);
     if (m.state_count) be.upload(be.ctx, state, host_state.get(), m.state_count * f);
+    if (be.set_param_array) be.set_param_array(be.ctx, params, P);
   }
   {
     std::vector<int32_t> iota(test_count);
@@ -655,8 +657,10 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
   const int64_t warm_steps = std::max<int64_t>(1, (planned * 5 + 99) / 100);
   // The step split is sampled on one step in every `period`, half a period after the host-overhead
   // sample; a short run (--steps 20) samples every planned/2 steps so it still gets both (never
-  // step 0: it makes the primitives and times the convolutions' candidates).
-  const int64_t period = std::clamp<int64_t>(planned / 2, 2, 64);
+  // step 0: it makes the primitives and times the convolutions' candidates). A long run takes
+  // about 64 of each: a sampled step runs as issued, with synchronizes, and at fashion-mlp's
+  // 18,750 GPU steps of a few tens of microseconds one every 64 steps would cost several percent.
+  const int64_t period = std::clamp<int64_t>(planned / 2, 2, std::max<int64_t>(64, planned / 64));
   Clock::time_point t_warm{};
   int64_t images_at_warm = 0;
 

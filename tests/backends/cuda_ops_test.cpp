@@ -342,12 +342,16 @@ TEST_P(CudaConv, ForwardBackwardDataBackwardWeights) {
     const double tol = tolerance(prec);
     DBuf gx = up(*g, x), gw = up(*g, w), gdy = up(*g, dy);
     OpCache cache;
-    for (int rep = 0; rep < 2; ++rep) {  // first call measures algorithms, second reuses them
+    // The first call measures algorithms, the second reuses them. The second runs the backward
+    // in the Trainer's order, weights then data, where bf16 reuses the weight gradient's copy
+    // of dy for the data gradient (and both calls reuse the forward's copy of x).
+    for (int rep = 0; rep < 2; ++rep) {
       SCOPED_TRACE("call " + std::to_string(rep));
       DBuf gy = poisoned(*g, ys), gdx = poisoned(*g, xs), gdw = poisoned(*g, ws);
       g->conv2d_forward(g->ctx, cache, d, gx.f(), gw.f(), gy.f());
-      g->conv2d_backward_data(g->ctx, cache, d, gdy.f(), gw.f(), gdx.f());
+      if (rep == 0) g->conv2d_backward_data(g->ctx, cache, d, gdy.f(), gw.f(), gdx.f());
       g->conv2d_backward_weights(g->ctx, cache, d, gx.f(), gdy.f(), gdw.f());
+      if (rep == 1) g->conv2d_backward_data(g->ctx, cache, d, gdy.f(), gw.f(), gdx.f());
       EXPECT_LE(rel_err(down(*g, gy.p, ys), wy), tol) << "forward";
       EXPECT_LE(rel_err(down(*g, gdx.p, xs), wdx), tol) << "backward data";
       EXPECT_LE(rel_err(down(*g, gdw.p, ws), wdw), tol) << "backward weights";
@@ -846,6 +850,45 @@ TEST_F(CudaOps, GraphReplayMatchesIssuedSteps) {
   }
 }
 
+// The toy ResNet's runs: batch 16 (16 16 8 on 40 images), two epochs, augmented.
+Hyper toy_resnet_hyper() {
+  Hyper hp = find_workload("resnet50-cifar10").defaults;
+  hp.batch = 16, hp.epochs = 2, hp.augment = true;
+  return hp;
+}
+
+// bf16 copies reused (weights from the mirror that the optimizer keeps, x from the forward, dy
+// shared by both backward directions) against every call converting its own operands: the same
+// deterministic run, with new parameters uploaded halfway, which the mirror must follow. The two
+// can differ only where cuBLASLt picks another algorithm for a differently aligned operand
+// (rounding); a stale copy anywhere moves the parameters by orders of magnitude more.
+TEST_F(CudaOps, Bf16ReusedCopiesMatchConvertingEachCall) {
+  const DatasetPair data = random_images(40, 2402);
+  const Model m = tiny_resnet();
+  const Workload& w = find_workload("resnet50-cifar10");
+  const Hyper hp = toy_resnet_hyper();
+  std::vector<float> moved[2];
+  for (int reuse = 0; reuse < 2; ++reuse) {
+    BackendConfig cfg;
+    cfg.device = DeviceKind::cuda;
+    cfg.precision = Precision::bf16;
+    cfg.deterministic = true;
+    cfg.reuse_bf16 = reuse == 1;
+    auto be = make_backend(cfg);
+    Trainer t(m, *be, hp, w, data);
+    t.train(nullptr);
+    std::vector<float> p1 = t.download_params();
+    for (float& v : p1) v *= 0.9f;
+    t.upload_params(p1);
+    t.train(nullptr);
+    moved[reuse] = t.download_params();
+    for (size_t i = 0; i < p1.size(); ++i) moved[reuse][i] -= p1[i];
+  }
+  const double e = rel_err(moved[1], moved[0]);
+  EXPECT_LE(e, 1e-4) << "parameter moves after the upload, reused copies vs converting each call";
+  std::printf("bf16 copies reused vs converted per call: moves %.2e apart (relative L2)\n", e);
+}
+
 // bf16 end to end: one training step of the toy ResNet on the GPU in bf16 against the oneDNN
 // CPU backend in fp32 from the same weights (loss and gradients agree to bf16's precision), then
 // ten epochs in bf16 (with graphs) on a learnable set: the loss stays finite and falls.
@@ -894,8 +937,7 @@ TEST_F(CudaOps, DeterministicRunsRepeatExactly) {
   const DatasetPair data = random_images(40, 2600);
   const Model m = tiny_resnet();
   const Workload& w = find_workload("resnet50-cifar10");
-  Hyper hp = w.defaults;
-  hp.batch = 16, hp.epochs = 2, hp.augment = true;
+  const Hyper hp = toy_resnet_hyper();
   for (Precision prec : {Precision::fp32, Precision::bf16}) {
     SCOPED_TRACE(pname(prec));
     std::vector<float> params[2];

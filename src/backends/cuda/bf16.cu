@@ -1,10 +1,14 @@
 // Precision bf16: the engine keeps fp32 everywhere (master weights, optimizer state, activations,
 // batch norm), and the library-backed ops (convolutions on cuDNN, dense layers on cuBLASLt) read
-// bf16 copies of their operands made just before the call, so their products run on bf16 tensor
-// cores with fp32 accumulation, as PyTorch's autocast does. The copies live in one scratch buffer
-// of the context; ops run in stream order, so one buffer serves them all.
+// bf16 copies of their operands, so their products run on bf16 tensor cores with fp32
+// accumulation, as PyTorch's autocast does. Activations are copied just before the call into one
+// scratch buffer of the context (ops run in stream order, so one buffer serves them all). The
+// weights are not: the parameter array has a bf16 mirror that the optimizer writes with the fp32
+// values (optimizer.cu) and that writes into the array from the host side refresh (upload, copy,
+// fill: params_written), so a convolution's weights cost no conversion at all.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "backends/cuda/cuda_context.h"
@@ -63,8 +67,50 @@ std::array<void*, 3> bf16_operands(Context& cx, std::array<int64_t, 3> counts, c
     }
     cx.bf16_scratch_bytes = total;
   }
+  cx.dy16_of = nullptr, cx.dy16 = nullptr, cx.dy16_count = 0;  // this call may overwrite it
   char* base = static_cast<char*>(cx.bf16_scratch);
   return {base + offsets[0], base + offsets[1], base + offsets[2]};
+}
+
+const void* bf16_weights(const Context& cx, const float* w, int64_t count) {
+  if (!cx.params16 || w < cx.params || w + count > cx.params + cx.param_count) return nullptr;
+  return static_cast<const __nv_bfloat16*>(cx.params16) + (w - cx.params);
+}
+
+void set_param_array(void* ctx, const float* params, int64_t count) {
+  Context& cx = context(ctx);
+  if (cx.params16) {
+    // Kernels issued before may still read the old mirror. Never throws: the Trainer lets go of
+    // its array in its destructor; an error here shows at the next checked call.
+    (void)cudaStreamSynchronize(cx.stream);
+    cudaFree(cx.params16);
+    (void)cudaGetLastError();
+  }
+  cx.params = nullptr, cx.param_count = 0, cx.params16 = nullptr;
+  if (!params || count <= 0 || !cx.bf16() || !cx.reuse_bf16) return;
+  const cudaError_t e = cudaMalloc(&cx.params16, size_t(count) * 2);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    cx.params16 = nullptr;
+    fail_cuda(e, "cudaMalloc (bf16 weights)", "set_param_array", count_str(count), __FILE__,
+              __LINE__);
+  }
+  cx.params = params, cx.param_count = count;
+  launch_to_bf16(cx, params, cx.params16, count);
+}
+
+void params_written(Context& cx, const void* dst, size_t bytes) {
+  if (!cx.params16 || bytes == 0) return;
+  const char* lo =
+      std::max(static_cast<const char*>(dst), reinterpret_cast<const char*>(cx.params));
+  const char* hi = std::min(static_cast<const char*>(dst) + bytes,
+                            reinterpret_cast<const char*>(cx.params + cx.param_count));
+  if (lo >= hi) return;
+  // Every float the bytes touch, also one written only in part.
+  const int64_t first = (lo - reinterpret_cast<const char*>(cx.params)) / 4;
+  const int64_t last = (hi - reinterpret_cast<const char*>(cx.params) + 3) / 4;
+  launch_to_bf16(cx, cx.params + first, static_cast<__nv_bfloat16*>(cx.params16) + first,
+                 last - first);
 }
 
 }  // namespace tb::cuda

@@ -12,9 +12,14 @@
 // is not used: it also lets cuDNN convert fp32 data down to fp16, which is not TF32.
 // Deterministic runs (--deterministic) take cuDNN's heuristic ranking instead of timing the
 // algorithms, and only algorithms that cuDNN marks deterministic.
-// bf16: the descriptors are bf16 with fp32 compute (cuDNN's PSEUDO_BFLOAT16 configuration), and
-// each call converts its fp32 operands to bf16 copies (bf16.cu) and its bf16 result back to fp32,
-// so the rest of the engine stays fp32; tensor-core math as for tf32.
+// bf16: the descriptors are bf16 with fp32 compute (cuDNN's PSEUDO_BFLOAT16 configuration); each
+// call hands cuDNN bf16 copies of its fp32 operands (bf16.cu) and converts its bf16 result back
+// to fp32, so the rest of the engine stays fp32; tensor-core math as for tf32. Copies are made
+// once where they can be (BackendConfig::reuse_bf16): weights come from the parameter array's
+// bf16 mirror; the forward's copy of x stays in the node's cache for the weight gradient, which
+// the Trainer runs after that forward in the same step with the same x; the weight gradient's
+// copy of dy stays in the scratch for the data gradient, which the Trainer runs right after it.
+// Per convolution and step that is 5 conversions instead of 9.
 #include <array>
 #include <cstdint>
 
@@ -36,8 +41,13 @@ struct ConvCache {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   Direction fwd, bwd_data, bwd_filter;
+  // bf16 reuse: the forward's bf16 copy of x (allocated on the node's first forward, which runs
+  // before any recording), and the x it holds, until the weight gradient takes it.
+  void* x16 = nullptr;
+  const float* x16_of = nullptr;
 
   ~ConvCache() {
+    if (x16) cudaFree(x16);
     if (x) cudnnDestroyTensorDescriptor(x);
     if (y) cudnnDestroyTensorDescriptor(y);
     if (w) cudnnDestroyFilterDescriptor(w);
@@ -169,9 +179,22 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   void* out_y = y;
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, n, kOpFwd);
-    launch_to_bf16(cx, x, h[0], n[0]);
-    launch_to_bf16(cx, w, h[1], n[1]);
-    in_x = h[0], in_w = h[1], out_y = h[2];
+    void* x16 = h[0];
+    if (cx.reuse_bf16) {
+      if (!cc.x16) {
+        const cudaError_t e = cudaMalloc(&cc.x16, size_t(n[0]) * 2);
+        if (e != cudaSuccess) {
+          (void)cudaGetLastError();
+          cc.x16 = nullptr;
+          fail_cuda(e, "cudaMalloc (bf16 copy of x)", kOpFwd, shape_str(d), __FILE__, __LINE__);
+        }
+      }
+      x16 = cc.x16, cc.x16_of = x;
+    }
+    launch_to_bf16(cx, x, x16, n[0]);
+    in_w = bf16_weights(cx, w, n[1]);
+    if (!in_w) launch_to_bf16(cx, w, h[1], n[1]), in_w = h[1];
+    in_x = x16, out_y = h[2];
   }
   choose<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
       cx, dir, d, 0, kOpFwd,
@@ -202,10 +225,15 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
   const void* in_w = w;
   void* out_dx = dx;
   if (cx.bf16()) {
+    // The weight gradient's copy of this dy, if it is still in the scratch (same slot: same
+    // counts).
+    const bool had_dy = cx.dy16_of == dy && cx.dy16_count == n[2];
+    const void* kept_dy = cx.dy16;
     const auto h = bf16_operands(cx, n, kOpBwdData);
-    launch_to_bf16(cx, dy, h[2], n[2]);
-    launch_to_bf16(cx, w, h[1], n[1]);
-    in_dy = h[2], in_w = h[1], out_dx = h[0];
+    if (!(had_dy && kept_dy == h[2])) launch_to_bf16(cx, dy, h[2], n[2]);
+    in_w = bf16_weights(cx, w, n[1]);
+    if (!in_w) launch_to_bf16(cx, w, h[1], n[1]), in_w = h[1];
+    in_dy = h[2], out_dx = h[0];
   }
   choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
       cx, dir, d, 1, kOpBwdData,
@@ -237,9 +265,15 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   void* out_dw = dw;
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, n, kOpBwdFilter);
-    launch_to_bf16(cx, x, h[0], n[0]);
+    if (cc.x16 && cc.x16_of == x) {
+      in_x = cc.x16;  // the forward's copy
+    } else {
+      launch_to_bf16(cx, x, h[0], n[0]);
+      in_x = h[0];
+    }
+    cc.x16_of = nullptr;  // taken: a later weight gradient converts unless a forward ran again
     launch_to_bf16(cx, dy, h[2], n[2]);
-    in_x = h[0], in_dy = h[2], out_dw = h[1];
+    in_dy = h[2], out_dw = h[1];
   }
   choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
       cx, dir, d, 2, kOpBwdFilter,
@@ -257,7 +291,10 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
                                                 cudnnConvolutionBwdFilterAlgo_t(dir.algo),
                                                 cx.workspace, dir.ws, &zero, cc.w, out_dw),
                  kOpBwdFilter, shape_str(d));
-  if (cx.bf16()) launch_from_bf16(cx, out_dw, dw, n[1]);
+  if (cx.bf16()) {
+    launch_from_bf16(cx, out_dw, dw, n[1]);
+    if (cx.reuse_bf16) cx.dy16_of = dy, cx.dy16 = in_dy, cx.dy16_count = n[2];
+  }
 }
 
 }  // namespace

@@ -126,6 +126,7 @@ void upload(void* ctx, void* dst, const void* src, size_t bytes) {
   Context& cx = context(ctx);
   TB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cx.stream), "upload",
                 fmt::format("[{} bytes]", bytes));
+  params_written(cx, dst, bytes);
 }
 
 void download(void* ctx, void* dst, const void* src, size_t bytes) {
@@ -142,11 +143,13 @@ void copy(void* ctx, void* dst, const void* src, size_t bytes) {
   Context& cx = context(ctx);
   TB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cx.stream), "copy",
                 fmt::format("[{} bytes]", bytes));
+  params_written(cx, dst, bytes);
 }
 
 void fill(void* ctx, float* dst, float value, int64_t count) {
   if (count <= 0) return;
   launch_fill(context(ctx), dst, value, count);
+  params_written(context(ctx), dst, size_t(count) * sizeof(float));
 }
 
 void synchronize(void* ctx) {
@@ -214,6 +217,7 @@ void destroy_context(void* p) {
   if (cx->lt) cublasLtDestroy(cx->lt);
   if (cx->workspace) cudaFree(cx->workspace);
   if (cx->bf16_scratch) cudaFree(cx->bf16_scratch);
+  if (cx->params16) cudaFree(cx->params16);
   if (cx->stream) cudaStreamDestroy(cx->stream);
   (void)cudaGetLastError();
   delete cx;
@@ -304,6 +308,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   cx->device = cfg.device_index;
   cx->precision = cfg.precision;
   cx->deterministic = cfg.deterministic;
+  cx->reuse_bf16 = cfg.reuse_bf16;
   const std::string dev = fmt::format("[device {}]", cfg.device_index);
   TB_CUDA_CHECK(cudaSetDevice(cx->device), "init", dev);
   cudaDeviceProp prop{};
@@ -343,6 +348,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   b->copy = cuda::copy;
   b->fill = cuda::fill;
   b->synchronize = cuda::synchronize;
+  b->set_param_array = cuda::set_param_array;
   if (cfg.graphs) {
     b->graph_begin = cuda::graph_begin;
     b->graph_end = cuda::graph_end;

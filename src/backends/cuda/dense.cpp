@@ -9,8 +9,9 @@
 // the dW product (bias length = columns of D = out, reduced over k = n). Where cuBLASLt offers no
 // algorithm for an epilogue (or the bias pointer is too misaligned for it), a small kernel does it.
 //
-// bf16: A and B are bf16 copies (bf16.cu) of the fp32 operands made before each call; D, the bias
-// and the bias gradient stay fp32, the products accumulate in fp32 on bf16 tensor cores.
+// bf16: A and B are bf16 copies (bf16.cu) of the fp32 operands made before each call, the weights
+// from the parameter array's bf16 mirror where they lie in it; D, the bias and the bias gradient
+// stay fp32, the products accumulate in fp32 on bf16 tensor cores.
 //
 // Each product is planned once per node and shape (descriptors, layouts, the heuristic's algo) and
 // cached in the node's OpCache. The heuristic depends on pointer alignment, so the plan records
@@ -207,8 +208,9 @@ void dense_forward(void* ctx, OpCache& c, const DenseDims& d, const float* x, co
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, {d.n * d.in, d.out * d.in, 0}, op);
     launch_to_bf16(cx, x, h[0], d.n * d.in);
-    launch_to_bf16(cx, w, h[1], d.out * d.in);
-    x_in = h[0], w_in = h[1];
+    w_in = bf16_weights(cx, w, d.out * d.in);  // the parameters' mirror, else a copy
+    if (!w_in) launch_to_bf16(cx, w, h[1], d.out * d.in), w_in = h[1];
+    x_in = h[0];
   }
   if (b) {
     ensure_plan(cx, p, g, true, w_in, x_in, y, b, op, d);
@@ -240,9 +242,10 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, {d.n * d.in, d.out * d.in, d.n * d.out}, op);
     if (dw) launch_to_bf16(cx, x, h[0], d.n * d.in);
-    if (dx) launch_to_bf16(cx, w, h[1], d.out * d.in);
+    w_in = dx ? bf16_weights(cx, w, d.out * d.in) : h[1];
+    if (!w_in) launch_to_bf16(cx, w, h[1], d.out * d.in), w_in = h[1];
     launch_to_bf16(cx, dy, h[2], d.n * d.out);
-    x_in = h[0], w_in = h[1], dy_in = h[2];
+    x_in = h[0], dy_in = h[2];
   }
   if (dx) {
     const Gemm g{
