@@ -3,7 +3,8 @@
 # with their libraries carried in .devrun/pack.tar.xz, so no device time goes to compiling.
 # Prepare here: bench/device/prepare_quick.sh. Device call: carry [".devrun"],
 # command "bash bench/device/quick.sh", timeout_s ~300.
-# Files back (at most 8): quick.log (environment and every step), cuda_tests.log and four records.
+# Files back (at most 8): quick.log (environment, every step, the profiles), cuda_tests.log and
+# five records.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 OUT=${OUT:-/tmp/tb-out}
@@ -33,6 +34,8 @@ step mlp_nographs 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --no
 grep -E "step graphs|host issues" "$LOG"
 step resnet 40 $TB run resnet50-cifar10 --device cuda --precision tf32 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda.json"
 step resnet_bf16 40 $TB run resnet50-cifar10 --device cuda --precision bf16 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16.json"
+step resnet_bf16_nhwc 40 $TB run resnet50-cifar10 --device cuda --precision bf16 --nhwc --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16_nhwc.json"
 step profile_bf16 60 $TB profile resnet50-cifar10 --device cuda --precision bf16 --steps 5 --data .devrun/cifar-small.tar.gz
+step profile_bf16_nhwc 60 $TB profile resnet50-cifar10 --device cuda --precision bf16 --nhwc --steps 5 --data .devrun/cifar-small.tar.gz
 step profile_tf32 60 $TB profile resnet50-cifar10 --device cuda --precision tf32 --steps 5 --data .devrun/cifar-small.tar.gz
 step devices 30 $TB devices

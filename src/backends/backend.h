@@ -66,6 +66,11 @@ struct BackendConfig {
   // gradient for the data gradient). Off: every call converts its own operands, which the tests
   // compare against; the numbers are the same.
   bool reuse_bf16 = true;
+  // bf16 on CUDA: hand cuDNN channels-last copies (activations NHWC, weights KRSC), which its
+  // tensor-core kernels read as they are; from NCHW it transposes inside every call. The copies
+  // change layout in the same pass that converts to bf16, so they cost no extra pass. The engine's
+  // own buffers stay NCHW.
+  bool bf16_nhwc = false;
 };
 
 struct Backend {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "train/workload.h"
 
 namespace CLI {
@@ -25,6 +26,7 @@ struct RunOptions {
   int repeat = 1;              // --repeat N: N runs, median and spread of every time
   bool deterministic = false;  // BackendConfig::deterministic
   bool graphs = true;          // BackendConfig::graphs (--no-graphs)
+  bool nhwc = false;           // BackendConfig::bf16_nhwc (--nhwc)
 };
 
 int run_command(RunOptions& o);
@@ -45,6 +47,7 @@ struct ProfileCommandOptions {
   std::string precision = "fp32";
   int batch = -1, threads = -1;
   bool deterministic = false;  // BackendConfig::deterministic
+  bool nhwc = false;           // BackendConfig::bf16_nhwc (--nhwc)
   int64_t steps = 10;
   std::string data, out;
 };
@@ -57,5 +60,7 @@ int data_command(const std::string& from, const std::string& to);
 // "cpu", "cuda", "cuda:N" -> kind and index; throws Error otherwise.
 void parse_device(const std::string& s, DeviceKind* kind, int* index);
 Precision parse_precision(const std::string& s);
+// --nhwc names a layout for CUDA's bf16 convolutions only; throws Error elsewhere.
+void check_nhwc(const BackendConfig& cfg);
 
 }  // namespace tb

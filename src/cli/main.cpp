@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
       "!--no-graphs", run.graphs,
       "issue every op of every step (no CUDA graph replay; to measure what it saves)");
   run_cmd->add_flag("!--no-peak", run.measure_peak, "skip the measured-GEMM peak");
+  run_cmd->add_flag("--nhwc", run.nhwc,
+                    "CUDA bf16: convolutions on channels-last (NHWC) copies, to compare layouts");
 
   bool measure = true;
   auto* devices_cmd = app.add_subcommand("devices", "List devices, their peaks and the backends");

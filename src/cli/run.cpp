@@ -50,6 +50,12 @@ Precision parse_precision(const std::string& s) {
   fail("--precision: '{}' is not fp32, tf32 or bf16", s);
 }
 
+void check_nhwc(const BackendConfig& cfg) {
+  TB_CHECK(!cfg.bf16_nhwc || (cfg.device == DeviceKind::cuda && cfg.precision == Precision::bf16),
+           "--nhwc: only for --device cuda --precision bf16 (the layout of its convolutions' "
+           "bf16 copies)");
+}
+
 // Every value, its median, min, max and spread ((max - min) / median) for --repeat.
 static nlohmann::json spread_json(std::vector<double> v) {
   nlohmann::json j = {{"values", v}};
@@ -80,6 +86,8 @@ int run_command(RunOptions& o) {
   cfg.reference = o.reference;
   cfg.deterministic = o.deterministic;
   cfg.graphs = o.graphs;
+  cfg.bf16_nhwc = o.nhwc;
+  check_nhwc(cfg);
   // The device first: a missing GPU fails before minutes of data loading.
   std::unique_ptr<Backend> backend = make_backend(cfg);
   if (cfg.device == DeviceKind::cpu && o.hp.threads == 0) o.hp.threads = cpu_threads_available();
@@ -174,6 +182,7 @@ int run_command(RunOptions& o) {
   nlohmann::json record = make_record(w, o.hp, model, facts);
   record["deterministic"] = o.deterministic;
   record["step_graphs"] = step_graphs;
+  record["conv_layout"] = o.nhwc ? "nhwc" : "nchw";
   if (o.repeat > 1) {
     record["repeats"] = {{"count", o.repeat},
                          {"train_s", spread_json(train_s)},

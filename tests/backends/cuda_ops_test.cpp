@@ -118,10 +118,12 @@ DBuf poisoned(Backend& g, size_t n) {
   return d;
 }
 
-std::unique_ptr<Backend> make_gpu(Precision p) {
+// nhwc: bf16 convolutions on channels-last copies (BackendConfig::bf16_nhwc).
+std::unique_ptr<Backend> make_gpu(Precision p, bool nhwc = false) {
   BackendConfig cfg;
   cfg.device = DeviceKind::cuda;
   cfg.precision = p;
+  cfg.bf16_nhwc = nhwc;
   return make_backend(cfg);
 }
 
@@ -336,9 +338,14 @@ TEST_P(CudaConv, ForwardBackwardDataBackwardWeights) {
   ref().conv2d_forward(ref().ctx, rc, d, x.data(), w.data(), wy.data());
   ref().conv2d_backward_data(ref().ctx, rc, d, dy.data(), w.data(), wdx.data());
   ref().conv2d_backward_weights(ref().ctx, rc, d, x.data(), dy.data(), wdw.data());
-  for (Precision prec : {Precision::fp32, Precision::tf32, Precision::bf16}) {
-    SCOPED_TRACE(pname(prec));
-    auto g = make_gpu(prec);
+  const std::pair<Precision, bool> configs[] = {
+      {Precision::fp32, false},
+      {Precision::tf32, false},
+      {Precision::bf16, false},
+      {Precision::bf16, true}};  // bf16 on channels-last copies
+  for (const auto& [prec, nhwc] : configs) {
+    SCOPED_TRACE(std::string(pname(prec)) + (nhwc ? " nhwc" : ""));
+    auto g = make_gpu(prec, nhwc);
     const double tol = tolerance(prec);
     DBuf gx = up(*g, x), gw = up(*g, w), gdy = up(*g, dy);
     OpCache cache;
@@ -867,26 +874,31 @@ TEST_F(CudaOps, Bf16ReusedCopiesMatchConvertingEachCall) {
   const Model m = tiny_resnet();
   const Workload& w = find_workload("resnet50-cifar10");
   const Hyper hp = toy_resnet_hyper();
-  std::vector<float> moved[2];
-  for (int reuse = 0; reuse < 2; ++reuse) {
-    BackendConfig cfg;
-    cfg.device = DeviceKind::cuda;
-    cfg.precision = Precision::bf16;
-    cfg.deterministic = true;
-    cfg.reuse_bf16 = reuse == 1;
-    auto be = make_backend(cfg);
-    Trainer t(m, *be, hp, w, data);
-    t.train(nullptr);
-    std::vector<float> p1 = t.download_params();
-    for (float& v : p1) v *= 0.9f;
-    t.upload_params(p1);
-    t.train(nullptr);
-    moved[reuse] = t.download_params();
-    for (size_t i = 0; i < p1.size(); ++i) moved[reuse][i] -= p1[i];
+  for (bool nhwc : {false, true}) {
+    SCOPED_TRACE(nhwc ? "nhwc" : "nchw");
+    std::vector<float> moved[2];
+    for (int reuse = 0; reuse < 2; ++reuse) {
+      BackendConfig cfg;
+      cfg.device = DeviceKind::cuda;
+      cfg.precision = Precision::bf16;
+      cfg.deterministic = true;
+      cfg.reuse_bf16 = reuse == 1;
+      cfg.bf16_nhwc = nhwc;
+      auto be = make_backend(cfg);
+      Trainer t(m, *be, hp, w, data);
+      t.train(nullptr);
+      std::vector<float> p1 = t.download_params();
+      for (float& v : p1) v *= 0.9f;
+      t.upload_params(p1);
+      t.train(nullptr);
+      moved[reuse] = t.download_params();
+      for (size_t i = 0; i < p1.size(); ++i) moved[reuse][i] -= p1[i];
+    }
+    const double e = rel_err(moved[1], moved[0]);
+    EXPECT_LE(e, 1e-4) << "parameter moves after the upload, reused copies vs converting each call";
+    std::printf("bf16 copies reused vs converted per call (%s): moves %.2e apart (relative L2)\n",
+                nhwc ? "nhwc" : "nchw", e);
   }
-  const double e = rel_err(moved[1], moved[0]);
-  EXPECT_LE(e, 1e-4) << "parameter moves after the upload, reused copies vs converting each call";
-  std::printf("bf16 copies reused vs converted per call: moves %.2e apart (relative L2)\n", e);
 }
 
 // bf16 end to end: one training step of the toy ResNet on the GPU in bf16 against the oneDNN
@@ -906,13 +918,20 @@ TEST_F(CudaOps, Bf16TrainingFollowsFp32) {
     return down(be, t.metrics, 1)[0] / 32.f;
   };
   auto cpu = make_backend({DeviceKind::cpu, 0, Precision::fp32, 0, false});
-  auto bf16 = make_gpu(Precision::bf16);
-  std::vector<float> want, got;
-  const float loss_want = one_step(*cpu, &want), loss_got = one_step(*bf16, &got);
-  EXPECT_NEAR(loss_got, loss_want, 1e-2 * loss_want) << "loss";
-  EXPECT_LE(rel_err(got, want), 5e-2) << "gradients, relative L2";
-  std::printf("toy ResNet step, GPU bf16 vs CPU fp32: loss %.5f vs %.5f, gradients %.2e apart\n",
-              loss_got, loss_want, rel_err(got, want));
+  std::vector<float> want;
+  const float loss_want = one_step(*cpu, &want);
+  for (bool nhwc : {false, true}) {
+    SCOPED_TRACE(nhwc ? "nhwc" : "nchw");
+    auto bf16 = make_gpu(Precision::bf16, nhwc);
+    std::vector<float> got;
+    const float loss_got = one_step(*bf16, &got);
+    EXPECT_NEAR(loss_got, loss_want, 1e-2 * loss_want) << "loss";
+    EXPECT_LE(rel_err(got, want), 5e-2) << "gradients, relative L2";
+    std::printf(
+        "toy ResNet step, GPU bf16 (%s) vs CPU fp32: loss %.5f vs %.5f, gradients %.2e "
+        "apart\n",
+        nhwc ? "nhwc" : "nchw", loss_got, loss_want, rel_err(got, want));
+  }
 
   // Learnable: the label is written into the image (one bright row per class).
   DatasetPair learn = random_images(64, 2501);
@@ -922,29 +941,33 @@ TEST_F(CudaOps, Bf16TrainingFollowsFp32) {
         for (int x = 0; x < 16; ++x)
           s->images[size_t(((i * 3 + c) * 16 + s->labels[size_t(i)]) * 16 + x)] = 255;
   hp.batch = 16, hp.epochs = 10;
+  auto bf16 = make_gpu(Precision::bf16, /*nhwc=*/true);
   Trainer t(m, *bf16, hp, w, learn);
   const TrainResult r = t.train(nullptr);
   for (const EpochResult& e : r.epochs) EXPECT_TRUE(std::isfinite(e.loss));
   EXPECT_LT(r.epochs.back().loss, 0.5 * r.epochs.front().loss);
-  std::printf("toy ResNet, 10 epochs in bf16: loss %.4f -> %.4f, %s\n", r.epochs.front().loss,
-              r.epochs.back().loss, t.graph_summary().c_str());
+  std::printf("toy ResNet, 10 epochs in bf16 (nhwc): loss %.4f -> %.4f, %s\n",
+              r.epochs.front().loss, r.epochs.back().loss, t.graph_summary().c_str());
 }
 
 // --deterministic on the GPU: algorithms from cuDNN's heuristic, deterministic ones only, and
 // the metrics summed in one block, so two runs of the toy ResNet (augmented, graphs on) end with
-// the same parameters and losses to the bit, in fp32 and in bf16.
+// the same parameters and losses to the bit, in fp32 and in bf16 (both layouts).
 TEST_F(CudaOps, DeterministicRunsRepeatExactly) {
   const DatasetPair data = random_images(40, 2600);
   const Model m = tiny_resnet();
   const Workload& w = find_workload("resnet50-cifar10");
   const Hyper hp = toy_resnet_hyper();
-  for (Precision prec : {Precision::fp32, Precision::bf16}) {
-    SCOPED_TRACE(pname(prec));
+  const std::pair<Precision, bool> configs[] = {
+      {Precision::fp32, false}, {Precision::bf16, false}, {Precision::bf16, true}};
+  for (const auto& [prec, nhwc] : configs) {
+    SCOPED_TRACE(std::string(pname(prec)) + (nhwc ? " nhwc" : ""));
     std::vector<float> params[2];
     double loss[2] = {0, 0};
     for (int run = 0; run < 2; ++run) {
       BackendConfig cfg;
       cfg.device = DeviceKind::cuda, cfg.precision = prec, cfg.deterministic = true;
+      cfg.bf16_nhwc = nhwc;
       auto be = make_backend(cfg);
       Trainer t(m, *be, hp, w, data);
       loss[run] = t.train(nullptr).epochs.back().loss;

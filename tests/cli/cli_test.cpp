@@ -68,6 +68,10 @@ TEST(Cli, BadPrecision) {
 TEST(Cli, BadDevice) {
   expect_one_line_error(run("run fashion-mlp --device tpu"), "tpu");
 }
+TEST(Cli, NhwcOutsideCudaBf16) {
+  expect_one_line_error(run("run fashion-mlp --nhwc --steps 1"), "--nhwc");
+  expect_one_line_error(run("profile resnet50-cifar10 --nhwc --steps 1"), "--nhwc");
+}
 TEST(Cli, UnreadableData) {
   expect_one_line_error(run("run fashion-mlp --data /nonexistent/fashion"), "/nonexistent/fashion");
 }

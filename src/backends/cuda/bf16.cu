@@ -30,7 +30,73 @@ __global__ void from_bf16_kernel(const __nv_bfloat16* src, float* dst, int64_t c
     dst[i] = __bfloat162float(src[i]);
 }
 
+// Channels-last copies, through 32x32 tiles in shared memory so that both the read and the write
+// run along contiguous memory: [n][c][hw] fp32 <-> [n][hw][c] bf16. Block 32 x 8; grid x over hw
+// tiles, y over c tiles, z over images (grid-stride past 65535).
+constexpr int kTile = 32, kTileRows = 8;
+
+__global__ void nchw_to_nhwc_bf16_kernel(const float* src, __nv_bfloat16* dst, int64_t n, int64_t c,
+                                         int64_t hw) {
+  __shared__ float tile[kTile][kTile + 1];  // +1: no bank conflicts on the transposed read
+  const int64_t hw0 = int64_t(blockIdx.x) * kTile, c0 = int64_t(blockIdx.y) * kTile;
+  for (int64_t img = blockIdx.z; img < n; img += gridDim.z) {
+    const float* in = src + img * c * hw;
+    __nv_bfloat16* out = dst + img * c * hw;
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // r: channel in the tile
+      const int64_t ci = c0 + r, pi = hw0 + threadIdx.x;
+      tile[r][threadIdx.x] = ci < c && pi < hw ? in[ci * hw + pi] : 0.f;
+    }
+    __syncthreads();
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // r: position in the tile
+      const int64_t pi = hw0 + r, ci = c0 + threadIdx.x;
+      if (ci < c && pi < hw) out[pi * c + ci] = __float2bfloat16_rn(tile[threadIdx.x][r]);
+    }
+    __syncthreads();
+  }
+}
+
+__global__ void nhwc_bf16_to_nchw_kernel(const __nv_bfloat16* src, float* dst, int64_t n, int64_t c,
+                                         int64_t hw) {
+  __shared__ float tile[kTile][kTile + 1];
+  const int64_t hw0 = int64_t(blockIdx.x) * kTile, c0 = int64_t(blockIdx.y) * kTile;
+  for (int64_t img = blockIdx.z; img < n; img += gridDim.z) {
+    const __nv_bfloat16* in = src + img * c * hw;
+    float* out = dst + img * c * hw;
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // r: position in the tile
+      const int64_t pi = hw0 + r, ci = c0 + threadIdx.x;
+      tile[r][threadIdx.x] = ci < c && pi < hw ? __bfloat162float(in[pi * c + ci]) : 0.f;
+    }
+    __syncthreads();
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // r: channel in the tile
+      const int64_t ci = c0 + r, pi = hw0 + threadIdx.x;
+      if (ci < c && pi < hw) out[ci * hw + pi] = tile[threadIdx.x][r];
+    }
+    __syncthreads();
+  }
+}
+
+dim3 tiles_grid(int64_t n, int64_t c, int64_t hw) {
+  return dim3(unsigned((hw + kTile - 1) / kTile), unsigned((c + kTile - 1) / kTile),
+              unsigned(std::min<int64_t>(n, 65535)));
+}
+
 }  // namespace
+
+void launch_nchw_to_nhwc_bf16(Context& cx, const float* src, void* dst, int64_t n, int64_t c,
+                              int64_t hw) {
+  if (n <= 0 || c <= 0 || hw <= 0) return;
+  nchw_to_nhwc_bf16_kernel<<<tiles_grid(n, c, hw), dim3(kTile, kTileRows), 0, cx.stream>>>(
+      src, static_cast<__nv_bfloat16*>(dst), n, c, hw);
+  TB_CUDA_LAUNCH_CHECK("nchw_to_nhwc_bf16", rows_str(n, c * hw));
+}
+
+void launch_nhwc_bf16_to_nchw(Context& cx, const void* src, float* dst, int64_t n, int64_t c,
+                              int64_t hw) {
+  if (n <= 0 || c <= 0 || hw <= 0) return;
+  nhwc_bf16_to_nchw_kernel<<<tiles_grid(n, c, hw), dim3(kTile, kTileRows), 0, cx.stream>>>(
+      static_cast<const __nv_bfloat16*>(src), dst, n, c, hw);
+  TB_CUDA_LAUNCH_CHECK("nhwc_bf16_to_nchw", rows_str(n, c * hw));
+}
 
 void launch_to_bf16(Context& cx, const float* src, void* dst, int64_t count) {
   if (count <= 0) return;

@@ -20,6 +20,10 @@
 // the Trainer runs after that forward in the same step with the same x; the weight gradient's
 // copy of dy stays in the scratch for the data gradient, which the Trainer runs right after it.
 // Per convolution and step that is 5 conversions instead of 9.
+// bf16 with BackendConfig::bf16_nhwc: the copies are channels-last (x, y, dy, dx NHWC; w, dw
+// KRSC), made and undone in the same pass as the conversion, and the descriptors say NHWC, so
+// cuDNN's tensor-core kernels need no transposes of their own. The weights' copy is then made
+// per node at the forward (KRSC, not the mirror's KCRS) and reused by the data gradient.
 #include <array>
 #include <cstdint>
 
@@ -45,9 +49,13 @@ struct ConvCache {
   // before any recording), and the x it holds, until the weight gradient takes it.
   void* x16 = nullptr;
   const float* x16_of = nullptr;
+  // NHWC: the forward's KRSC copy of w, for the data gradient of the same step.
+  void* w16 = nullptr;
+  const float* w16_of = nullptr;
 
   ~ConvCache() {
     if (x16) cudaFree(x16);
+    if (w16) cudaFree(w16);
     if (x) cudnnDestroyTensorDescriptor(x);
     if (y) cudnnDestroyTensorDescriptor(y);
     if (w) cudnnDestroyFilterDescriptor(w);
@@ -81,11 +89,10 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
   TB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&cc->y), op, sh);
   TB_CUDNN_CHECK(cudnnCreateFilterDescriptor(&cc->w), op, sh);
   const cudnnDataType_t dt = cx.bf16() ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
-  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->x, CUDNN_TENSOR_NCHW, dt, int(d.n), int(d.c),
-                                            int(d.h), int(d.w)),
+  const cudnnTensorFormat_t fmt = cx.nhwc() ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->x, fmt, dt, int(d.n), int(d.c), int(d.h), int(d.w)),
                  op, sh);
-  TB_CUDNN_CHECK(cudnnSetFilter4dDescriptor(cc->w, dt, CUDNN_TENSOR_NCHW, int(d.k), int(d.c),
-                                            int(d.r), int(d.s)),
+  TB_CUDNN_CHECK(cudnnSetFilter4dDescriptor(cc->w, dt, fmt, int(d.k), int(d.c), int(d.r), int(d.s)),
                  op, sh);
   for (Direction* dir : {&cc->fwd, &cc->bwd_data, &cc->bwd_filter}) {
     TB_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&dir->conv), op, sh);
@@ -102,7 +109,7 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
       sh);
   if (on != d.n || oc != d.k || oh != d.oh() || ow != d.ow())
     fail_msg(op, sh, "cuDNN computes a different output shape than ConvDims");
-  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->y, CUDNN_TENSOR_NCHW, dt, on, oc, oh, ow), op, sh);
+  TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->y, fmt, dt, on, oc, oh, ow), op, sh);
   return *cc;
 }
 
@@ -111,6 +118,34 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
 // call, the output converted back after it.
 std::array<int64_t, 3> counts(const ConvDims& d) {
   return {d.n * d.c * d.h * d.w, d.k * d.c * d.r * d.s, d.n * d.k * d.oh() * d.ow()};
+}
+
+// bf16 copies of the NCHW fp32 tensor src = [n][c][hw] in the descriptors' layout (NHWC under
+// bf16_nhwc), and back, each in one pass.
+void to_conv_bf16(Context& cx, const float* src, void* dst, int64_t n, int64_t c, int64_t hw) {
+  if (cx.nhwc())
+    launch_nchw_to_nhwc_bf16(cx, src, dst, n, c, hw);
+  else
+    launch_to_bf16(cx, src, dst, n * c * hw);
+}
+void from_conv_bf16(Context& cx, const void* src, float* dst, int64_t n, int64_t c, int64_t hw) {
+  if (cx.nhwc())
+    launch_nhwc_bf16_to_nchw(cx, src, dst, n, c, hw);
+  else
+    launch_from_bf16(cx, src, dst, n * c * hw);
+}
+
+// A node's own bf16 buffer of `count` elements, made on the node's first call (which runs
+// before any recording).
+void* node_buffer(void*& buf, int64_t count, const char* op, const ConvDims& d) {
+  if (buf) return buf;
+  const cudaError_t e = cudaMalloc(&buf, size_t(count) * 2);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    buf = nullptr;
+    fail_cuda(e, "cudaMalloc (a node's bf16 copy)", op, shape_str(d), __FILE__, __LINE__);
+  }
+  return buf;
 }
 
 // Reuses an algorithm another node of the same shape measured; false when none has yet.
@@ -180,20 +215,15 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, n, kOpFwd);
     void* x16 = h[0];
-    if (cx.reuse_bf16) {
-      if (!cc.x16) {
-        const cudaError_t e = cudaMalloc(&cc.x16, size_t(n[0]) * 2);
-        if (e != cudaSuccess) {
-          (void)cudaGetLastError();
-          cc.x16 = nullptr;
-          fail_cuda(e, "cudaMalloc (bf16 copy of x)", kOpFwd, shape_str(d), __FILE__, __LINE__);
-        }
-      }
-      x16 = cc.x16, cc.x16_of = x;
+    if (cx.reuse_bf16) x16 = node_buffer(cc.x16, n[0], kOpFwd, d), cc.x16_of = x;
+    to_conv_bf16(cx, x, x16, d.n, d.c, d.h * d.w);
+    in_w = cx.nhwc() ? nullptr : bf16_weights(cx, w, n[1]);  // the mirror is KCRS
+    if (!in_w) {
+      void* w16 = h[1];
+      if (cx.nhwc() && cx.reuse_bf16) w16 = node_buffer(cc.w16, n[1], kOpFwd, d), cc.w16_of = w;
+      to_conv_bf16(cx, w, w16, d.k, d.c, d.r * d.s);
+      in_w = w16;
     }
-    launch_to_bf16(cx, x, x16, n[0]);
-    in_w = bf16_weights(cx, w, n[1]);
-    if (!in_w) launch_to_bf16(cx, w, h[1], n[1]), in_w = h[1];
     in_x = x16, out_y = h[2];
   }
   choose<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
@@ -212,7 +242,7 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
                                          cudnnConvolutionFwdAlgo_t(dir.algo), cx.workspace, dir.ws,
                                          &zero, cc.y, out_y),
                  kOpFwd, shape_str(d));
-  if (cx.bf16()) launch_from_bf16(cx, out_y, y, n[2]);
+  if (cx.bf16()) from_conv_bf16(cx, out_y, y, d.n, d.k, d.oh() * d.ow());
 }
 
 void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float* dy, const float* w,
@@ -230,9 +260,13 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
     const bool had_dy = cx.dy16_of == dy && cx.dy16_count == n[2];
     const void* kept_dy = cx.dy16;
     const auto h = bf16_operands(cx, n, kOpBwdData);
-    if (!(had_dy && kept_dy == h[2])) launch_to_bf16(cx, dy, h[2], n[2]);
-    in_w = bf16_weights(cx, w, n[1]);
-    if (!in_w) launch_to_bf16(cx, w, h[1], n[1]), in_w = h[1];
+    if (!(had_dy && kept_dy == h[2])) to_conv_bf16(cx, dy, h[2], d.n, d.k, d.oh() * d.ow());
+    if (cx.nhwc())  // the forward's KRSC copy: the weights do not change within a step
+      in_w = cc.w16 && cc.w16_of == w ? cc.w16 : nullptr;
+    else
+      in_w = bf16_weights(cx, w, n[1]);
+    if (!in_w) to_conv_bf16(cx, w, h[1], d.k, d.c, d.r * d.s), in_w = h[1];
+    cc.w16_of = nullptr;  // taken: a later data gradient converts unless a forward ran again
     in_dy = h[2], out_dx = h[0];
   }
   choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
@@ -251,7 +285,7 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
                                               cudnnConvolutionBwdDataAlgo_t(dir.algo), cx.workspace,
                                               dir.ws, &zero, cc.x, out_dx),
                  kOpBwdData, shape_str(d));
-  if (cx.bf16()) launch_from_bf16(cx, out_dx, dx, n[0]);
+  if (cx.bf16()) from_conv_bf16(cx, out_dx, dx, d.n, d.c, d.h * d.w);
 }
 
 void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const float* x,
@@ -268,11 +302,11 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
     if (cc.x16 && cc.x16_of == x) {
       in_x = cc.x16;  // the forward's copy
     } else {
-      launch_to_bf16(cx, x, h[0], n[0]);
+      to_conv_bf16(cx, x, h[0], d.n, d.c, d.h * d.w);
       in_x = h[0];
     }
     cc.x16_of = nullptr;  // taken: a later weight gradient converts unless a forward ran again
-    launch_to_bf16(cx, dy, h[2], n[2]);
+    to_conv_bf16(cx, dy, h[2], d.n, d.k, d.oh() * d.ow());
     in_dy = h[2], out_dw = h[1];
   }
   choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
@@ -292,7 +326,7 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
                                                 cx.workspace, dir.ws, &zero, cc.w, out_dw),
                  kOpBwdFilter, shape_str(d));
   if (cx.bf16()) {
-    launch_from_bf16(cx, out_dw, dw, n[1]);
+    from_conv_bf16(cx, out_dw, dw, d.k, d.c, d.r * d.s);
     if (cx.reuse_bf16) cx.dy16_of = dy, cx.dy16 = in_dy, cx.dy16_count = n[2];
   }
 }

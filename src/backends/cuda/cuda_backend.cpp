@@ -309,6 +309,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   cx->precision = cfg.precision;
   cx->deterministic = cfg.deterministic;
   cx->reuse_bf16 = cfg.reuse_bf16;
+  cx->bf16_nhwc = cfg.bf16_nhwc;
   const std::string dev = fmt::format("[device {}]", cfg.device_index);
   TB_CUDA_CHECK(cudaSetDevice(cx->device), "init", dev);
   cudaDeviceProp prop{};

@@ -54,6 +54,8 @@ struct Context {
   //   conv2d_backward_data, called next with the same dy, reads instead of converting again
   //   (any other use of the scratch forgets it).
   bool reuse_bf16 = true;
+  // bf16 convolutions on channels-last (NHWC, KRSC) copies (BackendConfig::bf16_nhwc; conv2d.cpp).
+  bool bf16_nhwc = false;
   const float* params = nullptr;
   int64_t param_count = 0;
   void* params16 = nullptr;
@@ -63,6 +65,7 @@ struct Context {
 
   bool tensor_cores() const { return precision != Precision::fp32; }
   bool bf16() const { return precision == Precision::bf16; }
+  bool nhwc() const { return bf16() && bf16_nhwc; }
 };
 
 inline Context& context(void* ctx) {
@@ -148,6 +151,12 @@ void launch_fill(Context& cx, float* dst, float value, int64_t count);
 // Round-to-nearest-even copies between fp32 and bf16 buffers (dst/src are __nv_bfloat16*).
 void launch_to_bf16(Context& cx, const float* src, void* dst, int64_t count);
 void launch_from_bf16(Context& cx, const void* src, float* dst, int64_t count);
+// The same with the layout changed: src [n][c][hw] fp32 to dst [n][hw][c] bf16, and back. For
+// weights, n = k and hw = r*s: KCRS to KRSC.
+void launch_nchw_to_nhwc_bf16(Context& cx, const float* src, void* dst, int64_t n, int64_t c,
+                              int64_t hw);
+void launch_nhwc_bf16_to_nchw(Context& cx, const void* src, float* dst, int64_t n, int64_t c,
+                              int64_t hw);
 // Three bf16 buffers of the given element counts in the context's scratch (256-byte aligned),
 // valid until the next call.
 std::array<void*, 3> bf16_operands(Context& cx, std::array<int64_t, 3> counts, const char* op);
