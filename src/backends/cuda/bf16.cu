@@ -30,72 +30,68 @@ __global__ void from_bf16_kernel(const __nv_bfloat16* src, float* dst, int64_t c
     dst[i] = __bfloat162float(src[i]);
 }
 
-// Channels-last copies, through 32x32 tiles in shared memory so that both the read and the write
-// run along contiguous memory: [n][c][hw] fp32 <-> [n][hw][c] bf16. Block 32 x 8; grid x over hw
-// tiles, y over c tiles, z over images (grid-stride past 65535).
+// Channels-last copies: per image, a [rows][cols] matrix transposed to [cols][rows] while it is
+// converted ([c][hw] fp32 to [hw][c] bf16, and back), through 32x32 tiles in shared memory so
+// that both the read and the write run along contiguous memory. Block 32 x 8; grid x over column
+// tiles, y over row tiles, z over images (grid-stride past 65535).
 constexpr int kTile = 32, kTileRows = 8;
 
-__global__ void nchw_to_nhwc_bf16_kernel(const float* src, __nv_bfloat16* dst, int64_t n, int64_t c,
-                                         int64_t hw) {
+__device__ __forceinline__ float as_float(float v) {
+  return v;
+}
+__device__ __forceinline__ float as_float(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+__device__ __forceinline__ void store(float* p, float v) {
+  *p = v;
+}
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) {
+  *p = __float2bfloat16_rn(v);
+}
+
+template <typename In, typename Out>
+__global__ void transpose_convert_kernel(const In* src, Out* dst, int64_t n, int64_t rows,
+                                         int64_t cols) {
   __shared__ float tile[kTile][kTile + 1];  // +1: no bank conflicts on the transposed read
-  const int64_t hw0 = int64_t(blockIdx.x) * kTile, c0 = int64_t(blockIdx.y) * kTile;
+  const int64_t col0 = int64_t(blockIdx.x) * kTile, row0 = int64_t(blockIdx.y) * kTile;
   for (int64_t img = blockIdx.z; img < n; img += gridDim.z) {
-    const float* in = src + img * c * hw;
-    __nv_bfloat16* out = dst + img * c * hw;
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // r: channel in the tile
-      const int64_t ci = c0 + r, pi = hw0 + threadIdx.x;
-      tile[r][threadIdx.x] = ci < c && pi < hw ? in[ci * hw + pi] : 0.f;
+    const In* in = src + img * rows * cols;
+    Out* out = dst + img * rows * cols;
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
+      const int64_t row = row0 + r, col = col0 + threadIdx.x;
+      tile[r][threadIdx.x] = row < rows && col < cols ? as_float(in[row * cols + col]) : 0.f;
     }
     __syncthreads();
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // r: position in the tile
-      const int64_t pi = hw0 + r, ci = c0 + threadIdx.x;
-      if (ci < c && pi < hw) out[pi * c + ci] = __float2bfloat16_rn(tile[threadIdx.x][r]);
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // out row = in column col0 + r
+      const int64_t col = col0 + r, row = row0 + threadIdx.x;
+      if (row < rows && col < cols) store(out + col * rows + row, tile[threadIdx.x][r]);
     }
     __syncthreads();
   }
 }
 
-__global__ void nhwc_bf16_to_nchw_kernel(const __nv_bfloat16* src, float* dst, int64_t n, int64_t c,
-                                         int64_t hw) {
-  __shared__ float tile[kTile][kTile + 1];
-  const int64_t hw0 = int64_t(blockIdx.x) * kTile, c0 = int64_t(blockIdx.y) * kTile;
-  for (int64_t img = blockIdx.z; img < n; img += gridDim.z) {
-    const __nv_bfloat16* in = src + img * c * hw;
-    float* out = dst + img * c * hw;
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // r: position in the tile
-      const int64_t pi = hw0 + r, ci = c0 + threadIdx.x;
-      tile[r][threadIdx.x] = ci < c && pi < hw ? __bfloat162float(in[pi * c + ci]) : 0.f;
-    }
-    __syncthreads();
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // r: channel in the tile
-      const int64_t ci = c0 + r, pi = hw0 + threadIdx.x;
-      if (ci < c && pi < hw) out[ci * hw + pi] = tile[threadIdx.x][r];
-    }
-    __syncthreads();
-  }
-}
-
-dim3 tiles_grid(int64_t n, int64_t c, int64_t hw) {
-  return dim3(unsigned((hw + kTile - 1) / kTile), unsigned((c + kTile - 1) / kTile),
-              unsigned(std::min<int64_t>(n, 65535)));
+template <typename In, typename Out>
+void launch_transpose_convert(Context& cx, const In* src, Out* dst, int64_t n, int64_t rows,
+                              int64_t cols, const char* op) {
+  if (n <= 0 || rows <= 0 || cols <= 0) return;
+  const dim3 grid(unsigned((cols + kTile - 1) / kTile), unsigned((rows + kTile - 1) / kTile),
+                  unsigned(std::min<int64_t>(n, 65535)));
+  transpose_convert_kernel<<<grid, dim3(kTile, kTileRows), 0, cx.stream>>>(src, dst, n, rows, cols);
+  TB_CUDA_LAUNCH_CHECK(op, rows_str(n, rows * cols));
 }
 
 }  // namespace
 
 void launch_nchw_to_nhwc_bf16(Context& cx, const float* src, void* dst, int64_t n, int64_t c,
                               int64_t hw) {
-  if (n <= 0 || c <= 0 || hw <= 0) return;
-  nchw_to_nhwc_bf16_kernel<<<tiles_grid(n, c, hw), dim3(kTile, kTileRows), 0, cx.stream>>>(
-      src, static_cast<__nv_bfloat16*>(dst), n, c, hw);
-  TB_CUDA_LAUNCH_CHECK("nchw_to_nhwc_bf16", rows_str(n, c * hw));
+  launch_transpose_convert(cx, src, static_cast<__nv_bfloat16*>(dst), n, c, hw,
+                           "nchw_to_nhwc_bf16");
 }
 
 void launch_nhwc_bf16_to_nchw(Context& cx, const void* src, float* dst, int64_t n, int64_t c,
                               int64_t hw) {
-  if (n <= 0 || c <= 0 || hw <= 0) return;
-  nhwc_bf16_to_nchw_kernel<<<tiles_grid(n, c, hw), dim3(kTile, kTileRows), 0, cx.stream>>>(
-      static_cast<const __nv_bfloat16*>(src), dst, n, c, hw);
-  TB_CUDA_LAUNCH_CHECK("nhwc_bf16_to_nchw", rows_str(n, c * hw));
+  launch_transpose_convert(cx, static_cast<const __nv_bfloat16*>(src), dst, n, hw, c,
+                           "nhwc_bf16_to_nchw");
 }
 
 void launch_to_bf16(Context& cx, const float* src, void* dst, int64_t count) {
