@@ -3,7 +3,7 @@
 # the PyTorch 2.11 peer at the same settings (WORKLOADS.md: batch 128, Adam 1e-3, no
 # augmentation) and the same precision, one after the other on the same card. About 3-4 minutes
 # of device time in bf16 (trainbench ~1 min, PyTorch ~2 min with its JPEG decode).
-# Prepare here: bench/device/prepare_quick.sh --full-cifar. Device call: carry [".devrun"],
+# Prepare here: bench/device/prepare_quick.sh (it packs the whole set too). Device call: carry [".devrun"],
 # command "bash bench/device/accuracy.sh", timeout_s ~420. PRECISION=tf32 for the tf32 pair.
 # Files back: accuracy.log and the two records.
 set -u
@@ -13,7 +13,7 @@ LOG="$OUT/accuracy.log"
 PREC=${PRECISION:-bf16}
 DATA=.devrun/cifar10-jpeg.tar.gz
 mkdir -p "$OUT" /tmp/tb
-[ -f "$DATA" ] || { echo "no $DATA: run bench/device/prepare_quick.sh --full-cifar first" | tee "$LOG"; exit 2; }
+[ -f "$DATA" ] || { echo "no $DATA: run bench/device/prepare_quick.sh first" | tee "$LOG"; exit 2; }
 tar -xJf .devrun/pack.tar.xz -C /tmp/tb
 libdirs=$(find /usr/local/cuda*/lib* /usr/local/lib /opt /usr/lib -xdev \( -name 'libcudnn.so.9' \
   -o -name 'libcublasLt.so.13' -o -name 'libcudart.so.13' \) -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')

@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# Builds trainbench with CUDA (sm_90) here and packs what bench/device/quick.sh needs into
-# .devrun/ (git-ignored): the two binaries and the non-CUDA shared libraries they load, the
-# Fashion-MNIST files, and a 4,000-image CIFAR-10 subset. No device time goes to compiling.
-# Then: device run, carry [".devrun"], command "bash bench/device/quick.sh", timeout_s ~180.
-# --full-cifar packs the whole CIFAR-10 JPEG set instead of Fashion-MNIST and the subset (the
-# carry holds 64 MiB), for bench/device/accuracy.sh.
+# Builds trainbench with CUDA (sm_90) here and packs what the device scripts need into .devrun/
+# (git-ignored): the two binaries and the non-CUDA shared libraries they load, the Fashion-MNIST
+# files, a 4,000-image CIFAR-10 subset (bench/device/quick.sh) and the whole CIFAR-10 JPEG set
+# (bench/device/accuracy.sh), about 60 MB of the carry's 64 MiB. No device time goes to
+# compiling. Then, on one warm machine: carry [".devrun"], "bash bench/device/quick.sh"
+# (timeout_s ~300), then "bash bench/device/accuracy.sh" (timeout_s ~420).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-FULL_CIFAR=0
-[ "${1:-}" = --full-cifar ] && FULL_CIFAR=1
 grep -qx '/.devrun/' .git/info/exclude 2>/dev/null || echo '/.devrun/' >>.git/info/exclude
 cmake -S . -B build-dev -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DTRAINBENCH_CUDA=ON -DTRAINBENCH_BENCHMARKS=OFF >/dev/null
@@ -19,11 +17,7 @@ for l in libdnnl.so.2 libfmt.so.9 libjpeg.so.62 libpng16.so.16 libgomp.so.1 libO
   cp -L "/usr/lib/x86_64-linux-gnu/$l" .devrun/stage/lib/
 done
 (cd .devrun/stage && tar -cJf ../pack.tar.xz .) && rm -rf .devrun/stage
-if [ "$FULL_CIFAR" = 1 ]; then
-  cp ../shared/data/cifar10-jpeg.tar.gz .devrun/
-  du -sh .devrun
-  exit 0
-fi
+cp ../shared/data/cifar10-jpeg.tar.gz .devrun/
 cp -r /usr/share/datasets/fashion-mnist .devrun/fashion
 python3 - <<'PY'
 import collections, tarfile
@@ -40,3 +34,8 @@ for m in src:
 out.close()
 PY
 du -sh .devrun
+bytes=$(du -sb .devrun | cut -f1)
+if [ "$bytes" -gt $((64 * 1024 * 1024)) ]; then
+  echo "prepare_quick: .devrun is $bytes bytes, over the carry's 64 MiB" >&2
+  exit 1
+fi
