@@ -65,15 +65,22 @@ std::string name_of(const CompareEntry& e) {
   return e.file.empty() ? e.label : e.file;
 }
 
+// "pytorch 2.11.0 channels_last compile", "trainbench 0.x cuda nhwc": the settings that change
+// how the same workload and precision run are part of the name.
 std::string record_label(const json& r) {
   if (text(r, {"peer"}) == "pytorch") {
     std::string v = text(r, {"torch_version"});
     if (v.empty()) v = text(r, {"versions", "torch"});
-    return "pytorch " + (v.empty() ? std::string("(version unknown)") : v);
+    std::string label = "pytorch " + (v.empty() ? std::string("(version unknown)") : v);
+    if (text(r, {"peer_options", "channels_last"}) == "true") label += " channels_last";
+    if (text(r, {"peer_options", "compile"}) == "true") label += " compile";
+    return label;
   }
   std::string label = "trainbench " + text(r, {"trainbench_version"});
   const std::string backend = text(r, {"device", "backend"});
-  return backend.empty() ? label : label + " " + backend;
+  if (!backend.empty()) label += " " + backend;
+  if (text(r, {"conv_layout"}) == "nhwc") label += " nhwc";
+  return label;
 }
 
 void fill_peak_and_mfu(CompareEntry& e, const json& r) {

@@ -221,6 +221,30 @@ TEST(Compare, PytorchPeerRecord) {
   EXPECT_DOUBLE_EQ(*e.gpu_pct, 3.0);
 }
 
+// Settings that change how a run goes are part of its name: PyTorch's channels_last and
+// torch.compile, trainbench's channels-last bf16 copies.
+TEST(Compare, LabelsNameLayoutAndCompile) {
+  json peer = {{"peer", "pytorch"},
+               {"torch_version", "2.11.0"},
+               {"workload", "resnet50-cifar10"},
+               {"device", {{"kind", "cuda"}, {"name", "NVIDIA H100 80GB HBM3"}}},
+               {"precision", "bf16"},
+               {"times_s", {{"train_test", 20.0}}},
+               {"peer_options", {{"channels_last", true}, {"compile", true}}}};
+  EXPECT_EQ(entry_from_record(peer, "t.json").label, "pytorch 2.11.0 channels_last compile");
+  peer["peer_options"]["compile"] = false;
+  EXPECT_EQ(entry_from_record(peer, "t.json").label, "pytorch 2.11.0 channels_last");
+  json tb = {{"trainbench_version", "0.5"},
+             {"workload", "resnet50-cifar10"},
+             {"device", {{"kind", "cuda"}, {"name", "NVIDIA H100 80GB HBM3"}, {"backend", "cuda"}}},
+             {"precision", "bf16"},
+             {"conv_layout", "nhwc"},
+             {"times_s", {{"train_test", 10.0}}}};
+  EXPECT_EQ(entry_from_record(tb, "tb.json").label, "trainbench 0.5 cuda nhwc");
+  tb["conv_layout"] = "nchw";
+  EXPECT_EQ(entry_from_record(tb, "tb.json").label, "trainbench 0.5 cuda");
+}
+
 TEST(Compare, ProfileInputsGoToTheirWorkload) {
   json profile = {{"workload", "fashion-mlp"}, {"device", "cpu"}, {"layers", json::array()}};
   const Comparison c =
