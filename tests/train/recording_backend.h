@@ -31,7 +31,12 @@ struct Recorder {
   int recorded = 0, launched = 0;
   bool replaying = false;
   int64_t issued = 0, uploads = 0;  // ops run as issued (outside any graph); uploads
-  int marks = 0;                    // timer marks made
+  // Backend::set_param_array as last called (the inner backend's, if any, runs too), and the
+  // array's values at that moment.
+  const float* param_array = nullptr;
+  int64_t param_count = -1;
+  std::vector<float> param_values;
+  int marks = 0;  // timer marks made
   size_t memory_cap = 0, allocated = 0;
   std::map<void*, size_t> sizes;  // what each live allocation counts against the cap
 };
@@ -113,6 +118,16 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
     refuse_while_recording(ctx, "synchronize");
     Backend& in = *recorder(ctx).inner;
     in.synchronize(in.ctx);
+  };
+
+  b->set_param_array = [](void* ctx, const float* params, int64_t count) {
+    refuse_while_recording(ctx, "set_param_array");
+    Recorder& r = recorder(ctx);
+    r.param_array = params, r.param_count = count;
+    r.param_values.assign(params ? size_t(count) : 0, 0.f);
+    if (params)
+      r.inner->download(r.inner->ctx, r.param_values.data(), params, size_t(count) * sizeof(float));
+    if (r.inner->set_param_array) r.inner->set_param_array(r.inner->ctx, params, count);
   };
 
 #define TB_RECORD_OR_RUN(m) \

@@ -222,6 +222,27 @@ TEST(Trainer, ReplayedStepIssuesOnlyTheGraphLaunch) {
   EXPECT_EQ(c.updates, 7);
 }
 
+// A backend that keeps a copy derived from the parameters (CUDA bf16's mirror) learns where the
+// array is once its values are in place, and that it goes away before the arena is freed.
+TEST(Trainer, RegistersItsParameterArrayAndLetsGo) {
+  DatasetPair data = synthetic(32, 1, 6, 6, 11);
+  const Workload& w = find_workload("fashion-mlp");
+  Hyper hp = w.defaults;
+  hp.batch = 16;
+  Model m = build_mlp(1, 6, 6, {16}, 10);
+  auto be =
+      testing::make_recording_backend(make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true}));
+  const testing::Recorder& rec = testing::recorder(be->ctx);
+  {
+    Trainer t(m, *be, hp, w, data);
+    EXPECT_EQ(rec.param_array, t.params);
+    EXPECT_EQ(rec.param_count, m.param_count);
+    EXPECT_EQ(rec.param_values, t.download_params()) << "registered before its values were in";
+  }
+  EXPECT_EQ(rec.param_array, nullptr);
+  EXPECT_EQ(rec.param_count, 0);
+}
+
 // A recording that fails leaves the run issuing every op, with the same numbers, and says why.
 TEST(Trainer, GraphRecordingFailureFallsBackToIssuedSteps) {
   DatasetPair data = synthetic(64, 1, 6, 6, 9);
