@@ -198,16 +198,25 @@ TEST(Trainer, GraphReplayMatchesIssuedStepsOnResNet) {
 // Once recorded, a step issues nothing but the graph's launch: what changes from step to step
 // the graph reads from the cursor on the device and advances there, to where the issued steps
 // would have left it.
-TEST(Trainer, ReplayedStepIssuesOnlyTheGraphLaunch) {
-  DatasetPair data = synthetic(7 * 32, 1, 6, 6, 10);
+// A small MLP on 6x6 images with the reference backend under the recording backend.
+struct RecordedMlp {
+  DatasetPair data;
   const Workload& w = find_workload("fashion-mlp");
   Hyper hp = w.defaults;
-  hp.batch = 32;
   Model m = build_mlp(1, 6, 6, {16}, 10);
-  auto be =
+  std::unique_ptr<Backend> be =
       testing::make_recording_backend(make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true}));
   const testing::Recorder& rec = testing::recorder(be->ctx);
-  Trainer t(m, *be, hp, w, data);
+  RecordedMlp(int images, int64_t batch, uint64_t seed) : data(synthetic(images, 1, 6, 6, seed)) {
+    hp.batch = batch;
+  }
+};
+
+TEST(Trainer, ReplayedStepIssuesOnlyTheGraphLaunch) {
+  RecordedMlp run(7 * 32, 32, 10);
+  const testing::Recorder& rec = run.rec;
+  Backend* be = run.be.get();
+  Trainer t(run.m, *be, run.hp, run.w, run.data);
   t.step(32, nullptr);  // issued: makes the caches
   t.step(32, nullptr);  // recorded, then launched
   EXPECT_EQ(rec.recorded, 1);
@@ -225,18 +234,12 @@ TEST(Trainer, ReplayedStepIssuesOnlyTheGraphLaunch) {
 // A backend that keeps a copy derived from the parameters (CUDA bf16's mirror) learns where the
 // array is once its values are in place, and that it goes away before the arena is freed.
 TEST(Trainer, RegistersItsParameterArrayAndLetsGo) {
-  DatasetPair data = synthetic(32, 1, 6, 6, 11);
-  const Workload& w = find_workload("fashion-mlp");
-  Hyper hp = w.defaults;
-  hp.batch = 16;
-  Model m = build_mlp(1, 6, 6, {16}, 10);
-  auto be =
-      testing::make_recording_backend(make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true}));
-  const testing::Recorder& rec = testing::recorder(be->ctx);
+  RecordedMlp run(32, 16, 11);
+  const testing::Recorder& rec = run.rec;
   {
-    Trainer t(m, *be, hp, w, data);
+    Trainer t(run.m, *run.be, run.hp, run.w, run.data);
     EXPECT_EQ(rec.param_array, t.params);
-    EXPECT_EQ(rec.param_count, m.param_count);
+    EXPECT_EQ(rec.param_count, run.m.param_count);
     EXPECT_EQ(rec.param_values, t.download_params()) << "registered before its values were in";
   }
   EXPECT_EQ(rec.param_array, nullptr);
