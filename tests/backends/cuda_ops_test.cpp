@@ -383,6 +383,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 class CudaBatchnorm : public CudaOps, public ::testing::WithParamInterface<BnDims> {};
 
+// Training forward, eval forward and backward, plain and with the ReLU after it fused.
 TEST_P(CudaBatchnorm, TrainEvalBackward) {
   const BnDims d = GetParam();
   const BnParams p{1e-5f, 0.1f};
@@ -426,11 +427,35 @@ TEST_P(CudaBatchnorm, TrainEvalBackward) {
   EXPECT_LE(rel_err(down(g, gdx.p, total), wdx), kTolFp32) << "dx";
   EXPECT_LE(rel_err(down(g, gdg.p, d.c), wdg), kTolFp32) << "dgamma";
   EXPECT_LE(rel_err(down(g, gdb.p, d.c), wdb), kTolFp32) << "dbeta";
+
+  // With the ReLU after it fused: z = max(y, 0) forward; backward from z and dz, BN's dy being dz
+  // where z > 0.
+  std::vector<float> wz(total), wdy_masked(total), wdxr(total), wdgr(d.c), wdbr(d.c);
+  for (int64_t i = 0; i < total; ++i) {
+    wz[i] = std::max(wy[i], 0.f);
+    wdy_masked[i] = wz[i] > 0.f ? dy[i] : 0.f;
+  }
+  ref().batchnorm_backward(ref().ctx, rc, d, x.data(), wdy_masked.data(), gamma.data(), wsm.data(),
+                           wsi.data(), wdxr.data(), wdgr.data(), wdbr.data());
+  DBuf grm2 = up(g, rm0), grv2 = up(g, rv0), gz = poisoned(g, total);
+  g.batchnorm_relu_forward_train(g.ctx, cache, d, p, gx.f(), gg.f(), gb.f(), gz.f(), gsm.f(),
+                                 gsi.f(), grm2.f(), grv2.f());
+  EXPECT_LE(rel_err(down(g, gz.p, total), wz), kTolFp32) << "relu-fused z";
+  DBuf rz = up(g, wz), gdxr = poisoned(g, total);
+  g.batchnorm_relu_backward(g.ctx, cache, d, gx.f(), rz.f(), gdy.f(), gg.f(), rsm.f(), rsi.f(),
+                            gdxr.f(), gdg.f(), gdb.f());
+  EXPECT_LE(rel_err(down(g, gdxr.p, total), wdxr), kTolFp32) << "relu-fused dx";
+  EXPECT_LE(rel_err(down(g, gdg.p, d.c), wdgr), kTolFp32) << "relu-fused dgamma";
+  EXPECT_LE(rel_err(down(g, gdb.p, d.c), wdbr), kTolFp32) << "relu-fused dbeta";
 }
 
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaBatchnorm,
+                         // The last three have fewer channels than an H100 has SMs (132) and
+                         // enough values to be cut into slices: 16 slices, 3 uneven ones, and
+                         // ResNet's layer1 at batch 128 (4 slices).
                          ::testing::Values(BnDims{4, 8, 25}, BnDims{3, 16, 1}, BnDims{8, 64, 64},
-                                           BnDims{5, 3, 256}),
+                                           BnDims{5, 3, 256}, BnDims{32, 8, 1024},
+                                           BnDims{7, 3, 1000}, BnDims{128, 64, 64}),
                          [](const auto& info) {
                            return "n" + std::to_string(info.param.n) + "_c" +
                                   std::to_string(info.param.c) + "_hw" +

@@ -12,6 +12,11 @@
 // centred sum of squares, as the reference does, which keeps the variance exact for data with a
 // large mean), then once more to write y. ResNet-50 on 32x32 images has at most 32768 values per
 // channel at batch 128, which stay in L2 between the passes.
+// Where there are fewer channels than SMs and many values per channel (ResNet's 64-channel batch
+// norms at 16x16 and 8x8: 64 blocks on an H100's 132 SMs, each over 8k-32k values), each channel
+// is cut into slices, one block each: a first kernel reduces every slice (its count, mean and
+// centred sum of squares; in the backward its two sums), a second combines a channel's slices
+// (Chan et al.'s pairwise formula for the variance, in double) and writes its slice.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -144,6 +149,168 @@ __global__ void bn_backward_kernel(BnDims d, const float* x, const float* z, con
   }
 }
 
+// ---- channels in slices ----
+struct Slices {
+  int64_t count = 1;  // slices per channel, each non-empty
+  int64_t len = 0;    // values per slice (the last may have fewer)
+};
+
+Slices slices_for(const Context& cx, const BnDims& d) {
+  const int64_t m = d.n * d.hw;
+  Slices s;
+  s.len = m;
+  if (d.c >= cx.sm_count) return s;
+  const int64_t fill = (2 * int64_t(cx.sm_count) + d.c - 1) / d.c;  // about 2 blocks an SM
+  const int64_t work = m / 2048;                                    // 2048+ values a slice
+  const int64_t want = std::min(fill, work);
+  if (want < 2) return s;
+  s.len = (m + want - 1) / want;
+  s.count = (m + s.len - 1) / s.len;
+  return s;
+}
+
+// The slice's range of j (0 .. n*hw) for block (x = slice, y = channel).
+struct SliceRange {
+  uint32_t begin, end;
+};
+__device__ __forceinline__ SliceRange slice_range(uint32_t m, uint32_t len) {
+  const uint64_t b = uint64_t(blockIdx.x) * len, e = b + len;
+  return {uint32_t(b), uint32_t(e < m ? e : m)};
+}
+
+// part[(c * slices + s) * 3 ..]: the slice's count, mean and centred sum of squares.
+__global__ void bn_slice_stats_kernel(BnDims d, const float* x, uint32_t len, float* part) {
+  __shared__ float sh[32];
+  const int64_t c = blockIdx.y;
+  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
+  const SliceRange r = slice_range(m, len);
+  const float count = float(r.end - r.begin);
+  float sum = 0.f;
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) sum += x[at(j, hw, c, d.c)];
+  const float mean = block_sum(sum, sh) / count;
+  float q = 0.f;
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
+    const float t = x[at(j, hw, c, d.c)] - mean;
+    q += t * t;
+  }
+  const float m2 = block_sum(q, sh);
+  if (threadIdx.x == 0) {
+    float* out = part + (c * gridDim.x + blockIdx.x) * 3;
+    out[0] = count, out[1] = mean, out[2] = m2;
+  }
+}
+
+template <int E>
+__global__ void bn_slice_apply_train_kernel(BnDims d, BnParams p, const float* x, const float* skip,
+                                            const float* gamma, const float* beta, float* y,
+                                            float* save_mean, float* save_invstd,
+                                            float* running_mean, float* running_var, uint32_t len,
+                                            const float* part) {
+  __shared__ float stats[2];
+  const int64_t c = blockIdx.y;
+  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
+  if (threadIdx.x == 0) {
+    double n = 0, mean = 0, m2 = 0;  // the channel so far
+    for (uint32_t k = 0; k < gridDim.x; ++k) {
+      const float* in = part + (c * gridDim.x + k) * 3;
+      const double nb = in[0], delta = double(in[1]) - mean, total = n + nb;
+      mean += delta * nb / total;
+      m2 += double(in[2]) + delta * delta * n * nb / total;
+      n = total;
+    }
+    const float var = float(m2 / n);
+    stats[0] = float(mean), stats[1] = 1.f / sqrtf(var + p.eps);
+    if (blockIdx.x == 0) {
+      save_mean[c] = stats[0];
+      save_invstd[c] = stats[1];
+      const float unbiased = m > 1 ? float(m2 / (n - 1)) : var;
+      running_mean[c] = (1.f - p.momentum) * running_mean[c] + p.momentum * stats[0];
+      running_var[c] = (1.f - p.momentum) * running_var[c] + p.momentum * unbiased;
+    }
+  }
+  __syncthreads();
+  const float mean = stats[0], g = gamma[c] * stats[1], b = beta[c];
+  const SliceRange r = slice_range(m, len);
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
+    const int64_t k = at(j, hw, c, d.c);
+    y[k] = finish<E>((x[k] - mean) * g + b, skip, k);
+  }
+}
+
+// part[(c * slices + s) * 3 ..]: the slice's sum of dy and of dy * xhat (dy masked by the fused
+// ReLU's output where Relu).
+template <bool Relu>
+__global__ void bn_slice_grads_kernel(BnDims d, const float* x, const float* z, const float* dy,
+                                      const float* save_mean, const float* save_invstd,
+                                      uint32_t len, float* part) {
+  __shared__ float sh[32];
+  const int64_t c = blockIdx.y;
+  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
+  const float mean = save_mean[c], invstd = save_invstd[c];
+  const SliceRange r = slice_range(m, len);
+  float sdy = 0.f, sdyx = 0.f;
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
+    const int64_t k = at(j, hw, c, d.c);
+    const float g = (!Relu || z[k] > 0.f) ? dy[k] : 0.f;
+    sdy += g;
+    sdyx += g * ((x[k] - mean) * invstd);
+  }
+  const float sum_dy = block_sum(sdy, sh), sum_dyx = block_sum(sdyx, sh);
+  if (threadIdx.x == 0) {
+    float* out = part + (c * gridDim.x + blockIdx.x) * 3;
+    out[0] = sum_dy, out[1] = sum_dyx;
+  }
+}
+
+template <bool Relu>
+__global__ void bn_slice_apply_backward_kernel(BnDims d, const float* x, const float* z,
+                                               const float* dy, const float* gamma,
+                                               const float* save_mean, const float* save_invstd,
+                                               float* dx, float* dgamma, float* dbeta, uint32_t len,
+                                               const float* part) {
+  __shared__ float sums[2];
+  const int64_t c = blockIdx.y;
+  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
+  if (threadIdx.x == 0) {
+    float sdy = 0.f, sdyx = 0.f;
+    for (uint32_t k = 0; k < gridDim.x; ++k) {
+      const float* in = part + (c * gridDim.x + k) * 3;
+      sdy += in[0], sdyx += in[1];
+    }
+    sums[0] = sdy, sums[1] = sdyx;
+    if (blockIdx.x == 0) dgamma[c] = sdyx, dbeta[c] = sdy;
+  }
+  __syncthreads();
+  const float mean = save_mean[c], invstd = save_invstd[c];
+  const float a = gamma[c] * invstd, mean_dy = sums[0] / float(m), mean_dyx = sums[1] / float(m);
+  const SliceRange r = slice_range(m, len);
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
+    const int64_t k = at(j, hw, c, d.c);
+    const float xhat = (x[k] - mean) * invstd;
+    const float g = (!Relu || z[k] > 0.f) ? dy[k] : 0.f;
+    dx[k] = a * (g - mean_dy - xhat * mean_dyx);
+  }
+}
+
+// The context's buffer for the slices' partial results, grown on a node's first call (which runs
+// before any recording); earlier kernels may still read the old one.
+float* slice_partials(Context& cx, const BnDims& d, const Slices& s, const char* op) {
+  const size_t floats = size_t(d.c * s.count * 3);
+  if (floats > cx.bn_partials_floats) {
+    TB_CUDA_CHECK(cudaStreamSynchronize(cx.stream), op, shape_str(d));
+    if (cx.bn_partials) cudaFree(cx.bn_partials);
+    cx.bn_partials = nullptr, cx.bn_partials_floats = 0;
+    const cudaError_t e = cudaMalloc(&cx.bn_partials, floats * sizeof(float));
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      cx.bn_partials = nullptr;
+      fail_cuda(e, "cudaMalloc (batch norm partial sums)", op, shape_str(d), __FILE__, __LINE__);
+    }
+    cx.bn_partials_floats = floats;
+  }
+  return cx.bn_partials;
+}
+
 void check_dims(const char* op, const BnDims& d) {
   if (d.n * d.hw > int64_t(UINT32_MAX))
     fail_msg(op, shape_str(d), "more than 2^32 values per channel");
@@ -164,6 +331,19 @@ void bn_forward_train_launch(Context& cx, const BnDims& d, const BnParams& p, co
   const char* op = forward_op(E, true);
   if (d.c <= 0 || d.n * d.hw <= 0) return;
   check_dims(op, d);
+  const Slices s = slices_for(cx, d);
+  if (s.count > 1) {
+    float* part = slice_partials(cx, d, s, op);
+    const dim3 grid(unsigned(s.count), unsigned(d.c));
+    const unsigned threads = channel_threads(s.len);
+    bn_slice_stats_kernel<<<grid, threads, 0, cx.stream>>>(d, x, uint32_t(s.len), part);
+    TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
+    bn_slice_apply_train_kernel<E>
+        <<<grid, threads, 0, cx.stream>>>(d, p, x, skip, gamma, beta, y, save_mean, save_invstd,
+                                          running_mean, running_var, uint32_t(s.len), part);
+    TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
+    return;
+  }
   bn_forward_train_kernel<E><<<unsigned(d.c), channel_threads(d.n * d.hw), 0, cx.stream>>>(
       d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean, running_var);
   TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
@@ -217,6 +397,26 @@ void bn_backward_launch(Context& cx, const char* op, bool relu, const BnDims& d,
                         const float* save_invstd, float* dx, float* dgamma, float* dbeta) {
   if (d.c <= 0 || d.n * d.hw <= 0) return;
   check_dims(op, d);
+  const Slices s = slices_for(cx, d);
+  if (s.count > 1) {
+    float* part = slice_partials(cx, d, s, op);
+    const dim3 grid(unsigned(s.count), unsigned(d.c));
+    const unsigned threads = channel_threads(s.len);
+    const uint32_t len = uint32_t(s.len);
+    if (relu) {
+      bn_slice_grads_kernel<true>
+          <<<grid, threads, 0, cx.stream>>>(d, x, z, dy, save_mean, save_invstd, len, part);
+      bn_slice_apply_backward_kernel<true><<<grid, threads, 0, cx.stream>>>(
+          d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, len, part);
+    } else {
+      bn_slice_grads_kernel<false>
+          <<<grid, threads, 0, cx.stream>>>(d, x, z, dy, save_mean, save_invstd, len, part);
+      bn_slice_apply_backward_kernel<false><<<grid, threads, 0, cx.stream>>>(
+          d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, len, part);
+    }
+    TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
+    return;
+  }
   if (relu)
     bn_backward_kernel<true><<<unsigned(d.c), channel_threads(d.n * d.hw), 0, cx.stream>>>(
         d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);

@@ -218,6 +218,7 @@ void destroy_context(void* p) {
   if (cx->workspace) cudaFree(cx->workspace);
   if (cx->bf16_scratch) cudaFree(cx->bf16_scratch);
   if (cx->params16) cudaFree(cx->params16);
+  if (cx->bn_partials) cudaFree(cx->bn_partials);
   if (cx->stream) cudaStreamDestroy(cx->stream);
   (void)cudaGetLastError();
   delete cx;

@@ -44,6 +44,9 @@ struct Context {
   };
   std::map<std::array<int64_t, 10>, ConvAlgo> conv_algos;
 
+  // Batch norm's per-slice partial results (batchnorm.cu), grown on first use.
+  float* bn_partials = nullptr;
+  size_t bn_partials_floats = 0;
   // bf16 copies of the library ops' operands (bf16.cu), grown on first use.
   void* bf16_scratch = nullptr;
   size_t bf16_scratch_bytes = 0;
