@@ -4,7 +4,7 @@
 # Prepare here: bench/device/prepare_quick.sh. Device call: carry [".devrun"],
 # command "bash bench/device/quick.sh", timeout_s ~300.
 # Files back (at most 8): quick.log (environment, every step, the profiles), cuda_tests.log and
-# five records.
+# six records.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 OUT=${OUT:-/tmp/tb-out}
@@ -31,7 +31,8 @@ step cuda_tests 90 /tmp/tb/trainbench_tests --gtest_filter='Cuda*:TorchParity*'
 grep -E "FAILED|Failure|error" "$OUT/cuda_tests.log" | head -30
 step mlp 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --data .devrun/fashion --out "$OUT/mlp_cuda.json"
 step mlp_nographs 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --no-graphs --data .devrun/fashion --out "$OUT/mlp_cuda_nographs.json"
-grep -E "step graphs|host issues" "$LOG"
+step mlp_fused 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --fused-mlp --data .devrun/fashion --out "$OUT/mlp_cuda_fused.json"
+grep -E "step graphs|host issues|fused MLP" "$LOG"
 step resnet 40 $TB run resnet50-cifar10 --device cuda --precision tf32 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda.json"
 step resnet_bf16 40 $TB run resnet50-cifar10 --device cuda --precision bf16 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16.json"
 step resnet_bf16_nhwc 40 $TB run resnet50-cifar10 --device cuda --precision bf16 --nhwc --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16_nhwc.json"

@@ -21,6 +21,7 @@
 #include "ops/batchnorm.h"
 #include "ops/conv2d.h"
 #include "ops/dense.h"
+#include "ops/mlp_step.h"
 #include "ops/optimizer.h"
 #include "ops/pool.h"
 
@@ -71,6 +72,9 @@ struct BackendConfig {
   // change layout in the same pass that converts to bf16, so they cost no extra pass. The engine's
   // own buffers stay NCHW.
   bool bf16_nhwc = false;
+  // CUDA fp32: a one-hidden-layer MLP's training step as three kernels (Backend::mlp_step)
+  // instead of about nine ops, for steps that are launch latency (fashion-mlp).
+  bool fused_mlp = false;
 };
 
 struct Backend {
@@ -177,6 +181,11 @@ struct Backend {
                      const SgdParams& hp) = nullptr;
   // The training step's last op: advance(*c) on the device.
   void (*advance_cursor)(void* ctx, StepCursor* c) = nullptr;
+
+  // ---- fused steps (optional) ----
+  // The whole of MlpStep except the cursor's advance, which the caller issues after it. Returns
+  // false, having issued nothing, where it does not take these shapes or this precision.
+  bool (*mlp_step)(void* ctx, const MlpStep& s) = nullptr;
 
   // ---- graphs (optional; nullptr: every op runs as it is issued) ----
   // Between graph_begin and graph_end the ops issued are recorded, not run. graph_end returns a

@@ -27,6 +27,7 @@ struct RunOptions {
   bool deterministic = false;  // BackendConfig::deterministic
   bool graphs = true;          // BackendConfig::graphs (--no-graphs)
   bool nhwc = false;           // BackendConfig::bf16_nhwc (--nhwc)
+  bool fused_mlp = false;      // BackendConfig::fused_mlp (--fused-mlp)
 };
 
 int run_command(RunOptions& o);
@@ -48,6 +49,7 @@ struct ProfileCommandOptions {
   int batch = -1, threads = -1;
   bool deterministic = false;  // BackendConfig::deterministic
   bool nhwc = false;           // BackendConfig::bf16_nhwc (--nhwc)
+  bool fused_mlp = false;      // BackendConfig::fused_mlp (--fused-mlp)
   int64_t steps = 10;
   std::string data, out;
 };
@@ -60,7 +62,8 @@ int data_command(const std::string& from, const std::string& to);
 // "cpu", "cuda", "cuda:N" -> kind and index; throws Error otherwise.
 void parse_device(const std::string& s, DeviceKind* kind, int* index);
 Precision parse_precision(const std::string& s);
-// --nhwc names a layout for CUDA's bf16 convolutions only; throws Error elsewhere.
-void check_nhwc(const BackendConfig& cfg);
+// --nhwc (CUDA bf16) and --fused-mlp (CUDA fp32) apply to one device and precision each; throws
+// Error elsewhere rather than run without them.
+void check_cuda_options(const BackendConfig& cfg);
 
 }  // namespace tb

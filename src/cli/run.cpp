@@ -50,10 +50,12 @@ Precision parse_precision(const std::string& s) {
   fail("--precision: '{}' is not fp32, tf32 or bf16", s);
 }
 
-void check_nhwc(const BackendConfig& cfg) {
+void check_cuda_options(const BackendConfig& cfg) {
   TB_CHECK(!cfg.bf16_nhwc || (cfg.device == DeviceKind::cuda && cfg.precision == Precision::bf16),
            "--nhwc: only for --device cuda --precision bf16 (the layout of its convolutions' "
            "bf16 copies)");
+  TB_CHECK(!cfg.fused_mlp || (cfg.device == DeviceKind::cuda && cfg.precision == Precision::fp32),
+           "--fused-mlp: only for --device cuda --precision fp32 (its kernels compute in fp32)");
 }
 
 // Every value, its median, min, max and spread ((max - min) / median) for --repeat.
@@ -87,7 +89,8 @@ int run_command(RunOptions& o) {
   cfg.deterministic = o.deterministic;
   cfg.graphs = o.graphs;
   cfg.bf16_nhwc = o.nhwc;
-  check_nhwc(cfg);
+  cfg.fused_mlp = o.fused_mlp;
+  check_cuda_options(cfg);
   // The device first: a missing GPU fails before minutes of data loading.
   std::unique_ptr<Backend> backend = make_backend(cfg);
   if (cfg.device == DeviceKind::cpu && o.hp.threads == 0) o.hp.threads = cpu_threads_available();
@@ -156,6 +159,7 @@ int run_command(RunOptions& o) {
   // run in full and every run's times, with median and spread.
   std::vector<double> train_s, test_s, train_test_s, steady, accuracy;
   std::string step_graphs;
+  bool fused_mlp_step = false;  // --fused-mlp was taken (the backend may decline a shape)
   for (int r = 0; r < o.repeat; ++r) {
     if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
     Trainer trainer(model, *backend, o.hp, w, data);
@@ -164,6 +168,7 @@ int run_command(RunOptions& o) {
     sampler.set_phase("test");
     facts.test = trainer.evaluate();
     step_graphs = trainer.graph_summary();
+    fused_mlp_step = trainer.fused_issues > 0;
     facts.algorithms = nlohmann::json::object();
     const std::vector<std::string> notes = trainer.node_notes();
     for (size_t i = 0; i < notes.size(); ++i)
@@ -183,6 +188,7 @@ int run_command(RunOptions& o) {
   record["deterministic"] = o.deterministic;
   record["step_graphs"] = step_graphs;
   record["conv_layout"] = o.nhwc ? "nhwc" : "nchw";
+  record["fused_mlp_step"] = fused_mlp_step;
   if (o.repeat > 1) {
     record["repeats"] = {{"count", o.repeat},
                          {"train_s", spread_json(train_s)},
@@ -228,6 +234,8 @@ int run_command(RunOptions& o) {
     fmt::print("host issues a step in {:.3f} ms of its {:.3f} ({} sampled steps)\n",
                t.split.host_ms, t.split.whole_ms, t.split.host_samples);
   if (cfg.device == DeviceKind::cuda) fmt::print("step graphs: {}\n", step_graphs);
+  if (o.fused_mlp)
+    fmt::print("fused MLP step: {}\n", fused_mlp_step ? "taken" : "declined (not this model)");
   if (t.split.samples == 0 || t.split.host_samples == 0)
     fmt::print("step split: not sampled (too few steps)\n");
   if (o.repeat > 1) {

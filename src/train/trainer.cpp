@@ -146,6 +146,18 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
     }
   }
 
+  // input -> dense (+ReLU) -> dense, parameters [W1 | b1 | W2 | b2]: Backend::mlp_step's shape.
+  {
+    const std::vector<Node>& N = m.nodes;
+    mlp_fusable = N.size() == 4 && N[1].kind == OpKind::dense && N[1].in0 == 0 && N[1].bias &&
+                  N[2].kind == OpKind::relu && N[2].in0 == 1 && N[3].kind == OpKind::dense &&
+                  N[3].in0 == 2 && N[3].bias && relu_fusion[1] == ReluFusion::forward &&
+                  N[1].param_offset == 0 && N[3].param_offset == N[1].param_count &&
+                  N[3].param_count == (N[1].c + 1) * N[3].c &&
+                  m.param_count == N[1].param_count + N[3].param_count && m.classes == N[3].c &&
+                  hp.optimizer != "sgd" && !hp.augment;
+  }
+
   // A node whose one consumer is a residual add gets the add's gradient unchanged: it shares
   // the add's gradient buffer instead of receiving a copy (ResNet: every bn3 and projection BN).
   grad_of_add.assign(nodes, -1);
@@ -569,11 +581,7 @@ bool Trainer::replay_step_graph(int64_t n) {
     if (!issued_sizes.count(n)) return false;
     be.graph_begin(be.ctx);
     try {
-      load_train_batch(n);
-      forward(n, true);
-      loss(n);
-      backward(n);
-      optimizer_update();
+      issue_step(n);
     } catch (const Error& e) {
       graph_failure = e.what();
     }
@@ -604,28 +612,56 @@ std::string Trainer::graph_summary() const {
          std::to_string(step_graphs.size()) + " graph(s), batch " + sizes;
 }
 
+bool Trainer::fused_mlp_step(int64_t n) {
+  if (!be.mlp_step || !mlp_fusable) return false;
+  MlpStep s;
+  s.batch = train_spec;
+  s.batch.n = n, s.batch.cursor = cursor;
+  s.images = train_images, s.labels = train_labels, s.indices = train_indices;
+  s.in = model.nodes[0].out_size(), s.hidden = model.nodes[1].c, s.classes = model.nodes[3].c;
+  s.params = params, s.grads = grads, s.m = opt_m, s.v = opt_v, s.adam = hp.adam;
+  s.h = out[2], s.logits = out[3], s.dlogits = grad[3], s.dh = grad[1];
+  s.y = labels, s.metrics = metrics;
+  if (!be.mlp_step(be.ctx, s)) return false;
+  fused_issues++;
+  return true;
+}
+
+void Trainer::issue_step(int64_t n) {
+  if (fused_mlp_step(n)) {
+    be.advance_cursor(be.ctx, cursor);
+    return;
+  }
+  load_train_batch(n);
+  forward(n, true);
+  loss(n);
+  backward(n);
+  optimizer_update();
+}
+
 void Trainer::step(int64_t n, StepSplit* split) {
-  // A sampled step times its parts, so it runs them as issued.
   if (!split && replay_step_graph(n)) return;
   if (be.graph_begin) issued_sizes.insert(n);  // the next step at this size may record
+  if (!split) return issue_step(n);
+  // A sampled step times its parts, so it runs them as issued, one by one.
   Clock::time_point t0;
   auto lap = [&](double* acc) {
-    if (!split) return;
     be.synchronize(be.ctx);
     *acc += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     t0 = Clock::now();
   };
-  if (split) be.synchronize(be.ctx), t0 = Clock::now();
+  be.synchronize(be.ctx);
+  t0 = Clock::now();
   load_train_batch(n);
-  lap(split ? &split->data_ms : nullptr);
+  lap(&split->data_ms);
   forward(n, true);
   loss(n);
-  lap(split ? &split->forward_ms : nullptr);
+  lap(&split->forward_ms);
   backward(n);
-  lap(split ? &split->backward_ms : nullptr);
+  lap(&split->backward_ms);
   optimizer_update();
-  lap(split ? &split->optimizer_ms : nullptr);
-  if (split) split->samples++;
+  lap(&split->optimizer_ms);
+  split->samples++;
 }
 
 EvalResult Trainer::evaluate() {

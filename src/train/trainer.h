@@ -116,6 +116,12 @@ struct Trainer {
   int64_t graph_steps = 0;         // training steps replayed from a graph
   std::string graph_failure;       // why recording failed; no graphs from then on
 
+  // The model is a one-hidden-layer MLP trained with Adam, without augmentation, whose step the
+  // backend may run fused (Backend::mlp_step); and how often the fused step was issued (a
+  // recording counts once, its replays not at all).
+  bool mlp_fusable = false;
+  int64_t fused_issues = 0;
+
   // Profiles on a backend with device timers: marks around each node of a pass (trainer.cpp's
   // PassTimer), and the node each pair of marks timed.
   void* node_timers = nullptr;
@@ -153,8 +159,13 @@ struct Trainer {
   // One line for the record and the CLI: how many steps ran from graphs, or why none did.
   std::string graph_summary() const;
   // One training step on the n images where the cursor stands: data, forward, loss, backward,
-  // update. split: time the parts (synchronizing between them).
+  // update. split: time the parts (synchronizing between them; then op by op, never fused).
   void step(int64_t n, StepSplit* split);
+  // Issues the ops of one step in order (what a graph records): the backend's fused step where
+  // it takes this one, else op by op; then the cursor's advance.
+  void issue_step(int64_t n);
+  // The backend's fused MLP step for n images; false where there is none or it declined.
+  bool fused_mlp_step(int64_t n);
   EvalResult evaluate();
   TrainResult train(const std::function<void(const Progress&)>& on_progress);
 

@@ -68,9 +68,14 @@ TEST(Cli, BadPrecision) {
 TEST(Cli, BadDevice) {
   expect_one_line_error(run("run fashion-mlp --device tpu"), "tpu");
 }
+// Options that apply to one device and precision refuse the others rather than do nothing.
 TEST(Cli, NhwcOutsideCudaBf16) {
   expect_one_line_error(run("run fashion-mlp --nhwc --steps 1"), "--nhwc");
   expect_one_line_error(run("profile resnet50-cifar10 --nhwc --steps 1"), "--nhwc");
+}
+TEST(Cli, FusedMlpOutsideCudaFp32) {
+  expect_one_line_error(run("run fashion-mlp --fused-mlp --steps 1"), "--fused-mlp");
+  expect_one_line_error(run("profile fashion-mlp --fused-mlp --steps 1"), "--fused-mlp");
 }
 TEST(Cli, UnreadableData) {
   expect_one_line_error(run("run fashion-mlp --data /nonexistent/fashion"), "/nonexistent/fashion");

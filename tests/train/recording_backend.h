@@ -21,6 +21,7 @@
 
 #include "backends/backend.h"
 #include "core/error.h"
+#include "ops/mlp_step.h"
 
 namespace tb::testing {
 
@@ -36,6 +37,10 @@ struct Recorder {
   const float* param_array = nullptr;
   int64_t param_count = -1;
   std::vector<float> param_values;
+  // With fused_mlp it offers Backend::mlp_step, run by ref::mlp_step (host memory: the inner
+  // backend must be the reference or the CPU one); fused counts its calls outside recordings.
+  bool fused_mlp = false;
+  int64_t fused = 0;
   int marks = 0;  // timer marks made
   size_t memory_cap = 0, allocated = 0;
   std::map<void*, size_t> sizes;  // what each live allocation counts against the cap
@@ -128,6 +133,19 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
     if (params)
       r.inner->download(r.inner->ctx, r.param_values.data(), params, size_t(count) * sizeof(float));
     if (r.inner->set_param_array) r.inner->set_param_array(r.inner->ctx, params, count);
+  };
+
+  b->mlp_step = [](void* ctx, const MlpStep& s) {
+    Recorder& r = recorder(ctx);
+    if (!r.fused_mlp) return false;
+    if (r.tape) {
+      r.tape->push_back([s]() { ref::mlp_step(s); });
+      return true;
+    }
+    if (!r.replaying) r.issued++;
+    r.fused++;
+    ref::mlp_step(s);
+    return true;
   };
 
 #define TB_RECORD_OR_RUN(m) \

@@ -231,6 +231,41 @@ TEST(Trainer, ReplayedStepIssuesOnlyTheGraphLaunch) {
   EXPECT_EQ(c.updates, 7);
 }
 
+// A fused MLP step (Backend::mlp_step; here ref::mlp_step, offered by the recording backend) in
+// place of the nine ops it fuses: the same run, with graphs, two batch sizes and epochs, ends with
+// the same parameters and losses to the bit, since the reference composes the same ops in the
+// same order. This checks what the Trainer hands the fused step (which buffer is which, the
+// cursor, the advance after it), which a backend's own step is then checked against on its device.
+TEST(Trainer, FusedMlpStepMatchesIssuedOps) {
+  std::vector<float> params[2], buffers[2];
+  double loss[2] = {0, 0};
+  for (int fused = 0; fused < 2; ++fused) {
+    RecordedMlp run(90, 32, 12);  // 32 32 26 a epoch
+    run.hp.epochs = 3;
+    testing::recorder(run.be->ctx).fused_mlp = fused == 1;
+    Trainer t(run.m, *run.be, run.hp, run.w, run.data);
+    EXPECT_TRUE(t.mlp_fusable);
+    loss[fused] = t.train(nullptr).epochs.back().loss;
+    params[fused] = t.download_params();
+    // The last step's h, logits, their gradient and the gradient at the ReLU's input: the
+    // buffers the separate ops write, so anything reading them after a step reads the same.
+    const int64_t n = 26, sizes[4] = {n * 16, n * 10, n * 10, n * 16};
+    const float* bufs[4] = {t.out[2], t.out[3], t.grad[3], t.grad[1]};
+    for (int k = 0; k < 4; ++k) {
+      std::vector<float> b(size_t(sizes[k]));
+      run.be->download(run.be->ctx, b.data(), bufs[k], b.size() * sizeof(float));
+      buffers[fused].insert(buffers[fused].end(), b.begin(), b.end());
+    }
+    if (fused) {
+      EXPECT_GT(run.rec.fused, 0) << "the fused step never ran";
+      EXPECT_GT(run.rec.launched, 0) << "no graph was replayed";
+    }
+  }
+  EXPECT_EQ(params[1], params[0]);
+  EXPECT_EQ(loss[1], loss[0]);
+  EXPECT_EQ(buffers[1], buffers[0]);
+}
+
 // A backend that keeps a copy derived from the parameters (CUDA bf16's mirror) learns where the
 // array is once its values are in place, and that it goes away before the arena is freed.
 TEST(Trainer, RegistersItsParameterArrayAndLetsGo) {

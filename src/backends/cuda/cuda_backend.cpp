@@ -364,6 +364,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   cuda::register_pool(*b);
   cuda::register_optimizers(*b);
   cuda::register_timers(*b);
+  if (cfg.fused_mlp) cuda::register_mlp_step(*b);
   return b;
 }
 

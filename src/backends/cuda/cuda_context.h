@@ -179,5 +179,6 @@ void register_pool(Backend& b);         // pool.cu
 void register_elementwise(Backend& b);  // elementwise.cu: relu, add, softmax_ce, gather_batch, fill
 void register_optimizers(Backend& b);   // optimizer.cu
 void register_timers(Backend& b);       // timers.cu: events behind a gate, for profiles
+void register_mlp_step(Backend& b);     // mlp_step.cu: a small MLP's step in three kernels
 
 }  // namespace tb::cuda

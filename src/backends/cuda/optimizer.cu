@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backends/cuda/adam.cuh"
 #include "backends/cuda/cuda_context.h"
 
 namespace tb::cuda {
@@ -19,21 +20,6 @@ constexpr int kThreads = 256;
 bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
-
-struct AdamK {
-  float lr, b1, b2, eps, wd, inv_bc1, inv_bc2;
-  // This step's bias corrections, from the cursor's update count.
-  __device__ __forceinline__ void correct_for(int64_t step) {
-    inv_bc1 = float(1.0 / (1.0 - pow(double(b1), double(step))));
-    inv_bc2 = float(1.0 / (1.0 - pow(double(b2), double(step))));
-  }
-  __device__ __forceinline__ void operator()(float& p, float g, float& m, float& v) const {
-    const float gi = g + wd * p;
-    m = b1 * m + (1.f - b1) * gi;
-    v = b2 * v + (1.f - b2) * gi * gi;
-    p = p - lr * (m * inv_bc1) / (sqrtf(v * inv_bc2) + eps);
-  }
-};
 
 __device__ __forceinline__ void store16(__nv_bfloat16* p16, int64_t i, float4 v) {
   const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
