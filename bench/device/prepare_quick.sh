@@ -4,7 +4,7 @@
 # files, a 4,000-image CIFAR-10 subset (bench/device/quick.sh) and the whole CIFAR-10 JPEG set
 # (bench/device/accuracy.sh), about 60 MB of the carry's 64 MiB. No device time goes to
 # compiling. Then, on one warm machine: carry [".devrun"], "bash bench/device/quick.sh"
-# (timeout_s ~300; correctness and trainbench's own speed) first, then as time allows
+# (timeout_s ~360; correctness and trainbench's own speed) first, then as time allows
 # "bash bench/device/versus.sh" (~540; against PyTorch's best) or
 # "bash bench/device/accuracy.sh" (~420; 10 epochs, accuracy against PyTorch).
 set -euo pipefail

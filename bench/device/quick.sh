@@ -2,13 +2,17 @@
 # Prebuilt GPU check for a short lease: runs binaries built on the CPU machine (CUDA ON, sm_90)
 # with their libraries carried in .devrun/pack.tar.xz, so no device time goes to compiling.
 # Prepare here: bench/device/prepare_quick.sh. Device call: carry [".devrun"],
-# command "bash bench/device/quick.sh", timeout_s ~300.
+# command "bash bench/device/quick.sh", timeout_s ~360. The steps share one deadline (QUICK_BUDGET_S,
+# default 330 s): a step that would start too late is skipped and says so, so the call ends in time
+# with everything written so far.
 # Files back (at most 8): quick.log (environment, every step, the profiles), cuda_tests.log and
 # six records.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 OUT=${OUT:-/tmp/tb-out}
 LOG="$OUT/quick.log"
+BUDGET=${QUICK_BUDGET_S:-330}
+T0=$(date +%s)
 mkdir -p "$OUT" /tmp/tb
 tar -xJf .devrun/pack.tar.xz -C /tmp/tb
 libdirs=$(find /usr/local/cuda*/lib* /usr/local/lib /opt /usr/lib -xdev \( -name 'libcudnn.so.9' \
@@ -19,7 +23,13 @@ TB=/tmp/tb/trainbench
 # step NAME LIMIT_S CMD...: output to quick.log (cuda_tests to its own log), status and tail shown.
 step() {
   local name=$1 limit=$2; shift 2
-  local out="$LOG" s=$(date +%s)
+  local out="$LOG" s=$(date +%s) left
+  left=$((T0 + BUDGET - s))
+  if [ "$left" -lt 15 ]; then
+    echo "== $name skipped: out of time (QUICK_BUDGET_S=$BUDGET)" | tee -a "$LOG"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   [ "$name" = cuda_tests ] && out="$OUT/cuda_tests.log"
   echo "===== $name: $*" >>"$out"
   timeout -k 3 "$limit" "$@" >>"$out" 2>&1
