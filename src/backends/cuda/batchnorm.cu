@@ -69,6 +69,100 @@ __device__ __forceinline__ float finish(float v, const float* skip, int64_t k) {
   return E == kPlain ? v : fmaxf(v, 0.f);
 }
 
+// ---- one channel's values j in [begin, end) (all n*hw of them, or a slice), by one block ----
+struct Range {
+  uint32_t begin, end;
+};
+
+// The range's mean and centred sum of squares (two passes, as the reference).
+struct MeanM2 {
+  float mean, m2;
+};
+__device__ MeanM2 range_mean_m2(const BnDims& d, const float* x, int64_t c, Range r, float* sh) {
+  const uint32_t hw = uint32_t(d.hw);
+  float s = 0.f;
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) s += x[at(j, hw, c, d.c)];
+  const float mean = block_sum(s, sh) / float(r.end - r.begin);
+  float q = 0.f;
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
+    const float t = x[at(j, hw, c, d.c)] - mean;
+    q += t * t;
+  }
+  return {mean, block_sum(q, sh)};
+}
+
+// 1/sqrt(var + eps) from the channel's mean and centred sum of squares over its m values; with
+// `write`, thread 0 also saves them for the backward and updates the running statistics.
+__device__ float channel_statistics(const BnParams& p, int64_t c, uint32_t m, MeanM2 s, bool write,
+                                    float* save_mean, float* save_invstd, float* running_mean,
+                                    float* running_var) {
+  const float var = s.m2 / float(m);
+  const float invstd = 1.f / sqrtf(var + p.eps);
+  if (write && threadIdx.x == 0) {
+    save_mean[c] = s.mean;
+    save_invstd[c] = invstd;
+    const float unbiased = m > 1 ? s.m2 / float(m - 1) : var;
+    running_mean[c] = (1.f - p.momentum) * running_mean[c] + p.momentum * s.mean;
+    running_var[c] = (1.f - p.momentum) * running_var[c] + p.momentum * unbiased;
+  }
+  return invstd;
+}
+
+template <int E>
+__device__ void range_normalise(const BnDims& d, const float* x, const float* skip, float* y,
+                                int64_t c, Range r, float mean, float g, float b) {
+  const uint32_t hw = uint32_t(d.hw);
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
+    const int64_t k = at(j, hw, c, d.c);
+    y[k] = finish<E>((x[k] - mean) * g + b, skip, k);
+  }
+}
+
+// Relu: dy is the gradient of the fused ReLU's output z, and BN's own gradient is dy where
+// z > 0, else 0 (z is unused otherwise).
+template <bool Relu>
+__device__ __forceinline__ float bn_dy(const float* z, const float* dy, int64_t k) {
+  return (!Relu || z[k] > 0.f) ? dy[k] : 0.f;
+}
+
+// The range's sums of dy and of dy * xhat.
+struct GradSums {
+  float dy, dyx;
+};
+template <bool Relu>
+__device__ GradSums range_grad_sums(const BnDims& d, const float* x, const float* z,
+                                    const float* dy, int64_t c, Range r, float mean, float invstd,
+                                    float* sh) {
+  const uint32_t hw = uint32_t(d.hw);
+  float sdy = 0.f, sdyx = 0.f;
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
+    const int64_t k = at(j, hw, c, d.c);
+    const float g = bn_dy<Relu>(z, dy, k);
+    sdy += g;
+    sdyx += g * ((x[k] - mean) * invstd);
+  }
+  const float sum_dy = block_sum(sdy, sh);
+  return {sum_dy, block_sum(sdyx, sh)};
+}
+
+// dx over the range from the channel's sums over all its m values; with `write`, thread 0 also
+// writes dgamma and dbeta.
+template <bool Relu>
+__device__ void range_dx(const BnDims& d, const float* x, const float* z, const float* dy,
+                         const float* gamma, int64_t c, Range r, uint32_t m, float mean,
+                         float invstd, GradSums s, bool write, float* dx, float* dgamma,
+                         float* dbeta) {
+  if (write && threadIdx.x == 0) dgamma[c] = s.dyx, dbeta[c] = s.dy;
+  const uint32_t hw = uint32_t(d.hw);
+  const float a = gamma[c] * invstd, mean_dy = s.dy / float(m), mean_dyx = s.dyx / float(m);
+  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
+    const int64_t k = at(j, hw, c, d.c);
+    const float xhat = (x[k] - mean) * invstd;
+    dx[k] = a * (bn_dy<Relu>(z, dy, k) - mean_dy - xhat * mean_dyx);
+  }
+}
+
+// ---- one block per channel ----
 template <int E>
 __global__ void bn_forward_train_kernel(BnDims d, BnParams p, const float* x, const float* skip,
                                         const float* gamma, const float* beta, float* y,
@@ -76,30 +170,12 @@ __global__ void bn_forward_train_kernel(BnDims d, BnParams p, const float* x, co
                                         float* running_var) {
   __shared__ float sh[32];
   const int64_t c = blockIdx.x;
-  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
-  float s = 0.f;
-  for (uint32_t j = threadIdx.x; j < m; j += blockDim.x) s += x[at(j, hw, c, d.c)];
-  const float mean = block_sum(s, sh) / float(m);
-  float q = 0.f;
-  for (uint32_t j = threadIdx.x; j < m; j += blockDim.x) {
-    const float t = x[at(j, hw, c, d.c)] - mean;
-    q += t * t;
-  }
-  const float sq = block_sum(q, sh);
-  const float var = sq / float(m);
-  const float invstd = 1.f / sqrtf(var + p.eps);
-  const float g = gamma[c] * invstd, b = beta[c];
-  for (uint32_t j = threadIdx.x; j < m; j += blockDim.x) {
-    const int64_t k = at(j, hw, c, d.c);
-    y[k] = finish<E>((x[k] - mean) * g + b, skip, k);
-  }
-  if (threadIdx.x == 0) {
-    save_mean[c] = mean;
-    save_invstd[c] = invstd;
-    const float unbiased = m > 1 ? sq / float(m - 1) : var;
-    running_mean[c] = (1.f - p.momentum) * running_mean[c] + p.momentum * mean;
-    running_var[c] = (1.f - p.momentum) * running_var[c] + p.momentum * unbiased;
-  }
+  const uint32_t m = uint32_t(d.n * d.hw);
+  const Range all{0, m};
+  const MeanM2 s = range_mean_m2(d, x, c, all, sh);
+  const float invstd =
+      channel_statistics(p, c, m, s, true, save_mean, save_invstd, running_mean, running_var);
+  range_normalise<E>(d, x, skip, y, c, all, s.mean, gamma[c] * invstd, beta[c]);
 }
 
 template <int E>
@@ -116,8 +192,6 @@ __global__ void bn_forward_eval_kernel(BnDims d, BnParams p, const float* x, con
   }
 }
 
-// Relu: dy is the gradient of the fused ReLU's output z, and BN's own gradient is dy where
-// z > 0, else 0 (z is unused otherwise).
 template <bool Relu>
 __global__ void bn_backward_kernel(BnDims d, const float* x, const float* z, const float* dy,
                                    const float* gamma, const float* save_mean,
@@ -125,31 +199,14 @@ __global__ void bn_backward_kernel(BnDims d, const float* x, const float* z, con
                                    float* dbeta) {
   __shared__ float sh[32];
   const int64_t c = blockIdx.x;
-  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
+  const uint32_t m = uint32_t(d.n * d.hw);
+  const Range all{0, m};
   const float mean = save_mean[c], invstd = save_invstd[c];
-  float sdy = 0.f, sdyx = 0.f;
-  for (uint32_t j = threadIdx.x; j < m; j += blockDim.x) {
-    const int64_t k = at(j, hw, c, d.c);
-    const float g = (!Relu || z[k] > 0.f) ? dy[k] : 0.f;
-    sdy += g;
-    sdyx += g * ((x[k] - mean) * invstd);
-  }
-  const float sum_dy = block_sum(sdy, sh);
-  const float sum_dy_xhat = block_sum(sdyx, sh);
-  if (threadIdx.x == 0) {
-    dgamma[c] = sum_dy_xhat;
-    dbeta[c] = sum_dy;
-  }
-  const float a = gamma[c] * invstd, mean_dy = sum_dy / float(m), mean_dyx = sum_dy_xhat / float(m);
-  for (uint32_t j = threadIdx.x; j < m; j += blockDim.x) {
-    const int64_t k = at(j, hw, c, d.c);
-    const float xhat = (x[k] - mean) * invstd;
-    const float g = (!Relu || z[k] > 0.f) ? dy[k] : 0.f;
-    dx[k] = a * (g - mean_dy - xhat * mean_dyx);
-  }
+  const GradSums s = range_grad_sums<Relu>(d, x, z, dy, c, all, mean, invstd, sh);
+  range_dx<Relu>(d, x, z, dy, gamma, c, all, m, mean, invstd, s, true, dx, dgamma, dbeta);
 }
 
-// ---- channels in slices ----
+// ---- channels in slices: block (x = slice, y = channel) ----
 struct Slices {
   int64_t count = 1;  // slices per channel, each non-empty
   int64_t len = 0;    // values per slice (the last may have fewer)
@@ -169,34 +226,25 @@ Slices slices_for(const Context& cx, const BnDims& d) {
   return s;
 }
 
-// The slice's range of j (0 .. n*hw) for block (x = slice, y = channel).
-struct SliceRange {
-  uint32_t begin, end;
-};
-__device__ __forceinline__ SliceRange slice_range(uint32_t m, uint32_t len) {
+__device__ __forceinline__ Range slice_range(uint32_t m, uint32_t len) {
   const uint64_t b = uint64_t(blockIdx.x) * len, e = b + len;
   return {uint32_t(b), uint32_t(e < m ? e : m)};
 }
 
-// part[(c * slices + s) * 3 ..]: the slice's count, mean and centred sum of squares.
+// Each slice's partial result in part[(c * slices + slice) * 3 ..]: forward its count, mean and
+// centred sum of squares; backward its two gradient sums.
+__device__ __forceinline__ float* partial(float* part, int64_t c, uint32_t slice) {
+  return part + (c * gridDim.x + slice) * 3;
+}
+
 __global__ void bn_slice_stats_kernel(BnDims d, const float* x, uint32_t len, float* part) {
   __shared__ float sh[32];
   const int64_t c = blockIdx.y;
-  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
-  const SliceRange r = slice_range(m, len);
-  const float count = float(r.end - r.begin);
-  float sum = 0.f;
-  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) sum += x[at(j, hw, c, d.c)];
-  const float mean = block_sum(sum, sh) / count;
-  float q = 0.f;
-  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
-    const float t = x[at(j, hw, c, d.c)] - mean;
-    q += t * t;
-  }
-  const float m2 = block_sum(q, sh);
+  const Range r = slice_range(uint32_t(d.n * d.hw), len);
+  const MeanM2 s = range_mean_m2(d, x, c, r, sh);
   if (threadIdx.x == 0) {
-    float* out = part + (c * gridDim.x + blockIdx.x) * 3;
-    out[0] = count, out[1] = mean, out[2] = m2;
+    float* out = partial(part, c, blockIdx.x);
+    out[0] = float(r.end - r.begin), out[1] = s.mean, out[2] = s.m2;
   }
 }
 
@@ -205,60 +253,40 @@ __global__ void bn_slice_apply_train_kernel(BnDims d, BnParams p, const float* x
                                             const float* gamma, const float* beta, float* y,
                                             float* save_mean, float* save_invstd,
                                             float* running_mean, float* running_var, uint32_t len,
-                                            const float* part) {
-  __shared__ float stats[2];
+                                            float* part) {
+  __shared__ MeanM2 channel;
   const int64_t c = blockIdx.y;
-  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
+  const uint32_t m = uint32_t(d.n * d.hw);
   if (threadIdx.x == 0) {
-    double n = 0, mean = 0, m2 = 0;  // the channel so far
+    // Chan et al.'s pairwise combination of the slices' (count, mean, M2), in double.
+    double n = 0, mean = 0, m2 = 0;
     for (uint32_t k = 0; k < gridDim.x; ++k) {
-      const float* in = part + (c * gridDim.x + k) * 3;
+      const float* in = partial(part, c, k);
       const double nb = in[0], delta = double(in[1]) - mean, total = n + nb;
       mean += delta * nb / total;
       m2 += double(in[2]) + delta * delta * n * nb / total;
       n = total;
     }
-    const float var = float(m2 / n);
-    stats[0] = float(mean), stats[1] = 1.f / sqrtf(var + p.eps);
-    if (blockIdx.x == 0) {
-      save_mean[c] = stats[0];
-      save_invstd[c] = stats[1];
-      const float unbiased = m > 1 ? float(m2 / (n - 1)) : var;
-      running_mean[c] = (1.f - p.momentum) * running_mean[c] + p.momentum * stats[0];
-      running_var[c] = (1.f - p.momentum) * running_var[c] + p.momentum * unbiased;
-    }
+    channel = {float(mean), float(m2)};
   }
   __syncthreads();
-  const float mean = stats[0], g = gamma[c] * stats[1], b = beta[c];
-  const SliceRange r = slice_range(m, len);
-  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
-    const int64_t k = at(j, hw, c, d.c);
-    y[k] = finish<E>((x[k] - mean) * g + b, skip, k);
-  }
+  const MeanM2 s = channel;
+  const float invstd = channel_statistics(p, c, m, s, blockIdx.x == 0, save_mean, save_invstd,
+                                          running_mean, running_var);
+  range_normalise<E>(d, x, skip, y, c, slice_range(m, len), s.mean, gamma[c] * invstd, beta[c]);
 }
 
-// part[(c * slices + s) * 3 ..]: the slice's sum of dy and of dy * xhat (dy masked by the fused
-// ReLU's output where Relu).
 template <bool Relu>
 __global__ void bn_slice_grads_kernel(BnDims d, const float* x, const float* z, const float* dy,
                                       const float* save_mean, const float* save_invstd,
                                       uint32_t len, float* part) {
   __shared__ float sh[32];
   const int64_t c = blockIdx.y;
-  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
-  const float mean = save_mean[c], invstd = save_invstd[c];
-  const SliceRange r = slice_range(m, len);
-  float sdy = 0.f, sdyx = 0.f;
-  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
-    const int64_t k = at(j, hw, c, d.c);
-    const float g = (!Relu || z[k] > 0.f) ? dy[k] : 0.f;
-    sdy += g;
-    sdyx += g * ((x[k] - mean) * invstd);
-  }
-  const float sum_dy = block_sum(sdy, sh), sum_dyx = block_sum(sdyx, sh);
+  const Range r = slice_range(uint32_t(d.n * d.hw), len);
+  const GradSums s = range_grad_sums<Relu>(d, x, z, dy, c, r, save_mean[c], save_invstd[c], sh);
   if (threadIdx.x == 0) {
-    float* out = part + (c * gridDim.x + blockIdx.x) * 3;
-    out[0] = sum_dy, out[1] = sum_dyx;
+    float* out = partial(part, c, blockIdx.x);
+    out[0] = s.dy, out[1] = s.dyx;
   }
 }
 
@@ -267,29 +295,21 @@ __global__ void bn_slice_apply_backward_kernel(BnDims d, const float* x, const f
                                                const float* dy, const float* gamma,
                                                const float* save_mean, const float* save_invstd,
                                                float* dx, float* dgamma, float* dbeta, uint32_t len,
-                                               const float* part) {
-  __shared__ float sums[2];
+                                               float* part) {
+  __shared__ GradSums channel;
   const int64_t c = blockIdx.y;
-  const uint32_t m = uint32_t(d.n * d.hw), hw = uint32_t(d.hw);
+  const uint32_t m = uint32_t(d.n * d.hw);
   if (threadIdx.x == 0) {
-    float sdy = 0.f, sdyx = 0.f;
+    GradSums s{0.f, 0.f};
     for (uint32_t k = 0; k < gridDim.x; ++k) {
-      const float* in = part + (c * gridDim.x + k) * 3;
-      sdy += in[0], sdyx += in[1];
+      const float* in = partial(part, c, k);
+      s.dy += in[0], s.dyx += in[1];
     }
-    sums[0] = sdy, sums[1] = sdyx;
-    if (blockIdx.x == 0) dgamma[c] = sdyx, dbeta[c] = sdy;
+    channel = s;
   }
   __syncthreads();
-  const float mean = save_mean[c], invstd = save_invstd[c];
-  const float a = gamma[c] * invstd, mean_dy = sums[0] / float(m), mean_dyx = sums[1] / float(m);
-  const SliceRange r = slice_range(m, len);
-  for (uint32_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
-    const int64_t k = at(j, hw, c, d.c);
-    const float xhat = (x[k] - mean) * invstd;
-    const float g = (!Relu || z[k] > 0.f) ? dy[k] : 0.f;
-    dx[k] = a * (g - mean_dy - xhat * mean_dyx);
-  }
+  range_dx<Relu>(d, x, z, dy, gamma, c, slice_range(m, len), m, save_mean[c], save_invstd[c],
+                 channel, blockIdx.x == 0, dx, dgamma, dbeta);
 }
 
 // The context's buffer for the slices' partial results, grown on a node's first call (which runs
@@ -337,15 +357,13 @@ void bn_forward_train_launch(Context& cx, const BnDims& d, const BnParams& p, co
     const dim3 grid(unsigned(s.count), unsigned(d.c));
     const unsigned threads = channel_threads(s.len);
     bn_slice_stats_kernel<<<grid, threads, 0, cx.stream>>>(d, x, uint32_t(s.len), part);
-    TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
     bn_slice_apply_train_kernel<E>
         <<<grid, threads, 0, cx.stream>>>(d, p, x, skip, gamma, beta, y, save_mean, save_invstd,
                                           running_mean, running_var, uint32_t(s.len), part);
-    TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
-    return;
+  } else {
+    bn_forward_train_kernel<E><<<unsigned(d.c), channel_threads(d.n * d.hw), 0, cx.stream>>>(
+        d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean, running_var);
   }
-  bn_forward_train_kernel<E><<<unsigned(d.c), channel_threads(d.n * d.hw), 0, cx.stream>>>(
-      d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean, running_var);
   TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
 }
 
@@ -392,7 +410,8 @@ void bn_add_relu_forward_eval(void* ctx, OpCache&, const BnDims& d, const BnPara
                                    running_var, z);
 }
 
-void bn_backward_launch(Context& cx, const char* op, bool relu, const BnDims& d, const float* x,
+template <bool Relu>
+void bn_backward_launch(Context& cx, const char* op, const BnDims& d, const float* x,
                         const float* z, const float* dy, const float* gamma, const float* save_mean,
                         const float* save_invstd, float* dx, float* dgamma, float* dbeta) {
   if (d.c <= 0 || d.n * d.hw <= 0) return;
@@ -403,41 +422,29 @@ void bn_backward_launch(Context& cx, const char* op, bool relu, const BnDims& d,
     const dim3 grid(unsigned(s.count), unsigned(d.c));
     const unsigned threads = channel_threads(s.len);
     const uint32_t len = uint32_t(s.len);
-    if (relu) {
-      bn_slice_grads_kernel<true>
-          <<<grid, threads, 0, cx.stream>>>(d, x, z, dy, save_mean, save_invstd, len, part);
-      bn_slice_apply_backward_kernel<true><<<grid, threads, 0, cx.stream>>>(
-          d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, len, part);
-    } else {
-      bn_slice_grads_kernel<false>
-          <<<grid, threads, 0, cx.stream>>>(d, x, z, dy, save_mean, save_invstd, len, part);
-      bn_slice_apply_backward_kernel<false><<<grid, threads, 0, cx.stream>>>(
-          d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, len, part);
-    }
-    TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
-    return;
+    bn_slice_grads_kernel<Relu>
+        <<<grid, threads, 0, cx.stream>>>(d, x, z, dy, save_mean, save_invstd, len, part);
+    bn_slice_apply_backward_kernel<Relu><<<grid, threads, 0, cx.stream>>>(
+        d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, len, part);
+  } else {
+    bn_backward_kernel<Relu><<<unsigned(d.c), channel_threads(d.n * d.hw), 0, cx.stream>>>(
+        d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   }
-  if (relu)
-    bn_backward_kernel<true><<<unsigned(d.c), channel_threads(d.n * d.hw), 0, cx.stream>>>(
-        d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
-  else
-    bn_backward_kernel<false><<<unsigned(d.c), channel_threads(d.n * d.hw), 0, cx.stream>>>(
-        d, x, z, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   TB_CUDA_LAUNCH_CHECK(op, shape_str(d));
 }
 
 void bn_backward(void* ctx, OpCache&, const BnDims& d, const float* x, const float* dy,
                  const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
                  float* dgamma, float* dbeta) {
-  bn_backward_launch(context(ctx), "batchnorm_backward", false, d, x, nullptr, dy, gamma, save_mean,
-                     save_invstd, dx, dgamma, dbeta);
+  bn_backward_launch<false>(context(ctx), "batchnorm_backward", d, x, nullptr, dy, gamma, save_mean,
+                            save_invstd, dx, dgamma, dbeta);
 }
 
 void bn_relu_backward(void* ctx, OpCache&, const BnDims& d, const float* x, const float* z,
                       const float* dz, const float* gamma, const float* save_mean,
                       const float* save_invstd, float* dx, float* dgamma, float* dbeta) {
-  bn_backward_launch(context(ctx), "batchnorm_relu_backward", true, d, x, z, dz, gamma, save_mean,
-                     save_invstd, dx, dgamma, dbeta);
+  bn_backward_launch<true>(context(ctx), "batchnorm_relu_backward", d, x, z, dz, gamma, save_mean,
+                           save_invstd, dx, dgamma, dbeta);
 }
 
 }  // namespace
