@@ -129,14 +129,15 @@ std::array<void*, 3> bf16_operands(Context& cx, std::array<int64_t, 3> counts, c
     }
     cx.bf16_scratch_bytes = total;
   }
-  cx.dy16_of = nullptr, cx.dy16 = nullptr, cx.dy16_count = 0;  // this call may overwrite it
   char* base = static_cast<char*>(cx.bf16_scratch);
   return {base + offsets[0], base + offsets[1], base + offsets[2]};
 }
 
-const void* bf16_weights(const Context& cx, const float* w, int64_t count) {
-  if (!cx.params16 || w < cx.params || w + count > cx.params + cx.param_count) return nullptr;
-  return static_cast<const __nv_bfloat16*>(cx.params16) + (w - cx.params);
+const void* weights16(Context& cx, const float* w, int64_t count, void* slot) {
+  if (cx.params16 && w >= cx.params && w + count <= cx.params + cx.param_count)
+    return static_cast<const __nv_bfloat16*>(cx.params16) + (w - cx.params);
+  launch_to_bf16(cx, w, slot, count);
+  return slot;
 }
 
 void set_param_array(void* ctx, const float* params, int64_t count) {

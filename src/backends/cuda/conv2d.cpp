@@ -16,10 +16,9 @@
 // call hands cuDNN bf16 copies of its fp32 operands (bf16.cu) and converts its bf16 result back
 // to fp32, so the rest of the engine stays fp32; tensor-core math as for tf32. Copies are made
 // once where they can be (BackendConfig::reuse_bf16): weights come from the parameter array's
-// bf16 mirror; the forward's copy of x stays in the node's cache for the weight gradient, which
-// the Trainer runs after that forward in the same step with the same x; the weight gradient's
-// copy of dy stays in the scratch for the data gradient, which the Trainer runs right after it.
-// Per convolution and step that is 5 conversions instead of 9.
+// bf16 mirror; the forward's copy of x and the weight gradient's copy of dy stay in the node's
+// cache for the directions after them in the same step (Kept below). Per convolution and step
+// that is 5 conversions instead of 9.
 // bf16 with BackendConfig::bf16_nhwc: the copies are channels-last (x, y, dy, dx NHWC; w, dw
 // KRSC), made and undone in the same pass as the conversion, and the descriptors say NHWC, so
 // cuDNN's tensor-core kernels need no transposes of their own. The weights' copy is then made
@@ -40,22 +39,51 @@ struct Direction {
   cudnnMathType_t math = CUDNN_FMA_MATH;
 };
 
+// A node's own bf16 copy of one operand, made by one direction and read by a later one of the
+// same step: the Trainer runs a node's forward, then its weight gradient, then its data
+// gradient, and nothing writes x, w or dy in between. x goes from the forward to the weight
+// gradient, w (NHWC) from the forward to the data gradient, dy from the weight gradient to the
+// data gradient. `of` is the operand held; a read lets go of it, so a direction that finds
+// another operand (or none) converts its own.
+struct Kept {
+  void* buf = nullptr;  // made on the node's first call, which runs before any recording
+  const float* of = nullptr;
+
+  Kept() = default;
+  Kept(const Kept&) = delete;
+  Kept& operator=(const Kept&) = delete;
+  ~Kept() {
+    if (buf) cudaFree(buf);
+  }
+  // The buffer to copy src (count elements) into, held from now on.
+  void* hold(const float* src, int64_t count, const char* op, const ConvDims& d) {
+    if (!buf) {
+      const cudaError_t e = cudaMalloc(&buf, size_t(count) * 2);
+      if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        buf = nullptr;
+        fail_cuda(e, "cudaMalloc (a node's bf16 copy)", op, shape_str(d), __FILE__, __LINE__);
+      }
+    }
+    of = src;
+    return buf;
+  }
+  // The copy of src if it is the operand held, else null; held no longer either way.
+  const void* take(const float* src) {
+    const void* copy = src == of ? buf : nullptr;
+    of = nullptr;
+    return copy;
+  }
+};
+
 struct ConvCache {
   ConvDims dims;
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   Direction fwd, bwd_data, bwd_filter;
-  // bf16 reuse: the forward's bf16 copy of x (allocated on the node's first forward, which runs
-  // before any recording), and the x it holds, until the weight gradient takes it.
-  void* x16 = nullptr;
-  const float* x16_of = nullptr;
-  // NHWC: the forward's KRSC copy of w, for the data gradient of the same step.
-  void* w16 = nullptr;
-  const float* w16_of = nullptr;
+  Kept x16, w16, dy16;  // bf16 reuse: x and (NHWC) w from the forward, dy from the weight gradient
 
   ~ConvCache() {
-    if (x16) cudaFree(x16);
-    if (w16) cudaFree(w16);
     if (x) cudnnDestroyTensorDescriptor(x);
     if (y) cudnnDestroyTensorDescriptor(y);
     if (w) cudnnDestroyFilterDescriptor(w);
@@ -135,19 +163,6 @@ void from_conv_bf16(Context& cx, const void* src, float* dst, int64_t n, int64_t
     launch_from_bf16(cx, src, dst, n * c * hw);
 }
 
-// A node's own bf16 buffer of `count` elements, made on the node's first call (which runs
-// before any recording).
-void* node_buffer(void*& buf, int64_t count, const char* op, const ConvDims& d) {
-  if (buf) return buf;
-  const cudaError_t e = cudaMalloc(&buf, size_t(count) * 2);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    buf = nullptr;
-    fail_cuda(e, "cudaMalloc (a node's bf16 copy)", op, shape_str(d), __FILE__, __LINE__);
-  }
-  return buf;
-}
-
 // Reuses an algorithm another node of the same shape measured; false when none has yet.
 bool reuse(Context& cx, Direction& dir, const ConvDims& d, int direction, const char* op) {
   auto it = cx.conv_algos.find(conv_choice_key(d, direction));
@@ -214,15 +229,14 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   void* out_y = y;
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, n, kOpFwd);
-    void* x16 = h[0];
-    if (cx.reuse_bf16) x16 = node_buffer(cc.x16, n[0], kOpFwd, d), cc.x16_of = x;
+    void* x16 = cx.reuse_bf16 ? cc.x16.hold(x, n[0], kOpFwd, d) : h[0];
     to_conv_bf16(cx, x, x16, d.n, d.c, d.h * d.w);
-    in_w = cx.nhwc() ? nullptr : bf16_weights(cx, w, n[1]);  // the mirror is KCRS
-    if (!in_w) {
-      void* w16 = h[1];
-      if (cx.nhwc() && cx.reuse_bf16) w16 = node_buffer(cc.w16, n[1], kOpFwd, d), cc.w16_of = w;
+    if (cx.nhwc()) {  // KRSC: not the mirror's layout
+      void* w16 = cx.reuse_bf16 ? cc.w16.hold(w, n[1], kOpFwd, d) : h[1];
       to_conv_bf16(cx, w, w16, d.k, d.c, d.r * d.s);
       in_w = w16;
+    } else {
+      in_w = weights16(cx, w, n[1], h[1]);
     }
     in_x = x16, out_y = h[2];
   }
@@ -255,19 +269,16 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
   const void* in_w = w;
   void* out_dx = dx;
   if (cx.bf16()) {
-    // The weight gradient's copy of this dy, if it is still in the scratch (same slot: same
-    // counts).
-    const bool had_dy = cx.dy16_of == dy && cx.dy16_count == n[2];
-    const void* kept_dy = cx.dy16;
     const auto h = bf16_operands(cx, n, kOpBwdData);
-    if (!(had_dy && kept_dy == h[2])) to_conv_bf16(cx, dy, h[2], d.n, d.k, d.oh() * d.ow());
-    if (cx.nhwc())  // the forward's KRSC copy: the weights do not change within a step
-      in_w = cc.w16 && cc.w16_of == w ? cc.w16 : nullptr;
-    else
-      in_w = bf16_weights(cx, w, n[1]);
-    if (!in_w) to_conv_bf16(cx, w, h[1], d.k, d.c, d.r * d.s), in_w = h[1];
-    cc.w16_of = nullptr;  // taken: a later data gradient converts unless a forward ran again
-    in_dy = h[2], out_dx = h[0];
+    in_dy = cc.dy16.take(dy);
+    if (!in_dy) to_conv_bf16(cx, dy, h[2], d.n, d.k, d.oh() * d.ow()), in_dy = h[2];
+    if (cx.nhwc()) {
+      in_w = cc.w16.take(w);
+      if (!in_w) to_conv_bf16(cx, w, h[1], d.k, d.c, d.r * d.s), in_w = h[1];
+    } else {
+      in_w = weights16(cx, w, n[1], h[1]);
+    }
+    out_dx = h[0];
   }
   choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
       cx, dir, d, 1, kOpBwdData,
@@ -299,15 +310,11 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   void* out_dw = dw;
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, n, kOpBwdFilter);
-    if (cc.x16 && cc.x16_of == x) {
-      in_x = cc.x16;  // the forward's copy
-    } else {
-      to_conv_bf16(cx, x, h[0], d.n, d.c, d.h * d.w);
-      in_x = h[0];
-    }
-    cc.x16_of = nullptr;  // taken: a later weight gradient converts unless a forward ran again
-    to_conv_bf16(cx, dy, h[2], d.n, d.k, d.oh() * d.ow());
-    in_dy = h[2], out_dw = h[1];
+    in_x = cc.x16.take(x);
+    if (!in_x) to_conv_bf16(cx, x, h[0], d.n, d.c, d.h * d.w), in_x = h[0];
+    void* dy16 = cx.reuse_bf16 ? cc.dy16.hold(dy, n[2], kOpBwdFilter, d) : h[2];
+    to_conv_bf16(cx, dy, dy16, d.n, d.k, d.oh() * d.ow());
+    in_dy = dy16, out_dw = h[1];
   }
   choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
       cx, dir, d, 2, kOpBwdFilter,
@@ -325,10 +332,7 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
                                                 cudnnConvolutionBwdFilterAlgo_t(dir.algo),
                                                 cx.workspace, dir.ws, &zero, cc.w, out_dw),
                  kOpBwdFilter, shape_str(d));
-  if (cx.bf16()) {
-    from_conv_bf16(cx, out_dw, dw, d.k, d.c, d.r * d.s);
-    if (cx.reuse_bf16) cx.dy16_of = dy, cx.dy16 = in_dy, cx.dy16_count = n[2];
-  }
+  if (cx.bf16()) from_conv_bf16(cx, out_dw, dw, d.k, d.c, d.r * d.s);
 }
 
 }  // namespace

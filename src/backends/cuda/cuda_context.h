@@ -50,21 +50,16 @@ struct Context {
   // bf16 copies of the library ops' operands (bf16.cu), grown on first use.
   void* bf16_scratch = nullptr;
   size_t bf16_scratch_bytes = 0;
-  // Reuse of bf16 copies (BackendConfig::reuse_bf16; bf16.cu):
-  // - the run's parameter array (Backend::set_param_array) mirrored in bf16, kept current by the
-  //   optimizer and by writes into the array, so weights are never converted per call;
-  // - the copy of dy that conv2d_backward_weights left in the scratch, which
-  //   conv2d_backward_data, called next with the same dy, reads instead of converting again
-  //   (any other use of the scratch forgets it).
+  // Reuse of bf16 copies (BackendConfig::reuse_bf16): the run's parameter array
+  // (Backend::set_param_array) mirrored in bf16, kept current by the optimizer and by writes into
+  // the array, so weights are never converted per call (bf16.cu); a convolution's copies of x, w
+  // and dy kept in its node's cache from one direction to the next (conv2d.cpp).
   bool reuse_bf16 = true;
   // bf16 convolutions on channels-last (NHWC, KRSC) copies (BackendConfig::bf16_nhwc; conv2d.cpp).
   bool bf16_nhwc = false;
   const float* params = nullptr;
   int64_t param_count = 0;
   void* params16 = nullptr;
-  const float* dy16_of = nullptr;
-  const void* dy16 = nullptr;
-  int64_t dy16_count = 0;
 
   bool tensor_cores() const { return precision != Precision::fp32; }
   bool bf16() const { return precision == Precision::bf16; }
@@ -163,8 +158,9 @@ void launch_nhwc_bf16_to_nchw(Context& cx, const void* src, float* dst, int64_t 
 // Three bf16 buffers of the given element counts in the context's scratch (256-byte aligned),
 // valid until the next call.
 std::array<void*, 3> bf16_operands(Context& cx, std::array<int64_t, 3> counts, const char* op);
-// The bf16 mirror of w[0 .. count) where it lies in the parameter array, else null (convert).
-const void* bf16_weights(const Context& cx, const float* w, int64_t count);
+// The bf16 weights w[0 .. count): the parameter array's mirror where w lies in it, else a copy
+// made now in `slot`.
+const void* weights16(Context& cx, const float* w, int64_t count, void* slot);
 // Backend::set_param_array.
 void set_param_array(void* ctx, const float* params, int64_t count);
 // bytes at dst were just written (in stream order): refreshes the part of the bf16 mirror of the

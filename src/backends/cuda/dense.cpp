@@ -208,8 +208,7 @@ void dense_forward(void* ctx, OpCache& c, const DenseDims& d, const float* x, co
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, {d.n * d.in, d.out * d.in, 0}, op);
     launch_to_bf16(cx, x, h[0], d.n * d.in);
-    w_in = bf16_weights(cx, w, d.out * d.in);  // the parameters' mirror, else a copy
-    if (!w_in) launch_to_bf16(cx, w, h[1], d.out * d.in), w_in = h[1];
+    w_in = weights16(cx, w, d.out * d.in, h[1]);
     x_in = h[0];
   }
   if (b) {
@@ -242,8 +241,7 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, {d.n * d.in, d.out * d.in, d.n * d.out}, op);
     if (dw) launch_to_bf16(cx, x, h[0], d.n * d.in);
-    w_in = dx ? bf16_weights(cx, w, d.out * d.in) : h[1];
-    if (!w_in) launch_to_bf16(cx, w, h[1], d.out * d.in), w_in = h[1];
+    if (dx) w_in = weights16(cx, w, d.out * d.in, h[1]);
     launch_to_bf16(cx, dy, h[2], d.n * d.out);
     x_in = h[0], dy_in = h[2];
   }
