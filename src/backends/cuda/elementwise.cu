@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "backends/cuda/cuda_context.h"
+#include "backends/cuda/kernels.cuh"
 
 namespace tb::cuda {
 namespace {
@@ -177,9 +178,8 @@ __global__ void gather_batch_kernel(BatchSpec s, const uint8_t* images, const ui
     const int sw = (flip ? s.width - 1 - w : w) + dx, sh = h + dy;
     float v = 0.f;
     if (sh >= 0 && sh < s.height && sw >= 0 && sw < s.width)
-      v = __fmul_rn(float(images[src_image * image + c * plane + int64_t(sh) * s.width + sw]),
-                    s.scale);
-    x[e] = __fmul_rn(__fsub_rn(v, s.mean[c]), s.inv_std[c]);
+      v = scaled_pixel(s, images[src_image * image + c * plane + int64_t(sh) * s.width + sw]);
+    x[e] = normalised_pixel(s, v, c);
   }
 }
 

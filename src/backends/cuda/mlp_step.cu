@@ -11,8 +11,8 @@
 // cursor's advance after it. Gradients are written to grads as the separate ops would.
 #include <cstdint>
 
-#include "backends/cuda/adam.cuh"
 #include "backends/cuda/cuda_context.h"
+#include "backends/cuda/kernels.cuh"
 
 namespace tb::cuda {
 namespace {
@@ -30,9 +30,7 @@ struct Input {
   int64_t in, plane;
   __device__ __forceinline__ float at(int64_t first, int64_t i, int64_t k) const {
     const int64_t img = indices[first + i];
-    const int c = int(k / plane);
-    const float v = __fmul_rn(float(images[img * in + k]), s.scale);
-    return __fmul_rn(__fsub_rn(v, s.mean[c]), s.inv_std[c]);
+    return normalised_pixel(s, scaled_pixel(s, images[img * in + k]), int(k / plane));
   }
 };
 

@@ -9,8 +9,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "backends/cuda/adam.cuh"
 #include "backends/cuda/cuda_context.h"
+#include "backends/cuda/kernels.cuh"
 
 namespace tb::cuda {
 namespace {
