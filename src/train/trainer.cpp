@@ -581,7 +581,7 @@ bool Trainer::replay_step_graph(int64_t n) {
     if (!issued_sizes.count(n)) return false;
     be.graph_begin(be.ctx);
     try {
-      issue_step(n);
+      issue_step(n, nullptr);
     } catch (const Error& e) {
       graph_failure = e.what();
     }
@@ -627,41 +627,36 @@ bool Trainer::fused_mlp_step(int64_t n) {
   return true;
 }
 
-void Trainer::issue_step(int64_t n) {
-  if (fused_mlp_step(n)) {
+void Trainer::issue_step(int64_t n, StepSplit* split) {
+  if (!split && fused_mlp_step(n)) {
     be.advance_cursor(be.ctx, cursor);
     return;
   }
+  // A sampled step times its parts: a synchronize after each, op by op.
+  Clock::time_point t0;
+  auto lap = [&](double StepSplit::*part) {
+    if (!split) return;
+    be.synchronize(be.ctx);
+    split->*part += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    t0 = Clock::now();
+  };
+  if (split) be.synchronize(be.ctx), t0 = Clock::now();
   load_train_batch(n);
+  lap(&StepSplit::data_ms);
   forward(n, true);
   loss(n);
+  lap(&StepSplit::forward_ms);
   backward(n);
+  lap(&StepSplit::backward_ms);
   optimizer_update();
+  lap(&StepSplit::optimizer_ms);
+  if (split) split->samples++;
 }
 
 void Trainer::step(int64_t n, StepSplit* split) {
   if (!split && replay_step_graph(n)) return;
   if (be.graph_begin) issued_sizes.insert(n);  // the next step at this size may record
-  if (!split) return issue_step(n);
-  // A sampled step times its parts, so it runs them as issued, one by one.
-  Clock::time_point t0;
-  auto lap = [&](double* acc) {
-    be.synchronize(be.ctx);
-    *acc += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    t0 = Clock::now();
-  };
-  be.synchronize(be.ctx);
-  t0 = Clock::now();
-  load_train_batch(n);
-  lap(&split->data_ms);
-  forward(n, true);
-  loss(n);
-  lap(&split->forward_ms);
-  backward(n);
-  lap(&split->backward_ms);
-  optimizer_update();
-  lap(&split->optimizer_ms);
-  split->samples++;
+  issue_step(n, split);
 }
 
 EvalResult Trainer::evaluate() {

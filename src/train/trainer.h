@@ -159,11 +159,12 @@ struct Trainer {
   // One line for the record and the CLI: how many steps ran from graphs, or why none did.
   std::string graph_summary() const;
   // One training step on the n images where the cursor stands: data, forward, loss, backward,
-  // update. split: time the parts (synchronizing between them; then op by op, never fused).
+  // update; replayed from a graph where one is recorded, else issued.
+  // split: time the parts (synchronizing between them; then op by op, never fused).
   void step(int64_t n, StepSplit* split);
   // Issues the ops of one step in order (what a graph records): the backend's fused step where
-  // it takes this one, else op by op; then the cursor's advance.
-  void issue_step(int64_t n);
+  // it takes this one (not with split), else op by op; the cursor's advance last.
+  void issue_step(int64_t n, StepSplit* split);
   // The backend's fused MLP step for n images; false where there is none or it declined.
   bool fused_mlp_step(int64_t n);
   EvalResult evaluate();
