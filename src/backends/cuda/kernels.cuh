@@ -33,4 +33,16 @@ struct AdamK {
   }
 };
 
+// hp with this step's bias corrections (t = the cursor's updates + 1), computed once per block by
+// thread 0 (two double pow calls, not two per parameter). Every thread of the block calls it.
+__device__ __forceinline__ AdamK block_adam(const AdamK& hp, const StepCursor* at) {
+  __shared__ AdamK k;
+  if (threadIdx.x == 0) {
+    k = hp;
+    k.correct_for(at->updates + 1);
+  }
+  __syncthreads();
+  return k;
+}
+
 }  // namespace tb::cuda

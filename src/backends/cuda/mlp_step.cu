@@ -20,7 +20,8 @@ namespace {
 constexpr int kWarpsForward = 4;
 constexpr int kHeadThreads = 512;
 constexpr int kBackwardThreads = 256;
-constexpr size_t kHeadSharedBytes = 48 * 1024;
+constexpr size_t kHeadSharedBytes =
+    48 * 1024 - 256;  // the static shared memory (block_adam) on top
 
 // x[i, k] of the batch where the cursor stands, as gather_batch computes it (no augmentation).
 struct Input {
@@ -117,8 +118,7 @@ __global__ void head_kernel(int64_t n, int64_t hidden, int64_t classes, const fl
     dh[e] = sh_h[e] > 0.f ? acc : 0.f;
   }
   // dW2 = dlogits^T h and db2 = the column sums of dlogits, each updated by Adam at once
-  AdamK k = hp;
-  k.correct_for(at->updates + 1);
+  const AdamK k = block_adam(hp, at);
   for (int64_t e = tid; e < classes * hidden + classes; e += threads) {
     float g = 0.f;
     if (e < classes * hidden) {
@@ -138,6 +138,7 @@ __global__ void head_kernel(int64_t n, int64_t hidden, int64_t classes, const fl
 // A thread per parameter of [W1 | b1]: dW1[o, k] = sum_i dh[i, o] x[i, k], db1[o] = sum_i dh[i, o].
 __global__ void backward1_kernel(Input x, int64_t hidden, const float* dh, float* w1, float* m1,
                                  float* v1, float* g1, AdamK hp, const StepCursor* at) {
+  const AdamK k = block_adam(hp, at);
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t weights = hidden * x.in;
   if (e >= weights + hidden) return;
@@ -151,8 +152,6 @@ __global__ void backward1_kernel(Input x, int64_t hidden, const float* dh, float
     for (int64_t i = 0; i < n; ++i) g += dh[i * hidden + o];
   }
   g1[e] = g;
-  AdamK k = hp;
-  k.correct_for(at->updates + 1);
   float p = w1[e], mm = m1[e], vv = v1[e];
   k(p, g, mm, vv);
   w1[e] = p, m1[e] = mm, v1[e] = vv;

@@ -29,13 +29,7 @@ __device__ __forceinline__ void store16(__nv_bfloat16* p16, int64_t i, float4 v)
 
 __global__ void adam_kernel(int64_t n, float* p, const float* g, float* m, float* v, AdamK hp,
                             const StepCursor* at, bool vec, __nv_bfloat16* p16) {
-  __shared__ AdamK shared_k;
-  if (threadIdx.x == 0) {
-    shared_k = hp;
-    shared_k.correct_for(at->updates + 1);
-  }
-  __syncthreads();
-  const AdamK k = shared_k;
+  const AdamK k = block_adam(hp, at);
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t done = 0;
