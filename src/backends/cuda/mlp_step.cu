@@ -2,7 +2,7 @@
 // so small that each op is mostly launch latency: fashion-mlp's batch of 32 through
 // 784 -> 128 -> 10 is about 10 MFLOP, and issued op by op it is nine kernels.
 //   1. forward1: the data cut where the cursor stands (the same arithmetic as gather_batch) fused
-//      into h = max(x W1^T + b1, 0); a warp per hidden unit, lanes along the input.
+//      into h = max(x W1^T + b1, 0); a warp per (row, hidden unit), lanes along the input.
 //   2. head: one block. logits = h W2^T + b2, softmax cross-entropy (metrics added, rows in
 //      order), dW2 and db2, dh = (dlogits W2) where h > 0, then Adam on W2 and b2.
 //   3. backward1: a thread per parameter of W1 and b1: its gradient (x recomputed from the uint8
@@ -31,7 +31,10 @@ struct Input {
   int64_t in, plane;
   __device__ __forceinline__ float at(int64_t first, int64_t i, int64_t k) const {
     const int64_t img = indices[first + i];
-    return normalised_pixel(s, scaled_pixel(s, images[img * in + k]), int(k / plane));
+    const float v = scaled_pixel(s, images[img * in + k]);
+    // One channel (Fashion-MNIST): no division, and mean[0] needs no indexed (local) copy.
+    if (s.channels == 1) return normalised_pixel(s, v, 0);
+    return normalised_pixel(s, v, int(uint32_t(k) / uint32_t(plane)));
   }
 };
 
@@ -39,21 +42,19 @@ AdamK adam_k(const AdamParams& hp) {
   return AdamK{hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, 0.f, 0.f};
 }
 
+// Block (x: kWarpsForward hidden units, y: row i); a warp per (i, o), lanes along the input.
 __global__ void forward1_kernel(Input x, const uint8_t* labels, int64_t hidden, const float* w1,
                                 const float* b1, float* h, int32_t* y) {
-  const int64_t n = x.s.n, first = batch_at(x.s).first;
+  const int64_t first = batch_at(x.s).first, i = blockIdx.y;
   const int lane = threadIdx.x & 31;
   const int64_t o = int64_t(blockIdx.x) * kWarpsForward + (threadIdx.x >> 5);
-  if (blockIdx.x == 0)
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[i] = labels[x.indices[first + i]];
+  if (blockIdx.x == 0 && threadIdx.x == 0) y[i] = labels[x.indices[first + i]];
   if (o >= hidden) return;
   const float* w = w1 + o * x.in;
-  for (int64_t i = 0; i < n; ++i) {
-    float acc = 0.f;
-    for (int64_t k = lane; k < x.in; k += 32) acc += x.at(first, i, k) * w[k];
-    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-    if (lane == 0) h[i * hidden + o] = fmaxf(acc + b1[o], 0.f);
-  }
+  float acc = 0.f;
+  for (int64_t k = lane; k < x.in; k += 32) acc += x.at(first, i, k) * w[k];
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  if (lane == 0) h[i * hidden + o] = fmaxf(acc + b1[o], 0.f);
 }
 
 // Shared memory: h [n, hidden], W2 [classes, hidden], logits and dlogits [n, classes], and per
@@ -171,9 +172,9 @@ bool mlp_step(void* ctx, const MlpStep& s) {
   const Input x{s.batch, s.images, s.indices, s.in, int64_t(s.batch.height) * s.batch.width};
   const AdamK hp = adam_k(s.adam);
   const int64_t w1_count = s.hidden * s.in + s.hidden;  // [W1 | b1]; then [W2 | b2]
-  forward1_kernel<<<unsigned((s.hidden + kWarpsForward - 1) / kWarpsForward), kWarpsForward * 32, 0,
-                    cx.stream>>>(x, s.labels, s.hidden, s.params, s.params + s.hidden * s.in, s.h,
-                                 s.y);
+  const dim3 forward_grid(unsigned((s.hidden + kWarpsForward - 1) / kWarpsForward), unsigned(n));
+  forward1_kernel<<<forward_grid, kWarpsForward * 32, 0, cx.stream>>>(
+      x, s.labels, s.hidden, s.params, s.params + s.hidden * s.in, s.h, s.y);
   TB_CUDA_LAUNCH_CHECK("mlp_step (forward)", rows_str(n, s.in));
   head_kernel<<<1, kHeadThreads, head_shared_bytes(n, s.hidden, s.classes), cx.stream>>>(
       n, s.hidden, s.classes, s.h, s.y, s.params + w1_count, s.m + w1_count, s.v + w1_count,
