@@ -72,6 +72,9 @@ struct BackendConfig {
   // change layout in the same pass that converts to bf16, so they cost no extra pass. The engine's
   // own buffers stay NCHW.
   bool bf16_nhwc = false;
+  // CUDA batch norm: where there are fewer channels than SMs and many values per channel, each
+  // channel in slices over several blocks (then a combining pass) instead of one block each.
+  bool bn_slices = true;
   // CUDA fp32: a one-hidden-layer MLP's training step as three kernels (Backend::mlp_step)
   // instead of about nine ops, for steps that are launch latency (fashion-mlp).
   bool fused_mlp = false;
@@ -167,8 +170,9 @@ struct Backend {
                                   float* dx) = nullptr;
 
   // ---- parameters (optional) ----
-  // The run's flat parameter array is params[0 .. count), with its values in place (null: the
-  // array is going away). A backend that keeps a copy derived from the parameters (CUDA bf16:
+  // The run's flat parameter array is params[0 .. count), with its values in place; count 0: the
+  // array params is going away (another one registered since stays). A backend that keeps a copy
+  // derived from the parameters (CUDA bf16:
   // the weights in bf16) builds it here and keeps it current from then on: the optimizer entries
   // update it with the parameters, and upload, copy and fill into the array refresh it.
   void (*set_param_array)(void* ctx, const float* params, int64_t count) = nullptr;

@@ -59,7 +59,7 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
 }
 
 void Trainer::free_buffers() {
-  if (be.set_param_array && arena) be.set_param_array(be.ctx, nullptr, 0);
+  if (be.set_param_array && arena) be.set_param_array(be.ctx, params, 0);
   for (void** p :
        {reinterpret_cast<void**>(&train_images), reinterpret_cast<void**>(&train_labels),
         reinterpret_cast<void**>(&test_images), reinterpret_cast<void**>(&test_labels), &arena}) {
@@ -579,18 +579,28 @@ bool Trainer::replay_step_graph(int64_t n) {
   auto it = step_graphs.find(n);
   if (it == step_graphs.end()) {
     if (!issued_sizes.count(n)) return false;
-    be.graph_begin(be.ctx);
+    bool recording = false;
+    auto end_recording = [&]() -> void* {  // also after a failure while recording
+      recording = false;
+      try {
+        return be.graph_end(be.ctx);
+      } catch (const Error& e) {
+        if (graph_failure.empty()) graph_failure = e.what();
+        return nullptr;
+      }
+    };
     try {
+      be.graph_begin(be.ctx);
+      recording = true;
       issue_step(n, nullptr);
     } catch (const Error& e) {
       graph_failure = e.what();
+    } catch (...) {  // not ours (bad_alloc): end the recording, then let it go on up
+      if (recording)
+        if (void* g = end_recording()) be.graph_destroy(be.ctx, g);
+      throw;
     }
-    void* g = nullptr;
-    try {
-      g = be.graph_end(be.ctx);  // ends the recording also after a failure above
-    } catch (const Error& e) {
-      if (graph_failure.empty()) graph_failure = e.what();
-    }
+    void* g = recording ? end_recording() : nullptr;
     if (!graph_failure.empty()) {
       if (g) be.graph_destroy(be.ctx, g);
       return false;  // nothing ran while recording: the step runs as issued
@@ -604,7 +614,9 @@ bool Trainer::replay_step_graph(int64_t n) {
 
 std::string Trainer::graph_summary() const {
   if (!be.graph_begin) return "off (the backend records no graphs)";
-  if (!graph_failure.empty()) return "off (recording failed: " + graph_failure + ")";
+  if (!graph_failure.empty())
+    return (graph_steps ? "off after " + std::to_string(graph_steps) + " steps replayed" : "off") +
+           " (recording failed: " + graph_failure + ")";
   if (step_graphs.empty()) return "on, none recorded yet";
   std::string sizes;
   for (const auto& [n, g] : step_graphs) sizes += (sizes.empty() ? "" : ", ") + std::to_string(n);
@@ -632,6 +644,9 @@ void Trainer::issue_step(int64_t n, StepSplit* split) {
     be.advance_cursor(be.ctx, cursor);
     return;
   }
+  // The first op-by-op step at a size makes its ops' plans (cuBLASLt, cuDNN): not a sample. (With
+  // a fused step, or at the last batch's size, a sampled step can be that first one.)
+  if (op_by_op_sizes.insert(n).second) split = nullptr;
   // A sampled step times its parts: a synchronize after each, op by op.
   Clock::time_point t0;
   auto lap = [&](double StepSplit::*part) {

@@ -112,9 +112,10 @@ struct Trainer {
   // of each size runs as issued because it builds the caches and measures algorithms, which a
   // recording must not contain.
   std::map<int64_t, void*> step_graphs;
-  std::set<int64_t> issued_sizes;  // batch sizes a step has run at without a graph
-  int64_t graph_steps = 0;         // training steps replayed from a graph
-  std::string graph_failure;       // why recording failed; no graphs from then on
+  std::set<int64_t> issued_sizes;    // batch sizes a step has run at without a graph
+  std::set<int64_t> op_by_op_sizes;  // batch sizes whose ops have run one by one (not fused)
+  int64_t graph_steps = 0;           // training steps replayed from a graph
+  std::string graph_failure;         // why recording failed; no graphs from then on
 
   // The model is a one-hidden-layer MLP trained with Adam, without augmentation, whose step the
   // backend may run fused (Backend::mlp_step); and how often the fused step was issued (a

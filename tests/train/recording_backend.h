@@ -32,8 +32,8 @@ struct Recorder {
   int recorded = 0, launched = 0;
   bool replaying = false;
   int64_t issued = 0, uploads = 0;  // ops run as issued (outside any graph); uploads
-  // Backend::set_param_array as last called (the inner backend's, if any, runs too), and the
-  // array's values at that moment.
+  // The array registered by Backend::set_param_array (null once let go of; the inner backend's
+  // entry, if any, runs too), and its values when it was registered.
   const float* param_array = nullptr;
   int64_t param_count = -1;
   std::vector<float> param_values;
@@ -128,11 +128,13 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
   b->set_param_array = [](void* ctx, const float* params, int64_t count) {
     refuse_while_recording(ctx, "set_param_array");
     Recorder& r = recorder(ctx);
-    r.param_array = params, r.param_count = count;
-    r.param_values.assign(params ? size_t(count) : 0, 0.f);
-    if (params)
-      r.inner->download(r.inner->ctx, r.param_values.data(), params, size_t(count) * sizeof(float));
     if (r.inner->set_param_array) r.inner->set_param_array(r.inner->ctx, params, count);
+    if (count <= 0 && params != r.param_array) return;  // not (or no longer) the array registered
+    const bool release = count <= 0;
+    r.param_array = release ? nullptr : params, r.param_count = release ? 0 : count;
+    r.param_values.assign(size_t(r.param_count), 0.f);
+    if (!release)
+      r.inner->download(r.inner->ctx, r.param_values.data(), params, size_t(count) * sizeof(float));
   };
 
   b->mlp_step = [](void* ctx, const MlpStep& s) {

@@ -216,7 +216,7 @@ Slices slices_for(const Context& cx, const BnDims& d) {
   const int64_t m = d.n * d.hw;
   Slices s;
   s.len = m;
-  if (d.c >= cx.sm_count) return s;
+  if (!cx.bn_slices || d.c >= cx.sm_count) return s;
   const int64_t fill = (2 * int64_t(cx.sm_count) + d.c - 1) / d.c;  // about 2 blocks an SM
   const int64_t work = m / 2048;                                    // 2048+ values a slice
   const int64_t want = std::min(fill, work);
@@ -312,28 +312,18 @@ __global__ void bn_slice_apply_backward_kernel(BnDims d, const float* x, const f
                  channel, blockIdx.x == 0, dx, dgamma, dbeta);
 }
 
-// The context's buffer for the slices' partial results, grown on a node's first call (which runs
-// before any recording); earlier kernels may still read the old one.
+// The context's buffer for the slices' partial results. It is allocated with the context at its
+// bound (slices_for: c < sm_count and count <= ceil(2 sm_count / c), so c * count < 3 sm_count
+// slices of 3 floats), never moved, so a recorded graph's pointer into it stays valid.
 float* slice_partials(Context& cx, const BnDims& d, const Slices& s, const char* op) {
-  const size_t floats = size_t(d.c * s.count * 3);
-  if (floats > cx.bn_partials_floats) {
-    TB_CUDA_CHECK(cudaStreamSynchronize(cx.stream), op, shape_str(d));
-    if (cx.bn_partials) cudaFree(cx.bn_partials);
-    cx.bn_partials = nullptr, cx.bn_partials_floats = 0;
-    const cudaError_t e = cudaMalloc(&cx.bn_partials, floats * sizeof(float));
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();
-      cx.bn_partials = nullptr;
-      fail_cuda(e, "cudaMalloc (batch norm partial sums)", op, shape_str(d), __FILE__, __LINE__);
-    }
-    cx.bn_partials_floats = floats;
-  }
+  if (size_t(d.c * s.count * 3) > cx.bn_partials_floats)
+    fail_msg(op, shape_str(d), "internal: more batch norm slices than their buffer holds");
   return cx.bn_partials;
 }
 
 void check_dims(const char* op, const BnDims& d) {
-  if (d.n * d.hw > int64_t(UINT32_MAX))
-    fail_msg(op, shape_str(d), "more than 2^32 values per channel");
+  // 32-bit indices within a channel; the block loops step past the end by up to a block.
+  if (d.n * d.hw >= int64_t(1) << 31) fail_msg(op, shape_str(d), "2^31 or more values per channel");
 }
 
 const char* forward_op(int e, bool train) {

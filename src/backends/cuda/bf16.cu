@@ -33,7 +33,7 @@ __global__ void from_bf16_kernel(const __nv_bfloat16* src, float* dst, int64_t c
 // Channels-last copies: per image, a [rows][cols] matrix transposed to [cols][rows] while it is
 // converted ([c][hw] fp32 to [hw][c] bf16, and back), through 32x32 tiles in shared memory so
 // that both the read and the write run along contiguous memory. Block 32 x 8; grid x over column
-// tiles, y over row tiles, z over images (grid-stride past 65535).
+// tiles, y over row tiles and z over images (each grid-stride past 65535).
 constexpr int kTile = 32, kTileRows = 8;
 
 __device__ __forceinline__ float as_float(float v) {
@@ -53,28 +53,31 @@ template <typename In, typename Out>
 __global__ void transpose_convert_kernel(const In* src, Out* dst, int64_t n, int64_t rows,
                                          int64_t cols) {
   __shared__ float tile[kTile][kTile + 1];  // +1: no bank conflicts on the transposed read
-  const int64_t col0 = int64_t(blockIdx.x) * kTile, row0 = int64_t(blockIdx.y) * kTile;
-  for (int64_t img = blockIdx.z; img < n; img += gridDim.z) {
-    const In* in = src + img * rows * cols;
-    Out* out = dst + img * rows * cols;
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
-      const int64_t row = row0 + r, col = col0 + threadIdx.x;
-      tile[r][threadIdx.x] = row < rows && col < cols ? as_float(in[row * cols + col]) : 0.f;
+  const int64_t col0 = int64_t(blockIdx.x) * kTile;
+  for (int64_t img = blockIdx.z; img < n; img += gridDim.z)
+    for (int64_t row0 = int64_t(blockIdx.y) * kTile; row0 < rows;
+         row0 += int64_t(gridDim.y) * kTile) {
+      const In* in = src + img * rows * cols;
+      Out* out = dst + img * rows * cols;
+      for (int r = threadIdx.y; r < kTile; r += kTileRows) {
+        const int64_t row = row0 + r, col = col0 + threadIdx.x;
+        tile[r][threadIdx.x] = row < rows && col < cols ? as_float(in[row * cols + col]) : 0.f;
+      }
+      __syncthreads();
+      for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // out row = in column col0 + r
+        const int64_t col = col0 + r, row = row0 + threadIdx.x;
+        if (row < rows && col < cols) store(out + col * rows + row, tile[threadIdx.x][r]);
+      }
+      __syncthreads();
     }
-    __syncthreads();
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // out row = in column col0 + r
-      const int64_t col = col0 + r, row = row0 + threadIdx.x;
-      if (row < rows && col < cols) store(out + col * rows + row, tile[threadIdx.x][r]);
-    }
-    __syncthreads();
-  }
 }
 
 template <typename In, typename Out>
 void launch_transpose_convert(Context& cx, const In* src, Out* dst, int64_t n, int64_t rows,
                               int64_t cols, const char* op) {
   if (n <= 0 || rows <= 0 || cols <= 0) return;
-  const dim3 grid(unsigned((cols + kTile - 1) / kTile), unsigned((rows + kTile - 1) / kTile),
+  const dim3 grid(unsigned((cols + kTile - 1) / kTile),
+                  unsigned(std::min<int64_t>((rows + kTile - 1) / kTile, 65535)),
                   unsigned(std::min<int64_t>(n, 65535)));
   transpose_convert_kernel<<<grid, dim3(kTile, kTileRows), 0, cx.stream>>>(src, dst, n, rows, cols);
   TB_CUDA_LAUNCH_CHECK(op, rows_str(n, rows * cols));
@@ -115,10 +118,10 @@ std::array<void*, 3> bf16_operands(Context& cx, std::array<int64_t, 3> counts, c
     total += (size_t(counts[i]) * 2 + 255) / 256 * 256;  // 2 bytes each, 256-byte aligned
   }
   if (total > cx.bf16_scratch_bytes) {
-    // Grows on an op's first call, which runs before any graph is recorded. Earlier ops may still
-    // read the old buffer: wait for them before freeing it.
-    TB_CUDA_CHECK(cudaStreamSynchronize(cx.stream), op, count_str(int64_t(total)));
-    if (cx.bf16_scratch) cudaFree(cx.bf16_scratch);
+    // Grows on an op's first call at a size, which runs before any graph is recorded at it. The
+    // old buffer is kept to the end (Context::retired): ops issued before, and graphs recorded at
+    // smaller sizes, still point into it.
+    if (cx.bf16_scratch) cx.retired.push_back(cx.bf16_scratch);
     cx.bf16_scratch = nullptr, cx.bf16_scratch_bytes = 0;
     const cudaError_t e = cudaMalloc(&cx.bf16_scratch, total);
     if (e != cudaSuccess) {
@@ -134,7 +137,10 @@ std::array<void*, 3> bf16_operands(Context& cx, std::array<int64_t, 3> counts, c
 }
 
 const void* weights16(Context& cx, const float* w, int64_t count, void* slot) {
-  if (cx.params16 && w >= cx.params && w + count <= cx.params + cx.param_count)
+  // The mirror where it holds all of w at a 16-byte boundary (what tensor-core kernels load
+  // from; an algorithm measured on one node's weights also serves other nodes of that shape).
+  if (cx.params16 && w >= cx.params && w + count <= cx.params + cx.param_count &&
+      (w - cx.params) % 8 == 0)
     return static_cast<const __nv_bfloat16*>(cx.params16) + (w - cx.params);
   launch_to_bf16(cx, w, slot, count);
   return slot;
@@ -142,6 +148,7 @@ const void* weights16(Context& cx, const float* w, int64_t count, void* slot) {
 
 void set_param_array(void* ctx, const float* params, int64_t count) {
   Context& cx = context(ctx);
+  if (count <= 0 && params != cx.params) return;  // letting go of an array not (or no longer) ours
   if (cx.params16) {
     // Kernels issued before may still read the old mirror. Never throws: the Trainer lets go of
     // its array in its destructor; an error here shows at the next checked call.

@@ -39,14 +39,18 @@ struct Direction {
   cudnnMathType_t math = CUDNN_FMA_MATH;
 };
 
-// A node's own bf16 copy of one operand, made by one direction and read by a later one of the
-// same step: the Trainer runs a node's forward, then its weight gradient, then its data
-// gradient, and nothing writes x, w or dy in between. x goes from the forward to the weight
-// gradient, w (NHWC) from the forward to the data gradient, dy from the weight gradient to the
-// data gradient. `of` is the operand held; a read lets go of it, so a direction that finds
+// A node's own bf16 copy of one operand, made by one direction (the producer) and read by a
+// later one of the same step (the consumer): the Trainer runs a node's forward, then its weight
+// gradient, then its data gradient, and nothing writes x, w or dy in between. x goes from the
+// forward to the weight gradient, w (NHWC) from the forward to the data gradient, dy from the
+// weight gradient to the data gradient.
+// The consumer makes the buffer on its first call, which is issued, not recorded (a batch size's
+// first training step runs op by op); from then on the producer converts into it. So a copy
+// whose consumer never runs (the stem has no data gradient, an evaluation size no backward)
+// costs no memory. `of` is the operand held; a read lets go of it, so a direction that finds
 // another operand (or none) converts its own.
 struct Kept {
-  void* buf = nullptr;  // made on the node's first call, which runs before any recording
+  void* buf = nullptr;
   const float* of = nullptr;
 
   Kept() = default;
@@ -55,8 +59,17 @@ struct Kept {
   ~Kept() {
     if (buf) cudaFree(buf);
   }
-  // The buffer to copy src (count elements) into, held from now on.
-  void* hold(const float* src, int64_t count, const char* op, const ConvDims& d) {
+  // The producer: where to convert src, held from now on; null until the consumer has made the
+  // buffer (then the call converts into its scratch).
+  void* hold(const float* src) {
+    of = buf ? src : nullptr;
+    return buf;
+  }
+  // The consumer: the copy of src if it is the operand held, else null; held no longer either
+  // way. Makes the buffer (count bf16 values) on the first call, for the steps after it.
+  const void* take(const float* src, int64_t count, const char* op, const ConvDims& d) {
+    const void* copy = buf && src == of ? buf : nullptr;
+    of = nullptr;
     if (!buf) {
       const cudaError_t e = cudaMalloc(&buf, size_t(count) * 2);
       if (e != cudaSuccess) {
@@ -65,13 +78,6 @@ struct Kept {
         fail_cuda(e, "cudaMalloc (a node's bf16 copy)", op, shape_str(d), __FILE__, __LINE__);
       }
     }
-    of = src;
-    return buf;
-  }
-  // The copy of src if it is the operand held, else null; held no longer either way.
-  const void* take(const float* src) {
-    const void* copy = src == of ? buf : nullptr;
-    of = nullptr;
     return copy;
   }
 };
@@ -229,10 +235,12 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   void* out_y = y;
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, n, kOpFwd);
-    void* x16 = cx.reuse_bf16 ? cc.x16.hold(x, n[0], kOpFwd, d) : h[0];
+    void* x16 = cx.reuse_bf16 ? cc.x16.hold(x) : nullptr;
+    if (!x16) x16 = h[0];
     to_conv_bf16(cx, x, x16, d.n, d.c, d.h * d.w);
     if (cx.nhwc()) {  // KRSC: not the mirror's layout
-      void* w16 = cx.reuse_bf16 ? cc.w16.hold(w, n[1], kOpFwd, d) : h[1];
+      void* w16 = cx.reuse_bf16 ? cc.w16.hold(w) : nullptr;
+      if (!w16) w16 = h[1];
       to_conv_bf16(cx, w, w16, d.k, d.c, d.r * d.s);
       in_w = w16;
     } else {
@@ -270,10 +278,10 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
   void* out_dx = dx;
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, n, kOpBwdData);
-    in_dy = cc.dy16.take(dy);
+    in_dy = cx.reuse_bf16 ? cc.dy16.take(dy, n[2], kOpBwdData, d) : nullptr;
     if (!in_dy) to_conv_bf16(cx, dy, h[2], d.n, d.k, d.oh() * d.ow()), in_dy = h[2];
     if (cx.nhwc()) {
-      in_w = cc.w16.take(w);
+      in_w = cx.reuse_bf16 ? cc.w16.take(w, n[1], kOpBwdData, d) : nullptr;
       if (!in_w) to_conv_bf16(cx, w, h[1], d.k, d.c, d.r * d.s), in_w = h[1];
     } else {
       in_w = weights16(cx, w, n[1], h[1]);
@@ -310,9 +318,10 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   void* out_dw = dw;
   if (cx.bf16()) {
     const auto h = bf16_operands(cx, n, kOpBwdFilter);
-    in_x = cc.x16.take(x);
+    in_x = cx.reuse_bf16 ? cc.x16.take(x, n[0], kOpBwdFilter, d) : nullptr;
     if (!in_x) to_conv_bf16(cx, x, h[0], d.n, d.c, d.h * d.w), in_x = h[0];
-    void* dy16 = cx.reuse_bf16 ? cc.dy16.hold(dy, n[2], kOpBwdFilter, d) : h[2];
+    void* dy16 = cx.reuse_bf16 ? cc.dy16.hold(dy) : nullptr;
+    if (!dy16) dy16 = h[2];
     to_conv_bf16(cx, dy, dy16, d.n, d.k, d.oh() * d.ow());
     in_dy = dy16, out_dw = h[1];
   }

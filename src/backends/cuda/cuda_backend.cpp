@@ -219,6 +219,7 @@ void destroy_context(void* p) {
   if (cx->bf16_scratch) cudaFree(cx->bf16_scratch);
   if (cx->params16) cudaFree(cx->params16);
   if (cx->bn_partials) cudaFree(cx->bn_partials);
+  for (void* q : cx->retired) cudaFree(q);
   if (cx->stream) cudaStreamDestroy(cx->stream);
   (void)cudaGetLastError();
   delete cx;
@@ -311,6 +312,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   cx->deterministic = cfg.deterministic;
   cx->reuse_bf16 = cfg.reuse_bf16;
   cx->bf16_nhwc = cfg.bf16_nhwc;
+  cx->bn_slices = cfg.bn_slices;
   const std::string dev = fmt::format("[device {}]", cfg.device_index);
   TB_CUDA_CHECK(cudaSetDevice(cx->device), "init", dev);
   cudaDeviceProp prop{};
@@ -338,6 +340,13 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
           "of {:.1f} MiB ({})",
           cx->device_name, free_b / 1048576.0, total_b / 1048576.0, cudaGetErrorString(e));
     }
+  }
+
+  {
+    void* partials = nullptr;
+    const size_t floats = cuda::bn_partials_for(cx->sm_count);
+    TB_CUDA_CHECK(cudaMalloc(&partials, floats * sizeof(float)), "init (batch norm partials)", dev);
+    cx->bn_partials = static_cast<float*>(partials), cx->bn_partials_floats = floats;
   }
 
   b->name = "cuda";

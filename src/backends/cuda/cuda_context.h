@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "backends/backend.h"
 
@@ -44,12 +45,16 @@ struct Context {
   };
   std::map<std::array<int64_t, 10>, ConvAlgo> conv_algos;
 
-  // Batch norm's per-slice partial results (batchnorm.cu), grown on first use.
+  // Batch norm's per-slice partial results (batchnorm.cu), allocated with the context at the
+  // most that its slicing can ask for: bn_partials_for(sm_count) floats.
   float* bn_partials = nullptr;
   size_t bn_partials_floats = 0;
   // bf16 copies of the library ops' operands (bf16.cu), grown on first use.
   void* bf16_scratch = nullptr;
   size_t bf16_scratch_bytes = 0;
+  // Buffers outgrown but still pointed into (by ops in flight, by recorded graphs): freed with
+  // the context.
+  std::vector<void*> retired;
   // Reuse of bf16 copies (BackendConfig::reuse_bf16): the run's parameter array
   // (Backend::set_param_array) mirrored in bf16, kept current by the optimizer and by writes into
   // the array, so weights are never converted per call (bf16.cu); a convolution's copies of x, w
@@ -57,6 +62,7 @@ struct Context {
   bool reuse_bf16 = true;
   // bf16 convolutions on channels-last (NHWC, KRSC) copies (BackendConfig::bf16_nhwc; conv2d.cpp).
   bool bf16_nhwc = false;
+  bool bn_slices = true;  // BackendConfig::bn_slices (batchnorm.cu)
   const float* params = nullptr;
   int64_t param_count = 0;
   void* params16 = nullptr;
@@ -65,6 +71,12 @@ struct Context {
   bool bf16() const { return precision == Precision::bf16; }
   bool nhwc() const { return bf16() && bf16_nhwc; }
 };
+
+// Batch norm's slices (batchnorm.cu, slices_for) number fewer than 3 * sm_count over all
+// channels, 3 partial floats each.
+inline size_t bn_partials_for(int sm_count) {
+  return size_t(9) * size_t(sm_count);
+}
 
 inline Context& context(void* ctx) {
   return *static_cast<Context*>(ctx);
