@@ -177,7 +177,7 @@ fi
 
 # ---------------------------------------------------------------- tests and runs
 if [ -x "$TT" ]; then
-  step cuda-tests 150 "$TESTLOG" "${TBENV[@]}" "$TT" --gtest_filter='Cuda*:TorchParity*' --gtest_color=no
+  step cuda-tests 150 "$TESTLOG" "${TBENV[@]}" "$TT" --gtest_filter='Cuda*:TorchParity*:BackendOps*' --gtest_color=no
 else
   skip cuda-tests "no $TT"
 fi
@@ -217,7 +217,7 @@ else
   skip resnet-torch "no python3, peer script or data"
 fi
 if [ -x "$TT" ]; then
-  step other-tests 120 "$TESTLOG" "${TBENV[@]}" "$TT" --gtest_filter='-Cuda*' --gtest_color=no
+  step other-tests 120 "$TESTLOG" "${TBENV[@]}" "$TT" --gtest_filter='-Cuda*:BackendOps*' --gtest_color=no
 else
   skip other-tests "no $TT"
 fi

@@ -37,16 +37,24 @@ step() {
   echo "== $name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$LOG"
   tail -n 4 "$out"
 }
-step cuda_tests 90 /tmp/tb/trainbench_tests --gtest_filter='Cuda*:TorchParity*'
+step cuda_tests 90 /tmp/tb/trainbench_tests --gtest_filter='Cuda*:TorchParity*:BackendOps*'
 grep -E "FAILED|Failure|error" "$OUT/cuda_tests.log" | head -30
+# A default-on path whose tests failed is switched off for the runs below (and said so), so the
+# call still measures the rest instead of timing wrong numbers.
+SAFE=""
+grep -qE "FAILED .*CudaBatchnorm|FAILED .*batchnorm" "$OUT/cuda_tests.log" && SAFE="$SAFE --no-bn-slices"
+grep -qE "FAILED .*Bf16Reused" "$OUT/cuda_tests.log" && SAFE="$SAFE --no-bf16-reuse"
+[ -n "$SAFE" ] && echo "== runs below with$SAFE (their tests failed)" | tee -a "$LOG"
+BF16_SAFE=$SAFE
+TF32_SAFE=${SAFE/ --no-bf16-reuse/}
 step mlp 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --data .devrun/fashion --out "$OUT/mlp_cuda.json"
 step mlp_nographs 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --no-graphs --data .devrun/fashion --out "$OUT/mlp_cuda_nographs.json"
 step mlp_fused 30 $TB run fashion-mlp --device cuda --epochs 1 --no-peak --fused-mlp --data .devrun/fashion --out "$OUT/mlp_cuda_fused.json"
 grep -E "step graphs|host issues|fused MLP" "$LOG"
-step resnet 40 $TB run resnet50-cifar10 --device cuda --precision tf32 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda.json"
-step resnet_bf16 40 $TB run resnet50-cifar10 --device cuda --precision bf16 --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16.json"
-step resnet_bf16_nhwc 40 $TB run resnet50-cifar10 --device cuda --precision bf16 --nhwc --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16_nhwc.json"
-step profile_bf16 60 $TB profile resnet50-cifar10 --device cuda --precision bf16 --steps 5 --data .devrun/cifar-small.tar.gz
-step profile_bf16_nhwc 60 $TB profile resnet50-cifar10 --device cuda --precision bf16 --nhwc --steps 5 --data .devrun/cifar-small.tar.gz
-step profile_tf32 60 $TB profile resnet50-cifar10 --device cuda --precision tf32 --steps 5 --data .devrun/cifar-small.tar.gz
+step resnet 40 $TB run resnet50-cifar10 --device cuda --precision tf32 $TF32_SAFE --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda.json"
+step resnet_bf16 40 $TB run resnet50-cifar10 --device cuda --precision bf16 $BF16_SAFE --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16.json"
+step resnet_bf16_nhwc 40 $TB run resnet50-cifar10 --device cuda --precision bf16 $BF16_SAFE --nhwc --steps 40 --no-peak --data .devrun/cifar-small.tar.gz --out "$OUT/resnet_cuda_bf16_nhwc.json"
+step profile_bf16 60 $TB profile resnet50-cifar10 --device cuda --precision bf16 $BF16_SAFE --steps 5 --data .devrun/cifar-small.tar.gz
+step profile_bf16_nhwc 60 $TB profile resnet50-cifar10 --device cuda --precision bf16 $BF16_SAFE --nhwc --steps 5 --data .devrun/cifar-small.tar.gz
+step profile_tf32 60 $TB profile resnet50-cifar10 --device cuda --precision tf32 $TF32_SAFE --steps 5 --data .devrun/cifar-small.tar.gz
 step devices 30 $TB devices

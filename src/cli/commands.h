@@ -14,6 +14,17 @@ class App;
 
 namespace tb {
 
+// The CUDA paths that `run` and `profile` can switch: the experimental ones on, the default ones
+// off (to measure what each gains, or to step around one).
+struct CudaPaths {
+  bool graphs = true;      // BackendConfig::graphs (--no-graphs)
+  bool bf16_reuse = true;  // BackendConfig::reuse_bf16 (--no-bf16-reuse)
+  bool bn_slices = true;   // BackendConfig::bn_slices (--no-bn-slices)
+  bool nhwc = false;       // BackendConfig::bf16_nhwc (--nhwc)
+  bool fused_mlp = false;  // BackendConfig::fused_mlp (--fused-mlp)
+};
+void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p);
+
 struct RunOptions {
   std::string workload;
   std::string device = "cpu";
@@ -25,9 +36,7 @@ struct RunOptions {
   bool measure_peak = true;
   int repeat = 1;              // --repeat N: N runs, median and spread of every time
   bool deterministic = false;  // BackendConfig::deterministic
-  bool graphs = true;          // BackendConfig::graphs (--no-graphs)
-  bool nhwc = false;           // BackendConfig::bf16_nhwc (--nhwc)
-  bool fused_mlp = false;      // BackendConfig::fused_mlp (--fused-mlp)
+  CudaPaths paths;
 };
 
 int run_command(RunOptions& o);
@@ -48,8 +57,7 @@ struct ProfileCommandOptions {
   std::string precision = "fp32";
   int batch = -1, threads = -1;
   bool deterministic = false;  // BackendConfig::deterministic
-  bool nhwc = false;           // BackendConfig::bf16_nhwc (--nhwc)
-  bool fused_mlp = false;      // BackendConfig::fused_mlp (--fused-mlp)
+  CudaPaths paths;
   int64_t steps = 10;
   std::string data, out;
 };
@@ -62,8 +70,8 @@ int data_command(const std::string& from, const std::string& to);
 // "cpu", "cuda", "cuda:N" -> kind and index; throws Error otherwise.
 void parse_device(const std::string& s, DeviceKind* kind, int* index);
 Precision parse_precision(const std::string& s);
-// --nhwc (CUDA bf16) and --fused-mlp (CUDA fp32) apply to one device and precision each; throws
-// Error elsewhere rather than run without them.
-void check_cuda_options(const BackendConfig& cfg);
+// Sets cfg's CUDA paths from p (cfg's device and precision already set). A flag that does not
+// apply to them (--nhwc outside CUDA bf16, say) throws Error rather than run without it.
+void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg);
 
 }  // namespace tb

@@ -52,14 +52,8 @@ int main(int argc, char** argv) {
   run_cmd->add_flag("--reference", run.reference, "use the plain-loop reference backend (slow)");
   run_cmd->add_flag("--deterministic", run.deterministic,
                     "no algorithm chosen by timing: the same seed gives the same numbers");
-  run_cmd->add_flag(
-      "!--no-graphs", run.graphs,
-      "issue every op of every step (no CUDA graph replay; to measure what it saves)");
   run_cmd->add_flag("!--no-peak", run.measure_peak, "skip the measured-GEMM peak");
-  run_cmd->add_flag("--nhwc", run.nhwc,
-                    "CUDA bf16: convolutions on channels-last (NHWC) copies, to compare layouts");
-  run_cmd->add_flag("--fused-mlp", run.fused_mlp,
-                    "CUDA fp32: a one-hidden-layer MLP's step in three kernels instead of ~9 ops");
+  add_cuda_path_flags(run_cmd, run.paths);
 
   bool measure = true;
   auto* devices_cmd = app.add_subcommand("devices", "List devices, their peaks and the backends");

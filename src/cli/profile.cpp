@@ -38,8 +38,7 @@ CLI::App* add_profile_command(CLI::App& app, ProfileCommandOptions& o) {
   cmd->add_option("--out", o.out, "write the profile as JSON here (for compare --html)");
   cmd->add_flag("--deterministic", o.deterministic,
                 "no algorithm chosen by timing (as `run --deterministic`)");
-  cmd->add_flag("--nhwc", o.nhwc, "CUDA bf16: convolutions on channels-last copies (as `run`)");
-  cmd->add_flag("--fused-mlp", o.fused_mlp, "CUDA fp32: an MLP's step in three kernels (as `run`)");
+  add_cuda_path_flags(cmd, o.paths);
   return cmd;
 }
 
@@ -87,9 +86,7 @@ int profile_command(const ProfileCommandOptions& o) {
   cfg.precision = parse_precision(o.precision);
   cfg.threads = o.threads > 0 ? o.threads : 0;
   cfg.deterministic = o.deterministic;
-  cfg.bf16_nhwc = o.nhwc;
-  cfg.fused_mlp = o.fused_mlp;
-  check_cuda_options(cfg);
+  apply_cuda_paths(o.paths, cfg);
   std::unique_ptr<Backend> backend = make_backend(cfg);
   const Workload& w = find_workload(o.workload);
   Hyper hp = w.defaults;

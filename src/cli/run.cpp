@@ -1,6 +1,7 @@
 // `trainbench run WORKLOAD`: load, train, test, print a summary, write the record.
 #include <fmt/format.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -50,12 +51,36 @@ Precision parse_precision(const std::string& s) {
   fail("--precision: '{}' is not fp32, tf32 or bf16", s);
 }
 
-void check_cuda_options(const BackendConfig& cfg) {
-  TB_CHECK(!cfg.bf16_nhwc || (cfg.device == DeviceKind::cuda && cfg.precision == Precision::bf16),
+void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p) {
+  cmd->add_flag("!--no-graphs", p.graphs,
+                "issue every op of every step (no CUDA graph replay; to measure what it saves)");
+  cmd->add_flag("!--no-bf16-reuse", p.bf16_reuse,
+                "CUDA bf16: convert every operand at every call (no bf16 weights mirror, no "
+                "copies kept between a convolution's directions)");
+  cmd->add_flag("!--no-bn-slices", p.bn_slices,
+                "CUDA: batch norm one block per channel, also where few channels hold many values");
+  cmd->add_flag("--nhwc", p.nhwc,
+                "CUDA bf16: convolutions on channels-last (NHWC) copies, to compare layouts");
+  cmd->add_flag("--fused-mlp", p.fused_mlp,
+                "CUDA fp32: a one-hidden-layer MLP's step in three kernels instead of ~9 ops");
+}
+
+void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
+  const bool cuda = cfg.device == DeviceKind::cuda;
+  TB_CHECK(!p.nhwc || (cuda && cfg.precision == Precision::bf16),
            "--nhwc: only for --device cuda --precision bf16 (the layout of its convolutions' "
            "bf16 copies)");
-  TB_CHECK(!cfg.fused_mlp || (cfg.device == DeviceKind::cuda && cfg.precision == Precision::fp32),
+  TB_CHECK(p.bf16_reuse || (cuda && cfg.precision == Precision::bf16),
+           "--no-bf16-reuse: only for --device cuda --precision bf16 (no other run makes bf16 "
+           "copies)");
+  TB_CHECK(p.bn_slices || cuda, "--no-bn-slices: only for --device cuda (its batch norm kernels)");
+  TB_CHECK(!p.fused_mlp || (cuda && cfg.precision == Precision::fp32),
            "--fused-mlp: only for --device cuda --precision fp32 (its kernels compute in fp32)");
+  cfg.graphs = p.graphs;
+  cfg.reuse_bf16 = p.bf16_reuse;
+  cfg.bn_slices = p.bn_slices;
+  cfg.bf16_nhwc = p.nhwc;
+  cfg.fused_mlp = p.fused_mlp;
 }
 
 // Every value, its median, min, max and spread ((max - min) / median) for --repeat.
@@ -87,10 +112,7 @@ int run_command(RunOptions& o) {
   cfg.threads = o.hp.threads;
   cfg.reference = o.reference;
   cfg.deterministic = o.deterministic;
-  cfg.graphs = o.graphs;
-  cfg.bf16_nhwc = o.nhwc;
-  cfg.fused_mlp = o.fused_mlp;
-  check_cuda_options(cfg);
+  apply_cuda_paths(o.paths, cfg);
   // The device first: a missing GPU fails before minutes of data loading.
   std::unique_ptr<Backend> backend = make_backend(cfg);
   if (cfg.device == DeviceKind::cpu && o.hp.threads == 0) o.hp.threads = cpu_threads_available();
@@ -187,8 +209,14 @@ int run_command(RunOptions& o) {
   nlohmann::json record = make_record(w, o.hp, model, facts);
   record["deterministic"] = o.deterministic;
   record["step_graphs"] = step_graphs;
-  record["conv_layout"] = o.nhwc ? "nhwc" : "nchw";
+  record["conv_layout"] = o.paths.nhwc ? "nhwc" : "nchw";
   record["fused_mlp_step"] = fused_mlp_step;
+  if (cfg.device == DeviceKind::cuda)
+    record["cuda_paths"] = {{"graphs", o.paths.graphs},
+                            {"bf16_reuse", o.paths.bf16_reuse},
+                            {"bn_slices", o.paths.bn_slices},
+                            {"nhwc", o.paths.nhwc},
+                            {"fused_mlp", o.paths.fused_mlp}};
   if (o.repeat > 1) {
     record["repeats"] = {{"count", o.repeat},
                          {"train_s", spread_json(train_s)},
@@ -234,8 +262,9 @@ int run_command(RunOptions& o) {
     fmt::print("host issues a step in {:.3f} ms of its {:.3f} ({} sampled steps)\n",
                t.split.host_ms, t.split.whole_ms, t.split.host_samples);
   if (cfg.device == DeviceKind::cuda) fmt::print("step graphs: {}\n", step_graphs);
-  if (o.fused_mlp)
-    fmt::print("fused MLP step: {}\n", fused_mlp_step ? "taken" : "declined (not this model)");
+  if (o.paths.fused_mlp)
+    fmt::print("fused MLP step: {}\n",
+               fused_mlp_step ? "taken" : "declined (this model or batch does not fit it)");
   if (t.split.samples == 0 || t.split.host_samples == 0)
     fmt::print("step split: not sampled (too few steps)\n");
   if (o.repeat > 1) {

@@ -73,6 +73,11 @@ TEST(Cli, NhwcOutsideCudaBf16) {
   expect_one_line_error(run("run fashion-mlp --nhwc --steps 1"), "--nhwc");
   expect_one_line_error(run("profile resnet50-cifar10 --nhwc --steps 1"), "--nhwc");
 }
+TEST(Cli, CudaSwitchesOutsideTheirPaths) {
+  expect_one_line_error(run("run fashion-mlp --no-bn-slices --steps 1"), "--no-bn-slices");
+  expect_one_line_error(run("profile resnet50-cifar10 --no-bf16-reuse --steps 1"),
+                        "--no-bf16-reuse");
+}
 TEST(Cli, FusedMlpOutsideCudaFp32) {
   expect_one_line_error(run("run fashion-mlp --fused-mlp --steps 1"), "--fused-mlp");
   expect_one_line_error(run("profile fashion-mlp --fused-mlp --steps 1"), "--fused-mlp");
