@@ -89,39 +89,9 @@ __global__ void softmax_ce_kernel(int64_t n, int64_t k, const float* z, const in
   const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
   float loss_acc = 0.f, correct_acc = 0.f;  // meaningful in lane 0
   for (int64_t row = warp; row < n; row += warps) {
-    const float* zr = z + row * k;
-    // argmax, first index wins among equal maxima (as the reference's strict >)
-    float best = 0.f;
-    int64_t best_i = -1;
-    for (int64_t c = lane; c < k; c += 32) {
-      const float v = zr[c];
-      if (best_i < 0 || v > best) best = v, best_i = c;
-    }
-    for (int off = 16; off > 0; off >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, best, off);
-      const int64_t oi = __shfl_xor_sync(0xffffffffu, best_i, off);
-      if (oi >= 0 && (best_i < 0 || ov > best || (ov == best && oi < best_i)))
-        best = ov, best_i = oi;
-    }
-    const float zmax = best;
-    float sum = 0.f;
-    for (int64_t c = lane; c < k; c += 32) sum += expf(zr[c] - zmax);
-    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    const float log_sum = logf(sum) + zmax;
-    const int32_t label = labels[row];
-    const bool valid = label >= 0 && label < k;
-    if (lane == 0) {
-      loss_acc +=
-          valid ? log_sum - zr[label] : __int_as_float(0x7fc00000);  // NaN flags a bad label
-      correct_acc += (valid && best_i == label) ? 1.f : 0.f;
-    }
-    if (dz) {
-      float* dr = dz + row * k;
-      for (int64_t c = lane; c < k; c += 32) {
-        const float p = expf(zr[c] - log_sum);
-        dr[c] = (p - (c == label ? 1.f : 0.f)) * scale;
-      }
-    }
+    const CeRow r =
+        warp_softmax_ce_row(z + row * k, k, labels[row], scale, dz ? dz + row * k : nullptr);
+    if (lane == 0) loss_acc += r.loss, correct_acc += r.right ? 1.f : 0.f;
   }
   // one atomic pair per block
   __shared__ float s_loss[kThreads / 32], s_correct[kThreads / 32];

@@ -1,6 +1,7 @@
 // Device code that more than one kernel file runs, so each computes it operation for operation
-// alike: Adam's per-element update (optimizer.cu, mlp_step.cu) and gather_batch's per-pixel
-// arithmetic (elementwise.cu, mlp_step.cu). Included by .cu files only.
+// alike: Adam's per-element update (optimizer.cu, mlp_step.cu), gather_batch's per-pixel
+// arithmetic and softmax cross-entropy's row (elementwise.cu, mlp_step.cu). Included by .cu files
+// only.
 #pragma once
 #include <cstdint>
 
@@ -16,6 +17,40 @@ __device__ __forceinline__ float scaled_pixel(const BatchSpec& s, uint8_t v) {
 }
 __device__ __forceinline__ float normalised_pixel(const BatchSpec& s, float scaled, int c) {
   return __fmul_rn(__fsub_rn(scaled, s.mean[c]), s.inv_std[c]);
+}
+
+// One row of softmax cross-entropy, by a whole warp (lanes along the k classes): the loss
+// (log-sum-exp minus the label's logit; NaN for a label outside [0, k)), whether the argmax is the
+// label (first index wins among equal maxima, as the reference's strict >), and where dz is set,
+// dz = (softmax - onehot(label)) * scale. Every lane returns the row's values.
+struct CeRow {
+  float loss;
+  bool right;
+};
+__device__ __forceinline__ CeRow warp_softmax_ce_row(const float* z, int64_t k, int32_t label,
+                                                     float scale, float* dz) {
+  const int lane = threadIdx.x & 31;
+  float best = 0.f;
+  int64_t best_i = -1;
+  for (int64_t c = lane; c < k; c += 32) {
+    const float v = z[c];
+    if (best_i < 0 || v > best) best = v, best_i = c;
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, off);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, best_i, off);
+    if (oi >= 0 && (best_i < 0 || ov > best || (ov == best && oi < best_i))) best = ov, best_i = oi;
+  }
+  const float zmax = best;
+  float sum = 0.f;
+  for (int64_t c = lane; c < k; c += 32) sum += expf(z[c] - zmax);
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  const float log_sum = logf(sum) + zmax;
+  const bool valid = label >= 0 && label < k;
+  if (dz)
+    for (int64_t c = lane; c < k; c += 32)
+      dz[c] = (expf(z[c] - log_sum) - (c == label ? 1.f : 0.f)) * scale;
+  return {valid ? log_sum - z[label] : __int_as_float(0x7fc00000), valid && best_i == label};
 }
 
 struct AdamK {

@@ -85,26 +85,14 @@ __global__ void head_kernel(int64_t n, int64_t hidden, int64_t classes, const fl
     if (lane == 0) sh_z[e] = logits_out[e] = acc + b2[c];
   }
   __syncthreads();
-  // softmax cross-entropy: a thread per row, as softmax_ce (first index wins among equal maxima)
-  const float scale = 1.f / float(n);
-  for (int64_t i = tid; i < n; i += threads) {
-    const float* z = sh_z + i * classes;
-    int64_t best = 0;
-    for (int64_t c = 1; c < classes; ++c)
-      if (z[c] > z[best]) best = c;
-    const float zmax = z[best];
-    float sum = 0.f;
-    for (int64_t c = 0; c < classes; ++c) sum += expf(z[c] - zmax);
-    const float log_sum = logf(sum) + zmax;
-    const int32_t label = y[i];
-    const bool valid = label >= 0 && label < classes;
-    sh_loss[i] = valid ? log_sum - z[label] : __int_as_float(0x7fc00000);  // NaN: a bad label
-    sh_right[i] = (valid && best == label) ? 1.f : 0.f;
-    for (int64_t c = 0; c < classes; ++c)
-      sh_dz[i * classes + c] = dlogits_out[i * classes + c] =
-          (expf(z[c] - log_sum) - (c == label ? 1.f : 0.f)) * scale;
+  // softmax cross-entropy: a warp per row, softmax_ce's own row
+  for (int64_t i = warp; i < n; i += warps) {
+    const CeRow r =
+        warp_softmax_ce_row(sh_z + i * classes, classes, y[i], 1.f / float(n), sh_dz + i * classes);
+    if (lane == 0) sh_loss[i] = r.loss, sh_right[i] = r.right ? 1.f : 0.f;
   }
   __syncthreads();
+  for (int64_t e = tid; e < n * classes; e += threads) dlogits_out[e] = sh_dz[e];
   if (tid == 0) {
     float loss = 0.f, right = 0.f;
     for (int64_t i = 0; i < n; ++i) loss += sh_loss[i], right += sh_right[i];
