@@ -149,13 +149,9 @@ const void* weights16(Context& cx, const float* w, int64_t count, void* slot) {
 void set_param_array(void* ctx, const float* params, int64_t count) {
   Context& cx = context(ctx);
   if (count <= 0 && params != cx.params) return;  // letting go of an array not (or no longer) ours
-  if (cx.params16) {
-    // Kernels issued before may still read the old mirror. Never throws: the Trainer lets go of
-    // its array in its destructor; an error here shows at the next checked call.
-    (void)cudaStreamSynchronize(cx.stream);
-    cudaFree(cx.params16);
-    (void)cudaGetLastError();
-  }
+  // Kernels issued before, and recorded graphs, may still point into the old mirror: it is freed
+  // with the context.
+  if (cx.params16) cx.retired.push_back(cx.params16);
   cx.params = nullptr, cx.param_count = 0, cx.params16 = nullptr;
   if (!params || count <= 0 || !cx.bf16() || !cx.reuse_bf16) return;
   const cudaError_t e = cudaMalloc(&cx.params16, size_t(count) * 2);

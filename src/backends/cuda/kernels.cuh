@@ -9,6 +9,12 @@
 
 namespace tb::cuda {
 
+// v[c] for c in [0, 4), without indexing the array at run time (which would copy a kernel's
+// by-value BatchSpec to local memory).
+__device__ __forceinline__ float channel_value(const float (&v)[4], int c) {
+  return c == 0 ? v[0] : c == 1 ? v[1] : c == 2 ? v[2] : v[3];
+}
+
 // gather_batch's pixel: the uint8 value scaled (padding is 0 before normalising), then
 // normalised per channel; rounded as written (no FMA contraction), so the device cuts the batch
 // the reference cuts.
@@ -16,7 +22,7 @@ __device__ __forceinline__ float scaled_pixel(const BatchSpec& s, uint8_t v) {
   return __fmul_rn(float(v), s.scale);
 }
 __device__ __forceinline__ float normalised_pixel(const BatchSpec& s, float scaled, int c) {
-  return __fmul_rn(__fsub_rn(scaled, s.mean[c]), s.inv_std[c]);
+  return __fmul_rn(__fsub_rn(scaled, channel_value(s.mean, c)), channel_value(s.inv_std, c));
 }
 
 // One row of softmax cross-entropy, by a whole warp (lanes along the k classes): the loss

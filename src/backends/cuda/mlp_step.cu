@@ -32,8 +32,7 @@ struct Input {
   __device__ __forceinline__ float at(int64_t first, int64_t i, int64_t k) const {
     const int64_t img = indices[first + i];
     const float v = scaled_pixel(s, images[img * in + k]);
-    // One channel (Fashion-MNIST): no division, and mean[0] needs no indexed (local) copy.
-    if (s.channels == 1) return normalised_pixel(s, v, 0);
+    if (s.channels == 1) return normalised_pixel(s, v, 0);  // Fashion-MNIST: no division
     return normalised_pixel(s, v, int(uint32_t(k) / uint32_t(plane)));
   }
 };

@@ -36,6 +36,7 @@ __global__ void gate_kernel(volatile int32_t* open, uint64_t timeout_ns) {
 
 struct Timers {
   std::vector<cudaEvent_t> events;
+  bool gated = false;  // a pass started and not read (it threw): its gate may still poll
   // Pinned and mapped, two flags: [0] the host opens the gate, [1] the gate timed out.
   int32_t* gate_host = nullptr;
   int32_t* gate_dev = nullptr;
@@ -76,8 +77,14 @@ void* timers_create(void* ctx, int count) {
 void timers_start(void* ctx, void* p) {
   Context& cx = context(ctx);
   auto* t = static_cast<Timers*>(p);
-  // The previous pass's read waited for its last mark, so no gate kernel still polls the flag.
+  // The previous pass's read waited for its last mark, so no gate kernel still polls the flag;
+  // one that was never read is opened and waited for.
   volatile int32_t* gate = t->gate_host;
+  if (t->gated) {
+    gate[0] = 1;
+    TB_CUDA_CHECK(cudaStreamSynchronize(cx.stream), "timers_start", std::string("(gate)"));
+  }
+  t->gated = true;
   gate[0] = 0;
   gate[1] = 0;
   gate_kernel<<<1, 1, 0, cx.stream>>>(t->gate_dev, kGateTimeoutNs);
@@ -101,6 +108,7 @@ bool timers_read(void* ctx, void* p, int count, float* ms) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   volatile int32_t* gate = t->gate_host;
   gate[0] = 1;  // open the gate
+  t->gated = false;
   TB_CUDA_CHECK(cudaEventSynchronize(t->events[size_t(count - 1)]), op, count_str(count));
   ms[0] = 0.f;
   for (int i = 1; i < count; ++i)
