@@ -2,11 +2,10 @@
 # Builds trainbench with CUDA (sm_90) here and packs what the device scripts need into .devrun/
 # (git-ignored): the two binaries and the non-CUDA shared libraries they load, the Fashion-MNIST
 # files, a 4,000-image CIFAR-10 subset (bench/device/quick.sh) and the whole CIFAR-10 JPEG set
-# (bench/device/accuracy.sh), about 60 MB of the carry's 64 MiB. No device time goes to
-# compiling. Then, on one warm machine: carry [".devrun"], "bash bench/device/quick.sh"
-# (timeout_s ~360; correctness and trainbench's own speed) first, then as time allows
-# "bash bench/device/versus.sh" (~540; against PyTorch's best) or
-# "bash bench/device/accuracy.sh" (~420; 10 epochs, accuracy against PyTorch).
+# (bench/device/session.sh), about 60 MB of the carry's 64 MiB. No device time goes to
+# compiling. Then one device call, carry [".devrun"]: "bash bench/device/session.sh"
+# (timeout_s 580; a whole lease's work) or, with less time left, "bash bench/device/quick.sh"
+# (timeout_s ~360; the GPU tests and trainbench's own speed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.devrun/' .git/info/exclude 2>/dev/null || echo '/.devrun/' >>.git/info/exclude

@@ -1,0 +1,45 @@
+# Sourced by the prebuilt device scripts (quick.sh, session.sh): unpacks the binaries that
+# prepare_quick.sh packed, finds the image's CUDA libraries, and defines `step`, which runs one
+# command under a shared deadline. Set before sourcing: LOG (the script's log) and BUDGET (its
+# seconds). After it: TB, TT (the binaries), T0, OUT.
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
+OUT=${OUT:-/tmp/tb-out}
+T0=$(date +%s)
+mkdir -p "$OUT" /tmp/tb
+[ -f .devrun/pack.tar.xz ] || { echo "no .devrun/pack.tar.xz: run bench/device/prepare_quick.sh first" | tee "$LOG"; exit 2; }
+tar -xJf .devrun/pack.tar.xz -C /tmp/tb
+libdirs=$(find /usr/local/cuda*/lib* /usr/local/lib /opt /usr/lib -xdev \( -name 'libcudnn.so.9' \
+  -o -name 'libcublasLt.so.13' -o -name 'libcudart.so.13' \) -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
+export LD_LIBRARY_PATH="/tmp/tb/lib:${libdirs}${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
+TB=/tmp/tb/trainbench
+TT=/tmp/tb/trainbench_tests
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.total --format=csv; echo "libs: $libdirs"; ldd $TB | grep -E "not found|cudnn|cublas|cudart"; } 2>&1 | tee "$LOG"
+
+# step NAME LIMIT_S CMD...: output appended to $STEP_LOG (default $LOG), its status and last lines
+# shown; capped by what is left of BUDGET, skipped (and said so) when under 15 s are left.
+step() {
+  local name=$1 limit=$2 out=${STEP_LOG:-$LOG} s left rc tmp=/tmp/tb-step.log
+  shift 2
+  s=$(date +%s)
+  left=$((T0 + BUDGET - s))
+  if [ "$left" -lt 15 ]; then
+    echo "== $name skipped: out of time (budget $BUDGET s)" | tee -a "$LOG"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "===== $name: $*" >>"$out"
+  timeout -k 3 "$limit" "$@" 2>&1 | tee "$tmp" >>"$out"
+  rc=${PIPESTATUS[0]}
+  echo "== $name rc=$rc $(($(date +%s) - s))s" | tee -a "$LOG"
+  tail -n 4 "$tmp"
+}
+
+# After the GPU tests (their log in $1): the default-on paths whose tests failed, as flags that
+# switch them off (--no-bn-slices, --no-bf16-reuse), so the runs after measure the rest instead
+# of timing wrong numbers. Prints the flags.
+safe_flags() {
+  local f=""
+  grep -qE "FAILED .*(CudaBatchnorm|batchnorm)" "$1" && f="$f --no-bn-slices"
+  grep -qE "FAILED .*Bf16Reused" "$1" && f="$f --no-bf16-reuse"
+  echo "$f"
+}
