@@ -254,9 +254,9 @@ int run_command(RunOptions& o) {
   }
   if (t.split.samples > 0)
     fmt::print(
-        "step split (ms, {} sampled steps): data {:.3f}, forward {:.3f}, backward {:.3f}, "
-        "optimizer {:.3f}\n",
-        t.split.samples, t.split.data_ms, t.split.forward_ms, t.split.backward_ms,
+        "step split (ms, {} sampled steps): data {:.3f}, forward {:.3f}, loss {:.3f}, backward "
+        "{:.3f}, optimizer {:.3f}\n",
+        t.split.samples, t.split.data_ms, t.split.forward_ms, t.split.loss_ms, t.split.backward_ms,
         t.split.optimizer_ms);
   if (t.split.host_samples > 0)
     fmt::print("host issues a step in {:.3f} ms of its {:.3f} ({} sampled steps)\n",

@@ -70,6 +70,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
       {"step_split_ms",
        {{"data", t.split.data_ms},
         {"forward", t.split.forward_ms},
+        {"loss", t.split.loss_ms},
         {"backward", t.split.backward_ms},
         {"optimizer", t.split.optimizer_ms},
         {"sampled_steps", t.split.samples},

@@ -639,14 +639,16 @@ bool Trainer::fused_mlp_step(int64_t n) {
   return true;
 }
 
-void Trainer::issue_step(int64_t n, StepSplit* split) {
+void Trainer::issue_step(int64_t n, StepSplit* split, std::vector<double>* forward_node_ms,
+                         std::vector<double>* backward_node_ms) {
   if (!split && fused_mlp_step(n)) {
     be.advance_cursor(be.ctx, cursor);
     return;
   }
   // The first op-by-op step at a size makes its ops' plans (cuBLASLt, cuDNN): not a sample. (With
   // a fused step, or at the last batch's size, a sampled step can be that first one.)
-  if (op_by_op_sizes.insert(n).second) split = nullptr;
+  if (op_by_op_sizes.insert(n).second || !split)
+    split = nullptr, forward_node_ms = backward_node_ms = nullptr;
   // A sampled step times its parts: a synchronize after each, op by op.
   Clock::time_point t0;
   auto lap = [&](double StepSplit::*part) {
@@ -658,10 +660,11 @@ void Trainer::issue_step(int64_t n, StepSplit* split) {
   if (split) be.synchronize(be.ctx), t0 = Clock::now();
   load_train_batch(n);
   lap(&StepSplit::data_ms);
-  forward(n, true);
-  loss(n);
+  forward(n, true, forward_node_ms);
   lap(&StepSplit::forward_ms);
-  backward(n);
+  loss(n);
+  lap(&StepSplit::loss_ms);
+  backward(n, backward_node_ms);
   lap(&StepSplit::backward_ms);
   optimizer_update();
   lap(&StepSplit::optimizer_ms);
@@ -778,7 +781,7 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
                               : r.images_per_s;
   if (r.split.samples) {
     const double k = 1.0 / r.split.samples;
-    r.split.data_ms *= k, r.split.forward_ms *= k, r.split.backward_ms *= k,
+    r.split.data_ms *= k, r.split.forward_ms *= k, r.split.loss_ms *= k, r.split.backward_ms *= k,
         r.split.optimizer_ms *= k;
   }
   if (r.split.host_samples) {

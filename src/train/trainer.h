@@ -50,7 +50,7 @@ struct EvalResult {
 // host_ms close to whole_ms means the host (launch overhead) holds the device back; on the CPU
 // the two are the same.
 struct StepSplit {
-  double data_ms = 0, forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
+  double data_ms = 0, forward_ms = 0, loss_ms = 0, backward_ms = 0, optimizer_ms = 0;
   int64_t samples = 0;
   double host_ms = 0, whole_ms = 0;
   int64_t host_samples = 0;
@@ -164,8 +164,11 @@ struct Trainer {
   // split: time the parts (synchronizing between them; then op by op, never fused).
   void step(int64_t n, StepSplit* split);
   // Issues the ops of one step in order (what a graph records): the backend's fused step where
-  // it takes this one (not with split), else op by op; the cursor's advance last.
-  void issue_step(int64_t n, StepSplit* split);
+  // it takes this one (not with split), else op by op; the cursor's advance last. With split,
+  // the parts are timed (and with node_ms each node, as forward/backward's); a size's first op
+  // by op step is not (it makes the ops' plans) and leaves split->samples as it was.
+  void issue_step(int64_t n, StepSplit* split, std::vector<double>* forward_node_ms = nullptr,
+                  std::vector<double>* backward_node_ms = nullptr);
   // The backend's fused MLP step for n images; false where there is none or it declined.
   bool fused_mlp_step(int64_t n);
   EvalResult evaluate();
