@@ -127,12 +127,16 @@ DatasetPair load_fashion_mnist(const std::string& dir_arg) {
         "fashion-mnist: directory {} not found; install it with `apt-get install "
         "dataset-fashion-mnist` or pass --data DIR (a folder with the 4 *-ubyte.gz files)",
         dir);
-  auto p = [&](const char* f) { return (fs::path(dir) / f).string(); };
+  // Each file as distributed (*.gz) or unpacked (read_idx reads both); the .gz name in errors.
+  auto p = [&](const char* f) {
+    const fs::path gz = fs::path(dir) / (std::string(f) + ".gz"), plain = fs::path(dir) / f;
+    return (!fs::exists(gz, ec) && fs::is_regular_file(plain, ec) ? plain : gz).string();
+  };
   DatasetPair out;
-  out.train = read_idx(p("train-images-idx3-ubyte.gz"), p("train-labels-idx1-ubyte.gz"),
-                       "fashion-mnist", 10);
+  out.train =
+      read_idx(p("train-images-idx3-ubyte"), p("train-labels-idx1-ubyte"), "fashion-mnist", 10);
   out.test =
-      read_idx(p("t10k-images-idx3-ubyte.gz"), p("t10k-labels-idx1-ubyte.gz"), "fashion-mnist", 10);
+      read_idx(p("t10k-images-idx3-ubyte"), p("t10k-labels-idx1-ubyte"), "fashion-mnist", 10);
   if (out.train.height != out.test.height || out.train.width != out.test.width)
     fail("fashion-mnist: train images are {}x{} but test images are {}x{} in {}", out.train.height,
          out.train.width, out.test.height, out.test.width, dir);

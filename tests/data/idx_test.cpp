@@ -199,6 +199,23 @@ TEST(IdxTest, FashionMnistMissingOneFile) {
   EXPECT_TB_ERROR(load_fashion_mnist(dir.path.string()), "train-images-idx3-ubyte.gz", "not found");
 }
 
+// A folder of unpacked files (the IDX files as their authors distribute them, gunzipped) loads
+// as the .gz ones do; a folder with both reads the .gz.
+TEST(IdxTest, FashionMnistUnpackedFiles) {
+  TempDir dir;
+  write_raw(dir / "train-images-idx3-ubyte", idx_bytes(0x803, {3, 4, 5}, pixels(60)));
+  write_raw(dir / "train-labels-idx1-ubyte", idx_bytes(0x801, {3}, {1, 2, 3}));
+  write_raw(dir / "t10k-images-idx3-ubyte", idx_bytes(0x803, {2, 4, 5}, pixels(40)));
+  write_gz(dir / "t10k-labels-idx1-ubyte.gz", idx_bytes(0x801, {2}, {7, 8}));
+  write_raw(dir / "t10k-labels-idx1-ubyte", idx_bytes(0x801, {2}, {5, 5}));
+  DatasetPair d = load_fashion_mnist(dir.path.string());
+  EXPECT_EQ(d.train.source, (dir / "train-images-idx3-ubyte"));
+  EXPECT_EQ(d.train.images, pixels(60));
+  EXPECT_EQ(d.train.labels, (std::vector<uint8_t>{1, 2, 3}));
+  EXPECT_EQ(d.test.count, 2);
+  EXPECT_EQ(d.test.labels, (std::vector<uint8_t>{7, 8}));
+}
+
 TEST(IdxTest, RealFashionMnist) {
   if (!std::filesystem::is_directory(kFashionMnistDir))
     GTEST_SKIP() << kFashionMnistDir << " not installed (apt-get install dataset-fashion-mnist)";
