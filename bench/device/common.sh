@@ -1,13 +1,15 @@
 # Sourced by the prebuilt device scripts (quick.sh, session.sh): unpacks the binaries that
 # prepare_quick.sh packed, finds the image's CUDA libraries, and defines `step`, which runs one
 # command under a shared deadline. Set before sourcing: LOG (the script's log) and BUDGET (its
-# seconds). After it: TB, TT (the binaries), T0, OUT.
+# seconds). After it: TB, TT (the binaries), FASHION (the Fashion-MNIST folder), T0, OUT.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 OUT=${OUT:-/tmp/tb-out}
 T0=$(date +%s)
 mkdir -p "$OUT" /tmp/tb
 [ -f .devrun/pack.tar.xz ] || { echo "no .devrun/pack.tar.xz: run bench/device/prepare_quick.sh first" | tee "$LOG"; exit 2; }
 tar -xJf .devrun/pack.tar.xz -C /tmp/tb
+FASHION=/tmp/fashion
+mkdir -p $FASHION && tar -xJf .devrun/fashion.tar.xz -C $FASHION
 libdirs=$(find /usr/local/cuda*/lib* /usr/local/lib /opt /usr/lib -xdev \( -name 'libcudnn.so.9' \
   -o -name 'libcublasLt.so.13' -o -name 'libcudart.so.13' \) -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
 export LD_LIBRARY_PATH="/tmp/tb/lib:${libdirs}${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1

@@ -22,16 +22,18 @@ SAFE=$(safe_flags "$OUT/cuda_tests.log")
 [ -n "$SAFE" ] && echo "== runs below with$SAFE (their tests failed)" | tee -a "$LOG"
 BF16_SAFE=$SAFE
 TF32_SAFE=${SAFE/ --no-bf16-reuse/}
-MLP=(run fashion-mlp --device cuda --epochs 1 --no-peak --data .devrun/fashion)
+MLP=(run fashion-mlp --device cuda --epochs 1 --no-peak --data $FASHION)
 step mlp 30 $TB "${MLP[@]}" --out "$OUT/mlp_cuda.json"
 step mlp_nographs 30 $TB "${MLP[@]}" --no-graphs --out "$OUT/mlp_cuda_nographs.json"
 step mlp_fused 30 $TB "${MLP[@]}" --fused-mlp --out "$OUT/mlp_cuda_fused.json"
 grep -E "step graphs|host issues|fused MLP" "$LOG"
-RES=(run resnet50-cifar10 --device cuda --steps 40 --no-peak --data .devrun/cifar-small.tar.gz)
+DATA=/tmp/cifarbin
+step data 60 $TB data .devrun/cifar10-jpeg.tar.gz $DATA
+RES=(run resnet50-cifar10 --device cuda --steps 40 --no-peak --data $DATA)
 step resnet 40 $TB "${RES[@]}" --precision tf32 $TF32_SAFE --out "$OUT/resnet_cuda.json"
 step resnet_bf16 40 $TB "${RES[@]}" --precision bf16 $BF16_SAFE --out "$OUT/resnet_cuda_bf16.json"
 step resnet_bf16_nhwc 40 $TB "${RES[@]}" --precision bf16 $BF16_SAFE --nhwc --out "$OUT/resnet_cuda_bf16_nhwc.json"
-PROF=(profile resnet50-cifar10 --device cuda --steps 5 --data .devrun/cifar-small.tar.gz)
+PROF=(profile resnet50-cifar10 --device cuda --steps 5 --data $DATA)
 step profile_bf16 60 $TB "${PROF[@]}" --precision bf16 $BF16_SAFE
 step profile_bf16_nhwc 60 $TB "${PROF[@]}" --precision bf16 $BF16_SAFE --nhwc
 step profile_tf32 60 $TB "${PROF[@]}" --precision tf32 $TF32_SAFE

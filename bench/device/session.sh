@@ -36,7 +36,7 @@ TF32=(--precision tf32 ${SAFE/ --no-bf16-reuse/})
 DATA=/tmp/cifarbin
 step data 60 $TB data .devrun/cifar10-jpeg.tar.gz $DATA
 
-MLP=(run fashion-mlp --device cuda --data .devrun/fashion --no-peak)
+MLP=(run fashion-mlp --device cuda --data $FASHION --no-peak)
 step tb_mlp 30 $TB "${MLP[@]}" --out "$REC/tb_mlp.json"
 step tb_mlp_fused 30 $TB "${MLP[@]}" --fused-mlp --out "$REC/tb_mlp_fused.json"
 RES=(run resnet50-cifar10 --device cuda --data $DATA)
@@ -50,7 +50,7 @@ PEER=(python3 bench/peers/resnet50_cifar10_torch.py --device cuda --data $DATA -
 step torch_resnet_bf16_cl_10ep 150 "${PEER[@]}" --precision bf16 --channels-last --epochs 10 --out "$REC/torch_resnet_bf16_cl_10ep.json"
 step torch_resnet_fp32 60 "${PEER[@]}" --precision fp32 --epochs 1 --steps 100 --out "$REC/torch_resnet_fp32.json"
 step torch_resnet_tf32 60 "${PEER[@]}" --precision tf32 --epochs 1 --steps 100 --out "$REC/torch_resnet_tf32.json"
-step torch_mlp 40 python3 bench/peers/fashion_mlp_torch.py --device cuda --epochs 1 --data .devrun/fashion --no-util --quiet --out "$REC/torch_mlp_1ep.json"
+step torch_mlp 40 python3 bench/peers/fashion_mlp_torch.py --device cuda --epochs 1 --data $FASHION --no-util --quiet --out "$REC/torch_mlp_1ep.json"
 step torch_resnet_compile_bf16_cl 150 "${PEER[@]}" --precision bf16 --channels-last --compile --epochs 1 --steps 100 --out "$REC/torch_resnet_compile_bf16_cl.json"
 
 python3 bench/device/summarize.py "$REC" "$OUT/session.json" 2>&1 | tee -a "$LOG"
