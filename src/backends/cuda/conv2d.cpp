@@ -19,6 +19,9 @@
 // bf16 mirror; the forward's copy of x and the weight gradient's copy of dy stay in the node's
 // cache for the directions after them in the same step (Kept below). Per convolution and step
 // that is 5 conversions instead of 9.
+// A convolution whose channels (in or out) are not multiples of 8 runs in tf32 in a bf16 run (fp32
+// descriptors, tensor-core math; the profile's note says so): cuDNN's bf16 tensor-core kernels
+// want channels in multiples of 8, and ResNet's stem (3 channels in) is the one such layer.
 // bf16 with BackendConfig::bf16_nhwc: the copies are channels-last (x, y, dy, dx NHWC; w, dw
 // KRSC), made and undone in the same pass as the conversion, and the descriptors say NHWC, so
 // cuDNN's tensor-core kernels need no transposes of their own. The weights' copy is then made
@@ -87,6 +90,7 @@ struct ConvCache {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   Direction fwd, bwd_data, bwd_filter;
+  bool bf16 = false;    // bf16 copies: a bf16 run, channels in and out in multiples of 8
   Kept x16, w16, dy16;  // bf16 reuse: x and (NHWC) w from the forward, dy from the weight gradient
 
   ~ConvCache() {
@@ -122,8 +126,10 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
   TB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&cc->x), op, sh);
   TB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&cc->y), op, sh);
   TB_CUDNN_CHECK(cudnnCreateFilterDescriptor(&cc->w), op, sh);
-  const cudnnDataType_t dt = cx.bf16() ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
-  const cudnnTensorFormat_t fmt = cx.nhwc() ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+  cc->bf16 = cx.bf16() && d.c % 8 == 0 && d.k % 8 == 0;
+  if (cx.bf16() && !cc->bf16) c.note = "tf32: channels not in multiples of 8, as bf16 wants";
+  const cudnnDataType_t dt = cc->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  const cudnnTensorFormat_t fmt = cc->bf16 && cx.nhwc() ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
   TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->x, fmt, dt, int(d.n), int(d.c), int(d.h), int(d.w)),
                  op, sh);
   TB_CUDNN_CHECK(cudnnSetFilter4dDescriptor(cc->w, dt, fmt, int(d.k), int(d.c), int(d.r), int(d.s)),
@@ -233,7 +239,7 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   const void* in_x = x;
   const void* in_w = w;
   void* out_y = y;
-  if (cx.bf16()) {
+  if (cc.bf16) {
     const auto h = bf16_operands(cx, n, kOpFwd);
     void* x16 = cx.reuse_bf16 ? cc.x16.hold(x) : nullptr;
     if (!x16) x16 = h[0];
@@ -264,7 +270,7 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
                                          cudnnConvolutionFwdAlgo_t(dir.algo), cx.workspace, dir.ws,
                                          &zero, cc.y, out_y),
                  kOpFwd, shape_str(d));
-  if (cx.bf16()) from_conv_bf16(cx, out_y, y, d.n, d.k, d.oh() * d.ow());
+  if (cc.bf16) from_conv_bf16(cx, out_y, y, d.n, d.k, d.oh() * d.ow());
 }
 
 void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float* dy, const float* w,
@@ -276,7 +282,7 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
   const void* in_dy = dy;
   const void* in_w = w;
   void* out_dx = dx;
-  if (cx.bf16()) {
+  if (cc.bf16) {
     const auto h = bf16_operands(cx, n, kOpBwdData);
     in_dy = cx.reuse_bf16 ? cc.dy16.take(dy, n[2], kOpBwdData, d) : nullptr;
     if (!in_dy) to_conv_bf16(cx, dy, h[2], d.n, d.k, d.oh() * d.ow()), in_dy = h[2];
@@ -304,7 +310,7 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
                                               cudnnConvolutionBwdDataAlgo_t(dir.algo), cx.workspace,
                                               dir.ws, &zero, cc.x, out_dx),
                  kOpBwdData, shape_str(d));
-  if (cx.bf16()) from_conv_bf16(cx, out_dx, dx, d.n, d.c, d.h * d.w);
+  if (cc.bf16) from_conv_bf16(cx, out_dx, dx, d.n, d.c, d.h * d.w);
 }
 
 void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const float* x,
@@ -316,7 +322,7 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
   const void* in_x = x;
   const void* in_dy = dy;
   void* out_dw = dw;
-  if (cx.bf16()) {
+  if (cc.bf16) {
     const auto h = bf16_operands(cx, n, kOpBwdFilter);
     in_x = cx.reuse_bf16 ? cc.x16.take(x, n[0], kOpBwdFilter, d) : nullptr;
     if (!in_x) to_conv_bf16(cx, x, h[0], d.n, d.c, d.h * d.w), in_x = h[0];
@@ -341,7 +347,7 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
                                                 cudnnConvolutionBwdFilterAlgo_t(dir.algo),
                                                 cx.workspace, dir.ws, &zero, cc.w, out_dw),
                  kOpBwdFilter, shape_str(d));
-  if (cx.bf16()) from_conv_bf16(cx, out_dw, dw, d.k, d.c, d.r * d.s);
+  if (cc.bf16) from_conv_bf16(cx, out_dw, dw, d.k, d.c, d.r * d.s);
 }
 
 }  // namespace

@@ -11,7 +11,9 @@
 //
 // bf16: A and B are bf16 copies (bf16.cu) of the fp32 operands made before each call, the weights
 // from the parameter array's bf16 mirror where they lie in it; D, the bias and the bias gradient
-// stay fp32, the products accumulate in fp32 on bf16 tensor cores.
+// stay fp32, the products accumulate in fp32 on bf16 tensor cores. A layer whose sizes (in, out)
+// are not multiples of 8 runs in tf32 instead: its bf16 rows would not start on 16-byte
+// boundaries, which cuBLASLt's bf16 tensor-core kernels want (ResNet's classifier, 10 classes).
 //
 // Each product is planned once per node and shape (descriptors, layouts, the heuristic's algo) and
 // cached in the node's OpCache. The heuristic depends on pointer alignment, so the plan records
@@ -31,11 +33,13 @@ uint32_t alignment_of(const void* p) {
   return uint32_t(std::min<uintptr_t>(low, 256));
 }
 
-// One column-major product D[m, n] = op(A) op(B), A/B/D fp32, with an optional epilogue.
+// One column-major product D[m, n] = op(A) op(B), D fp32, A and B fp32 or bf16, with an optional
+// epilogue.
 struct Gemm {
   cublasOperation_t ta, tb;
   int64_t m, n, k, lda, ldb, ldd;
   cublasLtEpilogue_t epilogue;  // DEFAULT, BIAS, RELU_BIAS or BGRADB
+  bool bf16;                    // A and B in bf16
 };
 
 struct MatmulPlan {
@@ -68,10 +72,11 @@ struct MatmulPlan {
 bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const void* b,
               const void* d, const void* bias, const char* op, const DenseDims& dims) {
   p.release();
-  // bf16 inputs run on tensor cores under plain 32F compute; fp32 inputs need FAST_TF32 for them.
+  // bf16 inputs run on tensor cores under plain 32F compute; fp32 inputs need FAST_TF32 for them
+  // (tf32 runs, and a bf16 run's layers that stay fp32).
   const cublasComputeType_t compute =
-      cx.precision == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  const cudaDataType_t ab = cx.bf16() ? CUDA_R_16BF : CUDA_R_32F;
+      !g.bf16 && cx.tensor_cores() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const cudaDataType_t ab = g.bf16 ? CUDA_R_16BF : CUDA_R_32F;
   TB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F), op, shape_str(dims));
   TB_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &g.ta, sizeof(g.ta)), op,
@@ -178,18 +183,21 @@ void run_plan(Context& cx, MatmulPlan& p, const void* a, const void* b, void* d,
 
 struct DenseCache {
   DenseDims dims;
+  bool bf16 = false;     // bf16 operands: a bf16 run, in and out multiples of 8
   MatmulPlan fwd[2][2];  // [relu_after][with bias]
   MatmulPlan dx;
   MatmulPlan dw[2];  // [with db]
 };
 
-DenseCache& cache_for(OpCache& c, const DenseDims& d, const char* op) {
+DenseCache& cache_for(const Context& cx, OpCache& c, const DenseDims& d, const char* op) {
   if (auto* dc = c.get<DenseCache>()) {
     check_cache_dims(op, dc->dims, d);
     return *dc;
   }
   auto* dc = c.set(new DenseCache());
   dc->dims = d;
+  dc->bf16 = cx.bf16() && d.in % 8 == 0 && d.out % 8 == 0;
+  if (cx.bf16() && !dc->bf16) c.note = "tf32: sizes not multiples of 8, as bf16 wants";
   return *dc;
 }
 
@@ -197,15 +205,15 @@ void dense_forward(void* ctx, OpCache& c, const DenseDims& d, const float* x, co
                    const float* b, float* y, bool relu_after) {
   static const char* op = "dense_forward";
   Context& cx = context(ctx);
-  DenseCache& dc = cache_for(c, d, op);
+  DenseCache& dc = cache_for(cx, c, d, op);
   if (d.n == 0 || d.out == 0) return;
   MatmulPlan& p = dc.fwd[relu_after ? 1 : 0][b ? 1 : 0];
   cublasLtEpilogue_t epi = b ? (relu_after ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
                              : (relu_after ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
-  const Gemm g{CUBLAS_OP_T, CUBLAS_OP_N, d.out, d.n, d.in, d.in, d.in, d.out, epi};
+  const Gemm g{CUBLAS_OP_T, CUBLAS_OP_N, d.out, d.n, d.in, d.in, d.in, d.out, epi, dc.bf16};
   const void* x_in = x;
   const void* w_in = w;
-  if (cx.bf16()) {
+  if (dc.bf16) {
     const auto h = bf16_operands(cx, {d.n * d.in, d.out * d.in, 0}, op);
     launch_to_bf16(cx, x, h[0], d.n * d.in);
     w_in = weights16(cx, w, d.out * d.in, h[1]);
@@ -229,7 +237,7 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
                     const float* dy, float* dx, float* dw, float* db) {
   static const char* op = "dense_backward";
   Context& cx = context(ctx);
-  DenseCache& dc = cache_for(c, d, op);
+  DenseCache& dc = cache_for(cx, c, d, op);
   if (d.n == 0) {  // nothing flowed back: the gradients are zero
     if (dw) launch_fill(cx, dw, 0.f, d.out * d.in);
     if (db) launch_fill(cx, db, 0.f, d.out);
@@ -238,7 +246,7 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
   const void* x_in = x;
   const void* w_in = w;
   const void* dy_in = dy;
-  if (cx.bf16()) {
+  if (dc.bf16) {
     const auto h = bf16_operands(cx, {d.n * d.in, d.out * d.in, d.n * d.out}, op);
     if (dw) launch_to_bf16(cx, x, h[0], d.n * d.in);
     if (dx) w_in = weights16(cx, w, d.out * d.in, h[1]);
@@ -247,7 +255,8 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
   }
   if (dx) {
     const Gemm g{
-        CUBLAS_OP_N, CUBLAS_OP_N, d.in, d.n, d.out, d.in, d.out, d.in, CUBLASLT_EPILOGUE_DEFAULT};
+        CUBLAS_OP_N, CUBLAS_OP_N, d.in, d.n, d.out, d.in, d.out, d.in, CUBLASLT_EPILOGUE_DEFAULT,
+        dc.bf16};
     ensure_plan(cx, dc.dx, g, false, w_in, dy_in, dx, nullptr, op, d);
     run_plan(cx, dc.dx, w_in, dy_in, dx, nullptr, op, d);
   }
@@ -256,7 +265,8 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
     const Gemm g{
         CUBLAS_OP_N, CUBLAS_OP_T, d.in,
         d.out,       d.n,         d.in,
-        d.out,       d.in,        db ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT};
+        d.out,       d.in,        db ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT,
+        dc.bf16};
     ensure_plan(cx, p, g, db != nullptr, x_in, dy_in, dw, db, op, d);
     run_plan(cx, p, x_in, dy_in, dw, db, op, d);
     if (db && !p.epilogue_ok) launch_column_sum(cx, d.n, d.out, dy, db);
