@@ -171,10 +171,11 @@ struct Backend {
 
   // ---- parameters (optional) ----
   // The run's flat parameter array is params[0 .. count), with its values in place; count 0: the
-  // array params is going away (another one registered since stays). A backend that keeps a copy
-  // derived from the parameters (CUDA bf16:
-  // the weights in bf16) builds it here and keeps it current from then on: the optimizer entries
-  // update it with the parameters, and upload, copy and fill into the array refresh it.
+  // array params is going away (another one registered since stays). One array at a time: a
+  // second registration takes the derived copy over, and the first array's steps must be over. A
+  // backend that keeps a copy derived from the parameters (CUDA bf16: the weights in bf16) builds
+  // it here and keeps it current from then on: the optimizer entries update it with the parameters,
+  // and upload, copy and fill into the array refresh it.
   void (*set_param_array)(void* ctx, const float* params, int64_t count) = nullptr;
 
   // ---- optimizers (one flat parameter array) ----

@@ -996,7 +996,7 @@ Hyper toy_resnet_hyper() {
 // (rounding); a stale copy anywhere moves the parameters by orders of magnitude more.
 TEST_F(CudaOps, Bf16ReusedCopiesMatchConvertingEachCall) {
   const DatasetPair data = random_images(40, 2402);
-  const Model m = tiny_resnet();
+  const Model m = tiny_resnet(3, 1, 8);  // channels in multiples of 8: bf16 convolutions
   const Workload& w = find_workload("resnet50-cifar10");
   const Hyper hp = toy_resnet_hyper();
   for (bool nhwc : {false, true}) {
@@ -1031,7 +1031,7 @@ TEST_F(CudaOps, Bf16ReusedCopiesMatchConvertingEachCall) {
 // ten epochs in bf16 (with graphs) on a learnable set: the loss stays finite and falls.
 TEST_F(CudaOps, Bf16TrainingFollowsFp32) {
   const DatasetPair data = random_images(32, 2500);
-  const Model m = tiny_resnet();
+  const Model m = tiny_resnet(3, 1, 8);  // channels in multiples of 8: bf16 convolutions
   const Workload& w = find_workload("resnet50-cifar10");
   Hyper hp = w.defaults;
   hp.batch = 32;
@@ -1080,7 +1080,7 @@ TEST_F(CudaOps, Bf16TrainingFollowsFp32) {
 // the same parameters and losses to the bit, in fp32 and in bf16 (both layouts).
 TEST_F(CudaOps, DeterministicRunsRepeatExactly) {
   const DatasetPair data = random_images(40, 2600);
-  const Model m = tiny_resnet();
+  const Model m = tiny_resnet(3, 1, 8);  // channels in multiples of 8: bf16 convolutions
   const Workload& w = find_workload("resnet50-cifar10");
   const Hyper hp = toy_resnet_hyper();
   const std::pair<Precision, bool> configs[] = {

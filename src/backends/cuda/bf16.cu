@@ -149,9 +149,15 @@ const void* weights16(Context& cx, const float* w, int64_t count, void* slot) {
 void set_param_array(void* ctx, const float* params, int64_t count) {
   Context& cx = context(ctx);
   if (count <= 0 && params != cx.params) return;  // letting go of an array not (or no longer) ours
-  // Kernels issued before, and recorded graphs, may still point into the old mirror: it is freed
-  // with the context.
-  if (cx.params16) cx.retired.push_back(cx.params16);
+  if (cx.params16 && count <= 0) {
+    // Let go of (the Trainer's graphs are gone by then): wait for the kernels issued before.
+    // Never throws: an error shows at the next checked call.
+    (void)cudaStreamSynchronize(cx.stream);
+    cudaFree(cx.params16);
+    (void)cudaGetLastError();
+  } else if (cx.params16) {
+    cx.retired.push_back(cx.params16);  // replaced: graphs recorded with it may still run
+  }
   cx.params = nullptr, cx.param_count = 0, cx.params16 = nullptr;
   if (!params || count <= 0 || !cx.bf16() || !cx.reuse_bf16) return;
   const cudaError_t e = cudaMalloc(&cx.params16, size_t(count) * 2);

@@ -43,9 +43,12 @@ struct Timers {
 };
 
 void timers_destroy(void* ctx, void* p) {
-  (void)ctx;
   auto* t = static_cast<Timers*>(p);
   if (!t) return;
+  if (t->gated) {  // a pass that threw: its gate may still poll the flags freed below
+    t->gate_host[0] = 1;
+    (void)cudaStreamSynchronize(context(ctx).stream);
+  }
   for (cudaEvent_t e : t->events)
     if (e) cudaEventDestroy(e);
   if (t->gate_host) cudaFreeHost(t->gate_host);
