@@ -4,7 +4,8 @@
 // Per node and shape the OpCache keeps the descriptors and, per direction, the algorithm cuDNN
 // measured fastest (cudnnFind*AlgorithmEx on the real buffers, into the shared workspace) on
 // that direction's first call (or that another node of the same shape measured: the context keeps
-// one algorithm per shape and direction); later calls only launch.
+// one algorithm per shape and direction; or that the same shape got at another batch size, with
+// the workspace asked anew); later calls only launch.
 //
 // Precision: fp32 forces CUDNN_FMA_MATH (in cuDNN 8+ the default math lets fp32 convolutions run
 // in TF32 on Ampere and newer). tf32 searches under CUDNN_TENSOR_OP_MATH and runs each algorithm
@@ -26,6 +27,7 @@
 // KRSC), made and undone in the same pass as the conversion, and the descriptors say NHWC, so
 // cuDNN's tensor-core kernels need no transposes of their own. The weights' copy is then made
 // per node at the forward (KRSC, not the mirror's KCRS) and reused by the data gradient.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -213,13 +215,38 @@ void pick(Context& cx, Direction& dir, const Perf* perf, int returned, const Con
                std::to_string(cx.workspace_bytes >> 20) + " MiB workspace");
 }
 
-// The algorithm of one direction, chosen once: reused from a node of the same shape, else timed
-// on the real buffers (find), or ranked by cuDNN's heuristic without running (deterministic
-// runs: rank). Both fill `Perf` results, best first.
-template <typename Perf, int kCount, typename Find, typename Rank>
+// Reuses the algorithm timed for the same shape at another batch size (the epoch's last, smaller
+// batch; the test pass's last): the fastest rarely changes with n alone, and timing every
+// candidate again costs that step a search per shape. Its workspace is asked for this n
+// (workspace(algo, &bytes)); false where none was timed or it does not fit.
+template <typename Workspace>
+bool reuse_other_batch(Context& cx, Direction& dir, const ConvDims& d, int direction,
+                       const char* op, Workspace workspace) {
+  const auto key = conv_choice_key(d, direction);
+  for (const auto& [k, a] : cx.conv_algos) {
+    if (!std::equal(k.begin() + 1, k.end(), key.begin() + 1)) continue;  // all but n
+    TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, a.math), op, shape_str(d));
+    size_t bytes = 0;
+    if (workspace(a.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > cx.workspace_bytes) continue;
+    dir.algo = a.algo, dir.ws = bytes, dir.math = a.math;
+    dir.found = true;
+    cx.conv_algos[key] = Context::ConvAlgo{dir.algo, dir.ws, dir.math};
+    return true;
+  }
+  return false;
+}
+
+// The algorithm of one direction, chosen once: reused from a node of the same shape (or, timed
+// runs, the same shape at another batch size), else timed on the real buffers (find), or ranked
+// by cuDNN's heuristic without running (deterministic runs: rank). Both fill `Perf` results,
+// best first.
+template <typename Perf, int kCount, typename Find, typename Rank, typename Workspace>
 void choose(Context& cx, Direction& dir, const ConvDims& d, int direction, const char* op,
-            Find find, Rank rank) {
+            Find find, Rank rank, Workspace workspace) {
   if (dir.found || reuse(cx, dir, d, direction, op)) return;
+  if (!cx.deterministic && reuse_other_batch(cx, dir, d, direction, op, workspace)) return;
+  // Back to the math type the descriptor was made with (reuse_other_batch may have set another).
+  TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, dir.math), op, shape_str(d));
   Perf perf[kCount];
   int returned = 0;
   const cudnnStatus_t s =
@@ -264,6 +291,10 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
       [&](int count, int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
         return cudnnGetConvolutionForwardAlgorithm_v7(cx.dnn, cc.x, cc.w, dir.conv, cc.y, count,
                                                       returned, perf);
+      },
+      [&](int algo, size_t* bytes) {
+        return cudnnGetConvolutionForwardWorkspaceSize(cx.dnn, cc.x, cc.w, dir.conv, cc.y,
+                                                       cudnnConvolutionFwdAlgo_t(algo), bytes);
       });
   const float one = 1.f, zero = 0.f;
   TB_CUDNN_CHECK(cudnnConvolutionForward(cx.dnn, &one, cc.x, in_x, cc.w, in_w, dir.conv,
@@ -304,6 +335,10 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
       [&](int count, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
         return cudnnGetConvolutionBackwardDataAlgorithm_v7(cx.dnn, cc.w, cc.y, dir.conv, cc.x,
                                                            count, returned, perf);
+      },
+      [&](int algo, size_t* bytes) {
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(
+            cx.dnn, cc.w, cc.y, dir.conv, cc.x, cudnnConvolutionBwdDataAlgo_t(algo), bytes);
       });
   const float one = 1.f, zero = 0.f;
   TB_CUDNN_CHECK(cudnnConvolutionBackwardData(cx.dnn, &one, cc.w, in_w, cc.y, in_dy, dir.conv,
@@ -341,6 +376,10 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
       [&](int count, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
         return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cx.dnn, cc.x, cc.y, dir.conv, cc.w,
                                                              count, returned, perf);
+      },
+      [&](int algo, size_t* bytes) {
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            cx.dnn, cc.x, cc.y, dir.conv, cc.w, cudnnConvolutionBwdFilterAlgo_t(algo), bytes);
       });
   const float one = 1.f, zero = 0.f;
   TB_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cx.dnn, &one, cc.x, in_x, cc.y, in_dy, dir.conv,
