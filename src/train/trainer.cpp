@@ -53,6 +53,7 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
   }
   L.scratch = take(largest * f), L.labels = take(batch * sizeof(int32_t));
   L.metrics = take(4 * f), L.cursor = take(sizeof(StepCursor));
+  L.eval_cursor = take(sizeof(StepCursor));
   L.train_idx = take(train_count * sizeof(int32_t));
   L.test_idx = take(test_count * sizeof(int32_t));
   return L;
@@ -227,6 +228,7 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
   }
   scratch = F(L.scratch), labels = I(L.labels), metrics = F(L.metrics);
   cursor = reinterpret_cast<StepCursor*>(base + L.cursor);
+  eval_cursor = reinterpret_cast<StepCursor*>(base + L.eval_cursor);
   train_indices = I(L.train_idx), test_indices = I(L.test_idx);
 
   try {
@@ -274,7 +276,8 @@ void Trainer::fill_initial_state(const DatasetPair& data) {
 
 Trainer::~Trainer() {
   if (node_timers) be.timers_destroy(be.ctx, node_timers);
-  for (auto& [n, g] : step_graphs) be.graph_destroy(be.ctx, g);  // they point into the caches
+  for (Graphs* gs : {&step_graphs, &eval_graphs})  // they point into the caches
+    for (auto& [n, g] : gs->by_size) be.graph_destroy(be.ctx, g);
   caches.clear();  // backend state first, while the backend lives
   free_buffers();
 }
@@ -574,11 +577,11 @@ void Trainer::loss(int64_t n) {
   be.softmax_ce(be.ctx, n, model.classes, out[last], labels, 1.f / float(n), grad[last], metrics);
 }
 
-bool Trainer::replay_step_graph(int64_t n) {
+bool Trainer::replay_graph(Graphs& gs, int64_t n, const std::function<void()>& issue) {
   if (!be.graph_begin || !graph_failure.empty()) return false;
-  auto it = step_graphs.find(n);
-  if (it == step_graphs.end()) {
-    if (!issued_sizes.count(n)) return false;
+  auto it = gs.by_size.find(n);
+  if (it == gs.by_size.end()) {
+    if (!gs.issued_sizes.count(n)) return false;  // the first at a size builds caches: issued
     bool recording = false;
     auto end_recording = [&]() -> void* {  // also after a failure while recording
       recording = false;
@@ -592,7 +595,7 @@ bool Trainer::replay_step_graph(int64_t n) {
     try {
       be.graph_begin(be.ctx);
       recording = true;
-      issue_step(n, nullptr);
+      issue();
     } catch (const Error& e) {
       graph_failure = e.what();
     } catch (...) {  // not ours (bad_alloc): end the recording, then let it go on up
@@ -603,25 +606,31 @@ bool Trainer::replay_step_graph(int64_t n) {
     void* g = recording ? end_recording() : nullptr;
     if (!graph_failure.empty()) {
       if (g) be.graph_destroy(be.ctx, g);
-      return false;  // nothing ran while recording: the step runs as issued
+      return false;  // nothing ran while recording: the ops run as issued
     }
-    it = step_graphs.emplace(n, g).first;
+    it = gs.by_size.emplace(n, g).first;
   }
   be.graph_launch(be.ctx, it->second);
-  graph_steps++;
+  gs.replays++;
   return true;
 }
 
 std::string Trainer::graph_summary() const {
   if (!be.graph_begin) return "off (the backend records no graphs)";
   if (!graph_failure.empty())
-    return (graph_steps ? "off after " + std::to_string(graph_steps) + " steps replayed" : "off") +
+    return (step_graphs.replays
+                ? "off after " + std::to_string(step_graphs.replays) + " steps replayed"
+                : "off") +
            " (recording failed: " + graph_failure + ")";
-  if (step_graphs.empty()) return "on, none recorded yet";
+  if (step_graphs.by_size.empty()) return "on, none recorded yet";
   std::string sizes;
-  for (const auto& [n, g] : step_graphs) sizes += (sizes.empty() ? "" : ", ") + std::to_string(n);
-  return "on: " + std::to_string(graph_steps) + " steps replayed from " +
-         std::to_string(step_graphs.size()) + " graph(s), batch " + sizes;
+  for (const auto& [n, g] : step_graphs.by_size)
+    sizes += (sizes.empty() ? "" : ", ") + std::to_string(n);
+  std::string s = "on: " + std::to_string(step_graphs.replays) + " steps replayed from " +
+                  std::to_string(step_graphs.by_size.size()) + " graph(s), batch " + sizes;
+  if (eval_graphs.replays)
+    s += "; test pass: " + std::to_string(eval_graphs.replays) + " batches replayed";
+  return s;
 }
 
 bool Trainer::fused_mlp_step(int64_t n) {
@@ -672,21 +681,33 @@ void Trainer::issue_step(int64_t n, StepSplit* split, std::vector<double>* forwa
 }
 
 void Trainer::step(int64_t n, StepSplit* split) {
-  if (!split && replay_step_graph(n)) return;
-  if (be.graph_begin) issued_sizes.insert(n);  // the next step at this size may record
+  if (!split && replay_graph(step_graphs, n, [&] { issue_step(n, nullptr); })) return;
+  if (be.graph_begin) step_graphs.issued_sizes.insert(n);  // the next step at this size may record
   issue_step(n, split);
+}
+
+void Trainer::issue_eval_batch(int64_t n) {
+  BatchSpec s = test_spec;
+  s.n = n, s.cursor = eval_cursor;
+  be.gather_batch(be.ctx, s, test_images, test_labels, test_indices, out[0], labels);
+  forward(n, false);
+  const int last = int(model.nodes.size()) - 1;
+  be.softmax_ce(be.ctx, n, model.classes, out[last], labels, 1.f, nullptr, metrics + 2);
+  be.advance_cursor(be.ctx, eval_cursor);
 }
 
 EvalResult Trainer::evaluate() {
   EvalResult r;
   const auto t0 = Clock::now();
   be.fill(be.ctx, metrics + 2, 0.f, 2);
-  const int last = int(model.nodes.size()) - 1;
+  StepCursor c;  // the test set in order, max_batch images a batch
+  c.stride = max_batch, c.count = test_count;
+  be.upload(be.ctx, eval_cursor, &c, sizeof(c));
   for (int64_t first = 0; first < test_count; first += max_batch) {
     const int64_t n = std::min(max_batch, test_count - first);
-    load_batch(test_spec, test_images, test_labels, test_indices + first, n, /*seed=*/0);
-    forward(n, false);
-    be.softmax_ce(be.ctx, n, model.classes, out[last], labels, 1.f, nullptr, metrics + 2);
+    if (replay_graph(eval_graphs, n, [&] { issue_eval_batch(n); })) continue;
+    if (be.graph_begin) eval_graphs.issued_sizes.insert(n);
+    issue_eval_batch(n);
   }
   float host[4];
   be.download(be.ctx, host, metrics, sizeof(host));

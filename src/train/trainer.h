@@ -91,10 +91,11 @@ struct Trainer {
   std::vector<int> grad_of_add;       // per node: the add whose gradient buffer it shares, or -1
   float* scratch = nullptr;           // gradient of a second consumer, then added
   int32_t* labels = nullptr;
-  float* metrics = nullptr;          // [train loss sum, train correct, eval loss, eval correct]
-  StepCursor* cursor = nullptr;      // where training is: the step reads it and advances it
-  int32_t* train_indices = nullptr;  // this epoch's permutation
-  int32_t* test_indices = nullptr;   // 0..test_count-1
+  float* metrics = nullptr;           // [train loss sum, train correct, eval loss, eval correct]
+  StepCursor* cursor = nullptr;       // where training is: the step reads it and advances it
+  StepCursor* eval_cursor = nullptr;  // where the test pass is, likewise
+  int32_t* train_indices = nullptr;   // this epoch's permutation
+  int32_t* test_indices = nullptr;    // 0..test_count-1
 
   // The data set on the device, as read.
   uint8_t *train_images = nullptr, *train_labels = nullptr;
@@ -111,10 +112,14 @@ struct Trainer {
   // ops read from the cursor on the device, which the step's last op advances. The first step
   // of each size runs as issued because it builds the caches and measures algorithms, which a
   // recording must not contain.
-  std::map<int64_t, void*> step_graphs;
-  std::set<int64_t> issued_sizes;    // batch sizes a step has run at without a graph
+  // The test pass's batches likewise (data cut from the eval cursor, forward, loss, advance).
+  struct Graphs {
+    std::map<int64_t, void*> by_size;
+    std::set<int64_t> issued_sizes;  // batch sizes that have run without a graph
+    int64_t replays = 0;
+  };
+  Graphs step_graphs, eval_graphs;
   std::set<int64_t> op_by_op_sizes;  // batch sizes whose ops have run one by one (not fused)
-  int64_t graph_steps = 0;           // training steps replayed from a graph
   std::string graph_failure;         // why recording failed; no graphs from then on
 
   // The model is a one-hidden-layer MLP trained with Adam, without augmentation, whose step the
@@ -154,9 +159,10 @@ struct Trainer {
   // Softmax cross-entropy on the last node's output: the loss's gradient into its gradient
   // buffer, loss sum and correct count added to the training metrics.
   void loss(int64_t n);
-  // Replays (recording first where needed) the graph of the training step for batch size n;
-  // false when the step must run as issued instead.
-  bool replay_step_graph(int64_t n);
+  // Replays g's graph for batch size n, recording it first from `issue` where that size has run
+  // as issued before (and marking the size as issued otherwise); false when the ops must be
+  // issued instead.
+  bool replay_graph(Graphs& g, int64_t n, const std::function<void()>& issue);
   // One line for the record and the CLI: how many steps ran from graphs, or why none did.
   std::string graph_summary() const;
   // One training step on the n images where the cursor stands: data, forward, loss, backward,
@@ -171,6 +177,9 @@ struct Trainer {
                   std::vector<double>* backward_node_ms = nullptr);
   // The backend's fused MLP step for n images; false where there is none or it declined.
   bool fused_mlp_step(int64_t n);
+  // One test-pass batch of n images where the eval cursor stands: data, forward, loss and
+  // correct count into the eval metrics, advance.
+  void issue_eval_batch(int64_t n);
   EvalResult evaluate();
   TrainResult train(const std::function<void(const Progress&)>& on_progress);
 
@@ -178,7 +187,7 @@ struct Trainer {
   struct ArenaLayout {
     size_t total = 0;
     size_t params = 0, grads = 0, m = 0, v = 0, state = 0, scratch = 0, labels = 0, metrics = 0,
-           cursor = 0, train_idx = 0, test_idx = 0;
+           cursor = 0, eval_cursor = 0, train_idx = 0, test_idx = 0;
     std::vector<size_t> out, grad, saved, argmax;  // per node
   };
   ArenaLayout layout_arena(int64_t batch) const;

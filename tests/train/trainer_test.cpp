@@ -170,14 +170,43 @@ TEST(Trainer, GraphReplayMatchesIssuedStepsOnMlp) {
   const GraphRun graphed = run_graphed(m, hp, data, ref, true);
   // 9 steps, sizes 32 32 26 | 32 32 26 | 32 32 26; period 4: sampled (issued) steps 2 and 6.
   // Issued: step 0 (first of 32), step 2 (first of 26, sampled), step 6 (sampled). Step 1 records
-  // the 32 graph, step 5 the 26 one; steps 1 3 4 5 7 8 replay.
-  EXPECT_EQ(graphed.recorded, 2);
-  EXPECT_EQ(graphed.launched, 6);
-  EXPECT_EQ(graphed.summary, "on: 6 steps replayed from 2 graph(s), batch 26, 32");
+  // the 32 graph, step 5 the 26 one; steps 1 3 4 5 7 8 replay. The test pass (32 32 26) issues
+  // its first 32, records and replays its second, issues its 26.
+  EXPECT_EQ(graphed.recorded, 3);
+  EXPECT_EQ(graphed.launched, 7);
+  EXPECT_EQ(graphed.summary,
+            "on: 6 steps replayed from 2 graph(s), batch 26, 32; test pass: 1 batches replayed");
   EXPECT_EQ(plain.summary, "off (the backend records no graphs)");
   EXPECT_EQ(graphed.params, plain.params);
   EXPECT_EQ(graphed.result.epochs.back().loss, plain.result.epochs.back().loss);
   EXPECT_EQ(graphed.eval.accuracy, plain.eval.accuracy);
+  EXPECT_EQ(graphed.eval.loss, plain.eval.loss);
+}
+
+// The test pass cuts its batches where its own cursor stands (so a recorded batch replays): the
+// same batches, in order, as cutting test_indices + first by hand, to the bit.
+TEST(Trainer, EvaluationCursorCutsTheTestSetInOrder) {
+  DatasetPair data = synthetic(90, 1, 6, 6, 13);  // 32 32 26
+  Hyper hp = find_workload("fashion-mlp").defaults;
+  hp.batch = 32, hp.epochs = 1;
+  const Model m = build_mlp(1, 6, 6, {16}, 10);
+  auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
+  Trainer t(m, *be, hp, find_workload("fashion-mlp"), data);
+  t.train(nullptr);
+  const EvalResult got = t.evaluate();
+  be->fill(be->ctx, t.metrics + 2, 0.f, 2);
+  const int last = int(m.nodes.size()) - 1;
+  for (int64_t first = 0; first < 90; first += 32) {
+    const int64_t n = std::min<int64_t>(32, 90 - first);
+    t.load_batch(t.test_spec, t.test_images, t.test_labels, t.test_indices + first, n, 0);
+    t.forward(n, false);
+    be->softmax_ce(be->ctx, n, m.classes, t.out[size_t(last)], t.labels, 1.f, nullptr,
+                   t.metrics + 2);
+  }
+  float host[4];
+  be->download(be->ctx, host, t.metrics, sizeof(host));
+  EXPECT_EQ(got.loss, host[2] / 90.0);
+  EXPECT_EQ(got.accuracy, host[3] / 90.0);
 }
 
 // The same on a small ResNet through oneDNN with --deterministic: fused BN+ReLU, residual adds
@@ -191,10 +220,11 @@ TEST(Trainer, GraphReplayMatchesIssuedStepsOnResNet) {
   cfg.deterministic = true;
   const GraphRun plain = run_graphed(m, hp, data, cfg, false);
   const GraphRun graphed = run_graphed(m, hp, data, cfg, true);
-  EXPECT_EQ(graphed.recorded, 2);
+  EXPECT_EQ(graphed.recorded, 3);  // steps of 16 and 8, the test pass's 16
   EXPECT_GT(graphed.launched, 0);
   EXPECT_EQ(graphed.params, plain.params);
   EXPECT_EQ(graphed.eval.loss, plain.eval.loss);
+  EXPECT_EQ(graphed.eval.accuracy, plain.eval.accuracy);
 }
 
 // Once recorded, a step issues nothing but the graph's launch: what changes from step to step
