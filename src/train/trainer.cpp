@@ -617,20 +617,22 @@ bool Trainer::replay_graph(Graphs& gs, int64_t n, const std::function<void()>& i
 
 std::string Trainer::graph_summary() const {
   if (!be.graph_begin) return "off (the backend records no graphs)";
-  if (!graph_failure.empty())
-    return (step_graphs.replays
-                ? "off after " + std::to_string(step_graphs.replays) + " steps replayed"
-                : "off") +
-           " (recording failed: " + graph_failure + ")";
-  if (step_graphs.by_size.empty()) return "on, none recorded yet";
-  std::string sizes;
-  for (const auto& [n, g] : step_graphs.by_size)
-    sizes += (sizes.empty() ? "" : ", ") + std::to_string(n);
-  std::string s = "on: " + std::to_string(step_graphs.replays) + " steps replayed from " +
-                  std::to_string(step_graphs.by_size.size()) + " graph(s), batch " + sizes;
+  // What replayed: "N steps from G graph(s), batch a, b" and "M test batches".
+  std::string replayed;
+  if (!step_graphs.by_size.empty()) {
+    std::string sizes;
+    for (const auto& [n, g] : step_graphs.by_size)
+      sizes += (sizes.empty() ? "" : ", ") + std::to_string(n);
+    replayed = std::to_string(step_graphs.replays) + " steps replayed from " +
+               std::to_string(step_graphs.by_size.size()) + " graph(s), batch " + sizes;
+  }
   if (eval_graphs.replays)
-    s += "; test pass: " + std::to_string(eval_graphs.replays) + " batches replayed";
-  return s;
+    replayed += (replayed.empty() ? "" : "; ") + std::string("test pass: ") +
+                std::to_string(eval_graphs.replays) + " batches replayed";
+  if (!graph_failure.empty())
+    return (replayed.empty() ? "off" : "off after " + replayed) +
+           " (recording failed: " + graph_failure + ")";
+  return replayed.empty() ? "on, none recorded yet" : "on: " + replayed;
 }
 
 bool Trainer::fused_mlp_step(int64_t n) {

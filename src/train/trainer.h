@@ -160,8 +160,8 @@ struct Trainer {
   // buffer, loss sum and correct count added to the training metrics.
   void loss(int64_t n);
   // Replays g's graph for batch size n, recording it first from `issue` where that size has run
-  // as issued before (and marking the size as issued otherwise); false when the ops must be
-  // issued instead.
+  // as issued before (the caller adds a size it issues to g.issued_sizes); false when the ops
+  // must be issued instead.
   bool replay_graph(Graphs& g, int64_t n, const std::function<void()>& issue);
   // One line for the record and the CLI: how many steps ran from graphs, or why none did.
   std::string graph_summary() const;

@@ -885,6 +885,7 @@ TEST_F(CudaOps, GraphReplayMatchesIssuedSteps) {
     hp.batch = 16, hp.epochs = 3, hp.augment = m == &resnet;  // 16 16 8 per epoch
     std::vector<float> params[2];
     std::string summary[2];
+    EvalResult eval[2];
     for (int graphs = 0; graphs < 2; ++graphs) {
       BackendConfig cfg;
       cfg.device = DeviceKind::cuda;
@@ -893,9 +894,13 @@ TEST_F(CudaOps, GraphReplayMatchesIssuedSteps) {
       auto be = make_backend(cfg);
       Trainer t(*m, *be, hp, w, data);
       t.train(nullptr);
+      eval[graphs] = t.evaluate();  // 16 16 8: the second batch of 16 replays
       params[graphs] = t.download_params();
       summary[graphs] = t.graph_summary();
     }
+    EXPECT_EQ(eval[1].loss, eval[0].loss);
+    EXPECT_EQ(eval[1].accuracy, eval[0].accuracy);
+    EXPECT_NE(summary[1].find("test pass: 1 batches replayed"), std::string::npos) << summary[1];
     EXPECT_EQ(summary[0], "off (the backend records no graphs)");
     EXPECT_EQ(summary[1].rfind("on: ", 0), 0u) << summary[1];
     EXPECT_NE(summary[1].find("2 graph(s), batch 8, 16"), std::string::npos) << summary[1];

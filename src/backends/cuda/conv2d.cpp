@@ -42,6 +42,7 @@ struct Direction {
   int algo = 0;
   size_t ws = 0;
   cudnnMathType_t math = CUDNN_FMA_MATH;
+  bool borrowed = false;  // the algorithm was chosen at another batch size (reuse_other_batch)
 };
 
 // A node's own bf16 copy of one operand, made by one direction (the producer) and read by a
@@ -184,6 +185,7 @@ bool reuse(Context& cx, Direction& dir, const ConvDims& d, int direction, const 
   dir.algo = it->second.algo;
   dir.ws = it->second.workspace;
   dir.math = it->second.math;
+  dir.borrowed = it->second.borrowed;
   TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, dir.math), op, shape_str(d));
   dir.found = true;
   return true;
@@ -215,25 +217,31 @@ void pick(Context& cx, Direction& dir, const Perf* perf, int returned, const Con
                std::to_string(cx.workspace_bytes >> 20) + " MiB workspace");
 }
 
-// Reuses the algorithm timed for the same shape at another batch size (the epoch's last, smaller
-// batch; the test pass's last): the fastest rarely changes with n alone, and timing every
-// candidate again costs that step a search per shape. Its workspace is asked for this n
-// (workspace(algo, &bytes)); false where none was timed or it does not fit.
+// Reuses the algorithm chosen for the same shape at the nearest other batch size (the epoch's
+// last, smaller batch; the test pass's last): the fastest rarely changes with n alone, and timing
+// every candidate again costs that step a search per shape. Its workspace is asked for this n
+// (workspace(algo, &bytes)); false where none was chosen or it does not fit. run_chosen times
+// this size's own if the borrowed one fails to launch.
 template <typename Workspace>
 bool reuse_other_batch(Context& cx, Direction& dir, const ConvDims& d, int direction,
                        const char* op, Workspace workspace) {
   const auto key = conv_choice_key(d, direction);
+  const Context::ConvAlgo* best = nullptr;
+  int64_t best_gap = 0;
   for (const auto& [k, a] : cx.conv_algos) {
-    if (!std::equal(k.begin() + 1, k.end(), key.begin() + 1)) continue;  // all but n
-    TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, a.math), op, shape_str(d));
-    size_t bytes = 0;
-    if (workspace(a.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > cx.workspace_bytes) continue;
-    dir.algo = a.algo, dir.ws = bytes, dir.math = a.math;
-    dir.found = true;
-    cx.conv_algos[key] = Context::ConvAlgo{dir.algo, dir.ws, dir.math};
-    return true;
+    if (a.borrowed || !std::equal(k.begin() + 1, k.end(), key.begin() + 1)) continue;  // but n
+    const int64_t gap = k[0] > d.n ? k[0] - d.n : d.n - k[0];
+    if (!best || gap < best_gap) best = &a, best_gap = gap;
   }
-  return false;
+  if (!best) return false;
+  TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, best->math), op, shape_str(d));
+  size_t bytes = 0;
+  if (workspace(best->algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > cx.workspace_bytes)
+    return false;
+  dir.algo = best->algo, dir.ws = bytes, dir.math = best->math;
+  dir.found = dir.borrowed = true;
+  cx.conv_algos[key] = Context::ConvAlgo{dir.algo, dir.ws, dir.math, true};
+  return true;
 }
 
 // The algorithm of one direction, chosen once: reused from a node of the same shape (or, timed
@@ -242,9 +250,10 @@ bool reuse_other_batch(Context& cx, Direction& dir, const ConvDims& d, int direc
 // best first.
 template <typename Perf, int kCount, typename Find, typename Rank, typename Workspace>
 void choose(Context& cx, Direction& dir, const ConvDims& d, int direction, const char* op,
-            Find find, Rank rank, Workspace workspace) {
+            bool borrow, Find find, Rank rank, Workspace workspace) {
   if (dir.found || reuse(cx, dir, d, direction, op)) return;
-  if (!cx.deterministic && reuse_other_batch(cx, dir, d, direction, op, workspace)) return;
+  if (borrow && !cx.deterministic && reuse_other_batch(cx, dir, d, direction, op, workspace))
+    return;
   // Back to the math type the descriptor was made with (reuse_other_batch may have set another).
   TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, dir.math), op, shape_str(d));
   Perf perf[kCount];
@@ -255,6 +264,26 @@ void choose(Context& cx, Direction& dir, const ConvDims& d, int direction, const
     fail_cudnn(s, cx.deterministic ? "cudnnGetConvolution*Algorithm_v7" : "cudnnFindConvolution*Ex",
                op, shape_str(d), __FILE__, __LINE__);
   pick(cx, dir, perf, returned, d, direction, op);
+}
+
+// Chooses the direction's algorithm (choose_algo(borrow)) and launches it (launch() gives
+// cuDNN's status). An algorithm borrowed from another batch size that fails to launch is
+// forgotten, and this size's own is chosen and launched instead (the first call at a size, which
+// no graph records).
+template <typename Choose, typename Launch>
+void run_chosen(Context& cx, Direction& dir, const ConvDims& d, int direction, const char* op,
+                const char* call, Choose choose_algo, Launch launch) {
+  choose_algo(true);
+  cudnnStatus_t s = launch();
+  if (s != CUDNN_STATUS_SUCCESS && dir.borrowed) {
+    (void)cudaGetLastError();
+    cx.conv_algos.erase(conv_choice_key(d, direction));
+    dir.found = dir.borrowed = false;
+    dir.math = cx.tensor_cores() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    choose_algo(false);
+    s = launch();
+  }
+  if (s != CUDNN_STATUS_SUCCESS) fail_cudnn(s, call, op, shape_str(d), __FILE__, __LINE__);
 }
 
 void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, const float* w,
@@ -281,26 +310,29 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
     }
     in_x = x16, out_y = h[2];
   }
-  choose<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
-      cx, dir, d, 0, kOpFwd,
-      [&](int count, int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
-        return cudnnFindConvolutionForwardAlgorithmEx(cx.dnn, cc.x, in_x, cc.w, in_w, dir.conv,
-                                                      cc.y, out_y, count, returned, perf,
-                                                      cx.workspace, cx.workspace_bytes);
-      },
-      [&](int count, int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
-        return cudnnGetConvolutionForwardAlgorithm_v7(cx.dnn, cc.x, cc.w, dir.conv, cc.y, count,
-                                                      returned, perf);
-      },
-      [&](int algo, size_t* bytes) {
-        return cudnnGetConvolutionForwardWorkspaceSize(cx.dnn, cc.x, cc.w, dir.conv, cc.y,
-                                                       cudnnConvolutionFwdAlgo_t(algo), bytes);
-      });
+  auto choose_algo = [&](bool borrow) {
+    choose<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+        cx, dir, d, 0, kOpFwd, borrow,
+        [&](int count, int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
+          return cudnnFindConvolutionForwardAlgorithmEx(cx.dnn, cc.x, in_x, cc.w, in_w, dir.conv,
+                                                        cc.y, out_y, count, returned, perf,
+                                                        cx.workspace, cx.workspace_bytes);
+        },
+        [&](int count, int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
+          return cudnnGetConvolutionForwardAlgorithm_v7(cx.dnn, cc.x, cc.w, dir.conv, cc.y, count,
+                                                        returned, perf);
+        },
+        [&](int algo, size_t* bytes) {
+          return cudnnGetConvolutionForwardWorkspaceSize(cx.dnn, cc.x, cc.w, dir.conv, cc.y,
+                                                         cudnnConvolutionFwdAlgo_t(algo), bytes);
+        });
+  };
   const float one = 1.f, zero = 0.f;
-  TB_CUDNN_CHECK(cudnnConvolutionForward(cx.dnn, &one, cc.x, in_x, cc.w, in_w, dir.conv,
-                                         cudnnConvolutionFwdAlgo_t(dir.algo), cx.workspace, dir.ws,
-                                         &zero, cc.y, out_y),
-                 kOpFwd, shape_str(d));
+  run_chosen(cx, dir, d, 0, kOpFwd, "cudnnConvolutionForward", choose_algo, [&] {
+    return cudnnConvolutionForward(cx.dnn, &one, cc.x, in_x, cc.w, in_w, dir.conv,
+                                   cudnnConvolutionFwdAlgo_t(dir.algo), cx.workspace, dir.ws, &zero,
+                                   cc.y, out_y);
+  });
   if (cc.bf16) from_conv_bf16(cx, out_y, y, d.n, d.k, d.oh() * d.ow());
 }
 
@@ -325,26 +357,29 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
     }
     out_dx = h[0];
   }
-  choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-      cx, dir, d, 1, kOpBwdData,
-      [&](int count, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
-        return cudnnFindConvolutionBackwardDataAlgorithmEx(cx.dnn, cc.w, in_w, cc.y, in_dy,
-                                                           dir.conv, cc.x, out_dx, count, returned,
-                                                           perf, cx.workspace, cx.workspace_bytes);
-      },
-      [&](int count, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
-        return cudnnGetConvolutionBackwardDataAlgorithm_v7(cx.dnn, cc.w, cc.y, dir.conv, cc.x,
-                                                           count, returned, perf);
-      },
-      [&](int algo, size_t* bytes) {
-        return cudnnGetConvolutionBackwardDataWorkspaceSize(
-            cx.dnn, cc.w, cc.y, dir.conv, cc.x, cudnnConvolutionBwdDataAlgo_t(algo), bytes);
-      });
+  auto choose_algo = [&](bool borrow) {
+    choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+        cx, dir, d, 1, kOpBwdData, borrow,
+        [&](int count, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+          return cudnnFindConvolutionBackwardDataAlgorithmEx(
+              cx.dnn, cc.w, in_w, cc.y, in_dy, dir.conv, cc.x, out_dx, count, returned, perf,
+              cx.workspace, cx.workspace_bytes);
+        },
+        [&](int count, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+          return cudnnGetConvolutionBackwardDataAlgorithm_v7(cx.dnn, cc.w, cc.y, dir.conv, cc.x,
+                                                             count, returned, perf);
+        },
+        [&](int algo, size_t* bytes) {
+          return cudnnGetConvolutionBackwardDataWorkspaceSize(
+              cx.dnn, cc.w, cc.y, dir.conv, cc.x, cudnnConvolutionBwdDataAlgo_t(algo), bytes);
+        });
+  };
   const float one = 1.f, zero = 0.f;
-  TB_CUDNN_CHECK(cudnnConvolutionBackwardData(cx.dnn, &one, cc.w, in_w, cc.y, in_dy, dir.conv,
-                                              cudnnConvolutionBwdDataAlgo_t(dir.algo), cx.workspace,
-                                              dir.ws, &zero, cc.x, out_dx),
-                 kOpBwdData, shape_str(d));
+  run_chosen(cx, dir, d, 1, kOpBwdData, "cudnnConvolutionBackwardData", choose_algo, [&] {
+    return cudnnConvolutionBackwardData(cx.dnn, &one, cc.w, in_w, cc.y, in_dy, dir.conv,
+                                        cudnnConvolutionBwdDataAlgo_t(dir.algo), cx.workspace,
+                                        dir.ws, &zero, cc.x, out_dx);
+  });
   if (cc.bf16) from_conv_bf16(cx, out_dx, dx, d.n, d.c, d.h * d.w);
 }
 
@@ -366,26 +401,29 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
     to_conv_bf16(cx, dy, dy16, d.n, d.k, d.oh() * d.ow());
     in_dy = dy16, out_dw = h[1];
   }
-  choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-      cx, dir, d, 2, kOpBwdFilter,
-      [&](int count, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
-        return cudnnFindConvolutionBackwardFilterAlgorithmEx(
-            cx.dnn, cc.x, in_x, cc.y, in_dy, dir.conv, cc.w, out_dw, count, returned, perf,
-            cx.workspace, cx.workspace_bytes);
-      },
-      [&](int count, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
-        return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cx.dnn, cc.x, cc.y, dir.conv, cc.w,
-                                                             count, returned, perf);
-      },
-      [&](int algo, size_t* bytes) {
-        return cudnnGetConvolutionBackwardFilterWorkspaceSize(
-            cx.dnn, cc.x, cc.y, dir.conv, cc.w, cudnnConvolutionBwdFilterAlgo_t(algo), bytes);
-      });
+  auto choose_algo = [&](bool borrow) {
+    choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+        cx, dir, d, 2, kOpBwdFilter, borrow,
+        [&](int count, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+          return cudnnFindConvolutionBackwardFilterAlgorithmEx(
+              cx.dnn, cc.x, in_x, cc.y, in_dy, dir.conv, cc.w, out_dw, count, returned, perf,
+              cx.workspace, cx.workspace_bytes);
+        },
+        [&](int count, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cx.dnn, cc.x, cc.y, dir.conv, cc.w,
+                                                               count, returned, perf);
+        },
+        [&](int algo, size_t* bytes) {
+          return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+              cx.dnn, cc.x, cc.y, dir.conv, cc.w, cudnnConvolutionBwdFilterAlgo_t(algo), bytes);
+        });
+  };
   const float one = 1.f, zero = 0.f;
-  TB_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cx.dnn, &one, cc.x, in_x, cc.y, in_dy, dir.conv,
-                                                cudnnConvolutionBwdFilterAlgo_t(dir.algo),
-                                                cx.workspace, dir.ws, &zero, cc.w, out_dw),
-                 kOpBwdFilter, shape_str(d));
+  run_chosen(cx, dir, d, 2, kOpBwdFilter, "cudnnConvolutionBackwardFilter", choose_algo, [&] {
+    return cudnnConvolutionBackwardFilter(cx.dnn, &one, cc.x, in_x, cc.y, in_dy, dir.conv,
+                                          cudnnConvolutionBwdFilterAlgo_t(dir.algo), cx.workspace,
+                                          dir.ws, &zero, cc.w, out_dw);
+  });
   if (cc.bf16) from_conv_bf16(cx, out_dw, dw, d.k, d.c, d.r * d.s);
 }
 

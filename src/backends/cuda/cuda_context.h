@@ -42,6 +42,7 @@ struct Context {
     int algo = 0;
     size_t workspace = 0;
     cudnnMathType_t math = CUDNN_FMA_MATH;
+    bool borrowed = false;  // taken from another batch size, not chosen at this one
   };
   std::map<std::array<int64_t, 10>, ConvAlgo> conv_algos;
 
