@@ -244,53 +244,143 @@ bool reuse_other_batch(Context& cx, Direction& dir, const ConvDims& d, int direc
   return true;
 }
 
+// One direction's cuDNN calls, for convolve below. a and b are its inputs (forward: x, w; data
+// gradient: w, dy; weight gradient: x, dy), out its output (y, dx, dw).
+struct Forward {
+  using Perf = cudnnConvolutionFwdAlgoPerf_t;
+  static constexpr int kCount = CUDNN_CONVOLUTION_FWD_ALGO_COUNT, kDirection = 0;
+  static constexpr const char* kCall = "cudnnConvolutionForward";
+  static cudnnStatus_t find(Context& cx, const ConvCache& cc, const Direction& dir, const void* a,
+                            const void* b, void* out, int* returned, Perf* perf) {
+    return cudnnFindConvolutionForwardAlgorithmEx(cx.dnn, cc.x, a, cc.w, b, dir.conv, cc.y, out,
+                                                  kCount, returned, perf, cx.workspace,
+                                                  cx.workspace_bytes);
+  }
+  static cudnnStatus_t rank(Context& cx, const ConvCache& cc, const Direction& dir, int* returned,
+                            Perf* perf) {
+    return cudnnGetConvolutionForwardAlgorithm_v7(cx.dnn, cc.x, cc.w, dir.conv, cc.y, kCount,
+                                                  returned, perf);
+  }
+  static cudnnStatus_t workspace(Context& cx, const ConvCache& cc, const Direction& dir, int algo,
+                                 size_t* bytes) {
+    return cudnnGetConvolutionForwardWorkspaceSize(cx.dnn, cc.x, cc.w, dir.conv, cc.y,
+                                                   cudnnConvolutionFwdAlgo_t(algo), bytes);
+  }
+  static cudnnStatus_t launch(Context& cx, const ConvCache& cc, const Direction& dir, const void* a,
+                              const void* b, void* out) {
+    const float one = 1.f, zero = 0.f;
+    return cudnnConvolutionForward(cx.dnn, &one, cc.x, a, cc.w, b, dir.conv,
+                                   cudnnConvolutionFwdAlgo_t(dir.algo), cx.workspace, dir.ws, &zero,
+                                   cc.y, out);
+  }
+};
+
+struct BackwardData {
+  using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
+  static constexpr int kCount = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, kDirection = 1;
+  static constexpr const char* kCall = "cudnnConvolutionBackwardData";
+  static cudnnStatus_t find(Context& cx, const ConvCache& cc, const Direction& dir, const void* a,
+                            const void* b, void* out, int* returned, Perf* perf) {
+    return cudnnFindConvolutionBackwardDataAlgorithmEx(cx.dnn, cc.w, a, cc.y, b, dir.conv, cc.x,
+                                                       out, kCount, returned, perf, cx.workspace,
+                                                       cx.workspace_bytes);
+  }
+  static cudnnStatus_t rank(Context& cx, const ConvCache& cc, const Direction& dir, int* returned,
+                            Perf* perf) {
+    return cudnnGetConvolutionBackwardDataAlgorithm_v7(cx.dnn, cc.w, cc.y, dir.conv, cc.x, kCount,
+                                                       returned, perf);
+  }
+  static cudnnStatus_t workspace(Context& cx, const ConvCache& cc, const Direction& dir, int algo,
+                                 size_t* bytes) {
+    return cudnnGetConvolutionBackwardDataWorkspaceSize(cx.dnn, cc.w, cc.y, dir.conv, cc.x,
+                                                        cudnnConvolutionBwdDataAlgo_t(algo), bytes);
+  }
+  static cudnnStatus_t launch(Context& cx, const ConvCache& cc, const Direction& dir, const void* a,
+                              const void* b, void* out) {
+    const float one = 1.f, zero = 0.f;
+    return cudnnConvolutionBackwardData(cx.dnn, &one, cc.w, a, cc.y, b, dir.conv,
+                                        cudnnConvolutionBwdDataAlgo_t(dir.algo), cx.workspace,
+                                        dir.ws, &zero, cc.x, out);
+  }
+};
+
+struct BackwardWeights {
+  using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
+  static constexpr int kCount = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, kDirection = 2;
+  static constexpr const char* kCall = "cudnnConvolutionBackwardFilter";
+  static cudnnStatus_t find(Context& cx, const ConvCache& cc, const Direction& dir, const void* a,
+                            const void* b, void* out, int* returned, Perf* perf) {
+    return cudnnFindConvolutionBackwardFilterAlgorithmEx(cx.dnn, cc.x, a, cc.y, b, dir.conv, cc.w,
+                                                         out, kCount, returned, perf, cx.workspace,
+                                                         cx.workspace_bytes);
+  }
+  static cudnnStatus_t rank(Context& cx, const ConvCache& cc, const Direction& dir, int* returned,
+                            Perf* perf) {
+    return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cx.dnn, cc.x, cc.y, dir.conv, cc.w, kCount,
+                                                         returned, perf);
+  }
+  static cudnnStatus_t workspace(Context& cx, const ConvCache& cc, const Direction& dir, int algo,
+                                 size_t* bytes) {
+    return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        cx.dnn, cc.x, cc.y, dir.conv, cc.w, cudnnConvolutionBwdFilterAlgo_t(algo), bytes);
+  }
+  static cudnnStatus_t launch(Context& cx, const ConvCache& cc, const Direction& dir, const void* a,
+                              const void* b, void* out) {
+    const float one = 1.f, zero = 0.f;
+    return cudnnConvolutionBackwardFilter(cx.dnn, &one, cc.x, a, cc.y, b, dir.conv,
+                                          cudnnConvolutionBwdFilterAlgo_t(dir.algo), cx.workspace,
+                                          dir.ws, &zero, cc.w, out);
+  }
+};
+
 // The algorithm of one direction, chosen once: reused from a node of the same shape (or, timed
-// runs, the same shape at another batch size), else timed on the real buffers (find), or ranked
-// by cuDNN's heuristic without running (deterministic runs: rank). Both fill `Perf` results,
+// runs and borrow, the same shape at another batch size), else timed on the real buffers (find),
+// or ranked by cuDNN's heuristic without running (deterministic runs: rank); both give results
 // best first.
-template <typename Perf, int kCount, typename Find, typename Rank, typename Workspace>
-void choose(Context& cx, Direction& dir, const ConvDims& d, int direction, const char* op,
-            bool borrow, Find find, Rank rank, Workspace workspace) {
-  if (dir.found || reuse(cx, dir, d, direction, op)) return;
-  if (borrow && !cx.deterministic && reuse_other_batch(cx, dir, d, direction, op, workspace))
+template <class Api>
+void choose(Context& cx, const ConvCache& cc, Direction& dir, const ConvDims& d, const char* op,
+            bool borrow, const void* a, const void* b, void* out) {
+  if (dir.found || reuse(cx, dir, d, Api::kDirection, op)) return;
+  auto workspace = [&](int algo, size_t* bytes) {
+    return Api::workspace(cx, cc, dir, algo, bytes);
+  };
+  if (borrow && !cx.deterministic && reuse_other_batch(cx, dir, d, Api::kDirection, op, workspace))
     return;
   // Back to the math type the descriptor was made with (reuse_other_batch may have set another).
   TB_CUDNN_CHECK(cudnnSetConvolutionMathType(dir.conv, dir.math), op, shape_str(d));
-  Perf perf[kCount];
+  typename Api::Perf perf[Api::kCount];
   int returned = 0;
-  const cudnnStatus_t s =
-      cx.deterministic ? rank(kCount, &returned, perf) : find(kCount, &returned, perf);
+  const cudnnStatus_t s = cx.deterministic ? Api::rank(cx, cc, dir, &returned, perf)
+                                           : Api::find(cx, cc, dir, a, b, out, &returned, perf);
   if (s != CUDNN_STATUS_SUCCESS)
     fail_cudnn(s, cx.deterministic ? "cudnnGetConvolution*Algorithm_v7" : "cudnnFindConvolution*Ex",
                op, shape_str(d), __FILE__, __LINE__);
-  pick(cx, dir, perf, returned, d, direction, op);
+  pick(cx, dir, perf, returned, d, Api::kDirection, op);
 }
 
-// Chooses the direction's algorithm (choose_algo(borrow)) and launches it (launch() gives
-// cuDNN's status). An algorithm borrowed from another batch size that fails to launch is
-// forgotten, and this size's own is chosen and launched instead (the first call at a size, which
-// no graph records).
-template <typename Choose, typename Launch>
-void run_chosen(Context& cx, Direction& dir, const ConvDims& d, int direction, const char* op,
-                const char* call, Choose choose_algo, Launch launch) {
-  choose_algo(true);
-  cudnnStatus_t s = launch();
+// One direction: its algorithm chosen where it is not yet, then launched. An algorithm borrowed
+// from another batch size that fails to launch is forgotten, and this size's own is chosen and
+// launched instead (on the first call at a size, which no graph records).
+template <class Api>
+void convolve(Context& cx, const ConvCache& cc, Direction& dir, const ConvDims& d, const char* op,
+              const void* a, const void* b, void* out) {
+  choose<Api>(cx, cc, dir, d, op, true, a, b, out);
+  cudnnStatus_t s = Api::launch(cx, cc, dir, a, b, out);
   if (s != CUDNN_STATUS_SUCCESS && dir.borrowed) {
     (void)cudaGetLastError();
-    cx.conv_algos.erase(conv_choice_key(d, direction));
+    cx.conv_algos.erase(conv_choice_key(d, Api::kDirection));
     dir.found = dir.borrowed = false;
     dir.math = cx.tensor_cores() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
-    choose_algo(false);
-    s = launch();
+    choose<Api>(cx, cc, dir, d, op, false, a, b, out);
+    s = Api::launch(cx, cc, dir, a, b, out);
   }
-  if (s != CUDNN_STATUS_SUCCESS) fail_cudnn(s, call, op, shape_str(d), __FILE__, __LINE__);
+  if (s != CUDNN_STATUS_SUCCESS) fail_cudnn(s, Api::kCall, op, shape_str(d), __FILE__, __LINE__);
 }
 
 void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, const float* w,
                     float* y) {
   Context& cx = context(ctx);
   ConvCache& cc = cache_for(cx, c, d, kOpFwd);
-  Direction& dir = cc.fwd;
   const auto n = counts(d);
   const void* in_x = x;
   const void* in_w = w;
@@ -310,29 +400,7 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
     }
     in_x = x16, out_y = h[2];
   }
-  auto choose_algo = [&](bool borrow) {
-    choose<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
-        cx, dir, d, 0, kOpFwd, borrow,
-        [&](int count, int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
-          return cudnnFindConvolutionForwardAlgorithmEx(cx.dnn, cc.x, in_x, cc.w, in_w, dir.conv,
-                                                        cc.y, out_y, count, returned, perf,
-                                                        cx.workspace, cx.workspace_bytes);
-        },
-        [&](int count, int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
-          return cudnnGetConvolutionForwardAlgorithm_v7(cx.dnn, cc.x, cc.w, dir.conv, cc.y, count,
-                                                        returned, perf);
-        },
-        [&](int algo, size_t* bytes) {
-          return cudnnGetConvolutionForwardWorkspaceSize(cx.dnn, cc.x, cc.w, dir.conv, cc.y,
-                                                         cudnnConvolutionFwdAlgo_t(algo), bytes);
-        });
-  };
-  const float one = 1.f, zero = 0.f;
-  run_chosen(cx, dir, d, 0, kOpFwd, "cudnnConvolutionForward", choose_algo, [&] {
-    return cudnnConvolutionForward(cx.dnn, &one, cc.x, in_x, cc.w, in_w, dir.conv,
-                                   cudnnConvolutionFwdAlgo_t(dir.algo), cx.workspace, dir.ws, &zero,
-                                   cc.y, out_y);
-  });
+  convolve<Forward>(cx, cc, cc.fwd, d, kOpFwd, in_x, in_w, out_y);
   if (cc.bf16) from_conv_bf16(cx, out_y, y, d.n, d.k, d.oh() * d.ow());
 }
 
@@ -340,7 +408,6 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
                           float* dx) {
   Context& cx = context(ctx);
   ConvCache& cc = cache_for(cx, c, d, kOpBwdData);
-  Direction& dir = cc.bwd_data;
   const auto n = counts(d);
   const void* in_dy = dy;
   const void* in_w = w;
@@ -357,29 +424,7 @@ void conv2d_backward_data(void* ctx, OpCache& c, const ConvDims& d, const float*
     }
     out_dx = h[0];
   }
-  auto choose_algo = [&](bool borrow) {
-    choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-        cx, dir, d, 1, kOpBwdData, borrow,
-        [&](int count, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
-          return cudnnFindConvolutionBackwardDataAlgorithmEx(
-              cx.dnn, cc.w, in_w, cc.y, in_dy, dir.conv, cc.x, out_dx, count, returned, perf,
-              cx.workspace, cx.workspace_bytes);
-        },
-        [&](int count, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
-          return cudnnGetConvolutionBackwardDataAlgorithm_v7(cx.dnn, cc.w, cc.y, dir.conv, cc.x,
-                                                             count, returned, perf);
-        },
-        [&](int algo, size_t* bytes) {
-          return cudnnGetConvolutionBackwardDataWorkspaceSize(
-              cx.dnn, cc.w, cc.y, dir.conv, cc.x, cudnnConvolutionBwdDataAlgo_t(algo), bytes);
-        });
-  };
-  const float one = 1.f, zero = 0.f;
-  run_chosen(cx, dir, d, 1, kOpBwdData, "cudnnConvolutionBackwardData", choose_algo, [&] {
-    return cudnnConvolutionBackwardData(cx.dnn, &one, cc.w, in_w, cc.y, in_dy, dir.conv,
-                                        cudnnConvolutionBwdDataAlgo_t(dir.algo), cx.workspace,
-                                        dir.ws, &zero, cc.x, out_dx);
-  });
+  convolve<BackwardData>(cx, cc, cc.bwd_data, d, kOpBwdData, in_w, in_dy, out_dx);
   if (cc.bf16) from_conv_bf16(cx, out_dx, dx, d.n, d.c, d.h * d.w);
 }
 
@@ -387,7 +432,6 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
                              const float* dy, float* dw) {
   Context& cx = context(ctx);
   ConvCache& cc = cache_for(cx, c, d, kOpBwdFilter);
-  Direction& dir = cc.bwd_filter;
   const auto n = counts(d);
   const void* in_x = x;
   const void* in_dy = dy;
@@ -401,29 +445,7 @@ void conv2d_backward_weights(void* ctx, OpCache& c, const ConvDims& d, const flo
     to_conv_bf16(cx, dy, dy16, d.n, d.k, d.oh() * d.ow());
     in_dy = dy16, out_dw = h[1];
   }
-  auto choose_algo = [&](bool borrow) {
-    choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-        cx, dir, d, 2, kOpBwdFilter, borrow,
-        [&](int count, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
-          return cudnnFindConvolutionBackwardFilterAlgorithmEx(
-              cx.dnn, cc.x, in_x, cc.y, in_dy, dir.conv, cc.w, out_dw, count, returned, perf,
-              cx.workspace, cx.workspace_bytes);
-        },
-        [&](int count, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
-          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cx.dnn, cc.x, cc.y, dir.conv, cc.w,
-                                                               count, returned, perf);
-        },
-        [&](int algo, size_t* bytes) {
-          return cudnnGetConvolutionBackwardFilterWorkspaceSize(
-              cx.dnn, cc.x, cc.y, dir.conv, cc.w, cudnnConvolutionBwdFilterAlgo_t(algo), bytes);
-        });
-  };
-  const float one = 1.f, zero = 0.f;
-  run_chosen(cx, dir, d, 2, kOpBwdFilter, "cudnnConvolutionBackwardFilter", choose_algo, [&] {
-    return cudnnConvolutionBackwardFilter(cx.dnn, &one, cc.x, in_x, cc.y, in_dy, dir.conv,
-                                          cudnnConvolutionBwdFilterAlgo_t(dir.algo), cx.workspace,
-                                          dir.ws, &zero, cc.w, out_dw);
-  });
+  convolve<BackwardWeights>(cx, cc, cc.bwd_filter, d, kOpBwdFilter, in_x, in_dy, out_dw);
   if (cc.bf16) from_conv_bf16(cx, out_dw, dw, d.k, d.c, d.r * d.s);
 }
 
