@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ struct OpCache {
   void* impl = nullptr;
   void (*destroy)(void*) = nullptr;
   std::string note;  // how the backend runs the node, where it chose (`trainbench profile`)
+  // Set where the node runs in another precision than the run's (CUDA bf16: a layer whose sizes
+  // bf16's kernels refuse runs in tf32); `profile` draws its roofline against that peak.
+  std::optional<Precision> precision;
 
   OpCache() = default;
   OpCache(const OpCache&) = delete;

@@ -66,6 +66,9 @@ DeviceFacts gpu_facts(int index, Precision p) {
   f.name = gpu.name;
   if (auto peak = gpu_peak(gpu.name, p))
     f.roof.peak_flops = peak->flops_per_s, f.roof.peak_source = peak->source;
+  if (p == Precision::bf16)  // layers bf16's kernels refuse run in tf32 (OpCache::precision)
+    if (auto peak = gpu_peak(gpu.name, Precision::tf32))
+      f.roof.other_peaks[Precision::tf32] = peak->flops_per_s;
   f.roof.bandwidth = gpu_memory_bandwidth(gpu.name, &f.roof.bandwidth_source);
   if (!f.roof.bandwidth && gpu.memory_clock_khz > 0 && gpu.memory_bus_width_bits > 0) {
     // Double data rate: two transfers per memory clock over the whole bus.

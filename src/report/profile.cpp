@@ -159,6 +159,7 @@ StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
   r.data_ms *= k, r.loss_ms *= k, r.optimizer_ms *= k;
   r.step_ms = plain_ms * k;
   r.how = t.node_notes();
+  r.precision = t.node_precisions();
   if (t.host_paced_passes > 0)
     r.node_timing += fmt::format(
         " (in {} of {} passes the gate let go before the host had issued the pass: those ran at "
@@ -247,7 +248,14 @@ ProfileReport build_profile(const Model& m, const StepTimings& timings, const Ro
     LayerRow l = layer_row(m, t, i);
     parts += l.total_ms();
     if (l.total_ms() <= 0 && l.flops_forward <= 0) continue;
-    fill_roofline(l, roof);
+    // A node the backend ran in another precision is drawn against that precision's peak.
+    Roofline node_roof = roof;
+    if (i < t.precision.size() && t.precision[i]) {
+      const auto p = roof.other_peaks.find(*t.precision[i]);
+      node_roof.peak_flops =
+          p != roof.other_peaks.end() ? std::optional<double>(p->second) : std::nullopt;
+    }
+    fill_roofline(l, node_roof);
     l.share = t.step_ms > 0 ? l.total_ms() / t.step_ms : 0;
     r.layers.push_back(std::move(l));
   }

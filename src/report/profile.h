@@ -16,6 +16,7 @@
 // inputs, outputs and weights read or written, forward and backward.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -29,7 +30,9 @@ namespace tb {
 
 struct Roofline {
   std::optional<double> peak_flops;  // FLOP/s for the precision used
-  std::optional<double> bandwidth;   // bytes/s of device memory
+  // FLOP/s of the precisions some nodes ran in instead (StepTimings::precision).
+  std::map<Precision, double> other_peaks;
+  std::optional<double> bandwidth;  // bytes/s of device memory
   std::string peak_source, bandwidth_source;
   std::optional<double> ridge() const;  // FLOP/byte where the roof turns flat
 };
@@ -40,6 +43,7 @@ struct StepTimings {
   std::vector<ReluFusion> relu_fusion;                // Trainer::relu_fusion
   std::vector<int> bn_of_add, add_of_bn;              // Trainer::bn_of_add, add_of_bn
   std::vector<std::string> how;                       // per node, the backend's OpCache::note
+  std::vector<std::optional<Precision>> precision;    // per node, OpCache::precision
   double data_ms = 0, loss_ms = 0, optimizer_ms = 0;  // instrumented steps
   double step_ms = 0;                                 // plain steps
   int64_t batch = 0, steps = 0, warmup = 0;

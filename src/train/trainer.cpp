@@ -290,6 +290,14 @@ std::vector<std::string> Trainer::node_notes() const {
   return notes;
 }
 
+std::vector<std::optional<Precision>> Trainer::node_precisions() const {
+  std::vector<std::optional<Precision>> p(model.nodes.size());
+  const auto it = caches.find(std::min<int64_t>(hp.batch, train_count));  // the training batch
+  if (it == caches.end()) return p;
+  for (size_t i = 0; i < p.size() && i < it->second.size(); ++i) p[i] = it->second[i]->precision;
+  return p;
+}
+
 std::vector<std::unique_ptr<OpCache>>& Trainer::caches_for(int64_t n) {
   auto& v = caches[n];
   if (v.empty())

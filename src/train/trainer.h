@@ -143,6 +143,8 @@ struct Trainer {
   // Per node, how the backend runs it at the training batch (its OpCache::note, e.g. the
   // convolution algorithm it chose), "" where it says nothing or before the first step.
   std::vector<std::string> node_notes() const;
+  // Per node, the precision it ran in where the backend chose another than the run's.
+  std::vector<std::optional<Precision>> node_precisions() const;
   // Cuts the images at indices[0 .. n) into the input node and labels.
   void load_batch(const BatchSpec& spec, const uint8_t* images, const uint8_t* lbls,
                   const int32_t* indices, int64_t n, uint64_t seed);

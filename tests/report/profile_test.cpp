@@ -82,6 +82,40 @@ TEST(Profile, DenseBytesByHand) {
   EXPECT_DOUBLE_EQ(node_bytes(m, 2, 32, true), 4 * (y + y + y));
 }
 
+// A node the backend ran in another precision (a bf16 run's tf32 layers) is drawn against that
+// precision's peak, or against none where that peak is unknown; the others against the run's.
+TEST(Profile, NodeInAnotherPrecisionUsesItsPeak) {
+  const Model m = build_mlp(1, 28, 28, {128}, 10);
+  const size_t nodes = m.nodes.size();
+  StepTimings t;
+  t.forward_ms.assign(nodes, 1.0), t.backward_ms.assign(nodes, 1.0);
+  t.relu_fusion.assign(nodes, ReluFusion::none);
+  t.bn_of_add.assign(nodes, -1), t.add_of_bn.assign(nodes, -1);
+  t.precision.assign(nodes, std::nullopt);
+  t.batch = 32, t.steps = 1, t.step_ms = 10;
+  Roofline roof;
+  roof.peak_flops = 100e12, roof.bandwidth = 1e18;  // every layer compute-bound
+  auto row = [&](const ProfileReport& r, const std::string& name) {
+    for (const LayerRow& l : r.layers)
+      if (l.name == name) return l;
+    ADD_FAILURE() << "no row " << name;
+    return LayerRow{};
+  };
+  const ProfileReport plain = build_profile(m, t, roof);
+  t.precision[3] = Precision::tf32;
+  roof.other_peaks[Precision::tf32] = 50e12;
+  const ProfileReport tagged = build_profile(m, t, roof);
+  for (const ProfileReport* r : {&plain, &tagged})
+    for (size_t i : {size_t(1), size_t(3)})
+      ASSERT_TRUE(row(*r, m.nodes[i].name).roofline_share) << m.nodes[i].name;
+  EXPECT_DOUBLE_EQ(*row(tagged, m.nodes[3].name).roofline_share,
+                   2 * *row(plain, m.nodes[3].name).roofline_share);
+  EXPECT_DOUBLE_EQ(*row(tagged, m.nodes[1].name).roofline_share,
+                   *row(plain, m.nodes[1].name).roofline_share);
+  roof.other_peaks.clear();
+  EXPECT_EQ(row(build_profile(m, t, roof), m.nodes[3].name).bound, "unknown");
+}
+
 TEST(Profile, RowsAddUpToMeasuredStep) {
   const DatasetPair data = synthetic(512, 28, 28);
   Workload w = find_workload("fashion-mlp");
