@@ -282,19 +282,23 @@ Trainer::~Trainer() {
   free_buffers();
 }
 
+const std::vector<std::unique_ptr<OpCache>>& Trainer::training_caches() const {
+  static const std::vector<std::unique_ptr<OpCache>> none;
+  const auto it = caches.find(std::min<int64_t>(hp.batch, train_count));
+  return it == caches.end() ? none : it->second;
+}
+
 std::vector<std::string> Trainer::node_notes() const {
   std::vector<std::string> notes(model.nodes.size());
-  const auto it = caches.find(std::min<int64_t>(hp.batch, train_count));  // the training batch
-  if (it == caches.end()) return notes;
-  for (size_t i = 0; i < notes.size() && i < it->second.size(); ++i) notes[i] = it->second[i]->note;
+  const auto& c = training_caches();
+  for (size_t i = 0; i < c.size(); ++i) notes[i] = c[i]->note;
   return notes;
 }
 
 std::vector<std::optional<Precision>> Trainer::node_precisions() const {
   std::vector<std::optional<Precision>> p(model.nodes.size());
-  const auto it = caches.find(std::min<int64_t>(hp.batch, train_count));  // the training batch
-  if (it == caches.end()) return p;
-  for (size_t i = 0; i < p.size() && i < it->second.size(); ++i) p[i] = it->second[i]->precision;
+  const auto& c = training_caches();
+  for (size_t i = 0; i < c.size(); ++i) p[i] = c[i]->precision;
   return p;
 }
 
@@ -690,9 +694,15 @@ void Trainer::issue_step(int64_t n, StepSplit* split, std::vector<double>* forwa
   if (split) split->samples++;
 }
 
+void Trainer::run_graphed(Graphs& gs, int64_t n, const std::function<void()>& issue) {
+  if (replay_graph(gs, n, issue)) return;
+  if (be.graph_begin) gs.issued_sizes.insert(n);  // the next batch of this size may record
+  issue();
+}
+
 void Trainer::step(int64_t n, StepSplit* split) {
-  if (!split && replay_graph(step_graphs, n, [&] { issue_step(n, nullptr); })) return;
-  if (be.graph_begin) step_graphs.issued_sizes.insert(n);  // the next step at this size may record
+  if (!split) return run_graphed(step_graphs, n, [&] { issue_step(n, nullptr); });
+  if (be.graph_begin) step_graphs.issued_sizes.insert(n);  // a sampled step runs as issued
   issue_step(n, split);
 }
 
@@ -715,9 +725,7 @@ EvalResult Trainer::evaluate() {
   be.upload(be.ctx, eval_cursor, &c, sizeof(c));
   for (int64_t first = 0; first < test_count; first += max_batch) {
     const int64_t n = std::min(max_batch, test_count - first);
-    if (replay_graph(eval_graphs, n, [&] { issue_eval_batch(n); })) continue;
-    if (be.graph_begin) eval_graphs.issued_sizes.insert(n);
-    issue_eval_batch(n);
+    run_graphed(eval_graphs, n, [&] { issue_eval_batch(n); });
   }
   float host[4];
   be.download(be.ctx, host, metrics, sizeof(host));

@@ -145,6 +145,8 @@ struct Trainer {
   std::vector<std::string> node_notes() const;
   // Per node, the precision it ran in where the backend chose another than the run's.
   std::vector<std::optional<Precision>> node_precisions() const;
+  // The per-node caches at the training batch (none before the first step).
+  const std::vector<std::unique_ptr<OpCache>>& training_caches() const;
   // Cuts the images at indices[0 .. n) into the input node and labels.
   void load_batch(const BatchSpec& spec, const uint8_t* images, const uint8_t* lbls,
                   const int32_t* indices, int64_t n, uint64_t seed);
@@ -165,6 +167,8 @@ struct Trainer {
   // as issued before (the caller adds a size it issues to g.issued_sizes); false when the ops
   // must be issued instead.
   bool replay_graph(Graphs& g, int64_t n, const std::function<void()>& issue);
+  // Replays g's graph for size n where it can, else issues (and marks the size issued).
+  void run_graphed(Graphs& g, int64_t n, const std::function<void()>& issue);
   // One line for the record and the CLI: how many steps ran from graphs, or why none did.
   std::string graph_summary() const;
   // One training step on the n images where the cursor stands: data, forward, loss, backward,
