@@ -238,41 +238,7 @@ fi
   echo
   echo "== result records =="
   if [ -n "$PY" ]; then
-    "$PY" - "$OUT" <<'EOF'
-import json, os, sys
-out = sys.argv[1]
-rows = [("record", "workload", "device", "prec", "ep", "steps", "train s", "train+test s",
-         "img/s steady", "test acc", "MFU", "host ms/step", "graphs")]
-def g(d, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-def f(v, fmt):
-    return "-" if v is None else (fmt.format(v) if isinstance(v, (int, float)) else str(v))
-for name in ("mlp_cuda", "mlp_cuda_nographs", "mlp_torch", "resnet_cuda", "resnet_cuda_bf16",
-             "resnet_torch"):
-    p = os.path.join(out, name + ".json")
-    if not os.path.exists(p):
-        rows.append((name, "(no record)",) + ("",) * 11)
-        continue
-    try:
-        r = json.load(open(p))
-    except Exception as e:
-        rows.append((name, "(unreadable: %s)" % e,) + ("",) * 11)
-        continue
-    dev = g(r, "device", "name") or g(r, "device", "kind") or g(r, "device")
-    rows.append((name, f(g(r, "workload"), "{}"), f(dev, "{}")[:28], f(g(r, "precision"), "{}"),
-                 f(g(r, "epochs"), "{}"), f(g(r, "steps"), "{}"), f(g(r, "times_s", "train"), "{:.2f}"),
-                 f(g(r, "times_s", "train_test"), "{:.2f}"),
-                 f(g(r, "throughput", "train_images_per_s_steady"), "{:.0f}"),
-                 f(g(r, "accuracy", "test"), "{:.4f}"), f(g(r, "flops", "mfu"), "{:.3f}"),
-                 f(g(r, "step_split_ms", "host_issue"), "{:.3f}"), f(g(r, "step_graphs"), "{}")[:48]))
-w = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-for row in rows:
-    print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(row)))
-EOF
+    "$PY" "$REPO/bench/device/summarize.py" "$OUT"
   fi
   echo
   if [ ${#FAILED[@]} -eq 0 ]; then

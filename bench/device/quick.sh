@@ -18,10 +18,9 @@ source "$(dirname "$0")/common.sh"
 
 STEP_LOG="$OUT/cuda_tests.log" step cuda_tests 90 $TT --gtest_filter='Cuda*:TorchParity*:BackendOps*'
 grep -E "FAILED|Failure|error" "$OUT/cuda_tests.log" | head -30
-SAFE=$(safe_flags "$OUT/cuda_tests.log")
-[ -n "$SAFE" ] && echo "== runs below with$SAFE (their tests failed)" | tee -a "$LOG"
-BF16_SAFE=$SAFE
-TF32_SAFE=${SAFE/ --no-bf16-reuse/}
+BF16_SAFE=$(safe_flags "$OUT/cuda_tests.log" bf16)
+TF32_SAFE=$(safe_flags "$OUT/cuda_tests.log" tf32)
+[ -n "$BF16_SAFE" ] && echo "== bf16 runs below with$BF16_SAFE (their tests failed)" | tee -a "$LOG"
 MLP=(run fashion-mlp --device cuda --epochs 1 --no-peak --data $FASHION)
 step mlp 30 $TB "${MLP[@]}" --out "$OUT/mlp_cuda.json"
 step mlp_nographs 30 $TB "${MLP[@]}" --no-graphs --out "$OUT/mlp_cuda_nographs.json"

@@ -28,10 +28,9 @@ source "$(dirname "$0")/common.sh"
 
 STEP_LOG="$OUT/cuda_tests.log" step cuda_tests 100 $TT --gtest_filter='Cuda*:TorchParity*:BackendOps*'
 grep -E "FAILED|Failure|error" "$OUT/cuda_tests.log" | head -30 | tee -a "$LOG"
-SAFE=$(safe_flags "$OUT/cuda_tests.log")
-[ -n "$SAFE" ] && echo "== runs below with$SAFE (their tests failed)" | tee -a "$LOG"
-BF16=(--precision bf16 $SAFE)
-TF32=(--precision tf32 ${SAFE/ --no-bf16-reuse/})
+BF16=(--precision bf16 $(safe_flags "$OUT/cuda_tests.log" bf16))
+TF32=(--precision tf32 $(safe_flags "$OUT/cuda_tests.log" tf32))
+[ ${#BF16[@]} -gt 2 ] && echo "== bf16 runs below with ${BF16[*]:2} (their tests failed)" | tee -a "$LOG"
 
 DATA=/tmp/cifarbin
 step data 60 $TB data .devrun/cifar10-jpeg.tar.gz $DATA

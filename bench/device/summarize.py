@@ -1,9 +1,10 @@
-"""The device scripts' last table: every record in a folder (trainbench's and the PyTorch peers'),
-one row each, then trainbench's best steady ResNet throughput against PyTorch's best.
+"""The device scripts' last table: every result record in a folder (trainbench's and the PyTorch
+peers'), one row each, then trainbench's best steady ResNet throughput against PyTorch's best.
 
-    python3 bench/device/summarize.py RECORD_DIR OUT.json
+    python3 bench/device/summarize.py RECORD_DIR [OUT.json]
 
-OUT.json gets every record (and profile) by file name, so one file brings them all back.
+OUT.json, where given, gets every JSON file of the folder (records and profiles) by file name, so
+that one file brings them all back.
 """
 import glob
 import json
@@ -19,45 +20,54 @@ def get(r, *path):
     return r
 
 
-def fmt(v, spec):
-    """v formatted by spec; a trailing % in spec is printed, not applied."""
+def fmt(v, spec, width):
+    """v formatted by spec (a trailing % is printed, not applied), right-aligned in width; "-"
+    where it is missing."""
     if v is None:
-        return "-"
-    return format(v, spec[:-1]) + "%" if spec.endswith("%") else format(v, spec)
+        text = "-"
+    elif spec.endswith("%"):
+        text = format(v, spec[:-1]) + "%"
+    else:
+        text = format(v, spec)
+    return text.rjust(width)
 
 
 def main():
-    folder, out = sys.argv[1], sys.argv[2]
-    records = {}
+    folder = sys.argv[1]
+    files = {}
     for p in sorted(glob.glob(os.path.join(folder, "*.json"))):
         try:
             with open(p) as f:
-                records[os.path.basename(p)[:-5]] = json.load(f)
+                files[os.path.basename(p)[:-5]] = json.load(f)
         except (OSError, ValueError) as e:
             print(f"{p}: unreadable ({e})")
-    with open(out, "w") as f:
-        json.dump(records, f, indent=1)
-    runs = {k: r for k, r in records.items() if not k.startswith("profile")}
-    print(f"\n{'run':<30} {'train s':>8} {'test s':>7} {'tr+te s':>8} {'img/s steady':>13} "
-          f"{'test acc':>8} {'MFU':>7} {'MFU meas':>8}")
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], "w") as f:
+            json.dump(files, f, indent=1)
+    runs = {k: r for k, r in files.items() if get(r, "workload") and get(r, "times_s")}
+    print(f"\n{'run':<30} {'precision':>9} {'train s':>8} {'tr+te s':>8} {'img/s steady':>13} "
+          f"{'test acc':>8} {'MFU':>7} {'MFU meas':>8} {'host ms':>8}")
     for k, r in runs.items():
         mfu, mfu_m = get(r, "flops", "mfu"), get(r, "flops", "mfu_measured")
-        print(f"{k:<30} {fmt(get(r, 'times_s', 'train'), '8.2f')} "
-              f"{fmt(get(r, 'times_s', 'test'), '7.2f')} "
-              f"{fmt(get(r, 'times_s', 'train_test'), '8.2f')} "
-              f"{fmt(get(r, 'throughput', 'train_images_per_s_steady'), '13.0f')} "
-              f"{fmt(get(r, 'accuracy', 'test'), '8.4f')} "
-              f"{fmt(None if mfu is None else 100 * mfu, '6.2f%'):>7} "
-              f"{fmt(None if mfu_m is None else 100 * mfu_m, '7.2f%'):>8}")
+        cells = [fmt(get(r, "precision"), "", 9), fmt(get(r, "times_s", "train"), ".2f", 8),
+                 fmt(get(r, "times_s", "train_test"), ".2f", 8),
+                 fmt(get(r, "throughput", "train_images_per_s_steady"), ".0f", 13),
+                 fmt(get(r, "accuracy", "test"), ".4f", 8),
+                 fmt(None if mfu is None else 100 * mfu, ".2f%", 7),
+                 fmt(None if mfu_m is None else 100 * mfu_m, ".2f%", 8),
+                 fmt(get(r, "step_split_ms", "host_issue"), ".3f", 8)]
+        print(f"{k:<30} " + " ".join(cells))
     for k, r in runs.items():
         if get(r, "step_graphs"):
             print(f"{k}: step graphs {get(r, 'step_graphs')}")
-    def best(prefix):
+
+    def best(pytorch):
         rows = [(get(r, "throughput", "train_images_per_s_steady"), k) for k, r in runs.items()
-                if k.startswith(prefix) and "resnet" in k]
+                if get(r, "workload") == "resnet50-cifar10"
+                and (get(r, "peer") == "pytorch") == pytorch]
         rows = [row for row in rows if row[0]]
         return max(rows) if rows else None
-    tb, torch = best("tb_"), best("torch_")
+    tb, torch = best(False), best(True)
     if tb and torch:
         print(f"\nResNet-50 steady throughput, best trainbench {tb[1]} {tb[0]:.0f} / best PyTorch "
               f"{torch[1]} {torch[0]:.0f} images/s = {tb[0] / torch[0]:.2f}x (issue 6: 1.5x)")
