@@ -196,20 +196,24 @@ TEST(Compare, SeedRows) {
   EXPECT_DOUBLE_EQ(*seed_entries("resnet50-cifar10")[1].train_test_s, 2286.16);
 }
 
+// A PyTorch peer's record on the H100 with the keys every one has.
+json peer_record(const std::string& version, const std::string& workload,
+                 const std::string& precision) {
+  return {
+      {"peer", "pytorch"},      {"torch_version", version},
+      {"workload", workload},   {"device", {{"kind", "cuda"}, {"name", "NVIDIA H100 80GB HBM3"}}},
+      {"precision", precision}, {"times_s", {{"train_test", 20.0}}}};
+}
+
 TEST(Compare, PytorchPeerRecord) {
-  json peer = {{"peer", "pytorch"},
-               {"torch_version", "2.11.0+cu130"},
-               {"workload", "fashion-mlp"},
-               {"device", {{"kind", "cuda"}, {"name", "NVIDIA H100 80GB HBM3"}}},
-               {"precision", "fp32"},
-               {"batch", 32},
+  json peer = peer_record("2.11.0+cu130", "fashion-mlp", "fp32");
+  peer.update({{"batch", 32},
                {"epochs", 10},
                {"steps", 18750},
-               {"times_s", {{"train_test", 20.0}}},
                {"throughput", {{"train_images_per_s_steady", 30000.0}}},
                {"accuracy", {{"test", 0.88}}},
                {"flops", {{"per_train_image", 609792}, {"per_train_image_contract", 409088}}},
-               {"utilisation", {{"mean", {{"cpu_busy_pct", 6.1}, {"gpu_busy_pct", 3.0}}}}}};
+               {"utilisation", {{"mean", {{"cpu_busy_pct", 6.1}, {"gpu_busy_pct", 3.0}}}}}});
   const CompareEntry e = entry_from_record(peer, "torch.json");
   EXPECT_EQ(e.label, "pytorch 2.11.0+cu130");
   ASSERT_TRUE(e.peak);
@@ -224,13 +228,8 @@ TEST(Compare, PytorchPeerRecord) {
 // Settings that change how a run goes are part of its name: PyTorch's channels_last and
 // torch.compile, trainbench's channels-last bf16 copies.
 TEST(Compare, LabelsNameLayoutAndCompile) {
-  json peer = {{"peer", "pytorch"},
-               {"torch_version", "2.11.0"},
-               {"workload", "resnet50-cifar10"},
-               {"device", {{"kind", "cuda"}, {"name", "NVIDIA H100 80GB HBM3"}}},
-               {"precision", "bf16"},
-               {"times_s", {{"train_test", 20.0}}},
-               {"peer_options", {{"channels_last", true}, {"compile", true}}}};
+  json peer = peer_record("2.11.0", "resnet50-cifar10", "bf16");
+  peer["peer_options"] = {{"channels_last", true}, {"compile", true}};
   EXPECT_EQ(entry_from_record(peer, "t.json").label, "pytorch 2.11.0 channels_last compile");
   peer["peer_options"]["compile"] = false;
   EXPECT_EQ(entry_from_record(peer, "t.json").label, "pytorch 2.11.0 channels_last");
