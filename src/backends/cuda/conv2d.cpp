@@ -129,9 +129,7 @@ ConvCache& cache_for(Context& cx, OpCache& c, const ConvDims& d, const char* op)
   TB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&cc->x), op, sh);
   TB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&cc->y), op, sh);
   TB_CUDNN_CHECK(cudnnCreateFilterDescriptor(&cc->w), op, sh);
-  cc->bf16 = cx.bf16() && d.c % 8 == 0 && d.k % 8 == 0;
-  if (cx.bf16() && !cc->bf16)
-    c.note = "tf32: channels not in multiples of 8, as bf16 wants", c.precision = Precision::tf32;
+  cc->bf16 = bf16_layer(cx, c, d.c, d.k);
   const cudnnDataType_t dt = cc->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   const cudnnTensorFormat_t fmt = cc->bf16 && cx.nhwc() ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
   TB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(cc->x, fmt, dt, int(d.n), int(d.c), int(d.h), int(d.w)),

@@ -73,6 +73,18 @@ struct Context {
   bool nhwc() const { return bf16() && bf16_nhwc; }
 };
 
+// Whether a bf16 run takes a library layer of these sizes (a convolution's channels in and out, a
+// dense layer's features in and out) in bf16: bf16 tensor-core kernels want rows on 16-byte
+// boundaries, multiples of 8 values. Where not, the layer runs in tf32 (fp32 operands,
+// tensor-core math) and its OpCache says so (note, precision).
+inline bool bf16_layer(const Context& cx, OpCache& c, int64_t in, int64_t out) {
+  if (!cx.bf16()) return false;
+  if (in % 8 == 0 && out % 8 == 0) return true;
+  c.note = "tf32: sizes not multiples of 8, as bf16 wants";
+  c.precision = Precision::tf32;
+  return false;
+}
+
 // Batch norm's slices (batchnorm.cu, slices_for) number fewer than 3 * sm_count over all
 // channels, 3 partial floats each.
 inline size_t bn_partials_for(int sm_count) {

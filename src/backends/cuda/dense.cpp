@@ -196,9 +196,7 @@ DenseCache& cache_for(const Context& cx, OpCache& c, const DenseDims& d, const c
   }
   auto* dc = c.set(new DenseCache());
   dc->dims = d;
-  dc->bf16 = cx.bf16() && d.in % 8 == 0 && d.out % 8 == 0;
-  if (cx.bf16() && !dc->bf16)
-    c.note = "tf32: sizes not multiples of 8, as bf16 wants", c.precision = Precision::tf32;
+  dc->bf16 = bf16_layer(cx, c, d.in, d.out);
   return *dc;
 }
 
