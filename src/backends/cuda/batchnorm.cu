@@ -316,7 +316,7 @@ __global__ void bn_slice_apply_backward_kernel(BnDims d, const float* x, const f
 // bound (slices_for: c < sm_count and count <= ceil(2 sm_count / c), so c * count < 3 sm_count
 // slices of 3 floats), never moved, so a recorded graph's pointer into it stays valid.
 float* slice_partials(Context& cx, const BnDims& d, const Slices& s, const char* op) {
-  if (size_t(d.c * s.count * 3) > cx.bn_partials_floats)
+  if (size_t(d.c * s.count * 3) > bn_partials_for(cx.sm_count))
     fail_msg(op, shape_str(d), "internal: more batch norm slices than their buffer holds");
   return cx.bn_partials;
 }

@@ -346,7 +346,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
     void* partials = nullptr;
     const size_t floats = cuda::bn_partials_for(cx->sm_count);
     TB_CUDA_CHECK(cudaMalloc(&partials, floats * sizeof(float)), "init (batch norm partials)", dev);
-    cx->bn_partials = static_cast<float*>(partials), cx->bn_partials_floats = floats;
+    cx->bn_partials = static_cast<float*>(partials);
   }
 
   b->name = "cuda";

@@ -49,7 +49,6 @@ struct Context {
   // Batch norm's per-slice partial results (batchnorm.cu), allocated with the context at the
   // most that its slicing can ask for: bn_partials_for(sm_count) floats.
   float* bn_partials = nullptr;
-  size_t bn_partials_floats = 0;
   // bf16 copies of the library ops' operands (bf16.cu), grown on first use.
   void* bf16_scratch = nullptr;
   size_t bf16_scratch_bytes = 0;
