@@ -1,4 +1,4 @@
-# cuDNN, cuBLAS/cuBLASLt and the CUDA runtime as one imported target, tb::cuda_libs.
+# cuDNN, cuBLAS/cuBLASLt, NCCL and the CUDA runtime as one interface target, tb::cuda_libs.
 # cuDNN ships no CMake config; on the GPU image it may live only inside PyTorch's wheels
 # (site-packages/nvidia/cudnn), so look there too. Never link libcuda's stub: a CPU-only
 # machine could not start the binary. NVML is loaded with dlopen at run time.
@@ -14,10 +14,13 @@ if(NOT CUDNN_INCLUDE_DIR OR NOT CUDNN_LIBRARY)
   message(FATAL_ERROR "CUDA backend: cuDNN not found (set CUDNN_ROOT, or -DTRAINBENCH_CUDA=OFF)")
 endif()
 message(STATUS "trainbench: cuDNN ${CUDNN_LIBRARY}")
+add_library(tb::cudnn UNKNOWN IMPORTED)
+set_target_properties(tb::cudnn PROPERTIES IMPORTED_LOCATION ${CUDNN_LIBRARY}
+  INTERFACE_INCLUDE_DIRECTORIES ${CUDNN_INCLUDE_DIR})
 
 add_library(tb_cuda_libs INTERFACE)
 add_library(tb::cuda_libs ALIAS tb_cuda_libs)
-target_include_directories(tb_cuda_libs INTERFACE ${CUDNN_INCLUDE_DIR} ${CUDAToolkit_INCLUDE_DIRS})
+target_include_directories(tb_cuda_libs INTERFACE ${CUDAToolkit_INCLUDE_DIRS})
 # cuBLASLt from the toolkit; an image whose toolkit lacks it may still have PyTorch's copy.
 if(TARGET CUDA::cublasLt)
   set(_tb_cublaslt CUDA::cublasLt)
@@ -33,9 +36,27 @@ else()
   target_include_directories(tb_cuda_libs INTERFACE ${CUBLASLT_INCLUDE_DIR})
 endif()
 message(STATUS "trainbench: cuBLASLt ${_tb_cublaslt}")
-target_link_libraries(tb_cuda_libs INTERFACE CUDA::cudart ${_tb_cublaslt} ${CUDNN_LIBRARY})
+target_link_libraries(tb_cuda_libs INTERFACE CUDA::cudart ${_tb_cublaslt} tb::cudnn)
 if(TARGET CUDA::cublas)
   target_link_libraries(tb_cuda_libs INTERFACE CUDA::cublas)
+endif()
+
+# NCCL, from the toolkit folder or PyTorch's wheels (no CMake config ships for it either), as the
+# imported target tb::nccl. Optional: one GPU needs no collective; the build says when it is
+# missing, and `devices` and the run record then report no NCCL version.
+file(GLOB _tb_py_nccl /usr/lib/python3*/site-packages/nvidia/nccl /usr/local/lib/python3*/dist-packages/nvidia/nccl
+  /opt/*/.venv/lib/python3*/site-packages/nvidia/nccl)
+set(_tb_nccl_hints ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT} /usr/local/cuda $ENV{NCCL_ROOT} ${_tb_py_nccl})
+find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${_tb_nccl_hints} PATH_SUFFIXES include)
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${_tb_nccl_hints} PATH_SUFFIXES lib64 lib)
+if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+  add_library(tb::nccl UNKNOWN IMPORTED)
+  set_target_properties(tb::nccl PROPERTIES IMPORTED_LOCATION ${NCCL_LIBRARY}
+    INTERFACE_INCLUDE_DIRECTORIES ${NCCL_INCLUDE_DIR} INTERFACE_COMPILE_DEFINITIONS TRAINBENCH_HAVE_NCCL=1)
+  target_link_libraries(tb_cuda_libs INTERFACE tb::nccl)
+  message(STATUS "trainbench: NCCL ${NCCL_LIBRARY}")
+else()
+  message(STATUS "trainbench: NCCL not found (set NCCL_ROOT); built without it, single-GPU only")
 endif()
 
 # CMake before 3.26 knows no C++20 switch for nvcc, so CMAKE_CUDA_STANDARD 20 fails at generate

@@ -147,7 +147,8 @@ int run_command(RunOptions& o) {
                           {"compute_capability", gpu.compute_capability()},
                           {"driver", cuda_version_str(gpu.driver_version)},
                           {"runtime", cuda_version_str(gpu.runtime_version)},
-                          {"cudnn", cudnn_version_str(gpu.cudnn_version)}};
+                          {"cudnn", cudnn_version_str(gpu.cudnn_version)},
+                          {"nccl", nccl_version_str(gpu.nccl_version)}};
     if (auto p = gpu_peak(gpu.name, o.hp.precision))
       facts.peak_datasheet = p->flops_per_s, facts.peak_datasheet_source = p->source;
     if (o.measure_peak) {
@@ -298,10 +299,11 @@ int devices_command(bool measure) {
   for (const CudaDeviceInfo& g : cuda_devices()) {
     fmt::print(
         "GPU {}: {}, {:.1f} GiB, {} SMs, SM clock {} MHz, compute capability {}, driver {}, "
-        "runtime {}, cuDNN {}\n",
+        "runtime {}, cuDNN {}, NCCL {}\n",
         g.index, g.name, g.total_memory_bytes / double(1 << 30), g.sm_count, g.sm_clock_khz / 1000,
         g.compute_capability(), cuda_version_str(g.driver_version),
-        cuda_version_str(g.runtime_version), cudnn_version_str(g.cudnn_version));
+        cuda_version_str(g.runtime_version), cudnn_version_str(g.cudnn_version),
+        nccl_version_str(g.nccl_version));
     for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16}) {
       auto pk = gpu_peak(g.name, p);
       fmt::print("  {} peak: {}\n", precision_name(p),

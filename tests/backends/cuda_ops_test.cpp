@@ -157,6 +157,16 @@ TEST(CudaBackend, DeviceCountNeverThrows) {
   }
 }
 
+TEST(CudaBackend, VersionStrings) {
+  EXPECT_EQ(cuda_version_str(13000), "13.0");
+  EXPECT_EQ(cuda_version_str(12080), "12.8");
+  EXPECT_EQ(cudnn_version_str(91900), "9.19.0");
+  EXPECT_EQ(cudnn_version_str(8907), "8.9.7");
+  EXPECT_EQ(nccl_version_str(22809), "2.28.9");
+  EXPECT_EQ(nccl_version_str(2804), "2.8.4");
+  EXPECT_EQ(nccl_version_str(0), "none");
+}
+
 TEST(CudaBackend, NoGpuThrowsClearError) {
   if (cuda_device_count() > 0)
     GTEST_SKIP() << "this machine has a CUDA GPU; the no-GPU path is not reachable";

@@ -4,6 +4,9 @@
 // wait for it.
 #include <cuda_runtime.h>
 #include <fmt/format.h>
+#ifdef TRAINBENCH_HAVE_NCCL
+#include <nccl.h>
+#endif
 
 #include "backends/backend.h"
 #include "backends/cuda/cuda_context.h"
@@ -261,6 +264,13 @@ std::string cudnn_version_str(int64_t v) {
   return fmt::format("{}.{}.{}", v / 1000, (v % 1000) / 100, v % 100);
 }
 
+std::string nccl_version_str(int64_t v) {
+  if (v == 0) return "none";
+  // NCCL 2.9 on: major * 10000 + minor * 100 + patch (before: major * 1000 + minor * 100 + patch).
+  if (v >= 20900) return fmt::format("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100);
+  return fmt::format("{}.{}.{}", v / 1000, (v % 1000) / 100, v % 100);
+}
+
 std::vector<CudaDeviceInfo> cuda_devices() {
   std::vector<CudaDeviceInfo> out;
   const int n = cuda_device_count();
@@ -288,6 +298,10 @@ std::vector<CudaDeviceInfo> cuda_devices() {
     d.runtime_version = runtime;
     d.cudnn_version = int64_t(cudnnGetVersion());
     d.cublas_version = int64_t(cublasLtGetVersion());
+#ifdef TRAINBENCH_HAVE_NCCL
+    int nccl = 0;
+    if (ncclGetVersion(&nccl) == ncclSuccess) d.nccl_version = nccl;
+#endif
     char bus[32] = {0};
     if (cudaDeviceGetPCIBusId(bus, sizeof(bus), i) == cudaSuccess) d.pci_bus_id = bus;
     (void)cudaGetLastError();

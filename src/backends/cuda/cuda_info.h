@@ -21,6 +21,7 @@ struct CudaDeviceInfo {
   int runtime_version = 0;         // CUDA runtime this binary uses
   int64_t cudnn_version = 0;       // e.g. 91900 for 9.19.0
   int64_t cublas_version = 0;      // cuBLASLt, e.g. 130000
+  int64_t nccl_version = 0;        // e.g. 22809 for 2.28.9; 0 when built without NCCL
   std::string pci_bus_id;
 
   std::string compute_capability() const {
@@ -35,8 +36,10 @@ std::vector<CudaDeviceInfo> cuda_devices();
 // "cudaGetDeviceCount: CUDA driver version is insufficient for CUDA runtime version".
 std::string cuda_unavailable_reason();
 
-// Version strings for records: "13.0" style for CUDA versions, "9.19.0" for cuDNN.
+// Version strings for records: "13.0" style for CUDA versions, "9.19.0" for cuDNN, "2.28.9" for
+// NCCL ("none" for 0: built without it).
 std::string cuda_version_str(int v);
 std::string cudnn_version_str(int64_t v);
+std::string nccl_version_str(int64_t v);
 
 }  // namespace tb
