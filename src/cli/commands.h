@@ -37,6 +37,8 @@ struct RunOptions {
   int repeat = 1;              // --repeat N: N runs, median and spread of every time
   bool deterministic = false;  // BackendConfig::deterministic
   CudaPaths paths;
+  std::string checkpoint;  // --checkpoint: the run's state written there after each epoch
+  std::string resume;      // --resume: go on from this checkpoint
 };
 
 int run_command(RunOptions& o);

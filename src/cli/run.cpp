@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <optional>
 
 #include "backends/backend.h"
 #include "bench/backend_gemm.h"
@@ -16,6 +17,7 @@
 #include "core/error.h"
 #include "report/progress.h"
 #include "report/record.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 #ifdef TRAINBENCH_HAVE_CUDA
 #include "backends/cuda/cuda_info.h"
@@ -118,6 +120,18 @@ int run_command(RunOptions& o) {
   if (cfg.device == DeviceKind::cpu && o.hp.threads == 0) o.hp.threads = cpu_threads_available();
   const Workload& w = find_workload(o.workload);
   const std::string out_path = o.out.empty() ? default_out_path(o) : o.out;
+  TB_CHECK(o.repeat == 1 || (o.checkpoint.empty() && o.resume.empty()),
+           "--checkpoint and --resume take one run, not --repeat");
+  // A checkpoint that cannot be resumed fails before the data loads.
+  std::optional<Checkpoint> resume;
+  if (!o.resume.empty()) {
+    resume = read_checkpoint(o.resume);
+    check_resumable(*resume, o.resume, o.hp);
+  }
+  CheckpointPlan checkpoints;
+  if (resume) checkpoints.resume = &*resume, checkpoints.resume_path = o.resume;
+  if (!o.checkpoint.empty())
+    checkpoints.write = [&o](const Checkpoint& c) { write_checkpoint(o.checkpoint, c); };
 
   RunFacts facts;
   facts.device_kind = device_kind_name(cfg.device);
@@ -187,7 +201,7 @@ int run_command(RunOptions& o) {
     if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
     Trainer trainer(model, *backend, o.hp, w, data);
     sampler.set_phase("train");
-    facts.train = trainer.train(progress);
+    facts.train = trainer.train(progress, checkpoints);
     sampler.set_phase("test");
     facts.test = trainer.evaluate();
     step_graphs = trainer.graph_summary();
@@ -238,6 +252,15 @@ int run_command(RunOptions& o) {
   };
   fmt::print("train {:.2f}s, test {:.2f}s, train+test {:.2f}s (load {:.2f}s)\n", t.train_seconds,
              facts.test.seconds, t.train_seconds + facts.test.seconds, load_s);
+  if (resume)
+    fmt::print(
+        "resumed after epoch {} from {} (written by {}); its epochs' {:.2f}s are not in "
+        "the times above\n",
+        resume->epochs_done, o.resume, resume->device,
+        record["times_s"]["train_before_resume"].get<double>());
+  if (t.checkpoints > 0)
+    fmt::print("checkpoint: {} ({} written, {:.2f}s, not in the times above)\n", o.checkpoint,
+               t.checkpoints, t.checkpoint_seconds);
   fmt::print("throughput {:.0f} images/s ({:.0f} steady), test accuracy {:.4f}, test loss {:.4f}\n",
              t.images_per_s, t.images_per_s_steady, facts.test.accuracy, facts.test.loss);
   fmt::print("achieved {:.1f} GFLOP/s; MFU {}; measured-peak MFU {}\n",

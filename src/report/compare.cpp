@@ -156,6 +156,10 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
   e.batch = text(r, {"batch"});
   e.epochs = text(r, {"epochs"});
   e.steps = text(r, {"steps"});
+  // A resumed run's times cover only the epochs after its checkpoint: never the same work as a
+  // whole run's, so the settings check tells them apart.
+  if (const auto k = num(r, {"resumed_epochs"}); k && *k > 0)
+    e.steps += fmt::format(" after {} resumed epochs", int64_t(*k));
   e.augment = augment_of(r);
   return e;
 }

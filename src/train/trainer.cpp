@@ -4,9 +4,11 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/memory.h"
+#include "train/checkpoint.h"
 #include "train/init.h"
 
 namespace tb {
@@ -736,10 +738,20 @@ EvalResult Trainer::evaluate() {
   return r;
 }
 
-TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progress) {
+TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progress,
+                           const CheckpointPlan& checkpoints) {
   TrainResult r;
+  std::mt19937_64 shuffle_rng(hp.seed ^ 0x5eedull);
+  int first_epoch = 1;
+  if (checkpoints.resume) {
+    const Checkpoint& c = *checkpoints.resume;
+    restore(c, checkpoints.resume_path);
+    std::istringstream(c.shuffle_rng) >> shuffle_rng;
+    r.epochs = c.epochs, r.resumed_epochs = c.epochs_done;
+    first_epoch = c.epochs_done + 1;
+  }
   const int64_t steps_per_epoch = (train_count + hp.batch - 1) / hp.batch;
-  int64_t planned = steps_per_epoch * hp.epochs;
+  int64_t planned = steps_per_epoch * (hp.epochs - first_epoch + 1);
   if (hp.steps >= 0 && hp.steps < planned) planned = hp.steps, r.stopped_by_steps = true;
   // Steady state excludes the first 5% of steps (warm-up: caches, algorithm choice, clocks).
   const int64_t warm_steps = std::max<int64_t>(1, (planned * 5 + 99) / 100);
@@ -754,11 +766,14 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
 
   std::vector<int32_t> perm(train_count);
   std::iota(perm.begin(), perm.end(), 0);
-  std::mt19937_64 shuffle_rng(hp.seed ^ 0x5eedull);
   be.synchronize(be.ctx);
   const auto t_train = Clock::now();
+  double paused_after_warm_s = 0;  // checkpoint writes after the warm-up mark
 
-  for (int epoch = 1; epoch <= hp.epochs && r.steps < planned; ++epoch) {
+  for (int epoch = first_epoch; epoch <= hp.epochs && r.steps < planned; ++epoch) {
+    // The permutation is the epoch's whatever the epochs before it ran in this process or in
+    // the run a checkpoint came from: it restarts from the identity and the generator's state.
+    std::iota(perm.begin(), perm.end(), 0);
     const auto t_epoch = Clock::now();
     std::shuffle(perm.begin(), perm.end(), shuffle_rng);
     be.upload(be.ctx, train_indices, perm.data(), perm.size() * sizeof(int32_t));
@@ -809,12 +824,22 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
     e.accuracy = host[1] / double(e.images);
     r.epochs.push_back(e);
     report(true);
+    if (checkpoints.write && e.steps == steps_per_epoch) {
+      const auto t0 = Clock::now();
+      std::ostringstream rng_state;
+      rng_state << shuffle_rng;
+      checkpoints.write(checkpoint(r, rng_state.str()));
+      const double s = seconds_since(t0);
+      r.checkpoints++, r.checkpoint_seconds += s;
+      if (r.steps >= warm_steps) paused_after_warm_s += s;
+    }
   }
   be.synchronize(be.ctx);
   const auto t_end = Clock::now();
-  r.train_seconds = std::chrono::duration<double>(t_end - t_train).count();
+  r.train_seconds = std::chrono::duration<double>(t_end - t_train).count() - r.checkpoint_seconds;
   r.images_per_s = r.images / r.train_seconds;
-  const double steady_s = std::chrono::duration<double>(t_end - t_warm).count();
+  const double steady_s =
+      std::chrono::duration<double>(t_end - t_warm).count() - paused_after_warm_s;
   r.images_per_s_steady = (r.steps > warm_steps && steady_s > 0)
                               ? (r.images - images_at_warm) / steady_s
                               : r.images_per_s;
@@ -828,6 +853,40 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
     r.split.whole_ms /= r.split.host_samples;
   }
   return r;
+}
+
+Checkpoint Trainer::checkpoint(const TrainResult& r, const std::string& shuffle_rng) const {
+  Checkpoint c;
+  c.workload = hp.workload;
+  c.param_count = model.param_count, c.state_count = model.state_count;
+  c.hyper = hyper_json(hp);
+  c.device = be.name;
+  c.epochs_done = int(r.epochs.size());
+  c.shuffle_rng = shuffle_rng;
+  c.epochs = r.epochs;
+  const size_t P = size_t(model.param_count);
+  c.params.resize(P), c.opt_m.resize(P), c.opt_v.resize(P),
+      c.state.resize(size_t(model.state_count));
+  be.download(be.ctx, c.params.data(), params, P * sizeof(float));
+  be.download(be.ctx, c.opt_m.data(), opt_m, P * sizeof(float));
+  be.download(be.ctx, c.opt_v.data(), opt_v, P * sizeof(float));
+  if (!c.state.empty()) be.download(be.ctx, c.state.data(), state, c.state.size() * sizeof(float));
+  be.download(be.ctx, &c.updates, &cursor->updates, sizeof(c.updates));
+  return c;
+}
+
+void Trainer::restore(const Checkpoint& c, const std::string& path) {
+  check_resumable(c, path, hp);
+  TB_CHECK(c.param_count == model.param_count && c.state_count == model.state_count,
+           "checkpoint {} holds a model of {} parameters and {} statistics; this one has {} and {}",
+           path, c.param_count, c.state_count, model.param_count, model.state_count);
+  const size_t P = size_t(model.param_count);
+  be.upload(be.ctx, params, c.params.data(), P * sizeof(float));
+  be.upload(be.ctx, opt_m, c.opt_m.data(), P * sizeof(float));
+  be.upload(be.ctx, opt_v, c.opt_v.data(), P * sizeof(float));
+  if (!c.state.empty()) be.upload(be.ctx, state, c.state.data(), c.state.size() * sizeof(float));
+  be.upload(be.ctx, &cursor->updates, &c.updates, sizeof(c.updates));
+  be.synchronize(be.ctx);
 }
 
 std::vector<float> Trainer::download_params() const {

@@ -57,12 +57,26 @@ struct StepSplit {
 };
 
 struct TrainResult {
-  std::vector<EpochResult> epochs;
-  double train_seconds = 0;
+  std::vector<EpochResult> epochs;  // a resumed run's starts with the checkpoint's
+  int resumed_epochs = 0;           // how many of them the checkpoint held
+  int64_t checkpoints = 0;          // checkpoints written after epochs
+  double checkpoint_seconds = 0;    // time writing them: in no other time here
+  double train_seconds = 0;         // this run's training only (not a checkpoint's epochs)
   int64_t steps = 0, images = 0;
   double images_per_s = 0, images_per_s_steady = 0;
   bool stopped_by_steps = false;  // --steps cut training short
   StepSplit split;
+};
+
+struct Checkpoint;  // train/checkpoint.h
+
+// What train() does with checkpoints: starts after the epochs of `resume` (read from
+// resume_path, which error messages name), and hands `write` the state after each finished
+// epoch.
+struct CheckpointPlan {
+  const Checkpoint* resume = nullptr;
+  std::string resume_path;
+  std::function<void(const Checkpoint&)> write;
 };
 
 struct Trainer {
@@ -187,7 +201,12 @@ struct Trainer {
   // correct count into the eval metrics, advance.
   void issue_eval_batch(int64_t n);
   EvalResult evaluate();
-  TrainResult train(const std::function<void(const Progress&)>& on_progress);
+  TrainResult train(const std::function<void(const Progress&)>& on_progress,
+                    const CheckpointPlan& checkpoints = {});
+  // The run's state after r's epochs (shuffle_rng: the shuffle generator's state), and back:
+  // restore checks that the checkpoint fits this run (check_resumable) before loading it.
+  Checkpoint checkpoint(const TrainResult& r, const std::string& shuffle_rng) const;
+  void restore(const Checkpoint& c, const std::string& path);
 
   // Every buffer's offset in the arena for a batch size, and the arena's size.
   struct ArenaLayout {

@@ -142,4 +142,41 @@ TEST(Cli, RepeatRecordsMedianAndSpread) {
   std::filesystem::remove(out);
 }
 
+TEST(Cli, CheckpointOptionsRefuseWhatTheyCannotDo) {
+  expect_one_line_error(run("run fashion-mlp --repeat 2 --checkpoint /tmp/x.tbck"), "--repeat");
+  expect_one_line_error(run("run fashion-mlp --resume /nonexistent/run.tbck"), "cannot open");
+}
+
+// Two epochs as one epoch, stopped, then resumed for the second: the same test accuracy and
+// loss as two epochs straight (deterministic), and the record says what was resumed.
+TEST(Cli, ResumedRunMatchesTheStraightOne) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("tb_cli_ck_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string ck = (dir / "run.tbck").string(),
+                    common = " --no-peak --quiet --deterministic --out ";
+  ASSERT_EQ(
+      run("run fashion-mlp --epochs 1 --checkpoint " + ck + common + (dir / "a.json").string())
+          .status,
+      0);
+  Result r = run("run fashion-mlp --epochs 2 --resume " + ck + " --checkpoint " + ck + common +
+                 (dir / "b.json").string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(run("run fashion-mlp --epochs 2" + common + (dir / "c.json").string()).status, 0);
+  auto load = [&](const char* name) { return nlohmann::json::parse(std::ifstream(dir / name)); };
+  const nlohmann::json a = load("a.json"), b = load("b.json"), c = load("c.json");
+  EXPECT_EQ(b["resumed_epochs"], 1);
+  EXPECT_EQ(b["epochs_completed"], 2);
+  EXPECT_EQ(b["times_s"]["train_before_resume"], a["times_s"]["epochs"][0]);
+  EXPECT_EQ(b["steps"], c["steps"].get<int>() / 2);  // this run's own steps
+  EXPECT_EQ(b["accuracy"]["test"], c["accuracy"]["test"]);
+  EXPECT_EQ(b["loss"]["epochs"], c["loss"]["epochs"]);
+  EXPECT_NE(r.out.find("resumed after epoch 1"), std::string::npos) << r.out;
+  // Asking for no more epochs than it holds: one line, before any data loads.
+  expect_one_line_error(run("run fashion-mlp --epochs 2 --resume " + ck), "ends after epoch 2");
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace

@@ -1,0 +1,164 @@
+#include "train/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/file.h"
+
+namespace tb {
+
+static constexpr char kMagic[8] = {'T', 'B', 'C', 'K', 'P', 'T', 0, 1};
+
+static uint32_t crc_add(uint32_t crc, const void* p, size_t bytes) {
+  const auto* b = static_cast<const Bytef*>(p);
+  while (bytes > 0) {  // zlib takes a uInt length
+    const uInt k = uInt(std::min<size_t>(bytes, 1u << 30));
+    crc = uint32_t(crc32(crc, b, k));
+    b += k, bytes -= k;
+  }
+  return crc;
+}
+
+static nlohmann::json header_json(const Checkpoint& c) {
+  nlohmann::json epochs = nlohmann::json::array();
+  for (const EpochResult& e : c.epochs)
+    epochs.push_back({{"seconds", e.seconds},
+                      {"loss", e.loss},
+                      {"accuracy", e.accuracy},
+                      {"steps", e.steps},
+                      {"images", e.images}});
+  return {{"format", "trainbench checkpoint"},
+          {"workload", c.workload},
+          {"param_count", c.param_count},
+          {"state_count", c.state_count},
+          {"hyper", c.hyper},
+          {"device", c.device},
+          {"epochs_done", c.epochs_done},
+          {"updates", c.updates},
+          {"shuffle_rng", c.shuffle_rng},
+          {"epochs", epochs},
+          {"arrays",
+           {{"params", c.params.size()},
+            {"opt_m", c.opt_m.size()},
+            {"opt_v", c.opt_v.size()},
+            {"state", c.state.size()}}}};
+}
+
+void write_checkpoint(const std::string& path, const Checkpoint& c) {
+  const std::string header = header_json(c).dump();
+  write_file_atomic(path, [&](const std::string& tmp) {
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return false;
+    uint32_t crc = uint32_t(crc32(0, nullptr, 0));
+    auto put = [&](const void* p, size_t bytes) {
+      crc = crc_add(crc, p, bytes);
+      for (size_t done = 0; done < bytes;) {
+        const ssize_t k = ::write(fd, static_cast<const char*>(p) + done, bytes - done);
+        if (k <= 0) return false;
+        done += size_t(k);
+      }
+      return true;
+    };
+    const uint64_t header_len = header.size();
+    bool ok = put(kMagic, sizeof(kMagic)) && put(&header_len, sizeof(header_len)) &&
+              put(header.data(), header.size());
+    for (const std::vector<float>* a : {&c.params, &c.opt_m, &c.opt_v, &c.state})
+      ok = ok && put(a->data(), a->size() * sizeof(float));
+    const uint32_t sum = crc;
+    ok = ok && put(&sum, sizeof(sum));
+    const int err = errno;
+    if (::close(fd) != 0) ok = false;
+    if (!ok) errno = err;
+    return ok;
+  });
+}
+
+Checkpoint read_checkpoint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("checkpoint {}: cannot open ({})", path, std::strerror(errno));
+  uint32_t crc = uint32_t(crc32(0, nullptr, 0));
+  auto get = [&](void* p, size_t bytes, const char* what) {
+    in.read(static_cast<char*>(p), std::streamsize(bytes));
+    if (size_t(in.gcount()) != bytes) fail("checkpoint {}: truncated (in its {})", path, what);
+    crc = crc_add(crc, p, bytes);
+  };
+  char magic[8];
+  get(magic, sizeof(magic), "magic");
+  if (std::memcmp(magic, kMagic, 6) != 0) fail("checkpoint {}: not a trainbench checkpoint", path);
+  if (std::memcmp(magic, kMagic, 8) != 0)
+    fail("checkpoint {}: format version {} (this trainbench reads version {})", path,
+         int(uint8_t(magic[7])), int(kMagic[7]));
+  uint64_t header_len = 0;
+  get(&header_len, sizeof(header_len), "header length");
+  if (header_len > (64u << 20))
+    fail("checkpoint {}: corrupt (header of {} bytes)", path, header_len);
+  std::string text(header_len, '\0');
+  get(text.data(), text.size(), "header");
+  nlohmann::json h = nlohmann::json::parse(text, nullptr, false);
+  if (h.is_discarded() || !h.is_object() || h.value("format", "") != "trainbench checkpoint")
+    fail("checkpoint {}: corrupt (its header is not the expected JSON)", path);
+
+  Checkpoint c;
+  try {
+    c.workload = h.at("workload").get<std::string>();
+    c.param_count = h.at("param_count").get<int64_t>();
+    c.state_count = h.at("state_count").get<int64_t>();
+    c.hyper = h.at("hyper");
+    c.device = h.at("device").get<std::string>();
+    c.epochs_done = h.at("epochs_done").get<int>();
+    c.updates = h.at("updates").get<int64_t>();
+    c.shuffle_rng = h.at("shuffle_rng").get<std::string>();
+    for (const nlohmann::json& e : h.at("epochs")) {
+      EpochResult r;
+      r.seconds = e.at("seconds").get<double>(), r.loss = e.at("loss").get<double>();
+      r.accuracy = e.at("accuracy").get<double>();
+      r.steps = e.at("steps").get<int64_t>(), r.images = e.at("images").get<int64_t>();
+      c.epochs.push_back(r);
+    }
+    const nlohmann::json& a = h.at("arrays");
+    for (auto [name, v] : {std::pair{"params", &c.params}, std::pair{"opt_m", &c.opt_m},
+                           std::pair{"opt_v", &c.opt_v}, std::pair{"state", &c.state}}) {
+      const uint64_t n = a.at(name).get<uint64_t>();
+      if (n > uint64_t(1) << 34) fail("checkpoint {}: corrupt ({} of {} floats)", path, name, n);
+      v->resize(size_t(n));
+      get(v->data(), v->size() * sizeof(float), name);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint {}: corrupt header ({})", path, e.what());
+  }
+  const uint32_t computed = crc;
+  uint32_t stored = 0;
+  get(&stored, sizeof(stored), "checksum");
+  if (stored != computed) fail("checkpoint {}: corrupt (checksum does not match)", path);
+  if (in.peek() != std::ifstream::traits_type::eof())
+    fail("checkpoint {}: corrupt (bytes after its checksum)", path);
+  if (int64_t(c.params.size()) != c.param_count || c.opt_m.size() != c.params.size() ||
+      c.opt_v.size() != c.params.size() || int64_t(c.state.size()) != c.state_count ||
+      int(c.epochs.size()) != c.epochs_done)
+    fail("checkpoint {}: corrupt (array sizes disagree with its header)", path);
+  return c;
+}
+
+void check_resumable(const Checkpoint& c, const std::string& path, const Hyper& hp) {
+  if (c.workload != hp.workload)
+    fail("checkpoint {} is of workload {}, not {}", path, c.workload, hp.workload);
+  const nlohmann::json now = hyper_json(hp);
+  for (const char* key : {"batch", "seed", "augment", "optimizer", "adam", "sgd"}) {
+    const nlohmann::json was = c.hyper.value(key, nlohmann::json());
+    const nlohmann::json is = now.value(key, nlohmann::json());
+    if (was != is)
+      fail("checkpoint {} was written with {} {}; this run has {} (resume with the same)", path,
+           key, was.dump(), is.dump());
+  }
+  if (hp.epochs <= c.epochs_done)
+    fail("checkpoint {} ends after epoch {}; --epochs {} adds none (give the run's total)", path,
+         c.epochs_done, hp.epochs);
+}
+
+}  // namespace tb

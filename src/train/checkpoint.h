@@ -1,0 +1,45 @@
+// A run's state at the end of an epoch, on disk, so an interrupted run goes on as if it had never
+// stopped: parameters, Adam's moments (or SGD's momentum), batch-norm statistics, the optimizer's
+// update count and the shuffle generator's state, plus the finished epochs' results. Resuming
+// trains the same steps on the same batches: on a deterministic backend the parameters match an
+// uninterrupted run's bit for bit.
+//
+// File (little-endian): "TBCKPT" 0 1 (magic, version 1), u64 length of the JSON header, the
+// header, the four float arrays in the order above (their lengths in the header), and a CRC-32
+// of everything before it. Written atomically (temp file, fsync, rename), so the previous
+// checkpoint stays whole until the new one is.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "train/trainer.h"
+#include "train/workload.h"
+
+namespace tb {
+
+struct Checkpoint {
+  std::string workload;
+  int64_t param_count = 0, state_count = 0;
+  nlohmann::json hyper;     // hyper_json of the run that wrote it
+  std::string device;       // the backend that wrote it ("cpu-onednn", "cuda"), for the record
+  int epochs_done = 0;      // finished epochs; a resumed run starts at epochs_done + 1
+  int64_t updates = 0;      // optimizer updates so far (Adam's bias correction counts them)
+  std::string shuffle_rng;  // std::mt19937_64's state as its operator<< writes it
+  std::vector<EpochResult> epochs;  // the finished epochs' results, times included
+  std::vector<float> params, opt_m, opt_v, state;
+};
+
+void write_checkpoint(const std::string& path, const Checkpoint& c);
+// Throws Error naming the file: missing, not a checkpoint, truncated, or its CRC does not match.
+Checkpoint read_checkpoint(const std::string& path);
+
+// Throws Error naming the first thing that differs where a run resumed from c would not train
+// what an uninterrupted run does: workload, batch, seed, augmentation, optimizer and its
+// settings (Trainer::restore adds the model's sizes). Epochs, steps, precision, device and
+// threads may differ; epochs must exceed c.epochs_done.
+void check_resumable(const Checkpoint& c, const std::string& path, const Hyper& hp);
+
+}  // namespace tb

@@ -1,0 +1,199 @@
+// Checkpoints: a run stopped after an epoch and resumed from its checkpoint ends where the
+// uninterrupted run does, to the bit; a damaged or mismatched checkpoint is one clear error.
+#include "train/checkpoint.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "../models/tiny_resnet.h"
+#include "core/error.h"
+#include "synthetic_data.h"
+#include "train/trainer.h"
+
+namespace tb {
+
+using testing::synthetic;
+using testing::tiny_resnet;
+
+namespace {
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() /
+          (name + "." + std::to_string(::getpid()) + ".tbck"))
+      .string();
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+struct RunEnd {
+  std::vector<float> params, state;
+  TrainResult result;
+  EvalResult eval;
+};
+
+// Trains m for hp.epochs (after `resume`'s, where given), writing a checkpoint after each epoch
+// to `write_to` where given.
+RunEnd train(const Model& m, const Hyper& hp, const DatasetPair& data, const Checkpoint* resume,
+             const std::string& write_to = "") {
+  BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 1, true};  // the reference: exact
+  auto be = make_backend(cfg);
+  Trainer t(m, *be, hp, find_workload(hp.workload), data);
+  CheckpointPlan plan;
+  if (resume) plan.resume = resume, plan.resume_path = "resume.tbck";
+  if (!write_to.empty())
+    plan.write = [&write_to](const Checkpoint& c) { write_checkpoint(write_to, c); };
+  RunEnd r;
+  r.result = t.train(nullptr, plan);
+  r.eval = t.evaluate();
+  r.params = t.download_params();
+  r.state.resize(size_t(m.state_count));
+  be->download(be->ctx, r.state.data(), t.state, r.state.size() * sizeof(float));
+  return r;
+}
+
+// The small MLP run the file tests use: 32 images of 4x4, batch 16, one epoch.
+const DatasetPair& small_data() {
+  static const DatasetPair data = synthetic(32, 1, 4, 4, 13);
+  return data;
+}
+Hyper small_hyper() {
+  Hyper hp = find_workload("fashion-mlp").defaults;
+  hp.batch = 16, hp.epochs = 1;
+  return hp;
+}
+// Trains the small MLP for its epoch, writing the checkpoint to a temp file; returns its path.
+std::string one_epoch_checkpoint(const std::string& name) {
+  const std::string path = temp_path(name);
+  train(build_mlp(1, 4, 4, {8}, 10), small_hyper(), small_data(), nullptr, path);
+  return path;
+}
+
+}  // namespace
+
+// A ResNet (batch-norm statistics), augmentation (per-step seeds), Adam (its update count) and a
+// partial last batch: everything a resumed run must pick up where the first one stopped.
+TEST(Checkpoint, ResumedRunEndsWhereTheUninterruptedOneDoes) {
+  const DatasetPair data = synthetic(40, 3, 16, 16, 11);  // 40 = 16 + 16 + 8
+  Hyper hp = find_workload("resnet50-cifar10").defaults;
+  hp.batch = 16, hp.epochs = 3, hp.augment = true;
+  const Model m = tiny_resnet(3, 1, 4);
+  ASSERT_GT(m.state_count, 0);
+  const RunEnd whole = train(m, hp, data, nullptr);
+
+  const std::string path = temp_path("tb_resume");
+  Hyper first = hp;
+  first.epochs = 1;
+  const RunEnd part = train(m, first, data, nullptr, path);
+  EXPECT_EQ(part.result.checkpoints, 1);
+  const Checkpoint c = read_checkpoint(path);
+  EXPECT_EQ(c.epochs_done, 1);
+  EXPECT_EQ(c.updates, 3);  // three steps an epoch
+  EXPECT_EQ(c.params, part.params);
+  EXPECT_EQ(c.state, part.state);
+  EXPECT_NE(c.params, whole.params);
+
+  const RunEnd resumed = train(m, hp, data, &c, path);
+  EXPECT_EQ(resumed.params, whole.params);
+  EXPECT_EQ(resumed.state, whole.state);
+  EXPECT_EQ(resumed.eval.loss, whole.eval.loss);
+  EXPECT_EQ(resumed.result.resumed_epochs, 1);
+  EXPECT_EQ(resumed.result.steps, 6);  // this run's own steps
+  ASSERT_EQ(resumed.result.epochs.size(), 3u);
+  EXPECT_EQ(resumed.result.epochs[0].seconds, part.result.epochs[0].seconds);  // carried over
+  for (size_t e = 0; e < 3; ++e)
+    EXPECT_EQ(resumed.result.epochs[e].loss, whole.result.epochs[e].loss) << e;
+  // The resumed run wrote on: the file now holds all three epochs.
+  EXPECT_EQ(read_checkpoint(path).epochs_done, 3);
+  std::filesystem::remove(path);
+}
+
+TEST(Checkpoint, NoneAfterAnEpochThatStepsCutShort) {
+  const DatasetPair data = synthetic(40, 1, 6, 6, 12);
+  Hyper hp = find_workload("fashion-mlp").defaults;
+  hp.batch = 16, hp.epochs = 2, hp.steps = 4;  // epoch 1 whole (3 steps), epoch 2 cut at 1
+  const std::string path = temp_path("tb_cut");
+  const RunEnd r = train(build_mlp(1, 6, 6, {8}, 10), hp, data, nullptr, path);
+  EXPECT_EQ(r.result.checkpoints, 1);
+  EXPECT_EQ(read_checkpoint(path).epochs_done, 1);
+  std::filesystem::remove(path);
+}
+
+TEST(Checkpoint, DamagedFilesAreOneClearError) {
+  const std::string path = one_epoch_checkpoint("tb_damage");
+  std::vector<char> bytes(std::filesystem::file_size(path));
+  std::ifstream(path, std::ios::binary).read(bytes.data(), std::streamsize(bytes.size()));
+  const std::string bad = temp_path("tb_bad");
+  auto read_altered = [&](std::vector<char> b) {
+    std::ofstream(bad, std::ios::binary).write(b.data(), std::streamsize(b.size()));
+    return error_of([&] { read_checkpoint(bad); });
+  };
+  EXPECT_EQ(error_of([&] { read_checkpoint(path); }), "(no error)");
+  // Cut anywhere: in the magic, the header, an array, the checksum.
+  for (size_t keep : {size_t(3), size_t(20), bytes.size() / 2, bytes.size() - 1}) {
+    const std::string e = read_altered({bytes.begin(), bytes.begin() + ptrdiff_t(keep)});
+    EXPECT_NE(e.find("truncated"), std::string::npos) << keep << ": " << e;
+  }
+  // One bit flipped in the parameters, or in the checksum itself.
+  for (size_t at : {bytes.size() / 2, bytes.size() - 2}) {
+    std::vector<char> b = bytes;
+    b[at] ^= 4;
+    const std::string e = read_altered(b);
+    EXPECT_NE(e.find("checksum does not match"), std::string::npos) << at << ": " << e;
+  }
+  std::vector<char> more = bytes;
+  more.push_back('x');
+  EXPECT_NE(read_altered(more).find("bytes after its checksum"), std::string::npos);
+  std::vector<char> other = bytes;
+  other[0] = '{';
+  EXPECT_NE(read_altered(other).find("not a trainbench checkpoint"), std::string::npos);
+  std::vector<char> newer = bytes;
+  newer[7] = 2;
+  EXPECT_NE(read_altered(newer).find("format version 2"), std::string::npos);
+  EXPECT_NE(error_of([] { read_checkpoint("/nonexistent/x.tbck"); }).find("cannot open"),
+            std::string::npos);
+  std::filesystem::remove(path);
+  std::filesystem::remove(bad);
+}
+
+TEST(Checkpoint, ResumingAnotherRunIsRefusedNamingWhatDiffers) {
+  const Hyper hp = small_hyper();
+  const std::string path = one_epoch_checkpoint("tb_mismatch");
+  const Checkpoint c = read_checkpoint(path);
+  std::filesystem::remove(path);
+  auto refusal = [&](const std::function<void(Hyper&)>& change) {
+    Hyper h = hp;
+    h.epochs = 2;
+    change(h);
+    return error_of([&] { check_resumable(c, path, h); });
+  };
+  EXPECT_EQ(refusal([](Hyper&) {}), "(no error)");
+  EXPECT_EQ(refusal([](Hyper& h) { h.precision = Precision::bf16, h.threads = 7; }), "(no error)");
+  EXPECT_NE(refusal([](Hyper& h) { h.batch = 8; }).find("batch 16"), std::string::npos);
+  EXPECT_NE(refusal([](Hyper& h) { h.seed = 9; }).find("seed"), std::string::npos);
+  EXPECT_NE(refusal([](Hyper& h) { h.augment = true; }).find("augment"), std::string::npos);
+  EXPECT_NE(refusal([](Hyper& h) { h.adam.lr = 0.5f; }).find("adam"), std::string::npos);
+  EXPECT_NE(refusal([](Hyper& h) { h.optimizer = "sgd"; }).find("optimizer"), std::string::npos);
+  EXPECT_NE(refusal([](Hyper& h) { h.workload = "resnet50-cifar10"; }).find("workload"),
+            std::string::npos);
+  EXPECT_NE(
+      refusal([](Hyper& h) { h.epochs = 1; }).find("ends after epoch 1; --epochs 1 adds none"),
+      std::string::npos);
+  // A model of other sizes: the trainer refuses before loading anything.
+  auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
+  Hyper h = hp;
+  h.epochs = 2;
+  const Model wider = build_mlp(1, 4, 4, {9}, 10);
+  Trainer t(wider, *be, h, find_workload("fashion-mlp"), small_data());
+  EXPECT_NE(error_of([&] { t.restore(c, path); }).find("parameters"), std::string::npos);
+}
+
+}  // namespace tb
