@@ -56,7 +56,8 @@ RunEnd train(const Model& m, const Hyper& hp, const DatasetPair& data, const Che
   r.eval = t.evaluate();
   r.params = t.download_params();
   r.state.resize(size_t(m.state_count));
-  be->download(be->ctx, r.state.data(), t.state, r.state.size() * sizeof(float));
+  if (!r.state.empty())
+    be->download(be->ctx, r.state.data(), t.state, r.state.size() * sizeof(float));
   return r;
 }
 
