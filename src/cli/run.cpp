@@ -226,6 +226,11 @@ int run_command(RunOptions& o) {
   record["step_graphs"] = step_graphs;
   record["conv_layout"] = o.paths.nhwc ? "nhwc" : "nchw";
   record["fused_mlp_step"] = fused_mlp_step;
+  if (!o.checkpoint.empty())
+    record["checkpoint"] = {{"path", o.checkpoint}, {"written", facts.train.checkpoints}};
+  if (resume)
+    record["resumed_from"] = {
+        {"path", o.resume}, {"epochs", resume->epochs_done}, {"written_by", resume->device}};
   if (cfg.device == DeviceKind::cuda)
     record["cuda_paths"] = {{"graphs", o.paths.graphs},
                             {"bf16_reuse", o.paths.bf16_reuse},

@@ -168,6 +168,10 @@ TEST(Cli, ResumedRunMatchesTheStraightOne) {
   auto load = [&](const char* name) { return nlohmann::json::parse(std::ifstream(dir / name)); };
   const nlohmann::json a = load("a.json"), b = load("b.json"), c = load("c.json");
   EXPECT_EQ(b["resumed_epochs"], 1);
+  EXPECT_EQ(b["resumed_from"]["path"], ck);
+  EXPECT_EQ(b["resumed_from"]["written_by"], "cpu-onednn");
+  EXPECT_EQ(b["checkpoint"]["written"], 1);
+  EXPECT_EQ(a["checkpoint"]["written"], 1);
   EXPECT_EQ(b["epochs_completed"], 2);
   EXPECT_EQ(b["times_s"]["train_before_resume"], a["times_s"]["epochs"][0]);
   EXPECT_EQ(b["steps"], c["steps"].get<int>() / 2);  // this run's own steps
