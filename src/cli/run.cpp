@@ -1,9 +1,11 @@
 // `trainbench run WORKLOAD`: load, train, test, print a summary, write the record.
 #include <fmt/format.h>
+#include <signal.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <optional>
@@ -84,6 +86,39 @@ void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
   cfg.bf16_nhwc = p.nhwc;
   cfg.fused_mlp = p.fused_mlp;
 }
+
+namespace {
+// The one flag a signal handler may set (a lock-free atomic): raised by SIGINT (Ctrl-C) or
+// SIGTERM while a run trains or tests.
+std::atomic<bool> stop_raised{false};
+extern "C" void raise_stop(int) {
+  stop_raised.store(true);
+}
+
+// While it lives, the first SIGINT or SIGTERM raises stop_raised instead of ending the process:
+// training ends after the step under way, the test pass runs on the model as it stands and the
+// record is written (hours of a CPU run are not lost to one keystroke). The handler resets
+// itself, so a second signal ends the process at once.
+struct StopOnSignal {
+  struct sigaction old_int {
+  }, old_term{};
+  StopOnSignal() {
+    stop_raised.store(false);
+    struct sigaction sa {};
+    sa.sa_handler = raise_stop;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+  }
+  ~StopOnSignal() {
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+  }
+  StopOnSignal(const StopOnSignal&) = delete;
+  StopOnSignal& operator=(const StopOnSignal&) = delete;
+};
+}  // namespace
 
 // Every value, its median, min, max and spread ((max - min) / median) for --repeat.
 static nlohmann::json spread_json(std::vector<double> v) {
@@ -197,11 +232,19 @@ int run_command(RunOptions& o) {
   std::vector<double> train_s, test_s, train_test_s, steady, accuracy;
   std::string step_graphs;
   bool fused_mlp_step = false;  // --fused-mlp was taken (the backend may decline a shape)
+  const StopOnSignal stop_on_signal;
   for (int r = 0; r < o.repeat; ++r) {
     if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
     Trainer trainer(model, *backend, o.hp, w, data);
     sampler.set_phase("train");
-    facts.train = trainer.train(progress, checkpoints);
+    facts.train = trainer.train(progress, checkpoints, &stop_raised);
+    if (facts.train.interrupted && facts.train.steps == 0) {
+      fmt::print(stderr, "trainbench: interrupted before the first training step; no record\n");
+      return 130;
+    }
+    if (facts.train.interrupted && !o.quiet)
+      fmt::print("\ninterrupted after {} steps: testing the model as it stands (again to quit)\n",
+                 facts.train.steps);
     sampler.set_phase("test");
     facts.test = trainer.evaluate();
     step_graphs = trainer.graph_summary();
@@ -210,6 +253,7 @@ int run_command(RunOptions& o) {
     const std::vector<std::string> notes = trainer.node_notes();
     for (size_t i = 0; i < notes.size(); ++i)
       if (!notes[i].empty()) facts.algorithms[model.nodes[i].name] = notes[i];
+    if (facts.train.interrupted) break;  // the repeats' spreads take whole runs only
     train_s.push_back(facts.train.train_seconds);
     test_s.push_back(facts.test.seconds);
     train_test_s.push_back(facts.train.train_seconds + facts.test.seconds);
@@ -237,8 +281,8 @@ int run_command(RunOptions& o) {
                             {"bn_slices", o.paths.bn_slices},
                             {"nhwc", o.paths.nhwc},
                             {"fused_mlp", o.paths.fused_mlp}};
-  if (o.repeat > 1) {
-    record["repeats"] = {{"count", o.repeat},
+  if (train_s.size() > 1) {
+    record["repeats"] = {{"count", train_s.size()},
                          {"train_s", spread_json(train_s)},
                          {"test_s", spread_json(test_s)},
                          {"train_test_s", spread_json(train_test_s)},
@@ -296,13 +340,18 @@ int run_command(RunOptions& o) {
                fused_mlp_step ? "taken" : "declined (this model or batch does not fit it)");
   if (t.split.samples == 0 || t.split.host_samples == 0)
     fmt::print("step split: not sampled (too few steps)\n");
-  if (o.repeat > 1) {
+  if (record.contains("repeats")) {
     const nlohmann::json& tt = record["repeats"]["train_test_s"];
     fmt::print("{} runs: train+test median {:.2f}s (min {:.2f}s, max {:.2f}s, spread {:.1f}%)\n",
-               o.repeat, tt["median"].get<double>(), tt["min"].get<double>(),
+               train_s.size(), tt["median"].get<double>(), tt["min"].get<double>(),
                tt["max"].get<double>(), 100 * tt["spread"].get<double>());
   }
   fmt::print("record: {}\n", out_path);
+  if (t.interrupted) {
+    fmt::print(stderr, "trainbench: interrupted after {} training steps; the record holds them\n",
+               t.steps);
+    return 130;
+  }
   return 0;
 }
 

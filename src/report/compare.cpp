@@ -160,6 +160,7 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
   // whole run's, so the settings check tells them apart.
   if (const auto k = num(r, {"resumed_epochs"}); k && *k > 0)
     e.steps += fmt::format(" after {} resumed epochs", int64_t(*k));
+  if (r.value("interrupted", false)) e.steps += " (interrupted)";
   e.augment = augment_of(r);
   return e;
 }

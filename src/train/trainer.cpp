@@ -739,7 +739,7 @@ EvalResult Trainer::evaluate() {
 }
 
 TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progress,
-                           const CheckpointPlan& checkpoints) {
+                           const CheckpointPlan& checkpoints, const std::atomic<bool>* stop) {
   TrainResult r;
   std::mt19937_64 shuffle_rng(hp.seed ^ 0x5eedull);
   int first_epoch = 1;
@@ -770,7 +770,8 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
   const auto t_train = Clock::now();
   double paused_after_warm_s = 0;  // checkpoint writes after the warm-up mark
 
-  for (int epoch = first_epoch; epoch <= hp.epochs && r.steps < planned; ++epoch) {
+  for (int epoch = first_epoch; epoch <= hp.epochs && r.steps < planned && !r.interrupted;
+       ++epoch) {
     // The permutation is the epoch's whatever the epochs before it ran in this process or in
     // the run a checkpoint came from: it restarts from the identity and the generator's state.
     std::iota(perm.begin(), perm.end(), 0);
@@ -796,6 +797,10 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       last_report = Clock::now();
     };
     for (int64_t s = 0; s < steps_per_epoch && r.steps < planned; ++s) {
+      if (stop && stop->load(std::memory_order_relaxed)) {
+        r.interrupted = true;
+        break;
+      }
       const int64_t n = std::min<int64_t>(hp.batch, train_count - s * hp.batch);
       if (r.steps % period == 0 && r.steps > 0) {
         // Host overhead: issue the step without synchronizing, then wait for the device.
@@ -817,6 +822,7 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       }
       if (on_progress && seconds_since(last_report) > 0.1) report(false);
     }
+    if (e.steps == 0) break;  // stopped before the epoch's first step
     float host[4];
     be.download(be.ctx, host, metrics, sizeof(host));  // synchronizes
     e.seconds = seconds_since(t_epoch);

@@ -3,6 +3,7 @@
 // optimizer state, activations and their gradients, all carved out of one device allocation that
 // is planned once, so a step allocates nothing; and the data set, uploaded once as uint8.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -65,6 +66,7 @@ struct TrainResult {
   int64_t steps = 0, images = 0;
   double images_per_s = 0, images_per_s_steady = 0;
   bool stopped_by_steps = false;  // --steps cut training short
+  bool interrupted = false;       // the stop flag was raised (Ctrl-C): training ended there
   StepSplit split;
 };
 
@@ -201,8 +203,11 @@ struct Trainer {
   // correct count into the eval metrics, advance.
   void issue_eval_batch(int64_t n);
   EvalResult evaluate();
+  // stop: read before each step; once raised, training ends after the step under way (the
+  // partial epoch counted, no checkpoint for it).
   TrainResult train(const std::function<void(const Progress&)>& on_progress,
-                    const CheckpointPlan& checkpoints = {});
+                    const CheckpointPlan& checkpoints = {},
+                    const std::atomic<bool>* stop = nullptr);
   // The run's state after r's epochs (shuffle_rng: the shuffle generator's state), and back:
   // restore checks that the checkpoint fits this run (check_resumable) before loading it.
   Checkpoint checkpoint(const TrainResult& r, const std::string& shuffle_rng) const;

@@ -44,6 +44,18 @@ int lines(const std::string& s) {
   return n;
 }
 
+// The tests that train on the real Fashion-MNIST skip (saying why) where it is not installed.
+#define SKIP_WITHOUT_FASHION_MNIST()                                                            \
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) \
+  GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
+
+// A fresh folder for one test's files (removed by the test).
+std::filesystem::path scratch_dir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / (name + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
 void expect_one_line_error(const Result& r, const std::string& mentions) {
   EXPECT_NE(r.status, 0);
   EXPECT_EQ(lines(r.err), 1) << r.err;
@@ -98,8 +110,7 @@ TEST(Cli, HelpExitsZero) {
 }
 
 TEST(Cli, ShortRunWritesRecord) {
-  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
-    GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+  SKIP_WITHOUT_FASHION_MNIST();
   const auto out = std::filesystem::temp_directory_path() / "tb_cli_record.json";
   Result r = run("run fashion-mlp --steps 40 --no-peak --quiet --deterministic --no-graphs --out " +
                  out.string());
@@ -121,8 +132,7 @@ TEST(Cli, ShortRunWritesRecord) {
 namespace {
 
 TEST(Cli, RepeatRecordsMedianAndSpread) {
-  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
-    GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+  SKIP_WITHOUT_FASHION_MNIST();
   const auto out = std::filesystem::temp_directory_path() / "tb_cli_repeat.json";
   Result r = run("run fashion-mlp --steps 20 --repeat 3 --no-peak --quiet --out " + out.string());
   ASSERT_EQ(r.status, 0) << r.err;
@@ -150,11 +160,8 @@ TEST(Cli, CheckpointOptionsRefuseWhatTheyCannotDo) {
 // Two epochs as one epoch, stopped, then resumed for the second: the same test accuracy and
 // loss as two epochs straight (deterministic), and the record says what was resumed.
 TEST(Cli, ResumedRunMatchesTheStraightOne) {
-  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
-    GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("tb_cli_ck_" + std::to_string(getpid()));
-  std::filesystem::create_directories(dir);
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_cli_ck_");
   const std::string ck = (dir / "run.tbck").string(),
                     common = " --no-peak --quiet --deterministic --out ";
   ASSERT_EQ(
@@ -180,6 +187,34 @@ TEST(Cli, ResumedRunMatchesTheStraightOne) {
   EXPECT_NE(r.out.find("resumed after epoch 1"), std::string::npos) << r.out;
   // Asking for no more epochs than it holds: one line, before any data loads.
   expect_one_line_error(run("run fashion-mlp --epochs 2 --resume " + ck), "ends after epoch 2");
+  std::filesystem::remove_all(dir);
+}
+
+// Ctrl-C or SIGTERM during a long run (SIGTERM here: a background job ignores SIGINT):
+// training stops after the step under way, the test pass runs, the record is written
+// (interrupted) and the exit status is 130.
+TEST(Cli, InterruptedRunKeepsItsRecord) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_cli_int_");
+  const std::string log = (dir / "log").string(), out = (dir / "r.json").string();
+  // The signal goes once the first epoch has ended (its line is in the log), well before the
+  // 100th: the wait allows for slow machines and sanitizers.
+  const std::string script = std::string(TRAINBENCH_BINARY) +
+                             " run fashion-mlp --epochs 100 --no-peak --out " + out + " >" + log +
+                             " & p=$!; for i in $(seq 1200); do grep -q 'epoch 1/100' " + log +
+                             " && break; sleep 0.1; done; kill -TERM $p; wait $p; echo $?";
+  FILE* p = popen(script.c_str(), "r");
+  std::array<char, 64> buf{};
+  const size_t k = fread(buf.data(), 1, buf.size() - 1, p);
+  pclose(p);
+  EXPECT_EQ(std::string(buf.data(), k), "130\n");
+  std::ifstream in(out);
+  ASSERT_TRUE(in.good()) << "no record after the interrupt";
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["interrupted"], true);
+  EXPECT_GE(j["steps"].get<int64_t>(), 1875);  // at least the first epoch
+  EXPECT_LT(j["steps"].get<int64_t>(), 100 * 1875);
+  EXPECT_GT(j["accuracy"]["test"].get<double>(), 0.6);  // tested as it stood: it had learnt
   std::filesystem::remove_all(dir);
 }
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 
@@ -126,6 +127,41 @@ TEST(Checkpoint, NoneAfterAnEpochThatStepsCutShort) {
   EXPECT_EQ(r.result.checkpoints, 1);
   EXPECT_EQ(read_checkpoint(path).epochs_done, 1);
   std::filesystem::remove(path);
+}
+
+// The stop flag (Ctrl-C in the CLI): training ends after the step under way; the partial epoch
+// counts in the result, and no checkpoint is written for it.
+TEST(Checkpoint, StopFlagEndsTrainingAfterTheStepUnderWay) {
+  const DatasetPair data = synthetic(40, 1, 6, 6, 15);
+  Hyper hp = find_workload("fashion-mlp").defaults;
+  hp.batch = 8, hp.epochs = 3;  // 5 steps an epoch
+  const Model m = build_mlp(1, 6, 6, {8}, 10);
+  auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
+  Trainer t(m, *be, hp, find_workload(hp.workload), data);
+  std::atomic<bool> stop{false};
+  int64_t steps_seen = 0;
+  CheckpointPlan plan;
+  int written = 0;
+  plan.write = [&written](const Checkpoint&) { written++; };
+  // Progress comes at most every 0.1 s and at each epoch's end: raise the flag at the first
+  // epoch's end, then a second run raises it before any step.
+  const TrainResult r = t.train(
+      [&](const Progress& p) {
+        steps_seen = p.step;
+        if (p.epoch_done) stop = true;
+      },
+      plan, &stop);
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_FALSE(r.stopped_by_steps);
+  EXPECT_EQ(r.steps, 5);
+  EXPECT_EQ(steps_seen, 5);
+  ASSERT_EQ(r.epochs.size(), 1u);  // the second epoch had not begun a step: not counted
+  EXPECT_EQ(written, 1);
+  EXPECT_GT(r.images_per_s, 0);
+  const TrainResult none = t.train(nullptr, {}, &stop);
+  EXPECT_TRUE(none.interrupted);
+  EXPECT_EQ(none.steps, 0);
+  EXPECT_TRUE(none.epochs.empty());
 }
 
 TEST(Checkpoint, DamagedFilesAreOneClearError) {
