@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <ctime>
+#include <filesystem>
 #include <optional>
 
 #include "backends/backend.h"
@@ -165,8 +166,22 @@ int run_command(RunOptions& o) {
   }
   CheckpointPlan checkpoints;
   if (resume) checkpoints.resume = &*resume, checkpoints.resume_path = o.resume;
+  // A checkpoint that cannot be written (full disk) ends neither the run nor the previous
+  // checkpoint (written whole or not at all): a warning now, a non-zero exit at the end.
+  int64_t checkpoint_failures = 0;
+  std::string last_checkpoint_error;
   if (!o.checkpoint.empty())
-    checkpoints.write = [&o](const Checkpoint& c) { write_checkpoint(o.checkpoint, c); };
+    checkpoints.write = [&](const Checkpoint& c) {
+      try {
+        write_checkpoint(o.checkpoint, c);
+        return true;
+      } catch (const Error& e) {
+        checkpoint_failures++, last_checkpoint_error = e.what();
+        fmt::print(stderr, "trainbench: warning: checkpoint after epoch {} not written: {}\n",
+                   c.epochs_done, e.what());
+        return false;
+      }
+    };
 
   RunFacts facts;
   facts.device_kind = device_kind_name(cfg.device);
@@ -271,7 +286,9 @@ int run_command(RunOptions& o) {
   record["conv_layout"] = o.paths.nhwc ? "nhwc" : "nchw";
   record["fused_mlp_step"] = fused_mlp_step;
   if (!o.checkpoint.empty())
-    record["checkpoint"] = {{"path", o.checkpoint}, {"written", facts.train.checkpoints}};
+    record["checkpoint"] = {{"path", o.checkpoint},
+                            {"written", facts.train.checkpoints},
+                            {"failed", checkpoint_failures}};
   if (resume)
     record["resumed_from"] = {
         {"path", o.resume}, {"epochs", resume->epochs_done}, {"written_by", resume->device}};
@@ -289,8 +306,6 @@ int run_command(RunOptions& o) {
                          {"train_images_per_s_steady", spread_json(steady)},
                          {"test_accuracy", spread_json(accuracy)}};
   }
-  write_json_atomic(out_path, record);
-
   const TrainResult& t = facts.train;
   const nlohmann::json& fl = record["flops"];
   auto mfu_text = [](const nlohmann::json& mfu, const std::optional<double>& peak,
@@ -346,7 +361,24 @@ int run_command(RunOptions& o) {
                train_s.size(), tt["median"].get<double>(), tt["min"].get<double>(),
                tt["max"].get<double>(), 100 * tt["spread"].get<double>());
   }
+  // The record is the run's result: where its path cannot be written (full disk, a folder
+  // that is not there), it goes to the temp folder and the run still fails, saying where.
+  try {
+    write_json_atomic(out_path, record);
+  } catch (const Error& e) {
+    const std::string fallback =
+        (std::filesystem::temp_directory_path() / std::filesystem::path(out_path).filename())
+            .string();
+    write_json_atomic(fallback, record);
+    fail("{}; the record went to {} instead", e.what(), fallback);
+  }
   fmt::print("record: {}\n", out_path);
+  if (checkpoint_failures > 0)
+    fail(
+        "{} of {} checkpoints could not be written to {} (the last error: {}); the record is "
+        "at {}",
+        checkpoint_failures, checkpoint_failures + t.checkpoints, o.checkpoint,
+        last_checkpoint_error, out_path);
   if (t.interrupted) {
     fmt::print(stderr, "trainbench: interrupted after {} training steps; the record holds them\n",
                t.steps);

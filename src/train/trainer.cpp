@@ -834,9 +834,9 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       const auto t0 = Clock::now();
       std::ostringstream rng_state;
       rng_state << shuffle_rng;
-      checkpoints.write(checkpoint(r, rng_state.str()));
+      const bool written = checkpoints.write(checkpoint(r, rng_state.str()));
       const double s = seconds_since(t0);
-      r.checkpoints++, r.checkpoint_seconds += s;
+      r.checkpoints += written, r.checkpoint_seconds += s;
       if (r.steps >= warm_steps) paused_after_warm_s += s;
     }
   }

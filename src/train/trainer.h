@@ -60,7 +60,7 @@ struct StepSplit {
 struct TrainResult {
   std::vector<EpochResult> epochs;  // a resumed run's starts with the checkpoint's
   int resumed_epochs = 0;           // how many of them the checkpoint held
-  int64_t checkpoints = 0;          // checkpoints written after epochs
+  int64_t checkpoints = 0;          // checkpoints written after epochs (not counting failures)
   double checkpoint_seconds = 0;    // time writing them: in no other time here
   double train_seconds = 0;         // this run's training only (not a checkpoint's epochs)
   int64_t steps = 0, images = 0;
@@ -74,11 +74,11 @@ struct Checkpoint;  // train/checkpoint.h
 
 // What train() does with checkpoints: starts after the epochs of `resume` (read from
 // resume_path, which error messages name), and hands `write` the state after each finished
-// epoch.
+// epoch (it returns whether the checkpoint was written).
 struct CheckpointPlan {
   const Checkpoint* resume = nullptr;
   std::string resume_path;
-  std::function<void(const Checkpoint&)> write;
+  std::function<bool(const Checkpoint&)> write;
 };
 
 struct Trainer {

@@ -190,6 +190,36 @@ TEST(Cli, ResumedRunMatchesTheStraightOne) {
   std::filesystem::remove_all(dir);
 }
 
+// A record or checkpoint path that cannot be written (here: under a plain file) loses nothing:
+// the checkpoint failure is a warning and a non-zero exit after the record is written; the
+// record goes to the temp folder, and the run says where.
+TEST(Cli, UnwritablePathsLoseNoResult) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_cli_unwritable_");
+  const std::string blocker = (dir / "file").string();
+  std::ofstream(blocker) << "not a folder";
+  const std::string out = (dir / "r.json").string();
+  Result r = run("run fashion-mlp --epochs 1 --no-peak --quiet --out " + out + " --checkpoint " +
+                 blocker + "/run.tbck");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("warning: checkpoint after epoch 1 not written"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("1 of 1 checkpoints could not be written"), std::string::npos) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(std::ifstream(out));
+  EXPECT_EQ(j["checkpoint"]["written"], 0);
+  EXPECT_EQ(j["checkpoint"]["failed"], 1);
+
+  const std::string name = "tb_cli_fallback_" + std::to_string(getpid()) + ".json";
+  const auto fallback = std::filesystem::temp_directory_path() / name;
+  r = run("run fashion-mlp --steps 20 --no-peak --quiet --out " + blocker + "/" + name);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("the record went to " + fallback.string()), std::string::npos) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(fallback))["steps"], 20);
+  std::filesystem::remove(fallback);
+  std::filesystem::remove_all(dir);
+}
+
 // Ctrl-C or SIGTERM during a long run (SIGTERM here: a background job ignores SIGINT):
 // training stops after the step under way, the test pass runs, the record is written
 // (interrupted) and the exit status is 130.
@@ -201,7 +231,7 @@ TEST(Cli, InterruptedRunKeepsItsRecord) {
   // 100th: the wait allows for slow machines and sanitizers.
   const std::string script = std::string(TRAINBENCH_BINARY) +
                              " run fashion-mlp --epochs 100 --no-peak --out " + out + " >" + log +
-                             " & p=$!; for i in $(seq 1200); do grep -q 'epoch 1/100' " + log +
+                             " 2>&1 & p=$!; for i in $(seq 1200); do grep -q 'epoch 1/100' " + log +
                              " && break; sleep 0.1; done; kill -TERM $p; wait $p; echo $?";
   FILE* p = popen(script.c_str(), "r");
   std::array<char, 64> buf{};
