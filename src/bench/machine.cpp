@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "bench/nvml.h"
+#include "core/version.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -294,9 +295,7 @@ nlohmann::json machine_json() {
 #ifdef TRAINBENCH_VERSION
     {"trainbench", TRAINBENCH_VERSION},
 #endif
-#ifdef TRAINBENCH_GIT_REV
-    {"trainbench_git", TRAINBENCH_GIT_REV},
-#endif
+    {"trainbench_git", git_revision()},
   };
 
   return {{"hostname", m.hostname},  {"os", m.os},

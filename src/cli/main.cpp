@@ -5,12 +5,13 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/version.h"
 
 int main(int argc, char** argv) {
   using namespace tb;
   CLI::App app{"trainbench: how fast does this machine train, and is the software using it?"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string(TRAINBENCH_VERSION) + " (" TRAINBENCH_GIT_REV ")");
+  app.set_version_flag("--version", std::string(TRAINBENCH_VERSION) + " (" + git_revision() + ")");
 
   RunOptions run;
   auto* run_cmd = app.add_subcommand("run", "Train a workload and write its result record");

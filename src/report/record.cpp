@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/version.h"
 
 namespace tb {
 
@@ -42,7 +43,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
   json r = {
       {"algorithms", f.algorithms},
       {"trainbench_version", TRAINBENCH_VERSION},
-      {"git_revision", TRAINBENCH_GIT_REV},
+      {"git_revision", git_revision()},
       {"workload", w.name},
       {"device", device},
       {"precision", precision_name(hp.precision)},
