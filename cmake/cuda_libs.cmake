@@ -42,19 +42,21 @@ if(TARGET CUDA::cublas)
 endif()
 
 # NCCL, from the toolkit folder or PyTorch's wheels (no CMake config ships for it either), as the
-# imported target tb::nccl. Optional: one GPU needs no collective; the build says when it is
-# missing, and `devices` and the run record then report no NCCL version.
+# imported target tb::nccl: its header, and the library's path for dlopen. It is loaded at run
+# time, not linked: one GPU needs no collective, so `devices` and the run record name its
+# version where it loads and "none" where it does not, and no binary fails to start for want of
+# it. Optional at build time too: the configure output says when it is missing.
 file(GLOB _tb_py_nccl /usr/lib/python3*/site-packages/nvidia/nccl /usr/local/lib/python3*/dist-packages/nvidia/nccl
   /opt/*/.venv/lib/python3*/site-packages/nvidia/nccl)
 set(_tb_nccl_hints ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT} /usr/local/cuda $ENV{NCCL_ROOT} ${_tb_py_nccl})
 find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${_tb_nccl_hints} PATH_SUFFIXES include)
 find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${_tb_nccl_hints} PATH_SUFFIXES lib64 lib)
 if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
-  add_library(tb::nccl UNKNOWN IMPORTED)
-  set_target_properties(tb::nccl PROPERTIES IMPORTED_LOCATION ${NCCL_LIBRARY}
-    INTERFACE_INCLUDE_DIRECTORIES ${NCCL_INCLUDE_DIR} INTERFACE_COMPILE_DEFINITIONS TRAINBENCH_HAVE_NCCL=1)
+  add_library(tb::nccl INTERFACE IMPORTED)
+  set_target_properties(tb::nccl PROPERTIES INTERFACE_INCLUDE_DIRECTORIES ${NCCL_INCLUDE_DIR}
+    INTERFACE_COMPILE_DEFINITIONS "TRAINBENCH_HAVE_NCCL=1;TRAINBENCH_NCCL_LIBRARY=\"${NCCL_LIBRARY}\"")
   target_link_libraries(tb_cuda_libs INTERFACE tb::nccl)
-  message(STATUS "trainbench: NCCL ${NCCL_LIBRARY}")
+  message(STATUS "trainbench: NCCL ${NCCL_LIBRARY} (loaded at run time)")
 else()
   message(STATUS "trainbench: NCCL not found (set NCCL_ROOT); built without it, single-GPU only")
 endif()

@@ -16,13 +16,6 @@ export LD_LIBRARY_PATH="/tmp/tb/lib:${libdirs}${LD_LIBRARY_PATH:-}" PYTHONUNBUFF
 TB=/tmp/tb/trainbench
 TT=/tmp/tb/trainbench_tests
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.total --format=csv; echo "libs: $libdirs"; ldd $TB | grep -E "not found|cudnn|cublas|cudart|nccl"; } 2>&1 | tee "$LOG"
-# NCCL only gives `devices` its version: if this image has none, a stand-in whose ncclGetVersion
-# fails (the record then says "none") lets the binaries start instead of losing the lease.
-if ldd $TB | grep -q "libnccl.so.2 => not found"; then
-  echo 'int ncclGetVersion(int* v) { *v = 0; return 1; }' >/tmp/tb/nccl_stub.c
-  gcc -shared -fPIC -Wl,-soname,libnccl.so.2 -o /tmp/tb/lib/libnccl.so.2 /tmp/tb/nccl_stub.c &&
-    echo "no libnccl.so.2 on this image: a stand-in reports no NCCL version" | tee -a "$LOG"
-fi
 
 # step NAME LIMIT_S CMD...: output appended to $STEP_LOG (default $LOG), its status and last lines
 # shown; capped by what is left of BUDGET, skipped (and said so) when under 15 s are left.

@@ -92,29 +92,44 @@ namespace {
 // The one flag a signal handler may set (a lock-free atomic): raised by SIGINT (Ctrl-C) or
 // SIGTERM while a run trains or tests.
 std::atomic<bool> stop_raised{false};
+static_assert(std::atomic<bool>::is_always_lock_free,
+              "a signal handler may only set lock-free atomics");
+constexpr int kStopSignals[2] = {SIGINT, SIGTERM};
+
 extern "C" void raise_stop(int) {
   stop_raised.store(true);
+  // The next SIGINT or SIGTERM, whichever it is, ends the process: both go back to the default
+  // (sigaction is async-signal-safe).
+  for (int sig : kStopSignals) {
+    struct sigaction now {};
+    sigaction(sig, nullptr, &now);
+    if (now.sa_handler == raise_stop) {
+      now.sa_handler = SIG_DFL;
+      sigaction(sig, &now, nullptr);
+    }
+  }
 }
 
 // While it lives, the first SIGINT or SIGTERM raises stop_raised instead of ending the process:
 // training ends after the step under way, the test pass runs on the model as it stands and the
-// record is written (hours of a CPU run are not lost to one keystroke). The handler resets
-// itself, so a second signal ends the process at once.
+// record is written (hours of a CPU run are not lost to one keystroke). A second signal ends the
+// process at once. A signal ignored when the run began (SIGINT for a shell's background job,
+// nohup) stays ignored.
 struct StopOnSignal {
-  struct sigaction old_int {
-  }, old_term{};
+  struct sigaction old[2] = {};
   StopOnSignal() {
     stop_raised.store(false);
     struct sigaction sa {};
     sa.sa_handler = raise_stop;
-    sa.sa_flags = SA_RESETHAND;
+    sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    for (int i = 0; i < 2; ++i) {
+      sigaction(kStopSignals[i], nullptr, &old[i]);
+      if (old[i].sa_handler != SIG_IGN) sigaction(kStopSignals[i], &sa, nullptr);
+    }
   }
   ~StopOnSignal() {
-    sigaction(SIGINT, &old_int, nullptr);
-    sigaction(SIGTERM, &old_term, nullptr);
+    for (int i = 0; i < 2; ++i) sigaction(kStopSignals[i], &old[i], nullptr);
   }
   StopOnSignal(const StopOnSignal&) = delete;
   StopOnSignal& operator=(const StopOnSignal&) = delete;
@@ -248,15 +263,17 @@ int run_command(RunOptions& o) {
   std::string step_graphs;
   bool fused_mlp_step = false;  // --fused-mlp was taken (the backend may decline a shape)
   const StopOnSignal stop_on_signal;
-  for (int r = 0; r < o.repeat; ++r) {
+  for (int r = 0; r < o.repeat && !stop_raised.load(); ++r) {
     if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
     Trainer trainer(model, *backend, o.hp, w, data);
     sampler.set_phase("train");
-    facts.train = trainer.train(progress, checkpoints, &stop_raised);
-    if (facts.train.interrupted && facts.train.steps == 0) {
+    TrainResult trained = trainer.train(progress, checkpoints, &stop_raised);
+    if (trained.interrupted && trained.steps == 0) {
+      if (r > 0) break;  // between repeats: the record keeps the whole runs before
       fmt::print(stderr, "trainbench: interrupted before the first training step; no record\n");
       return 130;
     }
+    facts.train = std::move(trained);
     if (facts.train.interrupted && !o.quiet)
       fmt::print("\ninterrupted after {} steps: testing the model as it stands (again to quit)\n",
                  facts.train.steps);
@@ -281,6 +298,7 @@ int run_command(RunOptions& o) {
   facts.train_flops_per_image = train_flops_per_image(model);
 
   nlohmann::json record = make_record(w, o.hp, model, facts);
+  record["interrupted"] = stop_raised.load();  // also between repeats or in the test pass
   record["deterministic"] = o.deterministic;
   record["step_graphs"] = step_graphs;
   record["conv_layout"] = o.paths.nhwc ? "nhwc" : "nchw";
@@ -306,6 +324,20 @@ int run_command(RunOptions& o) {
                          {"train_images_per_s_steady", spread_json(steady)},
                          {"test_accuracy", spread_json(accuracy)}};
   }
+  // The record is the run's result, written before anything is printed: where its path cannot
+  // be written (full disk, a folder that is not there), it goes to the temp folder and the run
+  // still fails at the end, saying where.
+  std::string record_failure;
+  try {
+    write_json_atomic(out_path, record);
+  } catch (const Error& e) {
+    const std::string fallback =
+        (std::filesystem::temp_directory_path() / std::filesystem::path(out_path).filename())
+            .string();
+    write_json_atomic(fallback, record);
+    record_failure = fmt::format("{}; the record went to {} instead", e.what(), fallback);
+  }
+
   const TrainResult& t = facts.train;
   const nlohmann::json& fl = record["flops"];
   auto mfu_text = [](const nlohmann::json& mfu, const std::optional<double>& peak,
@@ -361,30 +393,22 @@ int run_command(RunOptions& o) {
                train_s.size(), tt["median"].get<double>(), tt["min"].get<double>(),
                tt["max"].get<double>(), 100 * tt["spread"].get<double>());
   }
-  // The record is the run's result: where its path cannot be written (full disk, a folder
-  // that is not there), it goes to the temp folder and the run still fails, saying where.
-  try {
-    write_json_atomic(out_path, record);
-  } catch (const Error& e) {
-    const std::string fallback =
-        (std::filesystem::temp_directory_path() / std::filesystem::path(out_path).filename())
-            .string();
-    write_json_atomic(fallback, record);
-    fail("{}; the record went to {} instead", e.what(), fallback);
-  }
+  if (!record_failure.empty()) fail("{}", record_failure);
   fmt::print("record: {}\n", out_path);
-  if (checkpoint_failures > 0)
-    fail(
-        "{} of {} checkpoints could not be written to {} (the last error: {}); the record is "
-        "at {}",
-        checkpoint_failures, checkpoint_failures + t.checkpoints, o.checkpoint,
-        last_checkpoint_error, out_path);
-  if (t.interrupted) {
-    fmt::print(stderr, "trainbench: interrupted after {} training steps; the record holds them\n",
-               t.steps);
-    return 130;
+  int status = 0;
+  if (checkpoint_failures > 0) {
+    fmt::print(stderr, "trainbench: {} of {} checkpoints could not be written to {} ({})\n",
+               checkpoint_failures, checkpoint_failures + t.checkpoints, o.checkpoint,
+               last_checkpoint_error);
+    status = 1;
   }
-  return 0;
+  if (stop_raised.load()) {
+    fmt::print(stderr, "trainbench: interrupted; the record holds {}\n",
+               t.interrupted ? fmt::format("the last run's {} training steps", t.steps)
+                             : fmt::format("{} whole runs", train_s.size()));
+    status = 130;
+  }
+  return status;
 }
 
 int devices_command(bool measure) {

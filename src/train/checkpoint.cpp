@@ -4,8 +4,11 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
@@ -14,6 +17,8 @@
 namespace tb {
 
 static constexpr char kMagic[8] = {'T', 'B', 'C', 'K', 'P', 'T', 0, 1};
+// The arrays and lengths are written as they lie in memory: little-endian, as the format says.
+static_assert(std::endian::native == std::endian::little, "checkpoints are little-endian");
 
 static uint32_t crc_add(uint32_t crc, const void* p, size_t bytes) {
   const auto* b = static_cast<const Bytef*>(p);
@@ -37,6 +42,7 @@ static nlohmann::json header_json(const Checkpoint& c) {
           {"workload", c.workload},
           {"param_count", c.param_count},
           {"state_count", c.state_count},
+          {"train_count", c.train_count},
           {"hyper", c.hyper},
           {"device", c.device},
           {"epochs_done", c.epochs_done},
@@ -101,14 +107,18 @@ Checkpoint read_checkpoint(const std::string& path) {
   std::string text(header_len, '\0');
   get(text.data(), text.size(), "header");
   nlohmann::json h = nlohmann::json::parse(text, nullptr, false);
-  if (h.is_discarded() || !h.is_object() || h.value("format", "") != "trainbench checkpoint")
+  if (h.is_discarded() || !h.is_object() || !h.contains("format") ||
+      h["format"] != "trainbench checkpoint")
     fail("checkpoint {}: corrupt (its header is not the expected JSON)", path);
 
+  // JSON has no NaN: a diverged epoch's loss was written as null.
+  auto number = [](const nlohmann::json& v) { return v.is_null() ? NAN : v.get<double>(); };
   Checkpoint c;
   try {
     c.workload = h.at("workload").get<std::string>();
     c.param_count = h.at("param_count").get<int64_t>();
     c.state_count = h.at("state_count").get<int64_t>();
+    c.train_count = h.at("train_count").get<int64_t>();
     c.hyper = h.at("hyper");
     c.device = h.at("device").get<std::string>();
     c.epochs_done = h.at("epochs_done").get<int>();
@@ -116,17 +126,28 @@ Checkpoint read_checkpoint(const std::string& path) {
     c.shuffle_rng = h.at("shuffle_rng").get<std::string>();
     for (const nlohmann::json& e : h.at("epochs")) {
       EpochResult r;
-      r.seconds = e.at("seconds").get<double>(), r.loss = e.at("loss").get<double>();
-      r.accuracy = e.at("accuracy").get<double>();
+      r.seconds = number(e.at("seconds")), r.loss = number(e.at("loss"));
+      r.accuracy = number(e.at("accuracy"));
       r.steps = e.at("steps").get<int64_t>(), r.images = e.at("images").get<int64_t>();
       c.epochs.push_back(r);
     }
+    // Sizes before any allocation: a damaged header must not ask for gigabytes.
     const nlohmann::json& a = h.at("arrays");
+    const uint64_t P = uint64_t(c.param_count), S = uint64_t(c.state_count);
+    if (c.param_count < 0 || c.state_count < 0 || a.at("params").get<uint64_t>() != P ||
+        a.at("opt_m").get<uint64_t>() != P || a.at("opt_v").get<uint64_t>() != P ||
+        a.at("state").get<uint64_t>() != S || int(c.epochs.size()) != c.epochs_done)
+      fail("checkpoint {}: corrupt (array sizes disagree with its header)", path);
+    const uint64_t expected = sizeof(kMagic) + sizeof(header_len) + header_len +
+                              (3 * P + S) * sizeof(float) + sizeof(uint32_t);
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(path, ec);
+    if (ec || size != expected)
+      fail("checkpoint {}: {} ({} bytes where its header says {})", path,
+           size < expected ? "truncated" : "corrupt", size, expected);
     for (auto [name, v] : {std::pair{"params", &c.params}, std::pair{"opt_m", &c.opt_m},
                            std::pair{"opt_v", &c.opt_v}, std::pair{"state", &c.state}}) {
-      const uint64_t n = a.at(name).get<uint64_t>();
-      if (n > uint64_t(1) << 34) fail("checkpoint {}: corrupt ({} of {} floats)", path, name, n);
-      v->resize(size_t(n));
+      v->resize(size_t(a.at(name).get<uint64_t>()));
       get(v->data(), v->size() * sizeof(float), name);
     }
   } catch (const nlohmann::json::exception& e) {
@@ -136,12 +157,6 @@ Checkpoint read_checkpoint(const std::string& path) {
   uint32_t stored = 0;
   get(&stored, sizeof(stored), "checksum");
   if (stored != computed) fail("checkpoint {}: corrupt (checksum does not match)", path);
-  if (in.peek() != std::ifstream::traits_type::eof())
-    fail("checkpoint {}: corrupt (bytes after its checksum)", path);
-  if (int64_t(c.params.size()) != c.param_count || c.opt_m.size() != c.params.size() ||
-      c.opt_v.size() != c.params.size() || int64_t(c.state.size()) != c.state_count ||
-      int(c.epochs.size()) != c.epochs_done)
-    fail("checkpoint {}: corrupt (array sizes disagree with its header)", path);
   return c;
 }
 

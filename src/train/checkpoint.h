@@ -23,6 +23,7 @@ namespace tb {
 struct Checkpoint {
   std::string workload;
   int64_t param_count = 0, state_count = 0;
+  int64_t train_count = 0;  // training images: another set would cut other batches
   nlohmann::json hyper;     // hyper_json of the run that wrote it
   std::string device;       // the backend that wrote it ("cpu-onednn", "cuda"), for the record
   int epochs_done = 0;      // finished epochs; a resumed run starts at epochs_done + 1

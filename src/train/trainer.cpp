@@ -746,13 +746,21 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
   if (checkpoints.resume) {
     const Checkpoint& c = *checkpoints.resume;
     restore(c, checkpoints.resume_path);
-    std::istringstream(c.shuffle_rng) >> shuffle_rng;
+    std::istringstream rng_state(c.shuffle_rng);
+    TB_CHECK(bool(rng_state >> shuffle_rng), "checkpoint {}: corrupt (shuffle generator state)",
+             checkpoints.resume_path);
     r.epochs = c.epochs, r.resumed_epochs = c.epochs_done;
     first_epoch = c.epochs_done + 1;
   }
   const int64_t steps_per_epoch = (train_count + hp.batch - 1) / hp.batch;
   int64_t planned = steps_per_epoch * (hp.epochs - first_epoch + 1);
-  if (hp.steps >= 0 && hp.steps < planned) planned = hp.steps, r.stopped_by_steps = true;
+  // --steps counts the whole run's steps, a checkpoint's included.
+  const int64_t steps_before = steps_per_epoch * (first_epoch - 1);
+  if (hp.steps >= 0 && hp.steps - steps_before < planned) {
+    planned = hp.steps - steps_before, r.stopped_by_steps = true;
+    TB_CHECK(planned > 0, "--steps {}: the checkpoint's {} epochs ran {} steps already", hp.steps,
+             first_epoch - 1, steps_before);
+  }
   // Steady state excludes the first 5% of steps (warm-up: caches, algorithm choice, clocks).
   const int64_t warm_steps = std::max<int64_t>(1, (planned * 5 + 99) / 100);
   // The step split is sampled on one step in every `period`, half a period after the host-overhead
@@ -865,6 +873,7 @@ Checkpoint Trainer::checkpoint(const TrainResult& r, const std::string& shuffle_
   Checkpoint c;
   c.workload = hp.workload;
   c.param_count = model.param_count, c.state_count = model.state_count;
+  c.train_count = train_count;
   c.hyper = hyper_json(hp);
   c.device = be.name;
   c.epochs_done = int(r.epochs.size());
@@ -886,6 +895,9 @@ void Trainer::restore(const Checkpoint& c, const std::string& path) {
   TB_CHECK(c.param_count == model.param_count && c.state_count == model.state_count,
            "checkpoint {} holds a model of {} parameters and {} statistics; this one has {} and {}",
            path, c.param_count, c.state_count, model.param_count, model.state_count);
+  TB_CHECK(c.train_count == train_count,
+           "checkpoint {} was trained on {} images; this data set has {} (resume on the same)",
+           path, c.train_count, train_count);
   const size_t P = size_t(model.param_count);
   be.upload(be.ctx, params, c.params.data(), P * sizeof(float));
   be.upload(be.ctx, opt_m, c.opt_m.data(), P * sizeof(float));

@@ -24,6 +24,7 @@
 #include "ops/add.h"
 #include "ops/relu.h"
 #include "ops/softmax_ce.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "train/workload.h"
 
@@ -918,6 +919,41 @@ TEST_F(CudaOps, GraphReplayMatchesIssuedSteps) {
     std::printf("%s: %s, parameters %.2e apart (relative L2)\n", m == &mlp ? "MLP" : "ResNet",
                 summary[1].c_str(), rel_err(params[1], params[0]));
   }
+}
+
+// A checkpoint written on the GPU after the first epoch, resumed on the GPU (graphs recorded
+// after the restore, the cursor's update count uploaded into device memory), ends where the
+// uninterrupted GPU run does, to the bit (deterministic algorithms, as above).
+TEST_F(CudaOps, ResumedRunEndsWhereTheUninterruptedOneDoes) {
+  const DatasetPair data = random_images(40, 2500);
+  const Model m = tiny_resnet();
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16, hp.epochs = 3, hp.augment = true;
+  BackendConfig cfg;
+  cfg.device = DeviceKind::cuda;
+  cfg.deterministic = true;
+  auto run = [&](int epochs, const Checkpoint* resume, Checkpoint* written) {
+    Hyper h = hp;
+    h.epochs = epochs;
+    auto be = make_backend(cfg);
+    Trainer t(m, *be, h, w, data);
+    CheckpointPlan plan;
+    plan.resume = resume, plan.resume_path = "gpu.tbck";
+    plan.write = [written](const Checkpoint& c) {
+      if (written) *written = c;
+      return true;
+    };
+    t.train(nullptr, plan);
+    return t.download_params();
+  };
+  const std::vector<float> whole = run(3, nullptr, nullptr);
+  Checkpoint after_one;
+  run(1, nullptr, &after_one);
+  ASSERT_EQ(after_one.epochs_done, 1);
+  EXPECT_EQ(after_one.updates, 3);
+  const std::vector<float> resumed = run(3, &after_one, nullptr);
+  EXPECT_EQ(resumed, whole) << rel_err(resumed, whole);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -195,7 +196,7 @@ TEST(Checkpoint, DamagedFilesAreOneClearError) {
   }
   std::vector<char> more = bytes;
   more.push_back('x');
-  EXPECT_NE(read_altered(more).find("bytes after its checksum"), std::string::npos);
+  EXPECT_NE(read_altered(more).find("corrupt ("), std::string::npos);
   std::vector<char> other = bytes;
   other[0] = '{';
   EXPECT_NE(read_altered(other).find("not a trainbench checkpoint"), std::string::npos);
@@ -238,6 +239,74 @@ TEST(Checkpoint, ResumingAnotherRunIsRefusedNamingWhatDiffers) {
   const Model wider = build_mlp(1, 4, 4, {9}, 10);
   Trainer t(wider, *be, h, find_workload("fashion-mlp"), small_data());
   EXPECT_NE(error_of([&] { t.restore(c, path); }).find("parameters"), std::string::npos);
+  // The same model on a data set of another size would cut other batches.
+  const Model same = build_mlp(1, 4, 4, {8}, 10);
+  Trainer other(same, *be, h, find_workload("fashion-mlp"), synthetic(48, 1, 4, 4, 13));
+  EXPECT_NE(error_of([&] { other.restore(c, path); }).find("trained on 32 images"),
+            std::string::npos);
+}
+
+// --steps counts the whole run's steps: a run cut at 5 that checkpointed after its first epoch
+// (3 steps), resumed with the same --steps 5, trains 2 more and ends where the straight run did.
+TEST(Checkpoint, StepsCountTheWholeRun) {
+  const DatasetPair data = synthetic(40, 1, 6, 6, 16);
+  Hyper hp = find_workload("fashion-mlp").defaults;
+  hp.batch = 16, hp.epochs = 3, hp.steps = 5;
+  const Model m = build_mlp(1, 6, 6, {8}, 10);
+  const RunEnd whole = train(m, hp, data, nullptr);
+  const std::string path = temp_path("tb_steps");
+  train(m, hp, data, nullptr, path);
+  const Checkpoint c = read_checkpoint(path);
+  ASSERT_EQ(c.epochs_done, 1);
+  const RunEnd resumed = train(m, hp, data, &c);
+  EXPECT_EQ(resumed.result.steps, 2);
+  EXPECT_TRUE(resumed.result.stopped_by_steps);
+  EXPECT_EQ(resumed.params, whole.params);
+  hp.steps = 3;  // no step left after the checkpoint's
+  EXPECT_NE(error_of([&] { train(m, hp, data, &c); }).find("ran 3 steps already"),
+            std::string::npos);
+  std::filesystem::remove(path);
+}
+
+// A diverged run's NaN loss round-trips (JSON writes it as null); a header whose array sizes
+// were damaged is refused before anything is allocated for them.
+TEST(Checkpoint, NanLossAndDamagedSizes) {
+  Checkpoint c;
+  c.workload = "fashion-mlp", c.hyper = {{"batch", 1}}, c.device = "reference";
+  c.param_count = 3, c.state_count = 0, c.train_count = 7, c.epochs_done = 1;
+  c.shuffle_rng = "1 2 3";
+  EpochResult e;
+  e.loss = NAN, e.accuracy = 0.1, e.steps = 7, e.images = 7;
+  c.epochs = {e};
+  c.params = {1, 2, 3}, c.opt_m = {4, 5, 6}, c.opt_v = {7, 8, 9};
+  const std::string path = temp_path("tb_nan");
+  write_checkpoint(path, c);
+  const Checkpoint back = read_checkpoint(path);
+  EXPECT_TRUE(std::isnan(back.epochs[0].loss));
+  EXPECT_EQ(back.epochs[0].accuracy, 0.1);
+  EXPECT_EQ(back.opt_v, c.opt_v);
+  EXPECT_EQ(back.train_count, 7);
+
+  // Every size of 3 parameters made 9 in the header: the file is too short for them.
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  in.close();
+  for (const std::string key :
+       {"\"param_count\":3", "\"params\":3", "\"opt_m\":3", "\"opt_v\":3"}) {
+    const size_t at = bytes.find(key);
+    ASSERT_NE(at, std::string::npos) << key;
+    bytes[at + key.size() - 1] = '9';
+  }
+  std::ofstream(path, std::ios::binary) << bytes;
+  const std::string err = error_of([&] { read_checkpoint(path); });
+  EXPECT_NE(err.find("truncated ("), std::string::npos) << err;
+  EXPECT_NE(err.find("where its header says"), std::string::npos) << err;
+  // Sizes that disagree with each other.
+  c.opt_m.pop_back();
+  write_checkpoint(path, c);
+  EXPECT_NE(error_of([&] { read_checkpoint(path); }).find("array sizes disagree"),
+            std::string::npos);
+  std::filesystem::remove(path);
 }
 
 }  // namespace tb

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 #ifdef TRAINBENCH_HAVE_NCCL
+#include <dlfcn.h>
 #include <nccl.h>
 #endif
 
@@ -271,6 +272,24 @@ std::string nccl_version_str(int64_t v) {
   return fmt::format("{}.{}.{}", v / 1000, (v % 1000) / 100, v % 100);
 }
 
+// NCCL is loaded, not linked (cmake/cuda_libs.cmake): by its soname where the loader finds it,
+// else where the build found it. 0 where neither loads.
+static int64_t nccl_version() {
+#ifdef TRAINBENCH_HAVE_NCCL
+  void* lib = dlopen("libnccl.so.2", RTLD_LAZY | RTLD_LOCAL);
+  if (!lib) lib = dlopen(TRAINBENCH_NCCL_LIBRARY, RTLD_LAZY | RTLD_LOCAL);
+  if (!lib) return 0;
+  using GetVersion = ncclResult_t (*)(int*);
+  auto get = reinterpret_cast<GetVersion>(dlsym(lib, "ncclGetVersion"));
+  int v = 0;
+  const bool ok = get && get(&v) == ncclSuccess;
+  dlclose(lib);
+  return ok ? v : 0;
+#else
+  return 0;
+#endif
+}
+
 std::vector<CudaDeviceInfo> cuda_devices() {
   std::vector<CudaDeviceInfo> out;
   const int n = cuda_device_count();
@@ -298,10 +317,7 @@ std::vector<CudaDeviceInfo> cuda_devices() {
     d.runtime_version = runtime;
     d.cudnn_version = int64_t(cudnnGetVersion());
     d.cublas_version = int64_t(cublasLtGetVersion());
-#ifdef TRAINBENCH_HAVE_NCCL
-    int nccl = 0;
-    if (ncclGetVersion(&nccl) == ncclSuccess) d.nccl_version = nccl;
-#endif
+    d.nccl_version = nccl_version();
     char bus[32] = {0};
     if (cudaDeviceGetPCIBusId(bus, sizeof(bus), i) == cudaSuccess) d.pci_bus_id = bus;
     (void)cudaGetLastError();

@@ -21,7 +21,7 @@ struct CudaDeviceInfo {
   int runtime_version = 0;         // CUDA runtime this binary uses
   int64_t cudnn_version = 0;       // e.g. 91900 for 9.19.0
   int64_t cublas_version = 0;      // cuBLASLt, e.g. 130000
-  int64_t nccl_version = 0;        // e.g. 22809 for 2.28.9; 0 when built without NCCL
+  int64_t nccl_version = 0;        // e.g. 22809 for 2.28.9; 0 where NCCL is not there
   std::string pci_bus_id;
 
   std::string compute_capability() const {
