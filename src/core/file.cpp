@@ -39,18 +39,23 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, [&text](const std::string& tmp) {
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return false;
-    for (size_t done = 0; done < text.size();) {
-      const ssize_t k = ::write(fd, text.data() + done, text.size() - done);
-      if (k <= 0) {
-        const int err = errno;
-        ::close(fd);
-        errno = err;
-        return false;
-      }
-      done += size_t(k);
+    if (!write_all(fd, text.data(), text.size())) {
+      const int err = errno;
+      ::close(fd);
+      errno = err;
+      return false;
     }
     return ::close(fd) == 0;
   });
+}
+
+bool write_all(int fd, const void* data, size_t bytes) {
+  for (size_t done = 0; done < bytes;) {
+    const ssize_t k = ::write(fd, static_cast<const char*>(data) + done, bytes - done);
+    if (k <= 0) return false;
+    done += size_t(k);
+  }
+  return true;
 }
 
 }  // namespace tb

@@ -1,6 +1,7 @@
 // Writing a file so that a crash or a full disk never leaves half of it: temp file, fsync,
 // rename. Results, reports and data conversions all go through here.
 #pragma once
+#include <cstddef>
 #include <functional>
 #include <string>
 
@@ -11,4 +12,6 @@ namespace tb {
 void write_file_atomic(const std::string& path,
                        const std::function<bool(const std::string&)>& fill);
 void write_text_atomic(const std::string& path, const std::string& text);
+// Writes all `bytes` to fd, retrying short writes; false on an error (errno says which).
+bool write_all(int fd, const void* data, size_t bytes);
 }  // namespace tb

@@ -53,7 +53,6 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
       {"steps", t.steps},
       {"stopped_by_steps", t.stopped_by_steps},
       {"resumed_epochs", t.resumed_epochs},
-      {"interrupted", t.interrupted},
       {"seed", hp.seed},
       {"threads", hp.threads},
       {"hyper", hyper_json(hp)},

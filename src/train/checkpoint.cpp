@@ -64,12 +64,7 @@ void write_checkpoint(const std::string& path, const Checkpoint& c) {
     uint32_t crc = uint32_t(crc32(0, nullptr, 0));
     auto put = [&](const void* p, size_t bytes) {
       crc = crc_add(crc, p, bytes);
-      for (size_t done = 0; done < bytes;) {
-        const ssize_t k = ::write(fd, static_cast<const char*>(p) + done, bytes - done);
-        if (k <= 0) return false;
-        done += size_t(k);
-      }
-      return true;
+      return write_all(fd, p, bytes);
     };
     const uint64_t header_len = header.size();
     bool ok = put(kMagic, sizeof(kMagic)) && put(&header_len, sizeof(header_len)) &&

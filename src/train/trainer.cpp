@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -869,6 +870,21 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
   return r;
 }
 
+// The device arrays a checkpoint holds, each with its host copy in c (const or not) and length.
+template <class C>
+static auto checkpoint_arrays(const Trainer& t, C& c) {
+  struct Array {
+    decltype(&c.params) host;
+    float* device;
+    int64_t count;
+  };
+  const int64_t P = t.model.param_count;
+  return std::array<Array, 4>{{{&c.params, t.params, P},
+                               {&c.opt_m, t.opt_m, P},
+                               {&c.opt_v, t.opt_v, P},
+                               {&c.state, t.state, t.model.state_count}}};
+}
+
 Checkpoint Trainer::checkpoint(const TrainResult& r, const std::string& shuffle_rng) const {
   Checkpoint c;
   c.workload = hp.workload;
@@ -879,13 +895,10 @@ Checkpoint Trainer::checkpoint(const TrainResult& r, const std::string& shuffle_
   c.epochs_done = int(r.epochs.size());
   c.shuffle_rng = shuffle_rng;
   c.epochs = r.epochs;
-  const size_t P = size_t(model.param_count);
-  c.params.resize(P), c.opt_m.resize(P), c.opt_v.resize(P),
-      c.state.resize(size_t(model.state_count));
-  be.download(be.ctx, c.params.data(), params, P * sizeof(float));
-  be.download(be.ctx, c.opt_m.data(), opt_m, P * sizeof(float));
-  be.download(be.ctx, c.opt_v.data(), opt_v, P * sizeof(float));
-  if (!c.state.empty()) be.download(be.ctx, c.state.data(), state, c.state.size() * sizeof(float));
+  for (auto [host, device, count] : checkpoint_arrays(*this, c)) {
+    host->resize(size_t(count));
+    if (count) be.download(be.ctx, host->data(), device, size_t(count) * sizeof(float));
+  }
   be.download(be.ctx, &c.updates, &cursor->updates, sizeof(c.updates));
   return c;
 }
@@ -898,11 +911,8 @@ void Trainer::restore(const Checkpoint& c, const std::string& path) {
   TB_CHECK(c.train_count == train_count,
            "checkpoint {} was trained on {} images; this data set has {} (resume on the same)",
            path, c.train_count, train_count);
-  const size_t P = size_t(model.param_count);
-  be.upload(be.ctx, params, c.params.data(), P * sizeof(float));
-  be.upload(be.ctx, opt_m, c.opt_m.data(), P * sizeof(float));
-  be.upload(be.ctx, opt_v, c.opt_v.data(), P * sizeof(float));
-  if (!c.state.empty()) be.upload(be.ctx, state, c.state.data(), c.state.size() * sizeof(float));
+  for (auto [host, device, count] : checkpoint_arrays(*this, c))
+    if (count) be.upload(be.ctx, device, host->data(), size_t(count) * sizeof(float));
   be.upload(be.ctx, &cursor->updates, &c.updates, sizeof(c.updates));
   be.synchronize(be.ctx);
 }
