@@ -10,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <optional>
+#include <thread>
 
 #include "backends/backend.h"
 #include "bench/backend_gemm.h"
@@ -89,50 +90,57 @@ void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
 }
 
 namespace {
-// The one flag a signal handler may set (a lock-free atomic): raised by SIGINT (Ctrl-C) or
-// SIGTERM while a run trains or tests.
-std::atomic<bool> stop_raised{false};
-static_assert(std::atomic<bool>::is_always_lock_free,
-              "a signal handler may only set lock-free atomics");
-constexpr int kStopSignals[2] = {SIGINT, SIGTERM};
+// SIGINT (Ctrl-C) and SIGTERM during a run. No handler runs inside the engine's threads: both
+// signals are blocked in every thread from the start of the run (threads inherit the mask, and
+// the run's threads, oneDNN's OpenMP pool, the sampler, CUDA's, all start after), and one watcher
+// thread takes them with sigtimedwait. While `armed` (training and the test pass) the first
+// signal raises `raised`: training ends after the step under way, the test pass runs on the model
+// as it stands and the record is written (hours of a CPU run are not lost to one keystroke).
+// Before that (loading data, measuring peaks), or for a second signal of either kind, the
+// watcher ends the process as the signal's default action would. A signal ignored when the run
+// began (SIGINT for a shell's background job, nohup) stays ignored.
+class StopOnSignal {
+ public:
+  std::atomic<bool> armed{false}, raised{false};
 
-extern "C" void raise_stop(int) {
-  stop_raised.store(true);
-  // The next SIGINT or SIGTERM, whichever it is, ends the process: both go back to the default
-  // (sigaction is async-signal-safe).
-  for (int sig : kStopSignals) {
-    struct sigaction now {};
-    sigaction(sig, nullptr, &now);
-    if (now.sa_handler == raise_stop) {
-      now.sa_handler = SIG_DFL;
-      sigaction(sig, &now, nullptr);
-    }
-  }
-}
-
-// While it lives, the first SIGINT or SIGTERM raises stop_raised instead of ending the process:
-// training ends after the step under way, the test pass runs on the model as it stands and the
-// record is written (hours of a CPU run are not lost to one keystroke). A second signal ends the
-// process at once. A signal ignored when the run began (SIGINT for a shell's background job,
-// nohup) stays ignored.
-struct StopOnSignal {
-  struct sigaction old[2] = {};
   StopOnSignal() {
-    stop_raised.store(false);
-    struct sigaction sa {};
-    sa.sa_handler = raise_stop;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    for (int i = 0; i < 2; ++i) {
-      sigaction(kStopSignals[i], nullptr, &old[i]);
-      if (old[i].sa_handler != SIG_IGN) sigaction(kStopSignals[i], &sa, nullptr);
+    sigemptyset(&watched_);
+    for (int sig : {SIGINT, SIGTERM}) {
+      struct sigaction now {};
+      sigaction(sig, nullptr, &now);
+      if (now.sa_handler != SIG_IGN) sigaddset(&watched_, sig);
     }
+    pthread_sigmask(SIG_BLOCK, &watched_, &old_mask_);
+    watcher_ = std::thread([this] { watch(); });
   }
   ~StopOnSignal() {
-    for (int i = 0; i < 2; ++i) sigaction(kStopSignals[i], &old[i], nullptr);
+    quit_.store(true);
+    watcher_.join();
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
   }
   StopOnSignal(const StopOnSignal&) = delete;
   StopOnSignal& operator=(const StopOnSignal&) = delete;
+
+ private:
+  sigset_t watched_, old_mask_;
+  std::atomic<bool> quit_{false};
+  std::thread watcher_;
+
+  void watch() {
+    const timespec tick{0, 50'000'000};  // how soon the watcher sees the run end
+    while (!quit_.load()) {
+      const int sig = sigtimedwait(&watched_, nullptr, &tick);
+      if (sig < 0) continue;  // the tick passed (EAGAIN) or another signal came (EINTR)
+      if (armed.load() && !raised.exchange(true)) continue;
+      // End the process as the signal itself would: its default action, unblocked here.
+      signal(sig, SIG_DFL);
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, sig);
+      pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+      raise(sig);
+    }
+  }
 };
 }  // namespace
 
@@ -159,6 +167,7 @@ static std::string default_out_path(const RunOptions& o) {
 
 int run_command(RunOptions& o) {
   using Clock = std::chrono::steady_clock;
+  StopOnSignal stop;  // first: before any thread starts
   BackendConfig cfg;
   parse_device(o.device, &cfg.device, &cfg.device_index);
   cfg.precision = o.hp.precision = parse_precision(o.precision);
@@ -262,12 +271,13 @@ int run_command(RunOptions& o) {
   std::vector<double> train_s, test_s, train_test_s, steady, accuracy;
   std::string step_graphs;
   bool fused_mlp_step = false;  // --fused-mlp was taken (the backend may decline a shape)
-  const StopOnSignal stop_on_signal;
-  for (int r = 0; r < o.repeat && !stop_raised.load(); ++r) {
+  stop.armed.store(true);
+  for (int r = 0; r < o.repeat && !stop.raised.load(); ++r) {
     if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
     Trainer trainer(model, *backend, o.hp, w, data);
     sampler.set_phase("train");
-    TrainResult trained = trainer.train(progress, checkpoints, &stop_raised);
+    TrainResult trained = trainer.train(progress, checkpoints, &stop.raised);
+    if (resume) release_arrays(*resume);  // restored on the device: only its header is needed
     if (trained.interrupted && trained.steps == 0) {
       if (r > 0) break;  // between repeats: the record keeps the whole runs before
       fmt::print(stderr, "trainbench: interrupted before the first training step; no record\n");
@@ -298,7 +308,10 @@ int run_command(RunOptions& o) {
   facts.train_flops_per_image = train_flops_per_image(model);
 
   nlohmann::json record = make_record(w, o.hp, model, facts);
-  record["interrupted"] = stop_raised.load();  // also between repeats or in the test pass
+  // Read once: a signal from here on is taken but changes nothing (a second one still ends the
+  // process).
+  const bool interrupted = stop.raised.load();  // also between repeats or in the test pass
+  record["interrupted"] = interrupted;
   record["deterministic"] = o.deterministic;
   record["step_graphs"] = step_graphs;
   record["conv_layout"] = o.paths.nhwc ? "nhwc" : "nchw";
@@ -402,7 +415,7 @@ int run_command(RunOptions& o) {
                last_checkpoint_error);
     status = 1;
   }
-  if (stop_raised.load()) {
+  if (interrupted) {
     fmt::print(stderr, "trainbench: interrupted; the record holds {}\n",
                t.interrupted ? fmt::format("the last run's {} training steps", t.steps)
                              : fmt::format("{} whole runs", train_s.size()));

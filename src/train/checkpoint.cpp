@@ -56,6 +56,11 @@ static nlohmann::json header_json(const Checkpoint& c) {
             {"state", c.state.size()}}}};
 }
 
+void release_arrays(Checkpoint& c) {
+  for (std::vector<float>* v : {&c.params, &c.opt_m, &c.opt_v, &c.state})
+    std::vector<float>().swap(*v);
+}
+
 void write_checkpoint(const std::string& path, const Checkpoint& c) {
   const std::string header = header_json(c).dump();
   write_file_atomic(path, [&](const std::string& tmp) {
