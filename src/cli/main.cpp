@@ -54,11 +54,15 @@ int main(int argc, char** argv) {
   run_cmd->add_flag("--deterministic", run.deterministic,
                     "no algorithm chosen by timing: the same seed gives the same numbers");
   run_cmd->add_flag("!--no-peak", run.measure_peak, "skip the measured-GEMM peak");
-  run_cmd->add_option("--checkpoint", run.checkpoint,
-                      "after each epoch, write the run's state to this file (replacing it whole)");
-  run_cmd->add_option("--resume", run.resume,
-                      "go on from a checkpoint: its epochs count as done, --epochs is the total; "
-                      "same workload, batch, seed and optimizer settings");
+  run_cmd->add_option(
+      "--checkpoint", run.checkpoint,
+      "after each epoch and where training stops inside one (Ctrl-C, --steps), write the "
+      "run's state to this file (replacing it whole)");
+  run_cmd->add_option(
+      "--resume", run.resume,
+      "go on from a checkpoint where it stopped: its steps count as done, --epochs is "
+      "the total; "
+      "same workload, batch, seed and optimizer settings");
   add_cuda_path_flags(run_cmd, run.paths);
 
   bool measure = true;

@@ -201,8 +201,8 @@ int run_command(RunOptions& o) {
         return true;
       } catch (const Error& e) {
         checkpoint_failures++, last_checkpoint_error = e.what();
-        fmt::print(stderr, "trainbench: warning: checkpoint after epoch {} not written: {}\n",
-                   c.epochs_done, e.what());
+        fmt::print(stderr, "trainbench: warning: checkpoint {} not written: {}\n",
+                   checkpoint_place(c), e.what());
         return false;
       }
     };
@@ -321,8 +321,10 @@ int run_command(RunOptions& o) {
                             {"written", facts.train.checkpoints},
                             {"failed", checkpoint_failures}};
   if (resume)
-    record["resumed_from"] = {
-        {"path", o.resume}, {"epochs", resume->epochs_done}, {"written_by", resume->device}};
+    record["resumed_from"] = {{"path", o.resume},
+                              {"epochs", resume->epochs_done},
+                              {"steps_into_epoch", resume->epoch_so_far.steps},
+                              {"written_by", resume->device}};
   if (cfg.device == DeviceKind::cuda)
     record["cuda_paths"] = {{"graphs", o.paths.graphs},
                             {"bf16_reuse", o.paths.bf16_reuse},
@@ -363,9 +365,9 @@ int run_command(RunOptions& o) {
              facts.test.seconds, t.train_seconds + facts.test.seconds, load_s);
   if (resume)
     fmt::print(
-        "resumed after epoch {} from {} (written by {}); its epochs' {:.2f}s are not in "
-        "the times above\n",
-        resume->epochs_done, o.resume, resume->device,
+        "resumed {} from {} (written by {}); its {:.2f}s of training are not in the times "
+        "above\n",
+        checkpoint_place(*resume), o.resume, resume->device,
         record["times_s"]["train_before_resume"].get<double>());
   if (t.checkpoints > 0)
     fmt::print("checkpoint: {} ({} written, {:.2f}s, not in the times above)\n", o.checkpoint,

@@ -158,8 +158,12 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
   e.steps = text(r, {"steps"});
   // A resumed run's times cover only the epochs after its checkpoint: never the same work as a
   // whole run's, so the settings check tells them apart.
-  if (const auto k = num(r, {"resumed_epochs"}); k && *k > 0)
-    e.steps += fmt::format(" after {} resumed epochs", int64_t(*k));
+  const int64_t resumed_epochs = int64_t(num(r, {"resumed_epochs"}).value_or(0));
+  const int64_t resumed_steps = int64_t(num(r, {"resumed_steps"}).value_or(0));
+  if (resumed_epochs > 0 || resumed_steps > 0)
+    e.steps += resumed_steps == 0 ? fmt::format(" after {} resumed epochs", resumed_epochs)
+                                  : fmt::format(" after {} resumed epochs and {} steps",
+                                                resumed_epochs, resumed_steps);
   if (r.value("interrupted", false)) e.steps += " (interrupted)";
   e.augment = augment_of(r);
   return e;

@@ -23,9 +23,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
   using nlohmann::json;
   const TrainResult& t = f.train;
   json epochs_s = json::array(), epochs_loss = json::array(), epochs_acc = json::array();
-  double before_resume_s = 0;  // the epochs a checkpoint held: not in this run's times
   for (const EpochResult& e : t.epochs) {
-    if (epochs_s.size() < size_t(t.resumed_epochs)) before_resume_s += e.seconds;
     epochs_s.push_back(e.seconds);
     epochs_loss.push_back(e.loss);
     epochs_acc.push_back(e.accuracy);
@@ -53,6 +51,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
       {"steps", t.steps},
       {"stopped_by_steps", t.stopped_by_steps},
       {"resumed_epochs", t.resumed_epochs},
+      {"resumed_steps", t.resumed_steps},
       {"seed", hp.seed},
       {"threads", hp.threads},
       {"hyper", hyper_json(hp)},
@@ -64,7 +63,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
       {"times_s",
        {{"load", f.load_seconds},
         {"train", t.train_seconds},
-        {"train_before_resume", before_resume_s},
+        {"train_before_resume", t.resumed_seconds},
         {"checkpoints", t.checkpoint_seconds},
         {"test", f.test.seconds},
         {"train_test", t.train_seconds + f.test.seconds},

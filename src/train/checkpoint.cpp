@@ -46,6 +46,12 @@ static nlohmann::json header_json(const Checkpoint& c) {
           {"hyper", c.hyper},
           {"device", c.device},
           {"epochs_done", c.epochs_done},
+          {"epoch_so_far",
+           {{"steps", c.epoch_so_far.steps},
+            {"images", c.epoch_so_far.images},
+            {"seconds", c.epoch_so_far.seconds},
+            {"loss_sum", c.epoch_so_far.loss_sum},  // NaN: null
+            {"correct", c.epoch_so_far.correct}}},
           {"updates", c.updates},
           {"shuffle_rng", c.shuffle_rng},
           {"epochs", epochs},
@@ -54,6 +60,11 @@ static nlohmann::json header_json(const Checkpoint& c) {
             {"opt_m", c.opt_m.size()},
             {"opt_v", c.opt_v.size()},
             {"state", c.state.size()}}}};
+}
+
+std::string checkpoint_place(const Checkpoint& c) {
+  if (c.epoch_so_far.steps == 0) return fmt::format("after epoch {}", c.epochs_done);
+  return fmt::format("at step {} of epoch {}", c.epoch_so_far.steps, c.epochs_done + 1);
 }
 
 void release_arrays(Checkpoint& c) {
@@ -122,6 +133,13 @@ Checkpoint read_checkpoint(const std::string& path) {
     c.hyper = h.at("hyper");
     c.device = h.at("device").get<std::string>();
     c.epochs_done = h.at("epochs_done").get<int>();
+    if (h.contains("epoch_so_far")) {  // absent: an epoch's end
+      const nlohmann::json& p = h["epoch_so_far"];
+      EpochSoFar& f = c.epoch_so_far;
+      f.steps = p.at("steps").get<int64_t>(), f.images = p.at("images").get<int64_t>();
+      f.seconds = p.at("seconds").get<double>();
+      f.loss_sum = float(number(p.at("loss_sum"))), f.correct = p.at("correct").get<float>();
+    }
     c.updates = h.at("updates").get<int64_t>();
     c.shuffle_rng = h.at("shuffle_rng").get<std::string>();
     for (const nlohmann::json& e : h.at("epochs")) {
@@ -172,8 +190,8 @@ void check_resumable(const Checkpoint& c, const std::string& path, const Hyper& 
            key, was.dump(), is.dump());
   }
   if (hp.epochs <= c.epochs_done)
-    fail("checkpoint {} ends after epoch {}; --epochs {} adds none (give the run's total)", path,
-         c.epochs_done, hp.epochs);
+    fail("checkpoint {} stops {}; --epochs {} adds no step (give the run's total)", path,
+         checkpoint_place(c), hp.epochs);
 }
 
 }  // namespace tb

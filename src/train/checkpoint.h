@@ -1,6 +1,7 @@
-// A run's state at the end of an epoch, on disk, so an interrupted run goes on as if it had never
-// stopped: parameters, Adam's moments (or SGD's momentum), batch-norm statistics, the optimizer's
-// update count and the shuffle generator's state, plus the finished epochs' results. Resuming
+// A run's state at the end of an epoch or where it stopped inside one (Ctrl-C, --steps), on disk,
+// so an interrupted run goes on as if it had never stopped: parameters, Adam's moments (or SGD's
+// momentum), batch-norm statistics, the optimizer's update count and the shuffle generator's
+// state, plus the finished epochs' results and the cut epoch's sums so far. Resuming
 // trains the same steps on the same batches: on a deterministic backend the parameters match an
 // uninterrupted run's bit for bit.
 //
@@ -27,11 +28,16 @@ struct Checkpoint {
   nlohmann::json hyper;     // hyper_json of the run that wrote it
   std::string device;       // the backend that wrote it ("cpu-onednn", "cuda"), for the record
   int epochs_done = 0;      // finished epochs; a resumed run starts at epochs_done + 1
+  EpochSoFar epoch_so_far;  // of epoch epochs_done + 1 where the run stopped inside it
   int64_t updates = 0;      // optimizer updates so far (Adam's bias correction counts them)
-  std::string shuffle_rng;  // std::mt19937_64's state as its operator<< writes it
+  // std::mt19937_64's state (as its operator<< writes it) before epoch epochs_done + 1 shuffles
+  std::string shuffle_rng;
   std::vector<EpochResult> epochs;  // the finished epochs' results, times included
   std::vector<float> params, opt_m, opt_v, state;
 };
+
+// Where c stands, for messages: "after epoch 3" or "at step 900 of epoch 4".
+std::string checkpoint_place(const Checkpoint& c);
 
 // Frees c's four arrays (16 bytes a parameter, about 380 MB for ResNet-50) once a trainer has
 // restored them; the header's fields stay for the record.

@@ -346,9 +346,8 @@ void Trainer::load_train_batch(int64_t n) {
   be.gather_batch(be.ctx, s, train_images, train_labels, train_indices, out[0], labels);
 }
 
-void Trainer::start_epoch(int64_t epoch) {
+void Trainer::start_epoch(int64_t epoch, int64_t step) {
   // Two fields, not the whole cursor: the device counts the optimizer's updates.
-  const int64_t step = 0;
   be.upload(be.ctx, &cursor->step, &step, sizeof(step));
   be.upload(be.ctx, &cursor->epoch, &epoch, sizeof(epoch));
 }
@@ -743,24 +742,33 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
                            const CheckpointPlan& checkpoints, const std::atomic<bool>* stop) {
   TrainResult r;
   std::mt19937_64 shuffle_rng(hp.seed ^ 0x5eedull);
+  const int64_t steps_per_epoch = (train_count + hp.batch - 1) / hp.batch;
   int first_epoch = 1;
+  EpochSoFar so_far;  // of first_epoch, where a checkpoint stopped inside it
   if (checkpoints.resume) {
     const Checkpoint& c = *checkpoints.resume;
     restore(c, checkpoints.resume_path);
     std::istringstream rng_state(c.shuffle_rng);
     TB_CHECK(bool(rng_state >> shuffle_rng), "checkpoint {}: corrupt (shuffle generator state)",
              checkpoints.resume_path);
-    r.epochs = c.epochs, r.resumed_epochs = c.epochs_done;
+    so_far = c.epoch_so_far;
+    TB_CHECK(so_far.steps >= 0 && so_far.steps < steps_per_epoch &&
+                 so_far.images == std::min(so_far.steps * hp.batch, train_count),
+             "checkpoint {}: corrupt ({} steps and {} images into an epoch of {} steps)",
+             checkpoints.resume_path, so_far.steps, so_far.images, steps_per_epoch);
+    r.epochs = c.epochs, r.resumed_epochs = c.epochs_done, r.resumed_steps = so_far.steps;
+    r.resumed_seconds = so_far.seconds;
+    for (const EpochResult& e : c.epochs) r.resumed_seconds += e.seconds;
     first_epoch = c.epochs_done + 1;
   }
-  const int64_t steps_per_epoch = (train_count + hp.batch - 1) / hp.batch;
-  int64_t planned = steps_per_epoch * (hp.epochs - first_epoch + 1);
+  int64_t planned = steps_per_epoch * (hp.epochs - first_epoch + 1) - so_far.steps;
   // --steps counts the whole run's steps, a checkpoint's included.
-  const int64_t steps_before = steps_per_epoch * (first_epoch - 1);
+  const int64_t steps_before = steps_per_epoch * (first_epoch - 1) + so_far.steps;
   if (hp.steps >= 0 && hp.steps - steps_before < planned) {
     planned = hp.steps - steps_before, r.stopped_by_steps = true;
-    TB_CHECK(planned > 0, "--steps {}: the checkpoint's {} epochs ran {} steps already", hp.steps,
-             first_epoch - 1, steps_before);
+    TB_CHECK(planned > 0,
+             "--steps {}: the checkpoint's {} epochs and {} steps ran {} steps already", hp.steps,
+             first_epoch - 1, so_far.steps, steps_before);
   }
   // Steady state excludes the first 5% of steps (warm-up: caches, algorithm choice, clocks).
   const int64_t warm_steps = std::max<int64_t>(1, (planned * 5 + 99) / 100);
@@ -778,18 +786,38 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
   be.synchronize(be.ctx);
   const auto t_train = Clock::now();
   double paused_after_warm_s = 0;  // checkpoint writes after the warm-up mark
+  auto save = [&](const std::string& rng_state, const EpochSoFar& part) {
+    const auto t0 = Clock::now();
+    const bool written = checkpoints.write(checkpoint(r, rng_state, part));
+    const double s = seconds_since(t0);
+    r.checkpoints += written, r.checkpoint_seconds += s;
+    if (r.steps >= warm_steps) paused_after_warm_s += s;
+  };
 
   for (int epoch = first_epoch; epoch <= hp.epochs && r.steps < planned && !r.interrupted;
        ++epoch) {
     // The permutation is the epoch's whatever the epochs before it ran in this process or in
     // the run a checkpoint came from: it restarts from the identity and the generator's state.
+    std::string rng_at_start;  // for a checkpoint inside this epoch: it shuffles again
+    if (checkpoints.write) {
+      std::ostringstream state;
+      state << shuffle_rng;
+      rng_at_start = state.str();
+    }
     std::iota(perm.begin(), perm.end(), 0);
     const auto t_epoch = Clock::now();
     std::shuffle(perm.begin(), perm.end(), shuffle_rng);
     be.upload(be.ctx, train_indices, perm.data(), perm.size() * sizeof(int32_t));
-    start_epoch(epoch);
-    be.fill(be.ctx, metrics, 0.f, 2);
+    // A checkpoint cut inside this epoch: on from its step, its sums and time.
+    const EpochSoFar before = epoch == first_epoch ? so_far : EpochSoFar{};
+    start_epoch(epoch, before.steps);
+    const float sums[2] = {before.loss_sum, before.correct};
+    if (before.steps > 0)
+      be.upload(be.ctx, metrics, sums, sizeof(sums));
+    else
+      be.fill(be.ctx, metrics, 0.f, 2);
     EpochResult e;
+    e.steps = before.steps, e.images = before.images;
     auto last_report = Clock::now();
     auto report = [&](bool epoch_done) {
       if (!on_progress) return;
@@ -798,14 +826,14 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       Progress p;
       p.epoch = epoch, p.epochs = hp.epochs, p.step = e.steps;
       p.steps = std::min(steps_per_epoch, planned - (r.steps - e.steps));
-      p.elapsed_s = seconds_since(t_epoch);
+      p.elapsed_s = before.seconds + seconds_since(t_epoch);
       p.loss = e.images ? host[0] / double(e.images) : 0;
       p.accuracy = e.images ? host[1] / double(e.images) : 0;
       p.epoch_done = epoch_done;
       on_progress(p);
       last_report = Clock::now();
     };
-    for (int64_t s = 0; s < steps_per_epoch && r.steps < planned; ++s) {
+    for (int64_t s = before.steps; s < steps_per_epoch && r.steps < planned; ++s) {
       if (stop && stop->load(std::memory_order_relaxed)) {
         r.interrupted = true;
         break;
@@ -831,22 +859,22 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       }
       if (on_progress && seconds_since(last_report) > 0.1) report(false);
     }
-    if (e.steps == 0) break;  // stopped before the epoch's first step
+    if (e.steps == before.steps) break;  // stopped before this run's first step of the epoch
     float host[4];
     be.download(be.ctx, host, metrics, sizeof(host));  // synchronizes
-    e.seconds = seconds_since(t_epoch);
+    e.seconds = before.seconds + seconds_since(t_epoch);
     e.loss = host[0] / double(e.images);
     e.accuracy = host[1] / double(e.images);
+    // Stopped inside the epoch (Ctrl-C, --steps): the checkpoint holds it as it stands, and
+    // the generator's state before its shuffle.
+    if (checkpoints.write && e.steps < steps_per_epoch)
+      save(rng_at_start, {e.steps, e.images, e.seconds, host[0], host[1]});
     r.epochs.push_back(e);
     report(true);
     if (checkpoints.write && e.steps == steps_per_epoch) {
-      const auto t0 = Clock::now();
-      std::ostringstream rng_state;
+      std::ostringstream rng_state;  // before the next epoch's shuffle
       rng_state << shuffle_rng;
-      const bool written = checkpoints.write(checkpoint(r, rng_state.str()));
-      const double s = seconds_since(t0);
-      r.checkpoints += written, r.checkpoint_seconds += s;
-      if (r.steps >= warm_steps) paused_after_warm_s += s;
+      save(rng_state.str(), {});
     }
   }
   be.synchronize(be.ctx);
@@ -885,7 +913,8 @@ static auto checkpoint_arrays(const Trainer& t, C& c) {
                                {&c.state, t.state, t.model.state_count}}};
 }
 
-Checkpoint Trainer::checkpoint(const TrainResult& r, const std::string& shuffle_rng) const {
+Checkpoint Trainer::checkpoint(const TrainResult& r, const std::string& shuffle_rng,
+                               const EpochSoFar& so_far) const {
   Checkpoint c;
   c.workload = hp.workload;
   c.param_count = model.param_count, c.state_count = model.state_count;
@@ -895,6 +924,7 @@ Checkpoint Trainer::checkpoint(const TrainResult& r, const std::string& shuffle_
   c.epochs_done = int(r.epochs.size());
   c.shuffle_rng = shuffle_rng;
   c.epochs = r.epochs;
+  c.epoch_so_far = so_far;
   for (auto [host, device, count] : checkpoint_arrays(*this, c)) {
     host->resize(size_t(count));
     if (count) be.download(be.ctx, host->data(), device, size_t(count) * sizeof(float));

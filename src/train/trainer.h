@@ -39,6 +39,15 @@ struct EpochResult {
   int64_t steps = 0, images = 0;
 };
 
+// An epoch a run stopped inside (Ctrl-C, --steps), as a checkpoint holds it to go on from: the
+// steps and images so far, their seconds, and the device's running sums of the loss and of the
+// correct answers as they stood (floats: the resumed run adds on to the same bits).
+struct EpochSoFar {
+  int64_t steps = 0, images = 0;
+  double seconds = 0;
+  float loss_sum = 0, correct = 0;
+};
+
 struct EvalResult {
   double seconds = 0, loss = 0, accuracy = 0;
   int64_t images = 0;
@@ -60,7 +69,9 @@ struct StepSplit {
 struct TrainResult {
   std::vector<EpochResult> epochs;  // a resumed run's starts with the checkpoint's
   int resumed_epochs = 0;           // how many of them the checkpoint held
-  int64_t checkpoints = 0;          // checkpoints written after epochs (not counting failures)
+  int64_t resumed_steps = 0;        // and the steps of the epoch after them it had trained
+  double resumed_seconds = 0;       // the checkpoint's training time: in no other time here
+  int64_t checkpoints = 0;          // checkpoints written (not counting failures)
   double checkpoint_seconds = 0;    // time writing them: in no other time here
   double train_seconds = 0;         // this run's training only (not a checkpoint's epochs)
   int64_t steps = 0, images = 0;
@@ -72,9 +83,10 @@ struct TrainResult {
 
 struct Checkpoint;  // train/checkpoint.h
 
-// What train() does with checkpoints: starts after the epochs of `resume` (read from
-// resume_path, which error messages name), and hands `write` the state after each finished
-// epoch (it returns whether the checkpoint was written).
+// What train() does with checkpoints: starts where `resume` (read from resume_path, which error
+// messages name) stopped, and hands `write` the state after each finished epoch and where
+// training stops inside an epoch (Ctrl-C, --steps); it returns whether the checkpoint was
+// written.
 struct CheckpointPlan {
   const Checkpoint* resume = nullptr;
   std::string resume_path;
@@ -168,8 +180,8 @@ struct Trainer {
                   const int32_t* indices, int64_t n, uint64_t seed);
   // Cuts the training batch of n images where the cursor stands.
   void load_train_batch(int64_t n);
-  // Puts the cursor at step 0 of `epoch` (after a new permutation is in train_indices).
-  void start_epoch(int64_t epoch);
+  // Puts the cursor at `step` of `epoch` (after the epoch's permutation is in train_indices).
+  void start_epoch(int64_t epoch, int64_t step = 0);
   // node_ms (optional, one entry per node): adds each node's time, synchronizing around it
   // (profiling only: the synchronizes cost what a step does not otherwise pay).
   void forward(int64_t n, bool training, std::vector<double>* node_ms = nullptr);
@@ -204,13 +216,15 @@ struct Trainer {
   void issue_eval_batch(int64_t n);
   EvalResult evaluate();
   // stop: read before each step; once raised, training ends after the step under way (the
-  // partial epoch counted, no checkpoint for it).
+  // partial epoch counted, and checkpointed where checkpoints are written).
   TrainResult train(const std::function<void(const Progress&)>& on_progress,
                     const CheckpointPlan& checkpoints = {},
                     const std::atomic<bool>* stop = nullptr);
-  // The run's state after r's epochs (shuffle_rng: the shuffle generator's state), and back:
-  // restore checks that the checkpoint fits this run (check_resumable) before loading it.
-  Checkpoint checkpoint(const TrainResult& r, const std::string& shuffle_rng) const;
+  // The run's state after r's finished epochs and `so_far` of the next (shuffle_rng: the shuffle
+  // generator's state before that next epoch's shuffle), and back: restore checks that the
+  // checkpoint fits this run (check_resumable) before loading it.
+  Checkpoint checkpoint(const TrainResult& r, const std::string& shuffle_rng,
+                        const EpochSoFar& so_far) const;
   void restore(const Checkpoint& c, const std::string& path);
 
   // Every buffer's offset in the arena for a batch size, and the arena's size.

@@ -921,9 +921,10 @@ TEST_F(CudaOps, GraphReplayMatchesIssuedSteps) {
   }
 }
 
-// A checkpoint written on the GPU after the first epoch, resumed on the GPU (graphs recorded
-// after the restore, the cursor's update count uploaded into device memory), ends where the
-// uninterrupted GPU run does, to the bit (deterministic algorithms, as above).
+// A checkpoint written on the GPU after the first epoch, or inside the second (cut by --steps
+// before its partial last batch), resumed on the GPU (graphs recorded after the restore, the
+// cursor's step and update count uploaded into device memory), ends where the uninterrupted GPU
+// run does, to the bit (deterministic algorithms, as above).
 TEST_F(CudaOps, ResumedRunEndsWhereTheUninterruptedOneDoes) {
   const DatasetPair data = random_images(40, 2500);
   const Model m = tiny_resnet();
@@ -933,9 +934,9 @@ TEST_F(CudaOps, ResumedRunEndsWhereTheUninterruptedOneDoes) {
   BackendConfig cfg;
   cfg.device = DeviceKind::cuda;
   cfg.deterministic = true;
-  auto run = [&](int epochs, const Checkpoint* resume, Checkpoint* written) {
+  auto run = [&](int epochs, int64_t steps, const Checkpoint* resume, Checkpoint* written) {
     Hyper h = hp;
-    h.epochs = epochs;
+    h.epochs = epochs, h.steps = steps;
     auto be = make_backend(cfg);
     Trainer t(m, *be, h, w, data);
     CheckpointPlan plan;
@@ -947,13 +948,19 @@ TEST_F(CudaOps, ResumedRunEndsWhereTheUninterruptedOneDoes) {
     t.train(nullptr, plan);
     return t.download_params();
   };
-  const std::vector<float> whole = run(3, nullptr, nullptr);
-  Checkpoint after_one;
-  run(1, nullptr, &after_one);
+  const std::vector<float> whole = run(3, -1, nullptr, nullptr);
+  Checkpoint after_one, inside_two;
+  run(1, -1, nullptr, &after_one);
   ASSERT_EQ(after_one.epochs_done, 1);
   EXPECT_EQ(after_one.updates, 3);
-  const std::vector<float> resumed = run(3, &after_one, nullptr);
+  const std::vector<float> resumed = run(3, -1, &after_one, nullptr);
   EXPECT_EQ(resumed, whole) << rel_err(resumed, whole);
+  run(3, 5, nullptr, &inside_two);  // the last one written: at the cut
+  ASSERT_EQ(inside_two.epochs_done, 1);
+  ASSERT_EQ(inside_two.epoch_so_far.steps, 2);
+  EXPECT_EQ(inside_two.updates, 5);
+  const std::vector<float> resumed_inside = run(3, -1, &inside_two, nullptr);
+  EXPECT_EQ(resumed_inside, whole) << rel_err(resumed_inside, whole);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/backend.h"
+#include "train/checkpoint.h"
 
 namespace {
 
@@ -186,7 +187,25 @@ TEST(Cli, ResumedRunMatchesTheStraightOne) {
   EXPECT_EQ(b["loss"]["epochs"], c["loss"]["epochs"]);
   EXPECT_NE(r.out.find("resumed after epoch 1"), std::string::npos) << r.out;
   // Asking for no more epochs than it holds: one line, before any data loads.
-  expect_one_line_error(run("run fashion-mlp --epochs 2 --resume " + ck), "ends after epoch 2");
+  expect_one_line_error(run("run fashion-mlp --epochs 2 --resume " + ck), "stops after epoch 2");
+
+  // Cut inside epoch 2 (1875 steps an epoch) and resumed there: the same run again.
+  const std::string cut = (dir / "cut.tbck").string();
+  ASSERT_EQ(run("run fashion-mlp --epochs 2 --steps 2500 --checkpoint " + cut + common +
+                (dir / "d.json").string())
+                .status,
+            0);
+  r = run("run fashion-mlp --epochs 2 --resume " + cut + common + (dir / "e.json").string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json d = load("d.json"), e = load("e.json");
+  EXPECT_EQ(d["checkpoint"]["written"], 2);
+  EXPECT_EQ(e["resumed_epochs"], 1);
+  EXPECT_EQ(e["resumed_steps"], 625);
+  EXPECT_EQ(e["resumed_from"]["steps_into_epoch"], 625);
+  EXPECT_EQ(e["steps"], 1250);
+  EXPECT_EQ(e["accuracy"]["test"], c["accuracy"]["test"]);
+  EXPECT_EQ(e["loss"]["epochs"], c["loss"]["epochs"]);
+  EXPECT_NE(r.out.find("resumed at step 625 of epoch 2"), std::string::npos) << r.out;
   std::filesystem::remove_all(dir);
 }
 
@@ -245,11 +264,12 @@ TEST(Cli, InterruptedRunKeepsItsRecord) {
   const std::string log = (dir / "log").string(), out = (dir / "r.json").string();
   // The signal goes once the first epoch has ended (its line is in the log), well before the
   // 100th: the wait allows for slow machines and sanitizers.
+  const std::string ck = (dir / "run.tbck").string();
   const std::string status =
       shell(std::string(TRAINBENCH_BINARY) + " run fashion-mlp --epochs 100 --steps 40000 " +
-            "--no-peak --out " + out + " >" + log + " 2>&1 & p=$!; for i in $(seq 1200); do " +
-            "grep -q 'epoch 1/100' " + log + " && break; sleep 0.1; done; kill -TERM $p; " +
-            "wait $p; echo $?");
+            "--no-peak --checkpoint " + ck + " --out " + out + " >" + log +
+            " 2>&1 & p=$!; for i in $(seq 1200); do " + "grep -q 'epoch 1/100' " + log +
+            " && break; sleep 0.1; done; kill -TERM $p; " + "wait $p; echo $?");
   EXPECT_EQ(status, "130\n") << file_text(log);
   std::ifstream in(out);
   ASSERT_TRUE(in.good()) << "no record after the interrupt; the run printed:\n" << file_text(log);
@@ -258,6 +278,12 @@ TEST(Cli, InterruptedRunKeepsItsRecord) {
   EXPECT_GE(j["steps"].get<int64_t>(), 1875);   // at least the first epoch
   EXPECT_LT(j["steps"].get<int64_t>(), 40000);  // --steps bounds it should the signal be lost
   EXPECT_GT(j["accuracy"]["test"].get<double>(), 0.6);  // tested as it stood: it had learnt
+  // The checkpoint stands where training stopped, to resume from.
+  const int64_t steps = j["steps"].get<int64_t>();
+  const tb::Checkpoint c = tb::read_checkpoint(ck);
+  EXPECT_EQ(c.epochs_done, steps / 1875);
+  EXPECT_EQ(c.epoch_so_far.steps, steps % 1875);
+  EXPECT_EQ(c.updates, steps);
   std::filesystem::remove_all(dir);
 }
 

@@ -93,6 +93,19 @@ TEST(Compare, DifferentSettingsRefusedSayingWhat) {
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
 }
 
+// A resumed or interrupted run did other work than a whole one: its steps say so, and the
+// settings check tells them apart.
+TEST(Compare, ResumedAndInterruptedRunsSaySo) {
+  json r = fake_record(FakeRun{});
+  r["resumed_epochs"] = 1, r["resumed_steps"] = 625;
+  EXPECT_EQ(entry_from_record(r, "r.json").steps, "18750 after 1 resumed epochs and 625 steps");
+  r["resumed_steps"] = 0, r["interrupted"] = true;
+  EXPECT_EQ(entry_from_record(r, "r.json").steps, "18750 after 1 resumed epochs (interrupted)");
+  r.erase("resumed_steps");  // a record from before steps were kept
+  r["resumed_epochs"] = 0, r["interrupted"] = false;
+  EXPECT_EQ(entry_from_record(r, "r.json").steps, "18750");
+}
+
 TEST(Compare, PrecisionMayDiffer) {
   FakeRun a, b;
   b.precision = "bf16";

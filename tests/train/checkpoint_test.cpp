@@ -122,15 +122,58 @@ TEST(Checkpoint, ResumedRunEndsWhereTheUninterruptedOneDoes) {
   std::filesystem::remove(path);
 }
 
-TEST(Checkpoint, NoneAfterAnEpochThatStepsCutShort) {
-  const DatasetPair data = synthetic(40, 1, 6, 6, 12);
-  Hyper hp = find_workload("fashion-mlp").defaults;
-  hp.batch = 16, hp.epochs = 2, hp.steps = 4;  // epoch 1 whole (3 steps), epoch 2 cut at 1
-  const std::string path = temp_path("tb_cut");
-  const RunEnd r = train(build_mlp(1, 6, 6, {8}, 10), hp, data, nullptr, path);
-  EXPECT_EQ(r.result.checkpoints, 1);
-  EXPECT_EQ(read_checkpoint(path).epochs_done, 1);
-  std::filesystem::remove(path);
+// Where training stops inside an epoch (--steps here, Ctrl-C alike), the checkpoint holds the
+// epoch as it stood: its steps, images, time and the device's sums, and the generator's state
+// before its shuffle. Resumed there, the run ends where the uninterrupted one does, to the bit:
+// the batches (the same permutation, per-step augmentation seeds), Adam's count, batch-norm
+// statistics and the epoch's loss and accuracy. Cut inside the first epoch and before the
+// partial last batch of the second.
+TEST(Checkpoint, RunCutInsideAnEpochResumesAtItsStep) {
+  const DatasetPair data = synthetic(40, 3, 16, 16, 12);  // 40 = 16 + 16 + 8: 3 steps an epoch
+  Hyper hp = find_workload("resnet50-cifar10").defaults;
+  hp.batch = 16, hp.epochs = 3, hp.augment = true;
+  const Model m = tiny_resnet(3, 1, 4);
+  const RunEnd whole = train(m, hp, data, nullptr);
+  for (const int64_t cut : {1, 5}) {
+    SCOPED_TRACE(cut);
+    const std::string path = temp_path("tb_cut");
+    Hyper first = hp;
+    first.steps = cut;
+    const RunEnd part = train(m, first, data, nullptr, path);
+    EXPECT_EQ(part.result.checkpoints, cut / 3 + 1);  // after each whole epoch, then at the cut
+    Checkpoint c = read_checkpoint(path);
+    EXPECT_EQ(c.epochs_done, cut / 3);
+    EXPECT_EQ(c.epoch_so_far.steps, cut % 3);
+    EXPECT_EQ(c.epoch_so_far.images, 16 * (cut % 3));
+    EXPECT_EQ(c.epoch_so_far.seconds, part.result.epochs.back().seconds);
+    EXPECT_EQ(c.updates, cut);
+    EXPECT_EQ(c.params, part.params);
+    EXPECT_EQ(checkpoint_place(c), cut == 1 ? "at step 1 of epoch 1" : "at step 2 of epoch 2");
+
+    const RunEnd resumed = train(m, hp, data, &c, path);
+    EXPECT_EQ(resumed.params, whole.params);
+    EXPECT_EQ(resumed.state, whole.state);
+    EXPECT_EQ(resumed.eval.loss, whole.eval.loss);
+    EXPECT_EQ(resumed.result.steps, 9 - cut);  // this run's own
+    EXPECT_EQ(resumed.result.resumed_epochs, cut / 3);
+    EXPECT_EQ(resumed.result.resumed_steps, cut % 3);
+    double before = c.epoch_so_far.seconds;
+    for (const EpochResult& e : c.epochs) before += e.seconds;
+    EXPECT_EQ(resumed.result.resumed_seconds, before);
+    ASSERT_EQ(resumed.result.epochs.size(), 3u);
+    for (size_t e = 0; e < 3; ++e) {
+      EXPECT_EQ(resumed.result.epochs[e].loss, whole.result.epochs[e].loss) << e;
+      EXPECT_EQ(resumed.result.epochs[e].accuracy, whole.result.epochs[e].accuracy) << e;
+      EXPECT_EQ(resumed.result.epochs[e].images, 40) << e;
+    }
+    EXPECT_EQ(read_checkpoint(path).epochs_done, 3);  // it wrote on
+
+    // A cut that does not fit the epoch (a damaged or hand-made file): one clear error.
+    c.epoch_so_far.steps = 3;
+    EXPECT_NE(error_of([&] { train(m, hp, data, &c); }).find("corrupt (3 steps and"),
+              std::string::npos);
+    std::filesystem::remove(path);
+  }
 }
 
 // The stop flag (Ctrl-C in the CLI): training ends after the step under way; the partial epoch
@@ -230,7 +273,7 @@ TEST(Checkpoint, ResumingAnotherRunIsRefusedNamingWhatDiffers) {
   EXPECT_NE(refusal([](Hyper& h) { h.workload = "resnet50-cifar10"; }).find("workload"),
             std::string::npos);
   EXPECT_NE(
-      refusal([](Hyper& h) { h.epochs = 1; }).find("ends after epoch 1; --epochs 1 adds none"),
+      refusal([](Hyper& h) { h.epochs = 1; }).find("stops after epoch 1; --epochs 1 adds no step"),
       std::string::npos);
   // A model of other sizes: the trainer refuses before loading anything.
   auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
@@ -251,19 +294,22 @@ TEST(Checkpoint, ResumingAnotherRunIsRefusedNamingWhatDiffers) {
 TEST(Checkpoint, StepsCountTheWholeRun) {
   const DatasetPair data = synthetic(40, 1, 6, 6, 16);
   Hyper hp = find_workload("fashion-mlp").defaults;
-  hp.batch = 16, hp.epochs = 3, hp.steps = 5;
+  hp.batch = 16, hp.epochs = 3, hp.steps = 7;
   const Model m = build_mlp(1, 6, 6, {8}, 10);
   const RunEnd whole = train(m, hp, data, nullptr);
   const std::string path = temp_path("tb_steps");
-  train(m, hp, data, nullptr, path);
+  Hyper first = hp;
+  first.steps = 5;  // epoch 1 and 2 steps of epoch 2
+  train(m, first, data, nullptr, path);
   const Checkpoint c = read_checkpoint(path);
   ASSERT_EQ(c.epochs_done, 1);
+  ASSERT_EQ(c.epoch_so_far.steps, 2);
   const RunEnd resumed = train(m, hp, data, &c);
   EXPECT_EQ(resumed.result.steps, 2);
   EXPECT_TRUE(resumed.result.stopped_by_steps);
   EXPECT_EQ(resumed.params, whole.params);
-  hp.steps = 3;  // no step left after the checkpoint's
-  EXPECT_NE(error_of([&] { train(m, hp, data, &c); }).find("ran 3 steps already"),
+  hp.steps = 5;  // no step left after the checkpoint's
+  EXPECT_NE(error_of([&] { train(m, hp, data, &c); }).find("ran 5 steps already"),
             std::string::npos);
   std::filesystem::remove(path);
 }
@@ -278,11 +324,17 @@ TEST(Checkpoint, NanLossAndDamagedSizes) {
   EpochResult e;
   e.loss = NAN, e.accuracy = 0.1, e.steps = 7, e.images = 7;
   c.epochs = {e};
+  c.epoch_so_far = {2, 2, 0.25, NAN, 1};
   c.params = {1, 2, 3}, c.opt_m = {4, 5, 6}, c.opt_v = {7, 8, 9};
   const std::string path = temp_path("tb_nan");
   write_checkpoint(path, c);
   const Checkpoint back = read_checkpoint(path);
   EXPECT_TRUE(std::isnan(back.epochs[0].loss));
+  EXPECT_TRUE(std::isnan(back.epoch_so_far.loss_sum));
+  EXPECT_EQ(back.epoch_so_far.steps, 2);
+  EXPECT_EQ(back.epoch_so_far.images, 2);
+  EXPECT_EQ(back.epoch_so_far.seconds, 0.25);
+  EXPECT_EQ(back.epoch_so_far.correct, 1.f);
   EXPECT_EQ(back.epochs[0].accuracy, 0.1);
   EXPECT_EQ(back.opt_v, c.opt_v);
   EXPECT_EQ(back.train_count, 7);
