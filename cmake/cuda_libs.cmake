@@ -21,9 +21,12 @@ set_target_properties(tb::cudnn PROPERTIES IMPORTED_LOCATION ${CUDNN_LIBRARY}
 add_library(tb_cuda_libs INTERFACE)
 add_library(tb::cuda_libs ALIAS tb_cuda_libs)
 target_include_directories(tb_cuda_libs INTERFACE ${CUDAToolkit_INCLUDE_DIRS})
-# cuBLASLt from the toolkit; an image whose toolkit lacks it may still have PyTorch's copy.
+# cuBLASLt from the toolkit; an image whose toolkit lacks it may still have PyTorch's copy. Its
+# headers are used, the library is not linked: it sets itself up when loaded (about 200 MB and
+# 0.4 s at every start, CPU runs and --help included), so the backend loads it with dlopen when
+# it first needs it (src/backends/cuda/cublaslt.cpp), by soname, else from the path found here.
 if(TARGET CUDA::cublasLt)
-  set(_tb_cublaslt CUDA::cublasLt)
+  set(_tb_cublaslt ${CUDA_cublasLt_LIBRARY})
 else()
   file(GLOB _tb_py_cublas /usr/lib/python3*/site-packages/nvidia/cublas /usr/local/lib/python3*/dist-packages/nvidia/cublas
     /opt/*/.venv/lib/python3*/site-packages/nvidia/cublas $ENV{CUBLAS_ROOT})
@@ -35,11 +38,10 @@ else()
   set(_tb_cublaslt ${CUBLASLT_LIBRARY})
   target_include_directories(tb_cuda_libs INTERFACE ${CUBLASLT_INCLUDE_DIR})
 endif()
-message(STATUS "trainbench: cuBLASLt ${_tb_cublaslt}")
-target_link_libraries(tb_cuda_libs INTERFACE CUDA::cudart ${_tb_cublaslt} tb::cudnn)
-if(TARGET CUDA::cublas)
-  target_link_libraries(tb_cuda_libs INTERFACE CUDA::cublas)
-endif()
+get_filename_component(_tb_cublaslt ${_tb_cublaslt} REALPATH)  # the versioned file, not a dev link
+message(STATUS "trainbench: cuBLASLt ${_tb_cublaslt} (loaded when the CUDA backend starts)")
+target_compile_definitions(tb_cuda_libs INTERFACE "TRAINBENCH_CUBLASLT_LIBRARY=\"${_tb_cublaslt}\"")
+target_link_libraries(tb_cuda_libs INTERFACE CUDA::cudart tb::cudnn)
 
 # NCCL, from the toolkit folder or PyTorch's wheels (no CMake config ships for it either), as the
 # imported target tb::nccl: its header, and the library's path for dlopen. It is loaded at run

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -29,6 +30,7 @@
 #include "train/workload.h"
 
 #ifdef TRAINBENCH_HAVE_CUDA
+#include "backends/cuda/cublaslt.h"
 #include "backends/cuda/cuda_info.h"
 #endif
 
@@ -166,6 +168,25 @@ TEST(CudaBackend, VersionStrings) {
   EXPECT_EQ(nccl_version_str(22809), "2.28.9");
   EXPECT_EQ(nccl_version_str(2804), "2.8.4");
   EXPECT_EQ(nccl_version_str(0), "none");
+}
+
+// cuBLASLt is loaded when the backend first needs it, never at start (its set-up costs ~200 MB
+// and 0.4 s): the loader brings no libcublasLt into a trainbench that only prints its help. Then
+// it loads here too, without a GPU, and is the version the headers name.
+TEST(CudaBackend, CublasLtLoadsOnlyWhenUsed) {
+  const std::string cmd = "LD_DEBUG=libs " + std::string(TRAINBENCH_BINARY) + " --help 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string loaded;
+  std::array<char, 4096> buf;
+  for (size_t k; (k = fread(buf.data(), 1, buf.size(), p)) > 0;) loaded.append(buf.data(), k);
+  pclose(p);
+  ASSERT_NE(loaded.find("libcudart"), std::string::npos) << "LD_DEBUG printed no loads:\n"
+                                                         << loaded;
+  EXPECT_EQ(loaded.find("libcublasLt"), std::string::npos) << "loaded at start";
+  const int64_t v = cuda::cublaslt_version();
+  ASSERT_GT(v, 0) << "cuBLASLt did not load";
+  EXPECT_EQ(v / 10000, CUBLAS_VER_MAJOR);
+  EXPECT_EQ(&cuda::cublaslt(), &cuda::cublaslt());  // loaded once
 }
 
 TEST(CudaBackend, NoGpuThrowsClearError) {

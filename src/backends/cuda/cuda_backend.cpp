@@ -10,6 +10,7 @@
 #endif
 
 #include "backends/backend.h"
+#include "backends/cuda/cublaslt.h"
 #include "backends/cuda/cuda_context.h"
 #include "backends/cuda/cuda_info.h"
 #include "core/error.h"
@@ -57,7 +58,8 @@ void fail_cudnn(cudnnStatus_t s, const char* call, const char* op, const std::st
 void fail_cublas(cublasStatus_t s, const char* call, const char* op, const std::string& shape,
                  const char* file, int line) {
   throw Error(fmt::format("cuda {} {}: {} failed: {} ({}) [{}]", op, shape, call,
-                          cublasLtGetStatusString(s), cublasLtGetStatusName(s), where(file, line)));
+                          cublaslt().GetStatusString(s), cublaslt().GetStatusName(s),
+                          where(file, line)));
 }
 
 void fail_msg(const char* op, const std::string& shape, const std::string& what) {
@@ -218,7 +220,7 @@ void destroy_context(void* p) {
   cudaSetDevice(cx->device);
   if (cx->stream) cudaStreamSynchronize(cx->stream);
   if (cx->dnn) cudnnDestroy(cx->dnn);
-  if (cx->lt) cublasLtDestroy(cx->lt);
+  if (cx->lt) cublaslt().Destroy(cx->lt);
   if (cx->workspace) cudaFree(cx->workspace);
   if (cx->bf16_scratch) cudaFree(cx->bf16_scratch);
   if (cx->params16) cudaFree(cx->params16);
@@ -316,7 +318,7 @@ std::vector<CudaDeviceInfo> cuda_devices() {
     d.driver_version = driver;
     d.runtime_version = runtime;
     d.cudnn_version = int64_t(cudnnGetVersion());
-    d.cublas_version = int64_t(cublasLtGetVersion());
+    d.cublas_version = cuda::cublaslt_version();
     d.nccl_version = nccl_version();
     char bus[32] = {0};
     if (cudaDeviceGetPCIBusId(bus, sizeof(bus), i) == cudaSuccess) d.pci_bus_id = bus;
@@ -354,7 +356,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
          precision_name(cfg.precision), prop.name, prop.major, prop.minor,
          cfg.precision == Precision::tf32 ? "TF32" : "bf16 tensor-core math");
   TB_CUDA_CHECK(cudaStreamCreateWithFlags(&cx->stream, cudaStreamNonBlocking), "init", dev);
-  TB_CUBLAS_CHECK(cublasLtCreate(&cx->lt), "init", dev);
+  TB_CUBLAS_CHECK(cuda::cublaslt().Create(&cx->lt), "init", dev);
   TB_CUDNN_CHECK(cudnnCreate(&cx->dnn), "init", dev);
   TB_CUDNN_CHECK(cudnnSetStream(cx->dnn, cx->stream), "init", dev);
   cx->workspace_bytes = size_t(64) << 20;

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "backends/cuda/cublaslt.h"
 #include "backends/cuda/cuda_context.h"
 
 namespace tb::cuda {
@@ -52,10 +53,10 @@ struct MatmulPlan {
   Gemm gemm{};                       // what was planned (for a re-plan without the epilogue)
 
   void release() {
-    if (desc) cublasLtMatmulDescDestroy(desc);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (ld) cublasLtMatrixLayoutDestroy(ld);
+    if (desc) cublaslt().MatmulDescDestroy(desc);
+    if (la) cublaslt().MatrixLayoutDestroy(la);
+    if (lb) cublaslt().MatrixLayoutDestroy(lb);
+    if (ld) cublaslt().MatrixLayoutDestroy(ld);
     desc = nullptr, la = lb = ld = nullptr;
     built = false;
   }
@@ -77,29 +78,29 @@ bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const vo
   const cublasComputeType_t compute =
       !g.bf16 && cx.tensor_cores() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t ab = g.bf16 ? CUDA_R_16BF : CUDA_R_32F;
-  TB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F), op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublaslt().MatmulDescCreate(&p.desc, compute, CUDA_R_32F), op, shape_str(dims));
   TB_CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &g.ta, sizeof(g.ta)), op,
-      shape_str(dims));
+      cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &g.ta, sizeof(g.ta)),
+      op, shape_str(dims));
   TB_CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &g.tb, sizeof(g.tb)), op,
-      shape_str(dims));
-  TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &g.epilogue,
-                                                 sizeof(g.epilogue)),
+      cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &g.tb, sizeof(g.tb)),
+      op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                    &g.epilogue, sizeof(g.epilogue)),
                   op, shape_str(dims));
   if (g.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
     // The heuristic reads the pointer's value for its alignment.
-    TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                   sizeof(bias)),
+    TB_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                      &bias, sizeof(bias)),
                     op, shape_str(dims));
   }
   // Stored shapes: op(A) is m x k, so A is stored k x m when transposed.
   const bool at = g.ta == CUBLAS_OP_T, bt = g.tb == CUBLAS_OP_T;
-  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.la, ab, at ? g.k : g.m, at ? g.m : g.k, g.lda), op,
-                  shape_str(dims));
-  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.lb, ab, bt ? g.n : g.k, bt ? g.k : g.n, g.ldb), op,
-                  shape_str(dims));
-  TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.ld, CUDA_R_32F, g.m, g.n, g.ldd), op,
+  TB_CUBLAS_CHECK(cublaslt().MatrixLayoutCreate(&p.la, ab, at ? g.k : g.m, at ? g.m : g.k, g.lda),
+                  op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublaslt().MatrixLayoutCreate(&p.lb, ab, bt ? g.n : g.k, bt ? g.k : g.n, g.ldb),
+                  op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublaslt().MatrixLayoutCreate(&p.ld, CUDA_R_32F, g.m, g.n, g.ldd), op,
                   shape_str(dims));
 
   p.align[0] = alignment_of(a);
@@ -107,23 +108,23 @@ bool try_plan(Context& cx, MatmulPlan& p, const Gemm& g, const void* a, const vo
   p.align[2] = alignment_of(d);
   p.align[3] = alignment_of(bias);
   cublasLtMatmulPreference_t pref = nullptr;
-  TB_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref), op, shape_str(dims));
+  TB_CUBLAS_CHECK(cublaslt().MatmulPreferenceCreate(&pref), op, shape_str(dims));
   const uint64_t ws = cx.workspace_bytes;
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                       sizeof(ws));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                       &p.align[0], sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                       &p.align[1], sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                       &p.align[2], sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                       &p.align[2], sizeof(uint32_t));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                          sizeof(ws));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                          &p.align[0], sizeof(uint32_t));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                          &p.align[1], sizeof(uint32_t));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                          &p.align[2], sizeof(uint32_t));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                          &p.align[2], sizeof(uint32_t));
   cublasLtMatmulHeuristicResult_t res[4] = {};
   int found = 0;
-  cublasStatus_t s =
-      cublasLtMatmulAlgoGetHeuristic(cx.lt, p.desc, p.la, p.lb, p.ld, p.ld, pref, 4, res, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
+  cublasStatus_t s = cublaslt().MatmulAlgoGetHeuristic(cx.lt, p.desc, p.la, p.lb, p.ld, p.ld, pref,
+                                                       4, res, &found);
+  cublaslt().MatmulPreferenceDestroy(pref);
   int pick = -1;
   if (s == CUBLAS_STATUS_SUCCESS)
     for (int i = 0; i < found; ++i)
@@ -162,20 +163,20 @@ void ensure_plan(Context& cx, MatmulPlan& p, Gemm g, bool want_epilogue, const v
 void run_plan(Context& cx, MatmulPlan& p, const void* a, const void* b, void* d, const void* bias,
               const char* op, const DenseDims& dims) {
   if (p.epilogue_ok)
-    TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                   sizeof(bias)),
+    TB_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                      &bias, sizeof(bias)),
                     op, shape_str(dims));
   const float one = 1.f, zero = 0.f;
-  cublasStatus_t s = cublasLtMatmul(cx.lt, p.desc, &one, a, p.la, b, p.lb, &zero, d, p.ld, d, p.ld,
-                                    &p.algo, cx.workspace, cx.workspace_bytes, cx.stream);
+  cublasStatus_t s = cublaslt().Matmul(cx.lt, p.desc, &one, a, p.la, b, p.lb, &zero, d, p.ld, d,
+                                       p.ld, &p.algo, cx.workspace, cx.workspace_bytes, cx.stream);
   if (s == CUBLAS_STATUS_NOT_SUPPORTED && p.epilogue_ok) {
     // The heuristic offered the fused epilogue but the launch refused it: plan without it for
     // good; the caller's kernel then does the epilogue's part (it checks p.epilogue_ok after).
     Gemm g = p.gemm;
     g.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
     try_plan(cx, p, g, a, b, d, nullptr, op, dims);
-    s = cublasLtMatmul(cx.lt, p.desc, &one, a, p.la, b, p.lb, &zero, d, p.ld, d, p.ld, &p.algo,
-                       cx.workspace, cx.workspace_bytes, cx.stream);
+    s = cublaslt().Matmul(cx.lt, p.desc, &one, a, p.la, b, p.lb, &zero, d, p.ld, d, p.ld, &p.algo,
+                          cx.workspace, cx.workspace_bytes, cx.stream);
   }
   if (s != CUBLAS_STATUS_SUCCESS)
     fail_cublas(s, "cublasLtMatmul", op, shape_str(dims), __FILE__, __LINE__);
