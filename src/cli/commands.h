@@ -37,8 +37,9 @@ struct RunOptions {
   int repeat = 1;              // --repeat N: N runs, median and spread of every time
   bool deterministic = false;  // BackendConfig::deterministic
   CudaPaths paths;
-  std::string checkpoint;  // --checkpoint: the run's state written there after each epoch
-  std::string resume;      // --resume: go on from this checkpoint
+  std::string checkpoint;         // --checkpoint: the run's state written there after each epoch
+  double checkpoint_minutes = 0;  // --checkpoint-every: also inside epochs, this often
+  std::string resume;             // --resume: go on from this checkpoint
 };
 
 int run_command(RunOptions& o);

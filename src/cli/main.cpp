@@ -61,8 +61,12 @@ int main(int argc, char** argv) {
   run_cmd->add_option(
       "--resume", run.resume,
       "go on from a checkpoint where it stopped: its steps count as done, --epochs is "
-      "the total; "
-      "same workload, batch, seed and optimizer settings");
+      "the total; same workload, batch, seed and optimizer settings");
+  run_cmd
+      ->add_option("--checkpoint-every", run.checkpoint_minutes,
+                   "with --checkpoint, also write it inside an epoch once this many minutes have "
+                   "passed since the last (long CPU epochs)")
+      ->check(CLI::PositiveNumber);
   add_cuda_path_flags(run_cmd, run.paths);
 
   bool measure = true;

@@ -182,6 +182,8 @@ int run_command(RunOptions& o) {
   const std::string out_path = o.out.empty() ? default_out_path(o) : o.out;
   TB_CHECK(o.repeat == 1 || (o.checkpoint.empty() && o.resume.empty()),
            "--checkpoint and --resume take one run, not --repeat");
+  TB_CHECK(o.checkpoint_minutes == 0 || !o.checkpoint.empty(),
+           "--checkpoint-every needs --checkpoint FILE (where to write)");
   // A checkpoint that cannot be resumed fails before the data loads.
   std::optional<Checkpoint> resume;
   if (!o.resume.empty()) {
@@ -194,6 +196,7 @@ int run_command(RunOptions& o) {
   // checkpoint (written whole or not at all): a warning now, a non-zero exit at the end.
   int64_t checkpoint_failures = 0;
   std::string last_checkpoint_error;
+  checkpoints.every_s = 60 * o.checkpoint_minutes;
   if (!o.checkpoint.empty())
     checkpoints.write = [&](const Checkpoint& c) {
       try {
@@ -318,6 +321,7 @@ int run_command(RunOptions& o) {
   record["fused_mlp_step"] = fused_mlp_step;
   if (!o.checkpoint.empty())
     record["checkpoint"] = {{"path", o.checkpoint},
+                            {"every_minutes", o.checkpoint_minutes},
                             {"written", facts.train.checkpoints},
                             {"failed", checkpoint_failures}};
   if (resume)

@@ -786,12 +786,16 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
   be.synchronize(be.ctx);
   const auto t_train = Clock::now();
   double paused_after_warm_s = 0;  // checkpoint writes after the warm-up mark
+  auto last_checkpoint = Clock::now();
+  // Writes a checkpoint; returns the seconds it took (in no training time).
   auto save = [&](const std::string& rng_state, const EpochSoFar& part) {
     const auto t0 = Clock::now();
     const bool written = checkpoints.write(checkpoint(r, rng_state, part));
+    last_checkpoint = Clock::now();
     const double s = seconds_since(t0);
     r.checkpoints += written, r.checkpoint_seconds += s;
     if (r.steps >= warm_steps) paused_after_warm_s += s;
+    return s;
   };
 
   for (int epoch = first_epoch; epoch <= hp.epochs && r.steps < planned && !r.interrupted;
@@ -818,6 +822,8 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       be.fill(be.ctx, metrics, 0.f, 2);
     EpochResult e;
     e.steps = before.steps, e.images = before.images;
+    double paused_in_epoch = 0;  // its checkpoints' time: not the epoch's
+    auto epoch_seconds = [&] { return before.seconds + seconds_since(t_epoch) - paused_in_epoch; };
     auto last_report = Clock::now();
     auto report = [&](bool epoch_done) {
       if (!on_progress) return;
@@ -826,7 +832,7 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
       Progress p;
       p.epoch = epoch, p.epochs = hp.epochs, p.step = e.steps;
       p.steps = std::min(steps_per_epoch, planned - (r.steps - e.steps));
-      p.elapsed_s = before.seconds + seconds_since(t_epoch);
+      p.elapsed_s = epoch_seconds();
       p.loss = e.images ? host[0] / double(e.images) : 0;
       p.accuracy = e.images ? host[1] / double(e.images) : 0;
       p.epoch_done = epoch_done;
@@ -858,11 +864,18 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
         t_warm = Clock::now(), images_at_warm = r.images;
       }
       if (on_progress && seconds_since(last_report) > 0.1) report(false);
+      if (checkpoints.write && checkpoints.every_s > 0 && e.steps < steps_per_epoch &&
+          seconds_since(last_checkpoint) >= checkpoints.every_s) {
+        float sums_now[2];
+        be.download(be.ctx, sums_now, metrics, sizeof(sums_now));  // synchronizes: the step's time
+        paused_in_epoch +=
+            save(rng_at_start, {e.steps, e.images, epoch_seconds(), sums_now[0], sums_now[1]});
+      }
     }
     if (e.steps == before.steps) break;  // stopped before this run's first step of the epoch
     float host[4];
     be.download(be.ctx, host, metrics, sizeof(host));  // synchronizes
-    e.seconds = before.seconds + seconds_since(t_epoch);
+    e.seconds = epoch_seconds();
     e.loss = host[0] / double(e.images);
     e.accuracy = host[1] / double(e.images);
     // Stopped inside the epoch (Ctrl-C, --steps): the checkpoint holds it as it stands, and

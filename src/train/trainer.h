@@ -84,13 +84,15 @@ struct TrainResult {
 struct Checkpoint;  // train/checkpoint.h
 
 // What train() does with checkpoints: starts where `resume` (read from resume_path, which error
-// messages name) stopped, and hands `write` the state after each finished epoch and where
-// training stops inside an epoch (Ctrl-C, --steps); it returns whether the checkpoint was
-// written.
+// messages name) stopped, and hands `write` the state after each finished epoch, where training
+// stops inside an epoch (Ctrl-C, --steps) and, with every_s, inside an epoch once every_s
+// seconds have passed since the last (a long epoch's work is not lost to a kill or a power cut);
+// it returns whether the checkpoint was written.
 struct CheckpointPlan {
   const Checkpoint* resume = nullptr;
   std::string resume_path;
   std::function<bool(const Checkpoint&)> write;
+  double every_s = 0;  // 0: at epochs' ends and where training stops only
 };
 
 struct Trainer {

@@ -156,6 +156,9 @@ TEST(Cli, RepeatRecordsMedianAndSpread) {
 TEST(Cli, CheckpointOptionsRefuseWhatTheyCannotDo) {
   expect_one_line_error(run("run fashion-mlp --repeat 2 --checkpoint /tmp/x.tbck"), "--repeat");
   expect_one_line_error(run("run fashion-mlp --resume /nonexistent/run.tbck"), "cannot open");
+  expect_one_line_error(run("run fashion-mlp --checkpoint-every 5"), "needs --checkpoint");
+  expect_one_line_error(run("run fashion-mlp --checkpoint /tmp/x.tbck --checkpoint-every 0"),
+                        "--checkpoint-every");
 }
 
 // Two epochs as one epoch, stopped, then resumed for the second: the same test accuracy and

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "../models/tiny_resnet.h"
 #include "core/error.h"
@@ -178,6 +180,44 @@ TEST(Checkpoint, RunCutInsideAnEpochResumesAtItsStep) {
 
 // The stop flag (Ctrl-C in the CLI): training ends after the step under way; the partial epoch
 // counts in the result, and no checkpoint is written for it.
+// --checkpoint-every: inside epochs too, once the interval has passed (here at once: after every
+// step), each one resumable to the same end; the checkpoints' time is in no epoch's.
+TEST(Checkpoint, EveryIntervalWritesInsideEpochs) {
+  const DatasetPair data = synthetic(40, 1, 6, 6, 17);
+  Hyper hp = find_workload("fashion-mlp").defaults;
+  hp.batch = 16, hp.epochs = 2;  // 3 steps an epoch
+  const Model m = build_mlp(1, 6, 6, {8}, 10);
+  const RunEnd whole = train(m, hp, data, nullptr);
+  auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
+  Trainer t(m, *be, hp, find_workload(hp.workload), data);
+  std::vector<Checkpoint> written;
+  CheckpointPlan plan;
+  plan.every_s = 1e-9;
+  plan.write = [&written](const Checkpoint& c) {
+    written.push_back(c);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a slow disk
+    return true;
+  };
+  const TrainResult r = t.train(nullptr, plan);
+  ASSERT_EQ(written.size(), 6u);  // steps 1 and 2, epoch 1's end, steps 1 and 2, epoch 2's end
+  EXPECT_EQ(r.checkpoints, 6);
+  const std::string places[6] = {"at step 1 of epoch 1", "at step 2 of epoch 1", "after epoch 1",
+                                 "at step 1 of epoch 2", "at step 2 of epoch 2", "after epoch 2"};
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(checkpoint_place(written[i]), places[i]);
+    EXPECT_EQ(written[i].updates, int64_t(i + 1));
+  }
+  EXPECT_EQ(t.download_params(), whole.params);  // checkpoints change nothing
+  // 0.3 s of writes, 0.2 s of them inside epochs; the steps take microseconds.
+  EXPECT_GE(r.checkpoint_seconds, 0.3);
+  EXPECT_LT(r.train_seconds, 0.1);
+  EXPECT_LT(r.epochs[0].seconds + r.epochs[1].seconds, 0.1);
+  const RunEnd from_step_4 = train(m, hp, data, &written[3]);
+  EXPECT_EQ(from_step_4.result.steps, 2);
+  EXPECT_EQ(from_step_4.params, whole.params);
+  EXPECT_EQ(from_step_4.result.epochs[1].loss, whole.result.epochs[1].loss);
+}
+
 TEST(Checkpoint, StopFlagEndsTrainingAfterTheStepUnderWay) {
   const DatasetPair data = synthetic(40, 1, 6, 6, 15);
   Hyper hp = find_workload("fashion-mlp").defaults;
