@@ -5,16 +5,23 @@
 #   ./setup.sh            install + build           (then: build/trainbench run fashion-mlp)
 #   ./setup.sh test       install + build + tests   (what CI runs)
 #   ./setup.sh sanitize   install + build with ASan/UBSan (CPU only) + tests
+#   ./setup.sh bench      install + build, plus the CPU PyTorch peer (python3-torch, OpenBLAS)
+#                         that bench/cpu_*.sh run side by side (bench/README.md)
 #
 # Environment: BUILD_DIR (default build), TRAINBENCH_CUDA (AUTO|ON|OFF, default AUTO: the CUDA
 # backend is built when nvcc is found, e.g. in /usr/local/cuda/bin), JOBS (default: nproc).
 set -euo pipefail
 cd "$(dirname "$0")"
 mode="${1:-build}"
+case "$mode" in
+  build | test | sanitize | bench) ;;
+  *) echo "usage: ./setup.sh [build|test|sanitize|bench]" >&2; exit 2 ;;
+esac
 
 packages=(cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev dataset-fashion-mnist
   libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev
   libgtest-dev libgmock-dev libbenchmark-dev chromium fonts-dejavu-core)
+[ "$mode" = bench ] && packages+=(python3-torch libopenblas0-pthread)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -41,6 +48,7 @@ cmake --build "$build" -j "$jobs"
 
 case "$mode" in
   build) echo "setup: built $build/trainbench; try: $build/trainbench run fashion-mlp" ;;
+  bench) echo "setup: built $build/trainbench and installed the PyTorch peer; try: bench/cpu_fashion_mlp.sh" ;;
   test)
     # One test at a time: the end-to-end tests use every core, and timing-sensitive sampler
     # tests want a quiet machine.
@@ -51,5 +59,4 @@ case "$mode" in
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       ctest --test-dir "$build" --output-on-failure --timeout 600 \
       -E 'Real|OneEpoch|ShortRunWritesRecord|Bench\.|Sampler\.|Html' ;;
-  *) echo "usage: ./setup.sh [build|test|sanitize]" >&2; exit 2 ;;
 esac
