@@ -1,11 +1,28 @@
 // trainbench: train the workloads of WORKLOADS.md on this machine's CPU or GPU and measure how
 // well the software uses the hardware. See README.md for the commands.
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/version.h"
+
+// A number in [lo, hi]. CLI::Range alone lets "nan" through (every comparison with NaN is false),
+// and a NaN learning rate would train to NaN without a word.
+static CLI::Validator finite_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (end == s.c_str() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi)
+          return "Value " + s + " is not a number from " + CLI::detail::to_string(lo) + " to " +
+                 CLI::detail::to_string(hi);
+        return "";
+      },
+      "FINITE");
+}
 
 int main(int argc, char** argv) {
   using namespace tb;
@@ -32,7 +49,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   run_cmd->add_option("--batch", batch, "batch size (workload default)")
       ->check(CLI::Range(1, 1 << 20));
-  run_cmd->add_option("--lr", lr, "learning rate")->check(CLI::Range(1e-12, 1e3));
+  run_cmd->add_option("--lr", lr, "learning rate")->check(finite_in(1e-12, 1e3));
   run_cmd->add_option("--threads", threads, "CPU threads (default: all usable cores)")
       ->check(CLI::Range(1, 4096));
   run_cmd->add_option("--seed", seed, "random seed (init, shuffle, augmentation)");
@@ -42,10 +59,9 @@ int main(int argc, char** argv) {
   run_cmd->add_flag("--augment", augment, "pad-4 random crop + horizontal flip");
   run_cmd->add_option("--optimizer", optimizer, "adam | sgd")
       ->check(CLI::IsMember({"adam", "sgd"}));
-  run_cmd->add_option("--momentum", momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
+  run_cmd->add_option("--momentum", momentum, "SGD momentum")->check(finite_in(0, 1));
   run_cmd->add_flag("--nesterov", nesterov, "SGD with Nesterov momentum");
-  run_cmd->add_option("--weight-decay", weight_decay, "L2 weight decay")
-      ->check(CLI::Range(0.0, 1.0));
+  run_cmd->add_option("--weight-decay", weight_decay, "L2 weight decay")->check(finite_in(0, 1));
   run_cmd->add_option("--out", run.out, "result record path (default results/<workload>-...json)");
   run_cmd->add_flag("--quiet", run.quiet, "no progress output");
   run_cmd->add_option("--repeat", run.repeat, "run N times; record median and spread of each time")
@@ -66,7 +82,7 @@ int main(int argc, char** argv) {
       ->add_option("--checkpoint-every", run.checkpoint_minutes,
                    "with --checkpoint, also write it inside an epoch once this many minutes have "
                    "passed since the last (long CPU epochs)")
-      ->check(CLI::PositiveNumber);
+      ->check(finite_in(0.001, 1e6));
   add_cuda_path_flags(run_cmd, run.paths);
 
   bool measure = true;
