@@ -184,6 +184,15 @@ int run_command(RunOptions& o) {
            "--checkpoint and --resume take one run, not --repeat");
   TB_CHECK(o.checkpoint_minutes == 0 || !o.checkpoint.empty(),
            "--checkpoint-every needs --checkpoint FILE (where to write)");
+  // A run that does not go on from the file would replace it at its first checkpoint: maybe
+  // hours of an earlier run (the same command again, --resume forgotten), maybe no checkpoint.
+  if (!o.checkpoint.empty() && std::filesystem::exists(o.checkpoint)) {
+    std::error_code ec;
+    TB_CHECK(!o.resume.empty() && std::filesystem::equivalent(o.checkpoint, o.resume, ec),
+             "--checkpoint {0}: the file exists; add --resume {0} to go on from it, or remove it "
+             "to start over",
+             o.checkpoint);
+  }
   // A checkpoint that cannot be resumed fails before the data loads.
   std::optional<Checkpoint> resume;
   if (!o.resume.empty()) {

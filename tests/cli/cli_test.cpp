@@ -45,6 +45,22 @@ int lines(const std::string& s) {
   return n;
 }
 
+// Runs `script` under sh; returns what it printed on stdout.
+std::string shell(const std::string& script) {
+  FILE* p = popen(script.c_str(), "r");
+  std::string out;
+  std::array<char, 256> buf;
+  size_t k;
+  while ((k = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), k);
+  pclose(p);
+  return out;
+}
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 // The tests that train on the real Fashion-MNIST skip (saying why) where it is not installed.
 #define SKIP_WITHOUT_FASHION_MNIST()                                                            \
   if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) \
@@ -165,6 +181,16 @@ TEST(Cli, CheckpointOptionsRefuseWhatTheyCannotDo) {
   expect_one_line_error(run("run fashion-mlp --repeat 2 --checkpoint /tmp/x.tbck"), "--repeat");
   expect_one_line_error(run("run fashion-mlp --resume /nonexistent/run.tbck"), "cannot open");
   expect_one_line_error(run("run fashion-mlp --checkpoint-every 5"), "needs --checkpoint");
+  // An existing file is not replaced by a run that does not go on from it.
+  const auto dir = scratch_dir("tb_cli_ckexists_");
+  const std::string ck = (dir / "run.tbck").string(), other = (dir / "other.tbck").string();
+  std::ofstream(ck) << "hours of training";
+  std::ofstream(other) << "another run";
+  expect_one_line_error(run("run fashion-mlp --checkpoint " + ck), "add --resume " + ck);
+  expect_one_line_error(run("run fashion-mlp --resume " + other + " --checkpoint " + ck),
+                        "the file exists");
+  EXPECT_EQ(file_text(ck), "hours of training");
+  std::filesystem::remove_all(dir);
   expect_one_line_error(run("run fashion-mlp --checkpoint /tmp/x.tbck --checkpoint-every 0"),
                         "--checkpoint-every");
 }
@@ -248,22 +274,6 @@ TEST(Cli, UnwritablePathsLoseNoResult) {
   EXPECT_EQ(nlohmann::json::parse(std::ifstream(fallback))["steps"], 20);
   std::filesystem::remove(fallback);
   std::filesystem::remove_all(dir);
-}
-
-// Runs `script` under sh; returns what it printed on stdout.
-std::string shell(const std::string& script) {
-  FILE* p = popen(script.c_str(), "r");
-  std::string out;
-  std::array<char, 256> buf;
-  size_t k;
-  while ((k = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), k);
-  pclose(p);
-  return out;
-}
-
-std::string file_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // Ctrl-C or SIGTERM during a long run (SIGTERM here: a background job ignores SIGINT):
