@@ -178,6 +178,13 @@ int run_command(RunOptions& o) {
   // The device first: a missing GPU fails before minutes of data loading.
   std::unique_ptr<Backend> backend = make_backend(cfg);
   if (cfg.device == DeviceKind::cpu && o.hp.threads == 0) o.hp.threads = cpu_threads_available();
+  // More threads than CPUs wait on each other at every parallel loop: a figure of the machine's
+  // scheduler, not of training (500 threads on 2 CPUs: a fashion-mlp step 100x slower).
+  if (cfg.device == DeviceKind::cpu && o.hp.threads > cpu_threads_available())
+    fmt::print(stderr,
+               "trainbench: warning: --threads {} is more than the {} CPUs this process may use; "
+               "the times will measure threads waiting on each other\n",
+               o.hp.threads, cpu_threads_available());
   const Workload& w = find_workload(o.workload);
   const std::string out_path = o.out.empty() ? default_out_path(o) : o.out;
   TB_CHECK(o.repeat == 1 || (o.checkpoint.empty() && o.resume.empty()),

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -91,6 +92,20 @@ TEST(Cli, NegativeEpochs) {
 TEST(Cli, UnknownOption) {
   expect_one_line_error(run("run fashion-mlp --bogus 3"), "--bogus");
 }
+// More threads than CPUs: the run goes on (it is the user's call) but says what its times mean.
+TEST(Cli, MoreThreadsThanCpusIsSaid) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const unsigned threads = std::thread::hardware_concurrency() + 1;
+  const auto dir = scratch_dir("tb_cli_threads_");
+  const Result r = run("run fashion-mlp --steps 2 --no-peak --quiet --threads " +
+                       std::to_string(threads) + " --out " + (dir / "r.json").string());
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: --threads " + std::to_string(threads) + " is more than the"),
+            std::string::npos)
+      << r.err;
+  std::filesystem::remove_all(dir);
+}
+
 // CLI11's ranges let "nan" through (every comparison with NaN is false): refused by name.
 TEST(Cli, NanIsNoNumber) {
   expect_one_line_error(run("run fashion-mlp --lr nan"), "--lr");
