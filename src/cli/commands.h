@@ -43,6 +43,8 @@ struct RunOptions {
 };
 
 int run_command(RunOptions& o);
+// A warning on stderr where `threads` exceeds the CPUs this process may use.
+void warn_if_more_threads_than_cpus(int threads);
 
 // `compare` and `profile` add their own options (cli/compare.cpp, cli/profile.cpp).
 struct CompareCommandOptions {

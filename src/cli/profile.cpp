@@ -97,6 +97,7 @@ int profile_command(const ProfileCommandOptions& o) {
   if (o.batch > 0) hp.batch = o.batch;
   hp.threads =
       cfg.device == DeviceKind::cpu ? (cfg.threads > 0 ? cfg.threads : cpu_threads_available()) : 0;
+  if (cfg.device == DeviceKind::cpu) warn_if_more_threads_than_cpus(hp.threads);
   hp.data = o.data;
 
   const DeviceFacts dev = cfg.device == DeviceKind::cpu

@@ -165,6 +165,17 @@ static std::string default_out_path(const RunOptions& o) {
   return fmt::format("results/{}-{}-{}-{}.json", o.workload, dev, o.precision, stamp);
 }
 
+// More threads than CPUs wait on each other at every parallel loop: a figure of the machine's
+// scheduler, not of training (500 threads on 2 CPUs: a fashion-mlp step 100x slower).
+void warn_if_more_threads_than_cpus(int threads) {
+  const int cpus = cpu_threads_available();
+  if (threads > cpus)
+    fmt::print(stderr,
+               "trainbench: warning: --threads {} is more than the {} CPUs this process may use; "
+               "the times will measure threads waiting on each other\n",
+               threads, cpus);
+}
+
 int run_command(RunOptions& o) {
   using Clock = std::chrono::steady_clock;
   StopOnSignal stop;  // first: before any thread starts
@@ -178,13 +189,7 @@ int run_command(RunOptions& o) {
   // The device first: a missing GPU fails before minutes of data loading.
   std::unique_ptr<Backend> backend = make_backend(cfg);
   if (cfg.device == DeviceKind::cpu && o.hp.threads == 0) o.hp.threads = cpu_threads_available();
-  // More threads than CPUs wait on each other at every parallel loop: a figure of the machine's
-  // scheduler, not of training (500 threads on 2 CPUs: a fashion-mlp step 100x slower).
-  if (cfg.device == DeviceKind::cpu && o.hp.threads > cpu_threads_available())
-    fmt::print(stderr,
-               "trainbench: warning: --threads {} is more than the {} CPUs this process may use; "
-               "the times will measure threads waiting on each other\n",
-               o.hp.threads, cpu_threads_available());
+  if (cfg.device == DeviceKind::cpu) warn_if_more_threads_than_cpus(o.hp.threads);
   const Workload& w = find_workload(o.workload);
   const std::string out_path = o.out.empty() ? default_out_path(o) : o.out;
   TB_CHECK(o.repeat == 1 || (o.checkpoint.empty() && o.resume.empty()),
