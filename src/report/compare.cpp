@@ -83,6 +83,18 @@ std::string record_label(const json& r) {
   return label;
 }
 
+// The MFU where the record has none but a peak is known: its training FLOPs per image times the
+// steady throughput, over the peak.
+void fill_mfu(CompareEntry& e, const json& r) {
+  e.mfu = num(r, {"flops", "mfu"});
+  if (e.mfu || !e.peak || !e.images_per_s) return;
+  // PyTorch peers count 3 x forward; the contract's count (no input gradient for layer one) is
+  // what trainbench's MFU uses, so prefer it.
+  std::optional<double> per_image = num(r, {"flops", "per_train_image_contract"});
+  if (!per_image) per_image = num(r, {"flops", "per_train_image"});
+  if (per_image && *e.peak > 0) e.mfu = *per_image * *e.images_per_s / *e.peak;
+}
+
 void fill_peak_and_mfu(CompareEntry& e, const json& r) {
   e.peak = num(r, {"flops", "peak_datasheet_per_s"});
   e.peak_source = text(r, {"flops", "peak_datasheet_source"});
@@ -91,13 +103,7 @@ void fill_peak_and_mfu(CompareEntry& e, const json& r) {
       e.peak = p->flops_per_s, e.peak_source = p->source, e.peak_looked_up = true;
     }
   }
-  e.mfu = num(r, {"flops", "mfu"});
-  if (e.mfu || !e.peak || !e.images_per_s) return;
-  // PyTorch peers count 3 x forward; the contract's count (no input gradient for layer one) is
-  // what trainbench's MFU uses, so prefer it.
-  std::optional<double> per_image = num(r, {"flops", "per_train_image_contract"});
-  if (!per_image) per_image = num(r, {"flops", "per_train_image"});
-  if (per_image && *e.peak > 0) e.mfu = *per_image * *e.images_per_s / *e.peak;
+  fill_mfu(e, r);
 }
 
 void fill_utilisation(CompareEntry& e, const json& r) {
@@ -281,14 +287,37 @@ void add_seed_rows(CompareTable& t) {
   for (CompareEntry& e : seeds) t.rows.push_back(std::move(e));
 }
 
+// A row whose record has no peak (a PyTorch peer on a CPU, whose peak trainbench estimates from
+// the machine) takes the peak of a row on the same device, precision and thread count, so its
+// peak ratio and MFU are known too.
+void share_peaks(CompareTable& t) {
+  for (CompareEntry& e : t.rows) {
+    if (e.peak || e.record.is_null()) continue;
+    for (size_t j = 0; j < t.rows.size(); ++j) {
+      const CompareEntry& o = t.rows[j];
+      if (!o.peak || o.peak_shared_from || o.record.is_null() || o.device != e.device ||
+          o.device_kind != e.device_kind ||
+          precision_or_fp32(o.precision) != precision_or_fp32(e.precision) ||
+          text(o.record, {"threads"}) != text(e.record, {"threads"}))
+        continue;
+      e.peak = o.peak, e.peak_source = o.peak_source, e.peak_shared_from = int(j) + 1;
+      fill_mfu(e, e.record);
+      break;
+    }
+  }
+}
+
 void add_peak_notes(CompareTable& t) {
   for (size_t i = 0; i < t.rows.size(); ++i) {
     const CompareEntry& e = t.rows[i];
     if (e.peak)
-      t.notes.push_back(fmt::format("#{} peak {}: {}{}", i + 1, peak_text(*e.peak), e.peak_source,
-                                    e.peak_looked_up ? " (looked up by device name: the record has "
-                                                       "no peak)"
-                                                     : ""));
+      t.notes.push_back(fmt::format(
+          "#{} peak {}: {}{}", i + 1, peak_text(*e.peak), e.peak_source,
+          e.peak_looked_up     ? " (looked up by device name: the record has no peak)"
+          : e.peak_shared_from ? fmt::format(" (#{}'s: the same device, precision and threads; "
+                                             "the record has no peak)",
+                                             e.peak_shared_from)
+                               : std::string()));
     else
       t.notes.push_back(fmt::format("#{} peak unknown ({} {} is not in the datasheet table)", i + 1,
                                     e.device, e.precision));
@@ -311,6 +340,7 @@ void finish_table(CompareTable& t, const std::string& across, const CompareSetti
   TB_CHECK(diff.empty() || s.force, "{}; --force compares them anyway", diff);
   if (!across.empty()) t.notes.push_back("--force: " + across + ": one table per workload");
   if (!diff.empty()) t.notes.push_back("--force: " + diff + ": time ratios compare different work");
+  share_peaks(t);
   if (s.with_seed) add_seed_rows(t);
   fill_ratios(t.rows);
   add_peak_notes(t);

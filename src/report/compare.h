@@ -28,6 +28,7 @@ struct CompareEntry {
   std::optional<double> peak;  // FLOP/s for the precision used
   std::string peak_source;
   bool peak_looked_up = false;  // the record had none; found by device name in peaks.h
+  int peak_shared_from = 0;     // the record had none; taken from this row (1-based) of the table
   std::optional<double> mfu;
   std::optional<double> cpu_pct, gpu_pct;  // mean while training
   std::string cpu_what;                    // "process" or "machine" (PyTorch peers)

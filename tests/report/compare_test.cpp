@@ -93,6 +93,31 @@ TEST(Compare, DifferentSettingsRefusedSayingWhat) {
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
 }
 
+// A record without a peak (a PyTorch peer on a CPU) takes the peak of a row on the same device,
+// precision and threads: its peak ratio and MFU are then known. Not across thread counts.
+TEST(Compare, PeakSharedOnTheSameDevice) {
+  FakeRun peer, ours;
+  peer.kind = ours.kind = "cpu", peer.device = ours.device = "CPU X";
+  peer.peak = 0, peer.mfu = 0;  // none in the record
+  ours.peak = 1e11;
+  json a = fake_record(peer), b = fake_record(ours);
+  a["threads"] = b["threads"] = 2;
+  Comparison c = compare_inputs({a, b}, {"peer.json", "ours.json"}, {});
+  const CompareEntry& row = c.tables[0].rows[0];
+  ASSERT_TRUE(row.peak);
+  EXPECT_EQ(*row.peak, 1e11);
+  EXPECT_EQ(row.peak_shared_from, 2);
+  ASSERT_TRUE(row.mfu);
+  EXPECT_DOUBLE_EQ(*row.mfu, 409088.0 * 1000 / 1e11);  // FLOPs per image x steady img/s / peak
+  EXPECT_DOUBLE_EQ(*c.tables[0].rows[1].peak_ratio, 1.0);
+  EXPECT_NE(format_compare_text(c).find("(#2's: the same device, precision and threads"),
+            std::string::npos);
+  a["threads"] = 1;
+  c = compare_inputs({a, b}, {"peer.json", "ours.json"}, {});
+  EXPECT_FALSE(c.tables[0].rows[0].peak);
+  EXPECT_FALSE(c.tables[0].rows[0].mfu);
+}
+
 // A resumed or interrupted run did other work than a whole one: its steps say so, and the
 // settings check tells them apart.
 TEST(Compare, ResumedAndInterruptedRunsSaySo) {
