@@ -218,10 +218,12 @@ int run_command(RunOptions& o) {
   int64_t checkpoint_failures = 0;
   std::string last_checkpoint_error;
   checkpoints.every_s = 60 * o.checkpoint_minutes;
+  std::string checkpoint_stands;  // where the last written checkpoint stands ("" for none)
   if (!o.checkpoint.empty())
     checkpoints.write = [&](const Checkpoint& c) {
       try {
         write_checkpoint(o.checkpoint, c);
+        checkpoint_stands = checkpoint_place(c);
         return true;
       } catch (const Error& e) {
         checkpoint_failures++, last_checkpoint_error = e.what();
@@ -443,9 +445,13 @@ int run_command(RunOptions& o) {
     status = 1;
   }
   if (interrupted) {
-    fmt::print(stderr, "trainbench: interrupted; the record holds {}\n",
+    fmt::print(stderr, "trainbench: interrupted; the record holds {}{}\n",
                t.interrupted ? fmt::format("the last run's {} training steps", t.steps)
-                             : fmt::format("{} whole runs", train_s.size()));
+                             : fmt::format("{} whole runs", train_s.size()),
+               checkpoint_stands.empty()
+                   ? std::string()
+                   : fmt::format("; the checkpoint stands {}: add --resume {} to go on",
+                                 checkpoint_stands, o.checkpoint));
     status = 130;
   }
   return status;

@@ -314,12 +314,16 @@ TEST(Cli, InterruptedRunKeepsItsRecord) {
   EXPECT_GE(j["steps"].get<int64_t>(), 1875);   // at least the first epoch
   EXPECT_LT(j["steps"].get<int64_t>(), 40000);  // --steps bounds it should the signal be lost
   EXPECT_GT(j["accuracy"]["test"].get<double>(), 0.6);  // tested as it stood: it had learnt
-  // The checkpoint stands where training stopped, to resume from.
+  // The checkpoint stands where training stopped, to resume from, and the run says so.
   const int64_t steps = j["steps"].get<int64_t>();
   const tb::Checkpoint c = tb::read_checkpoint(ck);
   EXPECT_EQ(c.epochs_done, steps / 1875);
   EXPECT_EQ(c.epoch_so_far.steps, steps % 1875);
   EXPECT_EQ(c.updates, steps);
+  EXPECT_NE(file_text(log).find("; the checkpoint stands " + tb::checkpoint_place(c) +
+                                ": add --resume " + ck + " to go on"),
+            std::string::npos)
+      << file_text(log);
   std::filesystem::remove_all(dir);
 }
 
