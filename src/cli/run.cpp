@@ -444,6 +444,17 @@ int run_command(RunOptions& o) {
                last_checkpoint_error);
     status = 1;
   }
+  // A whole epoch whose training accuracy is no better than guessing: the model did not learn
+  // (diverged: the learning rate), so its speed stands but its accuracy means nothing. Only whole
+  // epochs: a 20-step timing run is at chance by right.
+  const EpochResult* last_whole = nullptr;
+  for (const EpochResult& e : t.epochs)
+    if (e.images == data.train.count) last_whole = &e;
+  if (last_whole && model.classes > 1 && last_whole->accuracy < 1.5 / model.classes)
+    fmt::print(stderr,
+               "trainbench: warning: training accuracy {:.4f} after a whole epoch is chance for {} "
+               "classes: the model did not learn (diverged? try a lower --lr)\n",
+               last_whole->accuracy, model.classes);
   if (interrupted) {
     fmt::print(stderr, "trainbench: interrupted; the record holds {}{}\n",
                t.interrupted ? fmt::format("the last run's {} training steps", t.steps)

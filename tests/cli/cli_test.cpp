@@ -106,6 +106,22 @@ TEST(Cli, MoreThreadsThanCpusIsSaid) {
   std::filesystem::remove_all(dir);
 }
 
+// A run that did not learn (a learning rate that diverges) keeps its record and exit status but
+// says its accuracy is chance; a run that learnt says nothing of the kind.
+TEST(Cli, ChanceAccuracyIsSaid) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_cli_chance_");
+  const std::string common = " --epochs 1 --no-peak --quiet --out " + (dir / "r.json").string();
+  Result r = run("run fashion-mlp --optimizer sgd --lr 500" + common);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("is chance for 10 classes: the model did not learn"), std::string::npos)
+      << r.err;
+  r = run("run fashion-mlp" + common);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err.find("chance"), std::string::npos) << r.err;
+  std::filesystem::remove_all(dir);
+}
+
 // CLI11's ranges let "nan" through (every comparison with NaN is false): refused by name.
 TEST(Cli, NanIsNoNumber) {
   expect_one_line_error(run("run fashion-mlp --lr nan"), "--lr");
