@@ -787,6 +787,12 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
   const auto t_train = Clock::now();
   double paused_after_warm_s = 0;  // checkpoint writes after the warm-up mark
   auto last_checkpoint = Clock::now();
+  const bool periodic = checkpoints.write && checkpoints.every_s > 0;  // --checkpoint-every
+  auto rng_text = [&] {
+    std::ostringstream state;
+    state << shuffle_rng;
+    return state.str();
+  };
   // Writes a checkpoint; returns the seconds it took (in no training time).
   auto save = [&](const std::string& rng_state, const EpochSoFar& part) {
     const auto t0 = Clock::now();
@@ -802,12 +808,8 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
        ++epoch) {
     // The permutation is the epoch's whatever the epochs before it ran in this process or in
     // the run a checkpoint came from: it restarts from the identity and the generator's state.
-    std::string rng_at_start;  // for a checkpoint inside this epoch: it shuffles again
-    if (checkpoints.write) {
-      std::ostringstream state;
-      state << shuffle_rng;
-      rng_at_start = state.str();
-    }
+    // For a checkpoint inside this epoch: the resumed run shuffles it again.
+    const std::string rng_at_start = checkpoints.write ? rng_text() : std::string();
     std::iota(perm.begin(), perm.end(), 0);
     const auto t_epoch = Clock::now();
     std::shuffle(perm.begin(), perm.end(), shuffle_rng);
@@ -815,15 +817,17 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
     // A checkpoint cut inside this epoch: on from its step, its sums and time.
     const EpochSoFar before = epoch == first_epoch ? so_far : EpochSoFar{};
     start_epoch(epoch, before.steps);
-    const float sums[2] = {before.loss_sum, before.correct};
-    if (before.steps > 0)
-      be.upload(be.ctx, metrics, sums, sizeof(sums));
-    else
-      be.fill(be.ctx, metrics, 0.f, 2);
+    const float sums[2] = {before.loss_sum, before.correct};  // zeros for a fresh epoch
+    be.upload(be.ctx, metrics, sums, sizeof(sums));
     EpochResult e;
     e.steps = before.steps, e.images = before.images;
     double paused_in_epoch = 0;  // its checkpoints' time: not the epoch's
     auto epoch_seconds = [&] { return before.seconds + seconds_since(t_epoch) - paused_in_epoch; };
+    // A checkpoint of the epoch as it stands: its seconds so far, the device's loss and correct
+    // sums.
+    auto save_inside = [&](double seconds, const float* sums_now) {
+      paused_in_epoch += save(rng_at_start, {e.steps, e.images, seconds, sums_now[0], sums_now[1]});
+    };
     auto last_report = Clock::now();
     auto report = [&](bool epoch_done) {
       if (!on_progress) return;
@@ -864,31 +868,25 @@ TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progre
         t_warm = Clock::now(), images_at_warm = r.images;
       }
       if (on_progress && seconds_since(last_report) > 0.1) report(false);
-      if (checkpoints.write && checkpoints.every_s > 0 && e.steps < steps_per_epoch &&
+      if (periodic && e.steps < steps_per_epoch &&
           seconds_since(last_checkpoint) >= checkpoints.every_s) {
         float sums_now[2];
         be.download(be.ctx, sums_now, metrics, sizeof(sums_now));  // synchronizes: the step's time
-        paused_in_epoch +=
-            save(rng_at_start, {e.steps, e.images, epoch_seconds(), sums_now[0], sums_now[1]});
+        save_inside(epoch_seconds(), sums_now);
       }
     }
     if (e.steps == before.steps) break;  // stopped before this run's first step of the epoch
     float host[4];
     be.download(be.ctx, host, metrics, sizeof(host));  // synchronizes
     e.seconds = epoch_seconds();
+    // Stopped inside the epoch (Ctrl-C, --steps): the checkpoint holds it as it stands.
+    if (checkpoints.write && e.steps < steps_per_epoch) save_inside(e.seconds, host);
     e.loss = host[0] / double(e.images);
     e.accuracy = host[1] / double(e.images);
-    // Stopped inside the epoch (Ctrl-C, --steps): the checkpoint holds it as it stands, and
-    // the generator's state before its shuffle.
-    if (checkpoints.write && e.steps < steps_per_epoch)
-      save(rng_at_start, {e.steps, e.images, e.seconds, host[0], host[1]});
     r.epochs.push_back(e);
     report(true);
-    if (checkpoints.write && e.steps == steps_per_epoch) {
-      std::ostringstream rng_state;  // before the next epoch's shuffle
-      rng_state << shuffle_rng;
-      save(rng_state.str(), {});
-    }
+    // The generator's state after this shuffle is the next epoch's before its own.
+    if (checkpoints.write && e.steps == steps_per_epoch) save(rng_text(), {});
   }
   be.synchronize(be.ctx);
   const auto t_end = Clock::now();
