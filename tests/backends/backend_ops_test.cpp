@@ -35,6 +35,7 @@
 #include "../test_util.h"
 #include "backends/backend.h"
 #include "backends/cpu/cpu_context.h"
+#include "bf16_reference.h"
 #include "core/error.h"
 
 namespace tb {
@@ -61,6 +62,15 @@ constexpr double kTolReduce = 1e-5;
 // here but leave no room for AVX-512 blocking or another thread split; 1e-5 does, and matches
 // the CUDA test's fp32 bound.
 constexpr double kTolGemm = 1e-5;
+// The same GEMM and convolution cases on a bf16 backend (the CPU's --precision bf16): operands
+// rounded to 8 significant bits, products accumulated in fp32. Against the reference on the
+// operands as they are, rounding both operands of random products gives a relative norm error of
+// ~2e-3 whatever K is (measured 1.3e-3 to 2.6e-3); kTolBf16 leaves 4x. The error must also be at
+// least kMinErrBf16: a backend that computed these in fp32 (~1e-6) would carry a false label.
+// Against the reference fed the same rounded operands (bf16_reference.h) only the accumulation
+// order differs, so that comparison is held to kTolGemm: it catches what rounding would hide.
+constexpr double kTolBf16 = 1e-2;
+constexpr double kMinErrBf16 = 1e-4;
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr int32_t kPoisonI32 = std::numeric_limits<int32_t>::min() + 7;
@@ -761,7 +771,7 @@ using testing::rel_err;
 
 // The backends under test: every built, usable one except the reference, made once per suite.
 struct Targets {
-  std::unique_ptr<Backend> ref;
+  std::unique_ptr<Backend> ref, bf16_ref;
   std::vector<std::unique_ptr<Backend>> others;
 };
 Targets* g_targets = nullptr;
@@ -772,6 +782,7 @@ void make_targets(int threads = 0) {
   BackendConfig rc;
   rc.reference = true;
   g_targets->ref = make_backend(rc);
+  g_targets->bf16_ref = testing::make_bf16_reference();
   for (const BackendInfo& info : list_backends()) {
     if (info.name == "reference" || !info.built || !info.usable) continue;
     BackendConfig cfg;
@@ -779,7 +790,17 @@ void make_targets(int threads = 0) {
     cfg.reference = false;
     if (info.device == DeviceKind::cpu) cfg.threads = threads;
     g_targets->others.push_back(make_backend(cfg));
+    // The oneDNN backend in bf16 as well, where this CPU has the instructions for it.
+    if (info.device == DeviceKind::cpu && cpu::cpu_has_bf16_kernels()) {
+      cfg.precision = Precision::bf16;
+      g_targets->others.push_back(make_backend(cfg));
+    }
   }
+}
+// "cpu-onednn", "cpu-onednn/bf16": the backend and, where not fp32, its precision.
+std::string label(const Backend& be) {
+  if (be.precision == Precision::fp32) return be.name;
+  return be.name + "/" + precision_name(be.precision);
 }
 void drop_targets() {
   delete g_targets;
@@ -792,12 +813,26 @@ class BackendOpsTable : public ::testing::TestWithParam<OpCase> {
   static void TearDownTestSuite() { drop_targets(); }
 };
 
+// The cases whose products a bf16 backend computes in bf16: convolutions and dense layers.
+bool has_bf16_products(const OpCase& c) {
+  return c.name.rfind("conv2d_", 0) == 0 || c.name.rfind("dense_", 0) == 0;
+}
+
+bool is_bf16_case(const Backend& be, const OpCase& c) {
+  return be.precision == Precision::bf16 && has_bf16_products(c);
+}
+
 // Runs the case twice on `be` (see run_on) and checks both against the reference's `want`:
-// inputs unchanged, float outputs within the case's tolerance, int32 outputs exact.
+// inputs unchanged, float outputs within the case's tolerance, int32 outputs exact. On a bf16
+// backend the GEMM and convolution cases are held to kTolBf16 against `want`, must show bf16's
+// rounding, and must match `want_bf16` (the reference on rounded operands) to kTolGemm.
 void expect_matches(Backend& be, const OpCase& c, const HostBufs& init, const HostBufs& want,
-                    const char* label) {
+                    const std::string& label, const HostBufs* want_bf16 = nullptr) {
   const auto runs = run_on(be, c, init, 2);
-  double worst = 0;
+  const bool bf16_case = is_bf16_case(be, c);
+  ASSERT_TRUE(!bf16_case || want_bf16) << "a bf16 case needs the reference on bf16 operands";
+  const double tol = bf16_case ? kTolBf16 : c.tol;
+  double worst = 0, worst_bf16 = 0;
   for (size_t rep = 0; rep < runs.size(); ++rep) {
     SCOPED_TRACE(rep == 0 ? "first call, aligned pointers" : "cached call, pointers 4 bytes off");
     const HostBufs& got = runs[rep];
@@ -809,7 +844,14 @@ void expect_matches(Backend& be, const OpCase& c, const HostBufs& init, const Ho
         const double e = rel_err(reinterpret_cast<const float*>(got[i].data()),
                                  reinterpret_cast<const float*>(want[i].data()), s.count);
         worst = std::max(worst, e);
-        EXPECT_LE(e, c.tol) << "relative norm error of " << s.name;
+        EXPECT_LE(e, tol) << "relative norm error of " << s.name;
+        if (bf16_case) {
+          const double e16 =
+              rel_err(reinterpret_cast<const float*>(got[i].data()),
+                      reinterpret_cast<const float*>((*want_bf16)[i].data()), s.count);
+          worst_bf16 = std::max(worst_bf16, e16);
+          EXPECT_LE(e16, kTolGemm) << s.name << " against the reference on bf16 operands";
+        }
       } else {
         const auto* g = reinterpret_cast<const int32_t*>(got[i].data());
         const auto* w = reinterpret_cast<const int32_t*>(want[i].data());
@@ -821,7 +863,13 @@ void expect_matches(Backend& be, const OpCase& c, const HostBufs& init, const Ho
       }
     }
   }
-  std::printf("  [%s] %-52s max rel err %.2e (tol %.0e)\n", label, c.name.c_str(), worst, c.tol);
+  if (bf16_case) {
+    EXPECT_GE(worst, kMinErrBf16) << "as exact as fp32: these products did not run in bf16";
+  }
+  std::printf("  [%s] %-52s max rel err %.2e (tol %.0e)", label.c_str(), c.name.c_str(), worst,
+              tol);
+  if (bf16_case) std::printf(", %.2e on bf16 operands (tol %.0e)", worst_bf16, kTolGemm);
+  std::printf("\n");
 }
 
 TEST_P(BackendOpsTable, MatchesReference) {
@@ -829,51 +877,68 @@ TEST_P(BackendOpsTable, MatchesReference) {
   if (g_targets->others.empty()) GTEST_SKIP() << "no backend besides the reference is usable here";
   const auto init = make_host(c);
   const HostBufs want = run_on(*g_targets->ref, c, init, 1)[0];
+  std::optional<HostBufs> want_bf16;
   for (auto& be : g_targets->others) {
-    SCOPED_TRACE(be->name);
-    expect_matches(*be, c, init, want, be->name.c_str());
+    SCOPED_TRACE(label(*be));
+    if (is_bf16_case(*be, c) && !want_bf16) want_bf16 = run_on(*g_targets->bf16_ref, c, init, 1)[0];
+    expect_matches(*be, c, init, want, label(*be), want_bf16 ? &*want_bf16 : nullptr);
   }
 }
 
 // The oneDNN backend times the candidate implementations of a convolution direction and keeps
 // the faster (conv2d.cpp), so the table above tests whichever won on this machine. Here every
-// convolution case runs in each mode that may serve its shape, forced; the table's shapes must
-// reach every mode.
+// convolution case runs in each mode that may serve its shape, forced, in fp32 and (where the CPU
+// has it) bf16; the table's shapes must reach every mode.
 TEST(CpuConvModes, EveryCandidateMatchesReference) {
   BackendConfig rc;
   rc.reference = true;
   auto ref = make_backend(rc);
-  auto cpu = make_backend(BackendConfig{});
-  ASSERT_EQ(cpu->name, "cpu-onednn");
-  auto& cx = *static_cast<cpu::Context*>(cpu->ctx);
-  std::set<cpu::ConvMode> seen;
-  for (const ConvDims& d : conv_table()) {
-    for (const OpCase& c : {conv_fwd(d), conv_bwd_data(d), conv_bwd_weights(d)}) {
-      const auto init = make_host(c);
-      const HostBufs want = run_on(*ref, c, init, 1)[0];
-      for (cpu::ConvMode m : cpu::conv2d_candidates(d)) {
+  auto bf16_ref = testing::make_bf16_reference();
+  std::vector<Precision> precisions = {Precision::fp32};
+  if (cpu::cpu_has_bf16_kernels()) precisions.push_back(Precision::bf16);
+  for (Precision prec : precisions) {
+    SCOPED_TRACE(precision_name(prec));
+    BackendConfig cfg;
+    cfg.precision = prec;
+    auto cpu = make_backend(cfg);
+    ASSERT_EQ(cpu->name, "cpu-onednn");
+    auto& cx = *static_cast<cpu::Context*>(cpu->ctx);
+    auto mode_label = [&](cpu::ConvMode m) { return label(*cpu) + " " + cpu::conv_mode_name(m); };
+    std::set<cpu::ConvMode> seen;
+    for (const ConvDims& d : conv_table()) {
+      // The reference's results on the operands as they are and, under bf16, rounded.
+      auto wants = [&](const OpCase& c, const HostBufs& init) {
+        std::pair<HostBufs, std::optional<HostBufs>> w{run_on(*ref, c, init, 1)[0], std::nullopt};
+        if (prec == Precision::bf16) w.second = run_on(*bf16_ref, c, init, 1)[0];
+        return w;
+      };
+      for (const OpCase& c : {conv_fwd(d), conv_bwd_data(d), conv_bwd_weights(d)}) {
+        const auto init = make_host(c);
+        const auto [want, want_bf16] = wants(c, init);
+        for (cpu::ConvMode m : cpu::conv2d_candidates(d, prec == Precision::bf16)) {
+          SCOPED_TRACE(cpu::conv_mode_name(m));
+          cx.conv_mode = m;
+          expect_matches(*cpu, c, init, want, mode_label(m), want_bf16 ? &*want_bf16 : nullptr);
+          seen.insert(m);
+        }
+        cx.conv_mode.reset();
+      }
+      // The Trainer's order on one cache: the data gradient may reuse what the weight gradient
+      // left in the scratch (dy rearranged); run_on's second run moves dy, which must not be.
+      const OpCase step = conv_step(d);
+      const auto init = make_host(step);
+      const auto [want, want_bf16] = wants(step, init);
+      for (cpu::ConvMode m : cpu::conv2d_candidates(d, prec == Precision::bf16)) {
         SCOPED_TRACE(cpu::conv_mode_name(m));
         cx.conv_mode = m;
-        expect_matches(*cpu, c, init, want, cpu::conv_mode_name(m));
-        seen.insert(m);
+        expect_matches(*cpu, step, init, want, mode_label(m), want_bf16 ? &*want_bf16 : nullptr);
       }
       cx.conv_mode.reset();
     }
-    // The Trainer's order on one cache: the data gradient may reuse what the weight gradient
-    // left in the scratch (dy rearranged); run_on's second run moves dy, which must not be.
-    const OpCase step = conv_step(d);
-    const auto init = make_host(step);
-    const HostBufs want = run_on(*ref, step, init, 1)[0];
-    for (cpu::ConvMode m : cpu::conv2d_candidates(d)) {
-      SCOPED_TRACE(cpu::conv_mode_name(m));
-      cx.conv_mode = m;
-      expect_matches(*cpu, step, init, want, cpu::conv_mode_name(m));
-    }
-    cx.conv_mode.reset();
+    for (cpu::ConvMode m : {cpu::ConvMode::plain, cpu::ConvMode::blocked, cpu::ConvMode::unfold,
+                            cpu::ConvMode::im2col, cpu::ConvMode::channels})
+      EXPECT_TRUE(seen.count(m)) << "no table shape runs in mode " << cpu::conv_mode_name(m);
   }
-  for (cpu::ConvMode m : {cpu::ConvMode::plain, cpu::ConvMode::blocked, cpu::ConvMode::unfold,
-                          cpu::ConvMode::im2col, cpu::ConvMode::channels})
-    EXPECT_TRUE(seen.count(m)) << "no table shape runs in mode " << cpu::conv_mode_name(m);
 }
 
 INSTANTIATE_TEST_SUITE_P(BackendOps, BackendOpsTable, ::testing::ValuesIn(op_table()),
@@ -921,7 +986,7 @@ TEST(BackendOps, CpuBackendIsListedAndUsable) {
 // Perf mode: the ResNet-50/CIFAR shapes at batch 128, every backend but the reference. Warm-up
 // call (builds the primitives), then the best of several timed runs. Environment:
 // TB_PERF_BATCH (128), TB_PERF_THREADS (CPU threads, 0 = all), TB_PERF_FILTER (substring of the
-// case name), TB_PERF_BACKEND (substring of the backend name).
+// case name), TB_PERF_BACKEND (substring of the backend's label: "cpu-onednn/bf16").
 
 std::vector<OpCase> perf_table(int64_t n) {
   std::vector<OpCase> t;
@@ -992,8 +1057,8 @@ TEST(BackendOpsPerf, DISABLED_ResNet50CifarShapes) {
   make_targets(threads);
   using Clock = std::chrono::steady_clock;
   for (auto& be : g_targets->others) {
-    if (only && be->name.find(only) == std::string::npos) continue;
-    std::printf("%-12s %-48s %9s %9s %9s %8s\n", "backend", "case", "ms", "cpu ms", "GFLOP/s",
+    if (only && label(*be).find(only) == std::string::npos) continue;
+    std::printf("%-16s %-48s %9s %9s %9s %8s\n", "backend", "case", "ms", "cpu ms", "GFLOP/s",
                 "GB/s");
     for (const OpCase& c : perf_table(n)) {
       if (filter && c.name.find(filter) == std::string::npos) continue;
@@ -1016,7 +1081,7 @@ TEST(BackendOpsPerf, DISABLED_ResNet50CifarShapes) {
         const double s = std::chrono::duration<double>(Clock::now() - t0).count();
         best = std::min(best, s), best_cpu = std::min(best_cpu, cpu_seconds() - c0), total += s;
       }
-      std::printf("%-12s %-48s %9.3f %9.3f %9.1f %8.1f\n", be->name.c_str(), c.name.c_str(),
+      std::printf("%-16s %-48s %9.3f %9.3f %9.1f %8.1f\n", label(*be).c_str(), c.name.c_str(),
                   best * 1e3, best_cpu * 1e3, c.flops / best * 1e-9, c.bytes() / best * 1e-9);
       std::fflush(stdout);
       for (void* p : a.ptr) be->free(be->ctx, p);

@@ -15,6 +15,9 @@
 //   unfold    a map no larger than the kernel: a dense layer through unfolded weights;
 //   im2col    the patches of all images as the rows of one matrix, one matmul;
 //   channels  a 1x1 kernel: one matmul over channel-major copies ([c, n*oh*ow]).
+// Under bf16 every mode reads bf16 operands and writes fp32: plain and blocked ask oneDNN for
+// bf16 inputs (the reorders in convert, in the same pass that changes layout), the matmul modes
+// convert their two operands as they hand them over (run_matmul).
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -73,7 +76,7 @@ constexpr int64_t kIm2colMaxMap = 4;
 
 // The implementations that may run a shape, in order of preference when none is timed
 // (--deterministic); where there are more than one, choose() times them.
-std::vector<ConvMode> conv2d_candidates(const ConvDims& d) {
+std::vector<ConvMode> conv2d_candidates(const ConvDims& d, bool bf16) {
   const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), taps = d.r * d.s;
   // Small maps (ResNet-50/CIFAR's layer3 at 2x2 and layer4 at 1x1): oneDNN's kernels are built
   // for large maps; at 2x2 or 1x1 they ran at 7-30% of peak, their backward passes 3-6x slower
@@ -98,8 +101,21 @@ std::vector<ConvMode> conv2d_candidates(const ConvDims& d) {
   // plain 3.5 / 4.5 / 5.8, channels 4.5 / 4.0 / 4.6. So each direction times both.
   // (im2col as a third candidate at 8x8 and 4x4 was never chosen there.)
   const ConvMode rows = map_out <= kIm2colMaxMap ? ConvMode::im2col : ConvMode::plain;
-  if (taps == 1 && d.pad == 0) return {rows, ConvMode::channels};
-  if (map_out <= kIm2colMaxMap) return {ConvMode::im2col};
+  // bf16 (AVX512-BF16, batch 128, 2 threads, BackendOpsPerf): oneDNN's blocked bf16 kernels
+  // (nChw16c) beat the matmul forms in the forward and data gradient of most 1x1 and 3x3 stride-2
+  // convolutions on 8x8 to 2x2 maps, up to 2x (1x1 1024->256 on 2x2: 0.70 vs 1.01 ms forward,
+  // 0.54 vs 1.02 data; 3x3 256 stride 2 on 4x4: 1.44 vs 2.92 forward), and lose their weight
+  // gradients 1.3-12x, and everything on 1x1 maps. So under bf16 they join the timed candidates
+  // there; on a 1x1 output map they never won.
+  const bool bf16_blocked = bf16 && map_out > 1;
+  if (taps == 1 && d.pad == 0) {
+    if (bf16_blocked) return {rows, ConvMode::channels, ConvMode::blocked};
+    return {rows, ConvMode::channels};
+  }
+  if (map_out <= kIm2colMaxMap) {
+    if (bf16_blocked) return {ConvMode::im2col, ConvMode::blocked};
+    return {ConvMode::im2col};
+  }
   // Measured (AVX2, batch 128, one thread, CPU time; see the report in backend_ops_test's perf
   // mode): for 3x3 and 7x7 kernels the blocked direct kernel wins even with the reorders
   // (3x3 64->64 on 8x8: 8.1 vs 10.3 ms fwd, 7.1 vs 11.1 bwd-data; 3x3 256 on 2x2: 14 vs 23 fwd,
@@ -134,14 +150,11 @@ struct MatmulForm {
   size_t scratch_floats = 0;
 };
 
-struct ConvPrims {
-  ConvDims dims;
-  std::vector<ConvMode> cands;
-  std::optional<ConvMode> mode[3];  // by Dir, once chosen
-  // plain and blocked: oneDNN convolution primitives. The forward pd is also the backward hint.
-  dnnl::memory::desc x_md, w_md, y_md;                 // plain, the caller's
-  dnnl::memory::desc x_md_conv, w_md_conv, y_md_conv;  // asked of oneDNN: tag::any if blocked
-  dnnl::memory::dims strides, pad;
+// plain or blocked: one oneDNN convolution of the node. The forward pd (made with the node) is
+// also the backward hint; the primitives and their ports are made on first use.
+struct ConvPrimitives {
+  bool blocked = false;  // ask oneDNN for its own layout (tag::any)
+  dt operand = dt::f32;  // what the convolutions read: f32, or bf16 under bf16
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
   dnnl::convolution_backward_data bwd_data;
@@ -149,6 +162,23 @@ struct ConvPrims {
   Port f_x, f_w, f_y;    // forward
   Port d_dy, d_w, d_dx;  // backward data
   Port w_x, w_dy, w_dw;  // backward weights
+
+  // The descriptor the primitive is asked for in place of the caller's plain one: an input
+  // (read: x, W, dy) in the operand type, an output (written: y, dx, dW) in fp32.
+  dnnl::memory::desc in(const dnnl::memory::desc& plain) const { return conv_md(plain, operand); }
+  dnnl::memory::desc out(const dnnl::memory::desc& plain) const { return conv_md(plain, dt::f32); }
+  dnnl::memory::desc conv_md(const dnnl::memory::desc& plain, dt type) const {
+    return {plain.dims(), type, blocked ? tag::any : tag::abcd};
+  }
+};
+
+struct ConvPrims {
+  ConvDims dims;
+  std::vector<ConvMode> cands;
+  std::optional<ConvMode> mode[3];      // by Dir, once chosen
+  dnnl::memory::desc x_md, w_md, y_md;  // plain fp32, the caller's
+  dnnl::memory::dims strides, pad;
+  ConvPrimitives conv[2];  // [blocked]: plain, blocked
   // unfold: x [n, c*h*w], y [n, k*oh*ow], w the unfolded weights [k*oh*ow, c*h*w].
   // im2col: x the patches [n*oh*ow, c*r*s], y rows [n*oh*ow, k], w = W [k, c*r*s] as it is.
   MatmulForm rows;
@@ -205,7 +235,7 @@ void init_channels(ConvPrims* p) {
 ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   auto* p = new ConvPrims();
   p->dims = d;
-  p->cands = conv2d_candidates(d);
+  p->cands = conv2d_candidates(d, cx.bf16);
   const dnnl::memory::dims xd = {d.n, d.c, d.h, d.w}, wd = {d.k, d.c, d.r, d.s},
                            yd = {d.n, d.k, d.oh(), d.ow()};
   p->x_md = {xd, dt::f32, tag::nchw};
@@ -213,18 +243,16 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   p->y_md = {yd, dt::f32, tag::nchw};
   if (has(p->cands, ConvMode::unfold) || has(p->cands, ConvMode::im2col)) init_rows(p);
   if (has(p->cands, ConvMode::channels)) init_channels(p);
-  const bool blocked = has(p->cands, ConvMode::blocked);
-  if (blocked || has(p->cands, ConvMode::plain)) {
-    p->strides = {d.stride, d.stride};
-    p->pad = {d.pad, d.pad};  // symmetric, as PyTorch: oh() floors, the right edge may fall short
-    auto md = [blocked](const dnnl::memory::desc& plain) {
-      return blocked ? dnnl::memory::desc(plain.dims(), dt::f32, tag::any) : plain;
-    };
-    p->x_md_conv = md(p->x_md), p->w_md_conv = md(p->w_md), p->y_md_conv = md(p->y_md);
+  p->strides = {d.stride, d.stride};
+  p->pad = {d.pad, d.pad};  // symmetric, as PyTorch: oh() floors, the right edge may fall short
+  for (bool blocked : {false, true}) {
+    if (!has(p->cands, blocked ? ConvMode::blocked : ConvMode::plain)) continue;
+    ConvPrimitives& c = p->conv[blocked];
+    c.blocked = blocked, c.operand = cx.operand_type();
     dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training,
-                                         dnnl::algorithm::convolution_direct, p->x_md_conv,
-                                         p->w_md_conv, p->y_md_conv, p->strides, p->pad, p->pad);
-    p->fwd_pd = dnnl::convolution_forward::primitive_desc(desc, cx.engine);
+                                         dnnl::algorithm::convolution_direct, c.in(p->x_md),
+                                         c.in(p->w_md), c.out(p->y_md), p->strides, p->pad, p->pad);
+    c.fwd_pd = dnnl::convolution_forward::primitive_desc(desc, cx.engine);
   }
   return p;
 }
@@ -340,13 +368,23 @@ void transpose_each(int64_t count, int64_t rows, int64_t cols, const float* in, 
 
 // ---- unfold and im2col as matmuls -----------------------------------------------------------
 
-// c = a x b on one of the node's matmuls, made on first use.
+// The same plain (strided, unblocked) matrix with elements of another type.
+dnnl::memory::desc as_type(const dnnl::memory::desc& md, dt type) {
+  const dnnl_dims_t& strides = md.data.format_desc.blocking.strides;
+  return {md.dims(), type, dnnl::memory::dims(strides, strides + md.data.ndims)};
+}
+
+// c = a x b on one of the node's matmuls, made on first use. Under bf16 it reads bf16 copies of
+// a and b (their layout unchanged: an element-wise conversion of the whole buffer).
 void run_matmul(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, const float* a,
                 const dnnl::memory::desc& b_md, const float* b, const dnnl::memory::desc& c_md,
                 float* c) {
-  if (!mm) mm = dnnl::matmul({{a_md, b_md, c_md}, cx.engine});
-  mm.execute(cx.stream, {{DNNL_ARG_SRC, mem(cx, a_md, a)},
-                         {DNNL_ARG_WEIGHTS, mem(cx, b_md, b)},
+  const dt op = cx.operand_type();
+  const dnnl::memory::desc a_op = as_type(a_md, op), b_op = as_type(b_md, op);
+  if (!mm) mm = dnnl::matmul({{a_op, b_op, c_md}, cx.engine});
+  const size_t a_count = a_md.get_size() / sizeof(float), b_count = b_md.get_size() / sizeof(float);
+  mm.execute(cx.stream, {{DNNL_ARG_SRC, mem(cx, a_op, cx.operand(0, a, a_count))},
+                         {DNNL_ARG_WEIGHTS, mem(cx, b_op, cx.operand(1, b, b_count))},
                          {DNNL_ARG_DST, mem(cx, c_md, c)}});
 }
 
@@ -514,58 +552,64 @@ void channels_backward_weights(Context& cx, ConvPrims& p, const float* x, const 
 
 // ---- plain and blocked: oneDNN convolution primitives ----------------------------------------
 
+template <bool kBlocked>
 void conv_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
-  if (!p.fwd) {
-    p.fwd = dnnl::convolution_forward(p.fwd_pd);
-    p.f_x.init(cx, p.x_md, p.fwd_pd.src_desc(), true);
-    p.f_w.init(cx, p.w_md, p.fwd_pd.weights_desc(), true);
-    p.f_y.init(cx, p.y_md, p.fwd_pd.dst_desc(), false);
+  ConvPrimitives& c = p.conv[kBlocked];
+  if (!c.fwd) {
+    c.fwd = dnnl::convolution_forward(c.fwd_pd);
+    c.f_x.init(cx, p.x_md, c.fwd_pd.src_desc(), true);
+    c.f_w.init(cx, p.w_md, c.fwd_pd.weights_desc(), true);
+    c.f_y.init(cx, p.y_md, c.fwd_pd.dst_desc(), false);
   }
-  const auto& mx = p.f_x.bind(x);
-  const auto& mw = p.f_w.bind(w);
-  const auto& my = p.f_y.bind(y);
-  p.f_x.in(cx.stream), p.f_w.in(cx.stream);
-  p.fwd.execute(cx.stream, {{DNNL_ARG_SRC, mx}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, my}});
-  p.f_y.out(cx.stream);
+  const auto& mx = c.f_x.bind(x);
+  const auto& mw = c.f_w.bind(w);
+  const auto& my = c.f_y.bind(y);
+  c.f_x.in(cx.stream), c.f_w.in(cx.stream);
+  c.fwd.execute(cx.stream, {{DNNL_ARG_SRC, mx}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, my}});
+  c.f_y.out(cx.stream);
 }
 
+template <bool kBlocked>
 void conv_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
-  if (!p.bwd_data) {
-    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, p.x_md_conv,
-                                               p.w_md_conv, p.y_md_conv, p.strides, p.pad, p.pad);
-    dnnl::convolution_backward_data::primitive_desc pd(desc, cx.engine, p.fwd_pd);
-    p.bwd_data = dnnl::convolution_backward_data(pd);
-    p.d_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
-    p.d_w.init(cx, p.w_md, pd.weights_desc(), true);
-    p.d_dx.init(cx, p.x_md, pd.diff_src_desc(), false);
+  ConvPrimitives& c = p.conv[kBlocked];
+  if (!c.bwd_data) {
+    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, c.out(p.x_md),
+                                               c.in(p.w_md), c.in(p.y_md), p.strides, p.pad, p.pad);
+    dnnl::convolution_backward_data::primitive_desc pd(desc, cx.engine, c.fwd_pd);
+    c.bwd_data = dnnl::convolution_backward_data(pd);
+    c.d_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
+    c.d_w.init(cx, p.w_md, pd.weights_desc(), true);
+    c.d_dx.init(cx, p.x_md, pd.diff_src_desc(), false);
   }
-  const auto& mdy = p.d_dy.bind(dy);
-  const auto& mw = p.d_w.bind(w);
-  const auto& mdx = p.d_dx.bind(dx);
-  p.d_dy.in(cx.stream), p.d_w.in(cx.stream);
-  p.bwd_data.execute(cx.stream,
+  const auto& mdy = c.d_dy.bind(dy);
+  const auto& mw = c.d_w.bind(w);
+  const auto& mdx = c.d_dx.bind(dx);
+  c.d_dy.in(cx.stream), c.d_w.in(cx.stream);
+  c.bwd_data.execute(cx.stream,
                      {{DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DIFF_SRC, mdx}});
-  p.d_dx.out(cx.stream);
+  c.d_dx.out(cx.stream);
 }
 
+template <bool kBlocked>
 void conv_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy, float* dw) {
-  if (!p.bwd_weights) {
-    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, p.x_md_conv,
-                                                  p.w_md_conv, p.y_md_conv, p.strides, p.pad,
+  ConvPrimitives& c = p.conv[kBlocked];
+  if (!c.bwd_weights) {
+    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, c.in(p.x_md),
+                                                  c.out(p.w_md), c.in(p.y_md), p.strides, p.pad,
                                                   p.pad);
-    dnnl::convolution_backward_weights::primitive_desc pd(desc, cx.engine, p.fwd_pd);
-    p.bwd_weights = dnnl::convolution_backward_weights(pd);
-    p.w_x.init(cx, p.x_md, pd.src_desc(), true);
-    p.w_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
-    p.w_dw.init(cx, p.w_md, pd.diff_weights_desc(), false);
+    dnnl::convolution_backward_weights::primitive_desc pd(desc, cx.engine, c.fwd_pd);
+    c.bwd_weights = dnnl::convolution_backward_weights(pd);
+    c.w_x.init(cx, p.x_md, pd.src_desc(), true);
+    c.w_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
+    c.w_dw.init(cx, p.w_md, pd.diff_weights_desc(), false);
   }
-  const auto& mx = p.w_x.bind(x);
-  const auto& mdy = p.w_dy.bind(dy);
-  const auto& mdw = p.w_dw.bind(dw);
-  p.w_x.in(cx.stream), p.w_dy.in(cx.stream);
-  p.bwd_weights.execute(
+  const auto& mx = c.w_x.bind(x);
+  const auto& mdy = c.w_dy.bind(dy);
+  const auto& mdw = c.w_dw.bind(dw);
+  c.w_x.in(cx.stream), c.w_dy.in(cx.stream);
+  c.bwd_weights.execute(
       cx.stream, {{DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_WEIGHTS, mdw}});
-  p.w_dw.out(cx.stream);
+  c.w_dw.out(cx.stream);
 }
 
 // ---- choosing and running ---------------------------------------------------------------------
@@ -576,9 +620,14 @@ using DirFn = void (*)(Context&, ConvPrims&, const float*, const float*, float*)
 
 DirFn impl(ConvMode m, Dir dir) {
   switch (m) {
-    case ConvMode::plain:
+    case ConvMode::plain: {
+      static constexpr DirFn f[] = {conv_forward<false>, conv_backward_data<false>,
+                                    conv_backward_weights<false>};
+      return f[dir];
+    }
     case ConvMode::blocked: {
-      static constexpr DirFn f[] = {conv_forward, conv_backward_data, conv_backward_weights};
+      static constexpr DirFn f[] = {conv_forward<true>, conv_backward_data<true>,
+                                    conv_backward_weights<true>};
       return f[dir];
     }
     case ConvMode::unfold: {

@@ -1,5 +1,10 @@
 // The oneDNN CPU backend's context: one engine and stream for the run, the thread count, the
 // precision. Each op file (dense.cpp, conv2d.cpp, ...) keeps its primitives in the node's OpCache.
+//
+// --precision bf16 (where oneDNN has bf16 kernels: AVX512-BF16 or AMX): convolutions and dense
+// layers read bf16 copies of their operands and accumulate and write fp32, as PyTorch's CPU
+// autocast runs them; activations, batch norm, pools, the loss and the optimizer (fp32 master
+// weights) stay fp32. A copy is made per call (a reorder that converts, or to_bf16 below).
 #pragma once
 #include <array>
 #include <cstdint>
@@ -20,6 +25,7 @@ struct Context {
   dnnl::stream stream{engine};
   int threads = 1;
   Precision precision = Precision::fp32;
+  bool bf16 = false;  // precision == bf16: operands of convolutions and dense layers in bf16
   // Scratch for one op call at a time (ops run one after another): it grows to the largest
   // request during the first step and is not reallocated after that.
   std::vector<float> scratch_buf;
@@ -39,7 +45,22 @@ struct Context {
     if (scratch_buf.size() < floats) scratch_buf.resize(floats);
     return scratch_buf.data();
   }
+  // bf16 copies of an op call's operands, one buffer per operand slot (0, 1), grown like the
+  // scratch. Never touches the float scratch, so what that holds for reuse stays.
+  std::vector<uint16_t> bf16_buf[2];
+  const uint16_t* to_bf16(int slot, const float* src, size_t count);
+  // What a primitive reads for an fp32 operand: the operand itself, or its bf16 copy under bf16.
+  const void* operand(int slot, const float* src, size_t count) {
+    if (!bf16) return src;
+    return to_bf16(slot, src, count);
+  }
+  dnnl::memory::data_type operand_type() const {
+    return bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+  }
 };
+
+// True where oneDNN's effective ISA has bf16 arithmetic (AVX512-BF16 or AMX-BF16).
+bool cpu_has_bf16_kernels();
 
 inline Context& context(void* ctx) {
   return *static_cast<Context*>(ctx);
@@ -54,9 +75,9 @@ inline dnnl::memory plain_memory(const Context& cx, const dnnl::memory::dims& di
   return dnnl::memory(md, cx.engine, const_cast<void*>(p));
 }
 
-// conv2d.cpp: the modes that may run a convolution of this shape (more than one: timed on first
-// use), and a mode's name.
-std::vector<ConvMode> conv2d_candidates(const ConvDims& d);
+// conv2d.cpp: the modes that may run a convolution of this shape in fp32 or bf16 (more than one:
+// timed on first use), and a mode's name.
+std::vector<ConvMode> conv2d_candidates(const ConvDims& d, bool bf16);
 const char* conv_mode_name(ConvMode m);
 
 // Fills the table entries this backend implements; each op file adds its own.

@@ -3,7 +3,9 @@
 //   backward data    dx = dy . W
 //   backward weights dW = dy^T . x                                      dy read as "ba"
 //   bias gradient    db = column sums of dy (a plain loop: out is at most a few thousand)
-// The three primitives are created on first use for the node's batch size and reused.
+// The three primitives are created on first use for the node's batch size and reused. Under bf16
+// the matmuls read bf16 copies of x, W and dy (one copy of dy serves both backward products) and
+// write fp32.
 #include <omp.h>
 
 #include "backends/cpu/cpu_context.h"
@@ -30,8 +32,9 @@ DensePrims* make_prims(const Context& cx, const DenseDims& d, bool relu) {
   auto* p = new DensePrims();
   p->dims = d, p->relu = relu;
   const dnnl::memory::dim n = d.n, in = d.in, out = d.out;
-  p->x_md = {{n, in}, dt::f32, tag::ab};
-  p->w_fwd_md = {{in, out}, dt::f32, tag::ba};  // W [out, in] seen as W^T
+  const dt op = cx.operand_type();  // what the matmuls read: x, W, dy
+  p->x_md = {{n, in}, op, tag::ab};
+  p->w_fwd_md = {{in, out}, op, tag::ba};  // W [out, in] seen as W^T
   p->b_md = {{1, out}, dt::f32, tag::ab};
   p->y_md = {{n, out}, dt::f32, tag::ab};
   dnnl::primitive_attr attr;
@@ -42,12 +45,12 @@ DensePrims* make_prims(const Context& cx, const DenseDims& d, bool relu) {
   }
   p->fwd = dnnl::matmul({{p->x_md, p->w_fwd_md, p->b_md, p->y_md}, attr, cx.engine});
 
-  p->dy_md = {{n, out}, dt::f32, tag::ab};
-  p->w_md = {{out, in}, dt::f32, tag::ab};
+  p->dy_md = {{n, out}, op, tag::ab};
+  p->w_md = {{out, in}, op, tag::ab};
   p->dx_md = {{n, in}, dt::f32, tag::ab};
   p->bwd_data = dnnl::matmul({{p->dy_md, p->w_md, p->dx_md}, cx.engine});
 
-  p->dyt_md = {{out, n}, dt::f32, tag::ba};  // dy [n, out] seen as dy^T
+  p->dyt_md = {{out, n}, op, tag::ba};  // dy [n, out] seen as dy^T
   p->dw_md = {{out, in}, dt::f32, tag::ab};
   p->bwd_weights = dnnl::matmul({{p->dyt_md, p->x_md, p->dw_md}, cx.engine});
 
@@ -80,8 +83,8 @@ void dense_forward(void* ctx, OpCache& c, const DenseDims& d, const float* x, co
   Context& cx = context(ctx);
   DensePrims& p = prims(c, cx, d, relu_after);
   // No bias: a zero bias keeps one primitive per node (no dense layer here lacks a bias).
-  p.fwd.execute(cx.stream, {{DNNL_ARG_SRC, at(p.x, x)},
-                            {DNNL_ARG_WEIGHTS, at(p.w_fwd, w)},
+  p.fwd.execute(cx.stream, {{DNNL_ARG_SRC, at(p.x, cx.operand(0, x, size_t(d.n * d.in)))},
+                            {DNNL_ARG_WEIGHTS, at(p.w_fwd, cx.operand(1, w, size_t(d.out * d.in)))},
                             {DNNL_ARG_BIAS, at(p.b, b ? b : p.zero_bias.data())},
                             {DNNL_ARG_DST, at(p.y, y)}});
 }
@@ -90,13 +93,16 @@ void dense_backward(void* ctx, OpCache& c, const DenseDims& d, const float* x, c
                     const float* dy, float* dx, float* dw, float* db) {
   Context& cx = context(ctx);
   DensePrims& p = prims(c, cx, d, c.get<DensePrims>() ? c.get<DensePrims>()->relu : false);
+  const void* dy_op = cx.operand(0, dy, size_t(d.n * d.out));  // read by both products
   if (dx)
-    p.bwd_data.execute(cx.stream, {{DNNL_ARG_SRC, at(p.dy, dy)},
-                                   {DNNL_ARG_WEIGHTS, at(p.w, w)},
-                                   {DNNL_ARG_DST, at(p.dx, dx)}});
-  p.bwd_weights.execute(cx.stream, {{DNNL_ARG_SRC, at(p.dyt, dy)},
-                                    {DNNL_ARG_WEIGHTS, at(p.x, x)},
-                                    {DNNL_ARG_DST, at(p.dw, dw)}});
+    p.bwd_data.execute(cx.stream,
+                       {{DNNL_ARG_SRC, at(p.dy, dy_op)},
+                        {DNNL_ARG_WEIGHTS, at(p.w, cx.operand(1, w, size_t(d.out * d.in)))},
+                        {DNNL_ARG_DST, at(p.dx, dx)}});
+  p.bwd_weights.execute(cx.stream,
+                        {{DNNL_ARG_SRC, at(p.dyt, dy_op)},
+                         {DNNL_ARG_WEIGHTS, at(p.x, cx.operand(1, x, size_t(d.n * d.in)))},
+                         {DNNL_ARG_DST, at(p.dw, dw)}});
   if (db) {
     const int64_t n = d.n, out = d.out;
     for (int64_t o = 0; o < out; ++o) db[o] = 0.f;
