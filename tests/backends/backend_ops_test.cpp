@@ -986,7 +986,9 @@ TEST(BackendOps, CpuBackendIsListedAndUsable) {
 // Perf mode: the ResNet-50/CIFAR shapes at batch 128, every backend but the reference. Warm-up
 // call (builds the primitives), then the best of several timed runs. Environment:
 // TB_PERF_BATCH (128), TB_PERF_THREADS (CPU threads, 0 = all), TB_PERF_FILTER (substring of the
-// case name), TB_PERF_BACKEND (substring of the backend's label: "cpu-onednn/bf16").
+// case name), TB_PERF_BACKEND (substring of the backend's label: "cpu-onednn/bf16"),
+// TB_PERF_CONV_MODE (the oneDNN backend's convolutions in this mode where it applies: plain,
+// blocked, unfold, im2col, channels; to time one against another).
 
 std::vector<OpCase> perf_table(int64_t n) {
   std::vector<OpCase> t;
@@ -1053,8 +1055,17 @@ TEST(BackendOpsPerf, DISABLED_ResNet50CifarShapes) {
   const int threads = int(env_int("TB_PERF_THREADS", 0));  // 0: all the process may use
   const char* filter = std::getenv("TB_PERF_FILTER");      // substring of the case name
   const char* only = std::getenv("TB_PERF_BACKEND");       // substring of the backend name
+  const char* mode = std::getenv("TB_PERF_CONV_MODE");
   drop_targets();
   make_targets(threads);
+  if (mode)
+    for (auto& be : g_targets->others) {
+      if (be->name != "cpu-onednn") continue;
+      auto& cx = *static_cast<cpu::Context*>(be->ctx);
+      for (auto m : {cpu::ConvMode::plain, cpu::ConvMode::blocked, cpu::ConvMode::unfold,
+                     cpu::ConvMode::im2col, cpu::ConvMode::channels})
+        if (std::string(cpu::conv_mode_name(m)) == mode) cx.conv_mode = m;
+    }
   using Clock = std::chrono::steady_clock;
   for (auto& be : g_targets->others) {
     if (only && label(*be).find(only) == std::string::npos) continue;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/backend.h"
+#include "backends/cpu/cpu_context.h"
 #include "train/checkpoint.h"
 
 namespace {
@@ -180,6 +181,25 @@ TEST(Cli, ShortRunWritesRecord) {
   EXPECT_EQ(j["steps"], 40);
   EXPECT_EQ(j["stopped_by_steps"], true);
   EXPECT_GT(j["throughput"]["train_images_per_s"].get<double>(), 0);
+  std::filesystem::remove(out);
+}
+
+// --precision bf16 on the CPU trains where the CPU has bf16 instructions (and the record says
+// bf16, with the bf16 peak), and is one line of refusal where it has not.
+TEST(Cli, CpuBf16RunsWhereTheCpuHasIt) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto out = std::filesystem::temp_directory_path() / "tb_cli_bf16.json";
+  Result r =
+      run("run fashion-mlp --precision bf16 --steps 40 --no-peak --quiet --out " + out.string());
+  if (!tb::cpu::cpu_has_bf16_kernels()) {
+    expect_one_line_error(r, "AVX512-BF16");
+    return;
+  }
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream in(out);
+  nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["precision"], "bf16");
+  EXPECT_NE(j["flops"]["peak_datasheet_source"].get<std::string>().find("BF16"), std::string::npos);
   std::filesystem::remove(out);
 }
 
