@@ -81,33 +81,39 @@ TEST(Trainer, SgdNesterovTrains) {
 }
 
 // --deterministic: no convolution algorithm is chosen by timing, so two runs of a small ResNet
-// (1x1 convolutions on 4x4 and 2x2 maps, where the CPU would otherwise time two candidates)
-// end with the same parameters to the bit, and every convolution ran its first candidate.
+// (1x1 convolutions on 4x4 and 2x2 maps, where the CPU would otherwise time two candidates, or
+// three under bf16) end with the same parameters to the bit, in fp32 and (where the CPU has it)
+// bf16, and every convolution ran its first candidate.
 TEST(Trainer, DeterministicRunsRepeatExactly) {
   DatasetPair data = synthetic(48, 3, 16, 16, 5);
   const Workload& w = find_workload("resnet50-cifar10");
   Hyper hp = w.defaults;
   hp.batch = 16, hp.epochs = 1;
   const Model m = tiny_resnet();
-  BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 2, false};
-  cfg.deterministic = true;
-  std::vector<float> params[2];
-  for (auto& p : params) {
-    auto be = make_backend(cfg);
-    Trainer t(m, *be, hp, w, data);
-    t.train(nullptr);
-    p = t.download_params();
-    int convs = 0;
-    const std::vector<std::string> notes = t.node_notes();
-    for (size_t i = 0; i < notes.size(); ++i) {
-      if (notes[i].empty()) continue;
-      EXPECT_EQ(notes[i].find("channels"), std::string::npos)
-          << m.nodes[i].name << ": " << notes[i];
-      convs++;
+  std::vector<Precision> precisions = {Precision::fp32};
+  if (cpu::cpu_has_bf16_kernels()) precisions.push_back(Precision::bf16);
+  for (Precision prec : precisions) {
+    SCOPED_TRACE(precision_name(prec));
+    BackendConfig cfg{DeviceKind::cpu, 0, prec, 2, false};
+    cfg.deterministic = true;
+    std::vector<float> params[2];
+    for (auto& p : params) {
+      auto be = make_backend(cfg);
+      Trainer t(m, *be, hp, w, data);
+      t.train(nullptr);
+      p = t.download_params();
+      int convs = 0;
+      const std::vector<std::string> notes = t.node_notes();
+      for (size_t i = 0; i < notes.size(); ++i) {
+        if (notes[i].empty()) continue;
+        EXPECT_EQ(notes[i].find("channels"), std::string::npos)
+            << m.nodes[i].name << ": " << notes[i];
+        convs++;
+      }
+      EXPECT_EQ(convs, 17);  // stem + 4 blocks x 3 + 4 projections
     }
-    EXPECT_EQ(convs, 17);  // stem + 4 blocks x 3 + 4 projections
+    EXPECT_EQ(params[0], params[1]);
   }
-  EXPECT_EQ(params[0], params[1]);
 }
 
 // Graphs: the whole training step (data cut, forward, loss, backward, optimizer update) recorded
