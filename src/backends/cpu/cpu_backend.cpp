@@ -4,6 +4,8 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <sched.h>
 
+#include <string>
+
 #include "backends/cpu/cpu_context.h"
 #include "backends/host_memory.h"
 #include "core/error.h"
@@ -39,11 +41,13 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   TB_CHECK(cfg.device == DeviceKind::cpu, "the oneDNN backend runs on the CPU only");
   TB_CHECK(cfg.precision != Precision::tf32, "--precision tf32 is a GPU mode; use fp32 on the CPU");
   // Without bf16 instructions oneDNN would emulate bf16, slower than fp32: a label, not a mode.
-  if (cfg.precision == Precision::bf16 && !cpu::cpu_has_bf16_kernels())
+  if (cfg.precision == Precision::bf16 && !cpu::cpu_has_bf16_kernels()) {
+    std::string isa = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());  // "cpu_isa_avx2"
+    if (isa.rfind("cpu_isa_", 0) == 0) isa = isa.substr(8);
     fail(
-        "--precision bf16 on the CPU needs AVX512-BF16 or AMX-BF16 (oneDNN's ISA here: {}); use "
-        "fp32",
-        dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa()));
+        "--precision bf16 on the CPU needs AVX512-BF16 or AMX-BF16 (oneDNN runs {} here); use fp32",
+        isa);
+  }
   auto b = make_reference_backend(BackendConfig{});
   auto* cx = new cpu::Context();
   cx->threads = cfg.threads > 0 ? cfg.threads : cpu_threads_available();
