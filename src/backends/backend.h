@@ -66,10 +66,10 @@ struct BackendConfig {
   bool deterministic = false;
   // Record the training step once and replay it (CUDA graphs) where the backend can.
   bool graphs = true;
-  // bf16 on CUDA: reuse bf16 copies where the operand has not changed (weights kept in bf16 by the
-  // optimizer, a convolution's input from its forward for its weight gradient, dy from the weight
-  // gradient for the data gradient). Off: every call converts its own operands, which the tests
-  // compare against; the numbers are the same.
+  // bf16: reuse bf16 copies where the operand has not changed (weights kept in bf16 by the
+  // optimizer, CPU and CUDA; on CUDA also a convolution's input from its forward for its weight
+  // gradient, dy from the weight gradient for the data gradient). Off: every call converts its own
+  // operands, which the tests compare against; the numbers are the same.
   bool reuse_bf16 = true;
   // bf16 on CUDA: hand cuDNN channels-last copies (activations NHWC, weights KRSC), which its
   // tensor-core kernels read as they are; from NCHW it transposes inside every call. The copies

@@ -61,7 +61,7 @@ void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p) {
   cmd->add_flag("!--no-graphs", p.graphs,
                 "issue every op of every step (no CUDA graph replay; to measure what it saves)");
   cmd->add_flag("!--no-bf16-reuse", p.bf16_reuse,
-                "CUDA bf16: convert every operand at every call (no bf16 weights mirror, no "
+                "bf16: convert every operand at every call (no bf16 weights mirror; CUDA: no "
                 "copies kept between a convolution's directions)");
   cmd->add_flag("!--no-bn-slices", p.bn_slices,
                 "CUDA: batch norm one block per channel, also where few channels hold many values");
@@ -76,9 +76,8 @@ void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
   TB_CHECK(!p.nhwc || (cuda && cfg.precision == Precision::bf16),
            "--nhwc: only for --device cuda --precision bf16 (the layout of its convolutions' "
            "bf16 copies)");
-  TB_CHECK(p.bf16_reuse || (cuda && cfg.precision == Precision::bf16),
-           "--no-bf16-reuse: only for --device cuda --precision bf16 (no other run makes bf16 "
-           "copies)");
+  TB_CHECK(p.bf16_reuse || cfg.precision == Precision::bf16,
+           "--no-bf16-reuse: only for --precision bf16 (no other run makes bf16 copies)");
   TB_CHECK(p.bn_slices || cuda, "--no-bn-slices: only for --device cuda (its batch norm kernels)");
   TB_CHECK(!p.fused_mlp || (cuda && cfg.precision == Precision::fp32),
            "--fused-mlp: only for --device cuda --precision fp32 (its kernels compute in fp32)");

@@ -973,6 +973,76 @@ TEST(BackendOps, TableCoversEveryOpEntry) {
     for (size_t j = i + 1; j < table.size(); ++j) EXPECT_NE(table[i].name, table[j].name);
 }
 
+// CPU bf16 keeps a bf16 mirror of the registered parameter array for the weights its matmuls read
+// (set_param_array); every way the array is written (upload, copy, fill, the optimizers) must
+// reach the mirror. A dense layer whose weights sit in the array gives, after each kind of
+// write, the same result to the bit as a backend that converts the weights at every call.
+TEST(CpuBf16, WeightMirrorFollowsEveryWrite) {
+  if (!cpu::cpu_has_bf16_kernels()) GTEST_SKIP() << "this CPU has no bf16 instructions";
+  const DenseDims d{8, 40, 24};
+  const int64_t wn = d.out * d.in, pn = wn + 19;  // the weights at offset 5; Adam gets a tail
+  std::vector<float> host(static_cast<size_t>(pn)), x(static_cast<size_t>(d.n * d.in));
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (float& v : host) v = u(rng);
+  for (float& v : x) v = u(rng);
+  auto make = [](bool reuse) {
+    BackendConfig cfg;
+    cfg.precision = Precision::bf16, cfg.reuse_bf16 = reuse;
+    return make_backend(cfg);
+  };
+  auto mirror = make(true), convert = make(false);
+  struct Run {
+    Backend* be;
+    float *params, *x, *y, *g, *m, *v;
+    OpCache cache;
+  };
+  std::vector<std::unique_ptr<Run>> runs;
+  for (Backend* be : {mirror.get(), convert.get()}) {
+    auto r = std::make_unique<Run>();
+    r->be = be;
+    auto alloc = [be](int64_t n) { return static_cast<float*>(be->alloc(be->ctx, size_t(n) * 4)); };
+    r->params = alloc(pn), r->x = alloc(d.n * d.in), r->y = alloc(d.n * d.out);
+    r->g = alloc(pn), r->m = alloc(pn), r->v = alloc(pn);
+    be->upload(be->ctx, r->params, host.data(), size_t(pn) * 4);
+    be->upload(be->ctx, r->x, x.data(), x.size() * 4);
+    be->fill(be->ctx, r->g, 0.25f, pn);
+    if (be->set_param_array) be->set_param_array(be->ctx, r->params, pn);
+    runs.push_back(std::move(r));
+  }
+  ASSERT_TRUE(mirror->set_param_array) << "bf16 with reuse keeps a mirror";
+  auto outputs = [&](const char* after) {
+    SCOPED_TRACE(after);
+    std::vector<float> y[2];
+    for (int i = 0; i < 2; ++i) {
+      Run& r = *runs[size_t(i)];
+      r.be->dense_forward(r.be->ctx, r.cache, d, r.x, r.params + 5, nullptr, r.y, false);
+      y[i].resize(size_t(d.n * d.out));
+      r.be->download(r.be->ctx, y[i].data(), r.y, y[i].size() * 4);
+    }
+    EXPECT_EQ(y[0], y[1]);
+  };
+  outputs("registration");
+  std::vector<float> part(100);
+  for (float& v : part) v = u(rng);
+  for (auto& r : runs) r->be->upload(r->be->ctx, r->params + 50, part.data(), part.size() * 4);
+  outputs("upload into the array");
+  for (auto& r : runs) r->be->fill(r->be->ctx, r->params + 300, 0.5f, 200);
+  outputs("fill");
+  for (auto& r : runs) r->be->copy(r->be->ctx, r->params + 700, r->x, 64 * 4);
+  outputs("copy");
+  AdamParams hp;
+  StepCursor at{};
+  for (auto& r : runs) r->be->adam_update(r->be->ctx, pn, r->params, r->g, r->m, r->v, hp, &at);
+  outputs("adam");
+  SgdParams sgd;
+  sgd.lr = 0.1f, sgd.momentum = 0.9f;
+  for (auto& r : runs) r->be->sgd_update(r->be->ctx, pn, r->params, r->g, r->m, sgd);
+  outputs("sgd");
+  for (auto& r : runs)
+    for (float* p : {r->params, r->x, r->y, r->g, r->m, r->v}) r->be->free(r->be->ctx, p);
+}
+
 TEST(BackendOps, CpuBackendIsListedAndUsable) {
   bool found = false;
   for (const BackendInfo& info : list_backends())

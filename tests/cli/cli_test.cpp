@@ -146,7 +146,7 @@ TEST(Cli, NhwcOutsideCudaBf16) {
 TEST(Cli, CudaSwitchesOutsideTheirPaths) {
   expect_one_line_error(run("run fashion-mlp --no-bn-slices --steps 1"), "--no-bn-slices");
   expect_one_line_error(run("profile resnet50-cifar10 --no-bf16-reuse --steps 1"),
-                        "--no-bf16-reuse");
+                        "--no-bf16-reuse");  // fp32: nothing to reuse
 }
 TEST(Cli, FusedMlpOutsideCudaFp32) {
   expect_one_line_error(run("run fashion-mlp --fused-mlp --steps 1"), "--fused-mlp");

@@ -452,6 +452,29 @@ TEST(Trainer, CpuBf16FollowsFp32) {
               r.epochs.back().loss);
 }
 
+// CPU bf16's weights come from a bf16 mirror the optimizer keeps (BackendConfig::reuse_bf16, on
+// by default); without it every call converts its weights. Same numbers either way: two epochs of
+// the toy ResNet (matmul-form convolutions on its small maps, the dense classifier) end with the
+// same parameters to the bit.
+TEST(Trainer, CpuBf16WeightMirrorChangesNoNumber) {
+  if (!cpu::cpu_has_bf16_kernels()) GTEST_SKIP() << "this CPU has no bf16 instructions";
+  const DatasetPair data = synthetic(40, 3, 16, 16, 41);
+  const Model m = tiny_resnet(3, 1, 8);
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16, hp.epochs = 2;
+  std::vector<float> params[2];
+  for (bool reuse : {true, false}) {
+    BackendConfig cfg{DeviceKind::cpu, 0, Precision::bf16, 2, false};
+    cfg.deterministic = true, cfg.reuse_bf16 = reuse;
+    auto be = make_backend(cfg);
+    Trainer t(m, *be, hp, w, data);
+    t.train(nullptr);
+    params[reuse] = t.download_params();
+  }
+  EXPECT_EQ(params[0], params[1]);
+}
+
 TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {
   if (!std::filesystem::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz"))
     GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";

@@ -5,13 +5,14 @@
 //   backward weights dW = corr(x, dy)
 // The caller's tensors are plain NCHW/OIHW in and out, whatever runs inside. Each direction of
 // each node picks its implementation (ConvMode, cpu_context.h) once, on first use, from the
-// candidates for its shape (candidates(), with the measurements behind them); where there are
-// two, the first call of that shape and direction times both and keeps the faster for every node
-// of the shape (choose()). Primitives and matmuls are made on first use and reused every step;
-// memory objects are only re-pointed per call.
+// candidates for its shape (conv2d_candidates(), with the measurements behind them); where there
+// are several, the first call of that shape and direction times each and keeps the fastest for
+// every node of the shape (choose()). Primitives and matmuls are made on first use and reused
+// every step; memory objects are only re-pointed per call.
 //   plain     oneDNN convolution on the caller's layout (its im2col + jit sgemm, "gemm:jit");
 //   blocked   oneDNN convolution with format_tag::any: its blocked layout (nChw8c, OIhw8i8o on
-//             AVX2) and direct kernel ("jit:avx2"), with reorders in and out around it;
+//             AVX2; nChw16c on AVX-512) and direct kernel ("jit:avx2"; under bf16
+//             "jit_bf16:avx512_core_bf16"), with reorders in and out around it;
 //   unfold    a map no larger than the kernel: a dense layer through unfolded weights;
 //   im2col    the patches of all images as the rows of one matrix, one matmul;
 //   channels  a 1x1 kernel: one matmul over channel-major copies ([c, n*oh*ow]).

@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <string>
 
 #include "backends/cpu/cpu_context.h"
@@ -17,6 +18,21 @@ namespace cpu {
 bool cpu_has_bf16_kernels() {
   const auto bf16 = unsigned(dnnl_cpu_isa_avx512_core_bf16);  // ISA values are nested bit masks
   return (unsigned(dnnl_get_effective_cpu_isa()) & bf16) == bf16;
+}
+
+void Context::refresh_mirror(const void* dst, size_t bytes) {
+  if (params16.empty()) return;
+  const uintptr_t lo = std::max(uintptr_t(dst), uintptr_t(params));
+  const uintptr_t hi = std::min(uintptr_t(dst) + bytes, uintptr_t(params + param_count));
+  if (lo >= hi) return;
+  // Whole floats only: a write that ends or starts inside one still changed it.
+  const size_t first = (lo - uintptr_t(params)) / sizeof(float);
+  const size_t last = (hi - uintptr_t(params) + sizeof(float) - 1) / sizeof(float);
+  const auto n = int64_t(last - first);
+  const float* src = params + first;
+  uint16_t* out = params16.data() + first;
+#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
+  for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(src[i]);
 }
 
 const uint16_t* Context::to_bf16(int slot, const float* src, size_t count) {
@@ -53,6 +69,7 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   cx->threads = cfg.threads > 0 ? cfg.threads : cpu_threads_available();
   cx->precision = cfg.precision;
   cx->bf16 = cfg.precision == Precision::bf16;
+  cx->reuse_bf16 = cfg.reuse_bf16;
   cx->deterministic = cfg.deterministic;
   // oneDNN and our loops share OpenMP's pool; set its size once for the run.
   omp_set_num_threads(cx->threads);
@@ -60,6 +77,28 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   b->precision = cfg.precision;
   b->ctx = cx;
   b->destroy = [](void* p) { delete static_cast<cpu::Context*>(p); };
+  if (cx->bf16 && cx->reuse_bf16) {
+    // Writes into the parameter array refresh its bf16 mirror (the optimizers keep it themselves).
+    b->upload = [](void* ctx, void* dst, const void* src, size_t bytes) {
+      host_memory::copy(ctx, dst, src, bytes);
+      cpu::context(ctx).refresh_mirror(dst, bytes);
+    };
+    b->copy = b->upload;
+    b->fill = [](void* ctx, float* dst, float value, int64_t count) {
+      host_memory::fill(ctx, dst, value, count);
+      cpu::context(ctx).refresh_mirror(dst, size_t(count) * sizeof(float));
+    };
+    b->set_param_array = [](void* ctx, const float* params, int64_t count) {
+      cpu::Context& cx = cpu::context(ctx);
+      if (count == 0) {
+        if (params == cx.params) cx.params = nullptr, cx.param_count = 0, cx.params16.clear();
+        return;
+      }
+      cx.params = params, cx.param_count = size_t(count);
+      cx.params16.assign(size_t(count), 0);
+      cx.refresh_mirror(params, size_t(count) * sizeof(float));
+    };
+  }
   cpu::register_dense(*b);
   cpu::register_elementwise(*b);
   cpu::register_optimizers(*b);

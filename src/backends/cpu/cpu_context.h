@@ -4,7 +4,9 @@
 // --precision bf16 (where oneDNN has bf16 kernels: AVX512-BF16 or AMX): convolutions and dense
 // layers read bf16 copies of their operands and accumulate and write fp32, as PyTorch's CPU
 // autocast runs them; activations, batch norm, pools, the loss and the optimizer (fp32 master
-// weights) stay fp32. A copy is made per call (a reorder that converts, or to_bf16 below).
+// weights) stay fp32. A copy is made per call (a reorder that converts, or to_bf16 below), except
+// for the weights where the matmuls read them: those come from a bf16 mirror of the parameter
+// array that the optimizer keeps current as it updates the fp32 values (set_param_array).
 #pragma once
 #include <array>
 #include <cstdint>
@@ -49,11 +51,31 @@ struct Context {
   // scratch. Never touches the float scratch, so what that holds for reuse stays.
   std::vector<uint16_t> bf16_buf[2];
   const uint16_t* to_bf16(int slot, const float* src, size_t count);
-  // What a primitive reads for an fp32 operand: the operand itself, or its bf16 copy under bf16.
+  // What a primitive reads for an fp32 operand: the operand itself, or under bf16 its bf16 copy:
+  // the mirror's for weights, else one made now.
   const void* operand(int slot, const float* src, size_t count) {
     if (!bf16) return src;
+    if (const uint16_t* m = mirrored(src, count)) return m;
     return to_bf16(slot, src, count);
   }
+
+  // bf16 with BackendConfig::reuse_bf16: the run's parameter array and its bf16 mirror, kept
+  // current by the optimizers (which write both) and by upload, copy and fill into the array.
+  bool reuse_bf16 = true;
+  const float* params = nullptr;
+  size_t param_count = 0;
+  std::vector<uint16_t> params16;
+  // The mirror's copy of src[0 .. count), or nullptr where that is not inside the array.
+  const uint16_t* mirrored(const float* src, size_t count) const {
+    const auto at = uintptr_t(src), lo = uintptr_t(params);
+    if (params16.empty() || at < lo ||
+        at + count * sizeof(float) > lo + param_count * sizeof(float))
+      return nullptr;
+    return params16.data() + (src - params);
+  }
+  uint16_t* mirror_of(float* p, size_t count) { return const_cast<uint16_t*>(mirrored(p, count)); }
+  // After bytes were written at dst: converts what of them lies inside the array again.
+  void refresh_mirror(const void* dst, size_t bytes);
   dnnl::memory::data_type operand_type() const {
     return bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
   }

@@ -1,5 +1,7 @@
 // Optimizers on the CPU: one pass over the flat parameter array, vectorised and split over the
-// threads; bias corrections computed once per step, not per element.
+// threads; bias corrections computed once per step, not per element. Under bf16 each pass also
+// writes the new values' bf16 copy into the array's mirror (cpu_context.h), where they already sit
+// in registers, instead of every convolution converting its weights at every call.
 #include <immintrin.h>
 
 #include <cmath>
@@ -24,8 +26,23 @@ static inline __m256 adam_denominator_inv(__m256 v, __m256 c, __m256 eps) {
   return _mm256_mul_ps(q, _mm256_fnmadd_ps(d, q, two));
 }
 
-void adam_update(void*, int64_t count, float* p, const float* g, float* m, float* v,
+// Eight floats to bf16 at dst, rounded to nearest even as f32_to_bf16 (NaN kept quiet).
+static inline void store_bf16x8(uint16_t* dst, __m256 x) {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r =
+      _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  r = _mm256_blendv_epi8(r, quiet, nan);
+  const __m128i packed =
+      _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), packed);
+}
+
+void adam_update(void* ctx, int64_t count, float* p, const float* g, float* m, float* v,
                  const AdamParams& hp, const StepCursor* at) {
+  uint16_t* p16 = context(ctx).mirror_of(p, size_t(count));  // nullptr: no mirror to keep
   const int64_t step = at->updates + 1;
   const float b1 = hp.beta1, b2 = hp.beta2, wd = hp.weight_decay, eps = hp.eps;
   // p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps): Keras' and PyTorch's form, with the bias
@@ -51,19 +68,23 @@ void adam_update(void*, int64_t count, float* p, const float* g, float* m, float
       const __m256 inv =
           adam_denominator_inv(vi, _mm256_set1_ps(inv_sqrt_bc2), _mm256_set1_ps(eps));
       const __m256 upd = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(step_size), mi), inv);
-      _mm256_storeu_ps(p + i, _mm256_sub_ps(_mm256_loadu_ps(p + i), upd));
+      const __m256 pi = _mm256_sub_ps(_mm256_loadu_ps(p + i), upd);
+      _mm256_storeu_ps(p + i, pi);
+      if (p16) store_bf16x8(p16 + i, pi);
     } else {
       for (int64_t j = i; j < count; ++j) {
         const float gj = g[j] + wd * p[j];
         m[j] = b1 * m[j] + (1.f - b1) * gj;
         v[j] = b2 * v[j] + (1.f - b2) * gj * gj;
         p[j] -= step_size * m[j] / (std::sqrt(v[j]) * inv_sqrt_bc2 + eps);
+        if (p16) p16[j] = f32_to_bf16(p[j]);
       }
     }
   }
 }
 
-void sgd_update(void*, int64_t count, float* p, const float* g, float* buf, const SgdParams& hp) {
+void sgd_update(void* ctx, int64_t count, float* p, const float* g, float* buf,
+                const SgdParams& hp) {
   const float mu = hp.momentum, wd = hp.weight_decay, lr = hp.lr;
   const bool nesterov = hp.nesterov, use_momentum = mu != 0.f;
 #pragma omp parallel for simd if (count >= (1 << 18)) schedule(static)
@@ -74,6 +95,11 @@ void sgd_update(void*, int64_t count, float* p, const float* g, float* buf, cons
       gi = nesterov ? gi + mu * buf[i] : buf[i];
     }
     p[i] -= lr * gi;
+  }
+  // SGD's pass is memory-bound already; the mirror takes a second one.
+  if (uint16_t* p16 = context(ctx).mirror_of(p, size_t(count))) {
+#pragma omp parallel for simd if (count >= (1 << 18)) schedule(static)
+    for (int64_t i = 0; i < count; ++i) p16[i] = f32_to_bf16(p[i]);
   }
 }
 
