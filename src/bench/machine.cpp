@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <oneapi/dnnl/dnnl.h>
-#include <oneapi/dnnl/dnnl_debug.h>
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +17,7 @@
 #include <thread>
 #include <utility>
 
+#include "backends/cpu/cpu_context.h"
 #include "bench/nvml.h"
 #include "core/version.h"
 
@@ -118,13 +118,6 @@ X86Features x86_features() {
 }
 #endif
 
-// The ISA oneDNN's JIT will use here ("cpu_isa_avx2" -> "avx2").
-std::string onednn_isa() {
-  std::string s = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
-  if (s.rfind("cpu_isa_", 0) == 0) s = s.substr(8);
-  return s;
-}
-
 std::vector<int> usable_cpu_ids() {
   std::vector<int> ids;
   cpu_set_t set;
@@ -204,7 +197,7 @@ CpuInfo cpu_info() {
                                : static_cast<int>(cpus.size());
   const int cores = physical_cores_of(cpus);
   c.physical_cores = cores > 0 ? cores : c.usable_cpus;
-  c.isa = onednn_isa();
+  c.isa = cpu::onednn_isa();
 
   // cpufreq knows the boost clock; inside VMs it is usually absent and /proc/cpuinfo's "cpu MHz"
   // is the nominal (TSC) clock, lower than what the cores actually run at under load.

@@ -236,7 +236,7 @@ void init_channels(ConvPrims* p) {
 ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   auto* p = new ConvPrims();
   p->dims = d;
-  p->cands = conv2d_candidates(d, cx.bf16);
+  p->cands = conv2d_candidates(d, cx.bf16());
   const dnnl::memory::dims xd = {d.n, d.c, d.h, d.w}, wd = {d.k, d.c, d.r, d.s},
                            yd = {d.n, d.k, d.oh(), d.ow()};
   p->x_md = {xd, dt::f32, tag::nchw};

@@ -20,6 +20,17 @@ bool cpu_has_bf16_kernels() {
   return (unsigned(dnnl_get_effective_cpu_isa()) & bf16) == bf16;
 }
 
+std::string onednn_isa() {
+  std::string s = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
+  if (s.rfind("cpu_isa_", 0) == 0) s = s.substr(8);
+  return s;
+}
+
+void convert_to_bf16(const float* src, uint16_t* dst, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
 void Context::refresh_mirror(const void* dst, size_t bytes) {
   if (params16.empty()) return;
   const uintptr_t lo = std::max(uintptr_t(dst), uintptr_t(params));
@@ -28,21 +39,14 @@ void Context::refresh_mirror(const void* dst, size_t bytes) {
   // Whole floats only: a write that ends or starts inside one still changed it.
   const size_t first = (lo - uintptr_t(params)) / sizeof(float);
   const size_t last = (hi - uintptr_t(params) + sizeof(float) - 1) / sizeof(float);
-  const auto n = int64_t(last - first);
-  const float* src = params + first;
-  uint16_t* out = params16.data() + first;
-#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(src[i]);
+  convert_to_bf16(params + first, params16.data() + first, int64_t(last - first));
 }
 
 const uint16_t* Context::to_bf16(int slot, const float* src, size_t count) {
   std::vector<uint16_t>& buf = bf16_buf[slot];
   if (buf.size() < count) buf.resize(count);
-  uint16_t* dst = buf.data();
-  const auto n = int64_t(count);
-#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
-  return dst;
+  convert_to_bf16(src, buf.data(), int64_t(count));
+  return buf.data();
 }
 
 }  // namespace cpu
@@ -58,18 +62,14 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   TB_CHECK(cfg.precision != Precision::tf32, "--precision tf32 is a GPU mode; use fp32 on the CPU");
   // Without bf16 instructions oneDNN would emulate bf16, slower than fp32: a label, not a mode.
   if (cfg.precision == Precision::bf16 && !cpu::cpu_has_bf16_kernels()) {
-    std::string isa = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());  // "cpu_isa_avx2"
-    if (isa.rfind("cpu_isa_", 0) == 0) isa = isa.substr(8);
     fail(
         "--precision bf16 on the CPU needs AVX512-BF16 or AMX-BF16 (oneDNN runs {} here); use fp32",
-        isa);
+        cpu::onednn_isa());
   }
   auto b = make_reference_backend(BackendConfig{});
   auto* cx = new cpu::Context();
   cx->threads = cfg.threads > 0 ? cfg.threads : cpu_threads_available();
   cx->precision = cfg.precision;
-  cx->bf16 = cfg.precision == Precision::bf16;
-  cx->reuse_bf16 = cfg.reuse_bf16;
   cx->deterministic = cfg.deterministic;
   // oneDNN and our loops share OpenMP's pool; set its size once for the run.
   omp_set_num_threads(cx->threads);
@@ -77,7 +77,7 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   b->precision = cfg.precision;
   b->ctx = cx;
   b->destroy = [](void* p) { delete static_cast<cpu::Context*>(p); };
-  if (cx->bf16 && cx->reuse_bf16) {
+  if (cx->bf16() && cfg.reuse_bf16) {
     // Writes into the parameter array refresh its bf16 mirror (the optimizers keep it themselves).
     b->upload = [](void* ctx, void* dst, const void* src, size_t bytes) {
       host_memory::copy(ctx, dst, src, bytes);

@@ -13,6 +13,7 @@
 #include <map>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "backends/backend.h"
@@ -27,7 +28,6 @@ struct Context {
   dnnl::stream stream{engine};
   int threads = 1;
   Precision precision = Precision::fp32;
-  bool bf16 = false;  // precision == bf16: operands of convolutions and dense layers in bf16
   // Scratch for one op call at a time (ops run one after another): it grows to the largest
   // request during the first step and is not reallocated after that.
   std::vector<float> scratch_buf;
@@ -50,18 +50,18 @@ struct Context {
   // bf16 copies of an op call's operands, one buffer per operand slot (0, 1), grown like the
   // scratch. Never touches the float scratch, so what that holds for reuse stays.
   std::vector<uint16_t> bf16_buf[2];
+  bool bf16() const { return precision == Precision::bf16; }
   const uint16_t* to_bf16(int slot, const float* src, size_t count);
   // What a primitive reads for an fp32 operand: the operand itself, or under bf16 its bf16 copy:
   // the mirror's for weights, else one made now.
   const void* operand(int slot, const float* src, size_t count) {
-    if (!bf16) return src;
+    if (!bf16()) return src;
     if (const uint16_t* m = mirrored(src, count)) return m;
     return to_bf16(slot, src, count);
   }
 
   // bf16 with BackendConfig::reuse_bf16: the run's parameter array and its bf16 mirror, kept
   // current by the optimizers (which write both) and by upload, copy and fill into the array.
-  bool reuse_bf16 = true;
   const float* params = nullptr;
   size_t param_count = 0;
   std::vector<uint16_t> params16;
@@ -77,12 +77,16 @@ struct Context {
   // After bytes were written at dst: converts what of them lies inside the array again.
   void refresh_mirror(const void* dst, size_t bytes);
   dnnl::memory::data_type operand_type() const {
-    return bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+    return bf16() ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
   }
 };
 
 // True where oneDNN's effective ISA has bf16 arithmetic (AVX512-BF16 or AMX-BF16).
 bool cpu_has_bf16_kernels();
+// The ISA oneDNN's JIT dispatches here ("cpu_isa_avx2" -> "avx2").
+std::string onednn_isa();
+// dst[i] = f32_to_bf16(src[i]) for n values, split over the threads where n is large.
+void convert_to_bf16(const float* src, uint16_t* dst, int64_t n);
 
 inline Context& context(void* ctx) {
   return *static_cast<Context*>(ctx);

@@ -97,10 +97,7 @@ void sgd_update(void* ctx, int64_t count, float* p, const float* g, float* buf,
     p[i] -= lr * gi;
   }
   // SGD's pass is memory-bound already; the mirror takes a second one.
-  if (uint16_t* p16 = context(ctx).mirror_of(p, size_t(count))) {
-#pragma omp parallel for simd if (count >= (1 << 18)) schedule(static)
-    for (int64_t i = 0; i < count; ++i) p16[i] = f32_to_bf16(p[i]);
-  }
+  if (uint16_t* p16 = context(ctx).mirror_of(p, size_t(count))) convert_to_bf16(p, p16, count);
 }
 
 }  // namespace
