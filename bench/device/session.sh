@@ -13,7 +13,9 @@
 #   4. PyTorch 2.11 at the same settings: resnet50 bf16 + channels_last 10 epochs (the accuracy
 #      pair, and its throughput; tf32 for both if trainbench's bf16 run failed), eager fp32 and tf32 100 steps, fashion-mlp 1 epoch, and last
 #      torch.compile (bf16 + channels_last) 100 steps;
-#   5. one table: every run's train/test time, steady images/s, test accuracy, MFU, and the
+#   5. the GPU's test pass against the CPU's: a bf16 epoch's checkpoint tested by `evaluate` on
+#      the machine's CPU and on the GPU in fp32;
+#   6. one table: every run's train/test time, steady images/s, test accuracy, MFU, and the
 #      best-vs-best throughput ratio against issue 6's 1.5x.
 # Prepare here: bench/device/prepare_quick.sh. Device call: carry [".devrun"], command
 # "bash bench/device/session.sh", timeout_s 580. Files back: session.log (every step's output
@@ -57,5 +59,14 @@ step torch_resnet_fp32 60 "${PEER[@]}" --precision fp32 --epochs 1 --steps 100 -
 step torch_resnet_tf32 60 "${PEER[@]}" --precision tf32 --epochs 1 --steps 100 --out "$REC/torch_resnet_tf32.json"
 step torch_mlp 40 python3 bench/peers/fashion_mlp_torch.py --device cuda --epochs 1 --data $FASHION --no-util --quiet --out "$REC/torch_mlp_1ep.json"
 step torch_resnet_compile_bf16_cl 150 "${PEER[@]}" --precision bf16 --channels-last --compile --epochs 1 --steps 100 --out "$REC/torch_resnet_compile_bf16_cl.json"
+
+# The GPU's test pass against the CPU's on the same weights: one bf16 epoch on the GPU with a
+# checkpoint, then `evaluate` of it on this machine's CPU (oneDNN, fp32) and on the GPU in fp32:
+# each accuracy within a few images of the GPU run's own.
+CK=/tmp/tb-eval.tbck
+rm -f $CK
+step tb_resnet_bf16_1ep_ck 40 $TB "${RES[@]}" "${BF16[@]}" --epochs 1 --no-peak --checkpoint $CK --out "$REC/tb_resnet_bf16_1ep_ck.json"
+step eval_cpu_fp32 60 $TB evaluate $CK --device cpu --precision fp32 --data $DATA --out "$REC/eval_cpu_fp32.json"
+step eval_cuda_fp32 30 $TB evaluate $CK --device cuda --precision fp32 --data $DATA --out "$REC/eval_cuda_fp32.json"
 
 python3 bench/device/summarize.py "$REC" "$OUT/session.json" 2>&1 | tee -a "$LOG"

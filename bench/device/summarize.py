@@ -61,6 +61,17 @@ def main():
         if get(r, "step_graphs"):
             print(f"{k}: step graphs {get(r, 'step_graphs')}")
 
+    evals = {k: r for k, r in files.items() if get(r, "kind") == "evaluation"}
+    if evals:
+        print(f"\n{'evaluation':<30} {'of':>20} {'on':>12} {'precision':>9} {'split':>5} "
+              f"{'accuracy':>8} {'loss':>8}")
+    for k, r in evals.items():
+        of = f"{get(r, 'checkpoint', 'written_by')} {get(r, 'checkpoint', 'hyper', 'precision')}"
+        cells = [fmt(of, "", 20), fmt(get(r, "device", "backend"), "", 12),
+                 fmt(get(r, "precision"), "", 9), fmt(get(r, "split"), "", 5),
+                 fmt(get(r, "accuracy"), ".4f", 8), fmt(get(r, "loss"), ".4f", 8)]
+        print(f"{k:<30} " + " ".join(cells))
+
     def best(pytorch):
         rows = [(get(r, "throughput", "train_images_per_s_steady"), k) for k, r in runs.items()
                 if get(r, "workload") == "resnet50-cifar10"

@@ -69,6 +69,18 @@ struct ProfileCommandOptions {
 CLI::App* add_profile_command(CLI::App& app, ProfileCommandOptions& o);
 int profile_command(const ProfileCommandOptions& o);
 
+struct EvaluateCommandOptions {
+  std::string checkpoint;
+  std::string device = "cpu";
+  std::string precision;       // "": the one the checkpoint trained in
+  std::string split = "test";  // "test" | "train"
+  int batch = -1, threads = -1;
+  bool reference = false, deterministic = false;
+  std::string data, out;
+};
+CLI::App* add_evaluate_command(CLI::App& app, EvaluateCommandOptions& o);
+int evaluate_command(const EvaluateCommandOptions& o);
+
 int devices_command(bool measure);
 int data_command(const std::string& from, const std::string& to);
 

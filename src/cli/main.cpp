@@ -102,6 +102,8 @@ int main(int argc, char** argv) {
   auto* compare_cmd = add_compare_command(app, compare_opt);
   ProfileCommandOptions profile_opt;
   auto* profile_cmd = add_profile_command(app, profile_opt);
+  EvaluateCommandOptions evaluate_opt;
+  auto* evaluate_cmd = add_evaluate_command(app, evaluate_opt);
 
   try {
     app.parse(argc, argv);
@@ -140,6 +142,7 @@ int main(int argc, char** argv) {
     if (*data_cmd) return data_command(data_from, data_to);
     if (*compare_cmd) return compare_command(compare_opt);
     if (*profile_cmd) return profile_command(profile_opt);
+    if (*evaluate_cmd) return evaluate_command(evaluate_opt);
   } catch (const tb::Error& e) {
     std::fprintf(stderr, "trainbench: error: %s\n", e.what());
     return 1;

@@ -119,6 +119,8 @@ nlohmann::json read_record(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON ({})", path, std::string(e.what()).substr(0, 120));
   }
+  TB_CHECK(!j.is_object() || j.value("kind", "") != "evaluation",
+           "{}: the record of `trainbench evaluate`, not of a run", path);
   TB_CHECK(j.is_object() && j.contains("workload") && j.contains("times_s"),
            "{}: not a trainbench result record (no 'workload' / 'times_s')", path);
   return j;

@@ -190,8 +190,10 @@ void check_resumable(const Checkpoint& c, const std::string& path, const Hyper& 
            key, was.dump(), is.dump());
   }
   if (hp.epochs <= c.epochs_done)
-    fail("checkpoint {} stops {}; --epochs {} adds no step (give the run's total)", path,
-         checkpoint_place(c), hp.epochs);
+    fail(
+        "checkpoint {0} stops {1}; --epochs {2} adds no step (give the run's total, or test the "
+        "model as it stands: trainbench evaluate {0})",
+        path, checkpoint_place(c), hp.epochs);
 }
 
 }  // namespace tb

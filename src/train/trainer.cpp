@@ -944,17 +944,32 @@ Checkpoint Trainer::checkpoint(const TrainResult& r, const std::string& shuffle_
   return c;
 }
 
-void Trainer::restore(const Checkpoint& c, const std::string& path) {
-  check_resumable(c, path, hp);
+static void check_model_fits(const Checkpoint& c, const std::string& path, const Model& model,
+                             const Hyper& hp) {
+  TB_CHECK(c.workload == hp.workload, "checkpoint {} is of workload {}, not {}", path, c.workload,
+           hp.workload);
   TB_CHECK(c.param_count == model.param_count && c.state_count == model.state_count,
            "checkpoint {} holds a model of {} parameters and {} statistics; this one has {} and {}",
            path, c.param_count, c.state_count, model.param_count, model.state_count);
+}
+
+void Trainer::restore(const Checkpoint& c, const std::string& path) {
+  check_resumable(c, path, hp);
+  check_model_fits(c, path, model, hp);
   TB_CHECK(c.train_count == train_count,
            "checkpoint {} was trained on {} images; this data set has {} (resume on the same)",
            path, c.train_count, train_count);
   for (auto [host, device, count] : checkpoint_arrays(*this, c))
     if (count) be.upload(be.ctx, device, host->data(), size_t(count) * sizeof(float));
   be.upload(be.ctx, &cursor->updates, &c.updates, sizeof(c.updates));
+  be.synchronize(be.ctx);
+}
+
+void Trainer::load_model(const Checkpoint& c, const std::string& path) {
+  check_model_fits(c, path, model, hp);
+  const auto arrays = checkpoint_arrays(*this, c);
+  for (const auto& [host, device, count] : {arrays[0], arrays[3]})  // parameters, BN statistics
+    if (count) be.upload(be.ctx, device, host->data(), size_t(count) * sizeof(float));
   be.synchronize(be.ctx);
 }
 

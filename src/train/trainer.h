@@ -228,6 +228,9 @@ struct Trainer {
   Checkpoint checkpoint(const TrainResult& r, const std::string& shuffle_rng,
                         const EpochSoFar& so_far) const;
   void restore(const Checkpoint& c, const std::string& path);
+  // Only c's parameters and batch-norm statistics (not its optimizer state or place): a trained
+  // model to test, on any backend, precision or batch size.
+  void load_model(const Checkpoint& c, const std::string& path);
 
   // Every buffer's offset in the arena for a batch size, and the arena's size.
   struct ArenaLayout {

@@ -302,6 +302,77 @@ TEST(Cli, ResumedRunMatchesTheStraightOne) {
   std::filesystem::remove_all(dir);
 }
 
+// `evaluate` tests a checkpoint's model as the run that wrote it did: the same accuracy and loss
+// on the same backend and batch; within rounding at another batch, on the plain-loop reference
+// and in bf16; on the training set where asked. Bad input is one line.
+TEST(Cli, EvaluateTestsACheckpointAsItsRunDid) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_cli_eval_");
+  const std::string ck = (dir / "run.tbck").string(), e_json = (dir / "e.json").string();
+  ASSERT_EQ(run("run fashion-mlp --epochs 1 --deterministic --no-peak --quiet --checkpoint " + ck +
+                " --out " + (dir / "a.json").string())
+                .status,
+            0);
+  const nlohmann::json a = nlohmann::json::parse(std::ifstream(dir / "a.json"));
+  const double run_accuracy = a["accuracy"]["test"], run_loss = a["loss"]["test"];
+  auto evaluate = [&](const std::string& args) {
+    std::filesystem::remove(e_json);
+    const Result r = run("evaluate " + ck + " " + args + " --out " + e_json);
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("after epoch 1, trained in fp32 on cpu-onednn"), std::string::npos)
+        << r.out;
+    return r.status == 0 ? nlohmann::json::parse(std::ifstream(e_json)) : nlohmann::json();
+  };
+  nlohmann::json e = evaluate("--deterministic");
+  ASSERT_FALSE(e.is_null());
+  EXPECT_EQ(e["kind"], "evaluation");
+  EXPECT_EQ(e["split"], "test");
+  EXPECT_EQ(e["images"], 10000);
+  EXPECT_EQ(e["batch"], 32);
+  EXPECT_EQ(e["precision"], "fp32");
+  EXPECT_EQ(e["checkpoint"]["epochs_done"], 1);
+  EXPECT_EQ(e["accuracy"].get<double>(), run_accuracy);
+  EXPECT_EQ(e["loss"].get<double>(), run_loss);
+  // Other batches and the reference sum in other orders: a near tie may flip (3 of 10,000).
+  for (const char* args : {"--batch 1000", "--reference"}) {
+    e = evaluate(args);
+    EXPECT_NEAR(e["accuracy"].get<double>(), run_accuracy, 3e-4) << args;
+    EXPECT_NEAR(e["loss"].get<double>(), run_loss, 1e-4 * run_loss) << args;
+  }
+  if (tb::cpu::cpu_has_bf16_kernels()) {
+    e = evaluate("--precision bf16");
+    EXPECT_EQ(e["precision"], "bf16");
+    EXPECT_NEAR(e["accuracy"].get<double>(), run_accuracy, 5e-3);
+    EXPECT_NE(e["loss"].get<double>(), run_loss);  // rounded operands: not the fp32 arithmetic
+    EXPECT_NEAR(e["loss"].get<double>(), run_loss, 2e-2 * run_loss);
+  }
+  // The training set, in eval mode, after one epoch: a little above the test set.
+  e = evaluate("--split train");
+  EXPECT_EQ(e["images"], 60000);
+  EXPECT_GT(e["accuracy"].get<double>(), run_accuracy - 0.02);
+  EXPECT_LT(e["accuracy"].get<double>(), 0.95);
+
+  expect_one_line_error(run("evaluate " + (dir / "none.tbck").string()), "cannot open");
+  std::ofstream(dir / "junk.tbck") << "not a checkpoint";
+  expect_one_line_error(run("evaluate " + (dir / "junk.tbck").string()),
+                        "not a trainbench checkpoint");
+  expect_one_line_error(run("evaluate " + ck + " --split validation"), "--split");
+  expect_one_line_error(run("evaluate " + ck + " --data " + (dir / "nothing").string()),
+                        (dir / "nothing").string());
+#ifdef TRAINBENCH_HAVE_CUDA
+  const bool gpu = tb::cuda_device_count() > 0;
+#else
+  const bool gpu = false;
+#endif
+  if (!gpu) expect_one_line_error(run("evaluate " + ck + " --device cuda"), "cuda");
+  // A run asked to go on from a finished checkpoint points at evaluate.
+  expect_one_line_error(run("run fashion-mlp --epochs 1 --resume " + ck),
+                        "trainbench evaluate " + ck);
+  // compare takes run records, and says what an evaluation record is.
+  expect_one_line_error(run("compare " + e_json), "the record of `trainbench evaluate`");
+  std::filesystem::remove_all(dir);
+}
+
 // A record or checkpoint path that cannot be written (here: under a plain file) loses nothing:
 // the checkpoint failure is a warning and a non-zero exit after the record is written; the
 // record goes to the temp folder, and the run says where.

@@ -1,0 +1,132 @@
+// `trainbench evaluate CHECKPOINT`: the test pass of a trained model, as it stands in a checkpoint,
+// on any device and precision, over the test set or the training set. A run's own test pass
+// says how well it trained; this one answers the questions after: does the model that trained in
+// bf16 (or on the GPU) test the same in fp32 (or on the CPU)? How far apart are its training and
+// test accuracy with batch norm in eval mode?
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+
+#include "backends/backend.h"
+#include "bench/machine.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/version.h"
+#include "report/record.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+#ifdef TRAINBENCH_HAVE_CUDA
+#include "backends/cuda/cuda_info.h"
+#endif
+
+namespace tb {
+
+int cpu_threads_available();
+
+CLI::App* add_evaluate_command(CLI::App& app, EvaluateCommandOptions& o) {
+  auto* cmd = app.add_subcommand(
+      "evaluate", "Test a checkpoint's model: accuracy and loss on the test (or training) set");
+  cmd->add_option("checkpoint", o.checkpoint, "a checkpoint written by run --checkpoint")
+      ->required();
+  cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--precision", o.precision,
+                  "fp32 | tf32 | bf16 (default: the one it trained in; fp32 for tf32 on a CPU)")
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+  cmd->add_option("--split", o.split, "test | train: which set to test on")
+      ->check(CLI::IsMember({"test", "train"}))
+      ->capture_default_str();
+  cmd->add_option("--batch", o.batch, "images a batch (default: the run's)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--data", o.data, "data set path (default: the workload's location)");
+  cmd->add_option("--threads", o.threads, "CPU threads (default: all usable cores)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_flag("--reference", o.reference, "use the plain-loop reference backend (slow)");
+  cmd->add_flag("--deterministic", o.deterministic, "no algorithm chosen by timing");
+  cmd->add_option("--out", o.out, "write the result as JSON here");
+  return cmd;
+}
+
+static std::string device_name(const BackendConfig& cfg) {
+  if (cfg.device == DeviceKind::cpu) return cpu_info().model;
+#ifdef TRAINBENCH_HAVE_CUDA
+  return cuda_devices().at(size_t(cfg.device_index)).name;
+#else
+  return device_kind_name(cfg.device);
+#endif
+}
+
+int evaluate_command(const EvaluateCommandOptions& o) {
+  // The file first: a wrong path fails before a device or data set is touched.
+  Checkpoint c = read_checkpoint(o.checkpoint);
+  const Workload& w = find_workload(c.workload);
+  const std::string trained_precision = c.hyper.value("precision", "fp32");
+
+  BackendConfig cfg;
+  parse_device(o.device, &cfg.device, &cfg.device_index);
+  std::string precision = o.precision;
+  if (precision.empty())
+    precision =
+        trained_precision == "tf32" && cfg.device == DeviceKind::cpu ? "fp32" : trained_precision;
+  cfg.precision = parse_precision(precision);
+  cfg.threads = o.threads > 0 ? o.threads : 0;
+  cfg.reference = o.reference;
+  cfg.deterministic = o.deterministic;
+  std::unique_ptr<Backend> backend = make_backend(cfg);
+
+  Hyper hp = w.defaults;
+  hp.workload = w.name;
+  hp.precision = cfg.precision;
+  hp.batch = o.batch > 0 ? o.batch : c.hyper.value("batch", w.defaults.batch);
+  hp.seed = c.hyper.value("seed", uint64_t(0));
+  hp.threads =
+      cfg.device == DeviceKind::cpu ? (cfg.threads > 0 ? cfg.threads : cpu_threads_available()) : 0;
+  if (cfg.device == DeviceKind::cpu) warn_if_more_threads_than_cpus(hp.threads);
+  hp.data = o.data;
+
+  DatasetPair data = load_workload_data(w, o.data);
+  Model model = build_workload_model(w, data.train);
+  if (o.split == "train") data.test = data.train;  // the test pass reads the test slot
+  Trainer trainer(model, *backend, hp, w, data);
+  trainer.load_model(c, o.checkpoint);
+  release_arrays(c);  // on the device now; the header stays for the record
+  const EvalResult r = trainer.evaluate();
+
+  const std::string place = checkpoint_place(c);
+  fmt::print("{}: {} {}, trained in {} on {} (batch {}, seed {})\n", o.checkpoint, w.name, place,
+             trained_precision, c.device, c.hyper.value("batch", 0), hp.seed);
+  fmt::print(
+      "{} set on {} ({}, {}): {} images, accuracy {:.4f}, loss {:.4f} ({:.2f}s with first-use "
+      "setup, {:.0f} images/s)\n",
+      o.split, o.device, backend->name, precision, r.images, r.accuracy, r.loss, r.seconds,
+      r.seconds > 0 ? r.images / r.seconds : 0.0);
+  if (o.out.empty()) return 0;
+  const nlohmann::json record = {{"kind", "evaluation"},
+                                 {"trainbench_version", TRAINBENCH_VERSION},
+                                 {"git_revision", git_revision()},
+                                 {"workload", w.name},
+                                 {"checkpoint",
+                                  {{"path", o.checkpoint},
+                                   {"stands", place},
+                                   {"epochs_done", c.epochs_done},
+                                   {"steps_into_epoch", c.epoch_so_far.steps},
+                                   {"written_by", c.device},
+                                   {"hyper", c.hyper}}},
+                                 {"device",
+                                  {{"kind", device_kind_name(cfg.device)},
+                                   {"name", device_name(cfg)},
+                                   {"backend", backend->name}}},
+                                 {"precision", precision},
+                                 {"threads", hp.threads},
+                                 {"batch", hp.batch},
+                                 {"deterministic", o.deterministic},
+                                 {"split", o.split},
+                                 {"images", r.images},
+                                 {"accuracy", r.accuracy},
+                                 {"loss", r.loss},
+                                 {"seconds", r.seconds},
+                                 {"machine", machine_json()}};
+  write_json_atomic(o.out, record);
+  fmt::print("record: {}\n", o.out);
+  return 0;
+}
+
+}  // namespace tb
