@@ -43,8 +43,11 @@ struct RunOptions {
 };
 
 int run_command(RunOptions& o);
-// A warning on stderr where `threads` exceeds the CPUs this process may use.
-void warn_if_more_threads_than_cpus(int threads);
+// The CPUs this process may use (its affinity mask; backends/cpu/cpu_backend.cpp).
+int cpu_threads_available();
+// The threads a command on cfg's device runs: cfg.threads, else every usable CPU; 0 off the CPU.
+// Warns on stderr where that is more than the CPUs this process may use.
+int cpu_threads_of(const BackendConfig& cfg);
 
 // `compare` and `profile` add their own options (cli/compare.cpp, cli/profile.cpp).
 struct CompareCommandOptions {

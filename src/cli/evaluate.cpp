@@ -20,8 +20,6 @@
 
 namespace tb {
 
-int cpu_threads_available();
-
 CLI::App* add_evaluate_command(CLI::App& app, EvaluateCommandOptions& o) {
   auto* cmd = app.add_subcommand(
       "evaluate", "Test a checkpoint's model: accuracy and loss on the test (or training) set");
@@ -73,13 +71,10 @@ int evaluate_command(const EvaluateCommandOptions& o) {
   std::unique_ptr<Backend> backend = make_backend(cfg);
 
   Hyper hp = w.defaults;
-  hp.workload = w.name;
   hp.precision = cfg.precision;
   hp.batch = o.batch > 0 ? o.batch : c.hyper.value("batch", w.defaults.batch);
   hp.seed = c.hyper.value("seed", uint64_t(0));
-  hp.threads =
-      cfg.device == DeviceKind::cpu ? (cfg.threads > 0 ? cfg.threads : cpu_threads_available()) : 0;
-  if (cfg.device == DeviceKind::cpu) warn_if_more_threads_than_cpus(hp.threads);
+  hp.threads = cpu_threads_of(cfg);
   hp.data = o.data;
 
   DatasetPair data = load_workload_data(w, o.data);

@@ -17,8 +17,6 @@
 
 namespace tb {
 
-int cpu_threads_available();
-
 CLI::App* add_profile_command(CLI::App& app, ProfileCommandOptions& o) {
   auto* cmd = app.add_subcommand(
       "profile", "Per-layer forward/backward time, FLOPs, bytes and share of a training step");
@@ -95,9 +93,7 @@ int profile_command(const ProfileCommandOptions& o) {
   Hyper hp = w.defaults;
   hp.precision = cfg.precision;
   if (o.batch > 0) hp.batch = o.batch;
-  hp.threads =
-      cfg.device == DeviceKind::cpu ? (cfg.threads > 0 ? cfg.threads : cpu_threads_available()) : 0;
-  if (cfg.device == DeviceKind::cpu) warn_if_more_threads_than_cpus(hp.threads);
+  hp.threads = cpu_threads_of(cfg);
   hp.data = o.data;
 
   const DeviceFacts dev = cfg.device == DeviceKind::cpu

@@ -29,8 +29,6 @@
 
 namespace tb {
 
-int cpu_threads_available();
-
 void parse_device(const std::string& s, DeviceKind* kind, int* index) {
   *index = 0;
   if (s == "cpu") {
@@ -164,15 +162,18 @@ static std::string default_out_path(const RunOptions& o) {
   return fmt::format("results/{}-{}-{}-{}.json", o.workload, dev, o.precision, stamp);
 }
 
-// More threads than CPUs wait on each other at every parallel loop: a figure of the machine's
-// scheduler, not of training (500 threads on 2 CPUs: a fashion-mlp step 100x slower).
-void warn_if_more_threads_than_cpus(int threads) {
+int cpu_threads_of(const BackendConfig& cfg) {
+  if (cfg.device != DeviceKind::cpu) return 0;
   const int cpus = cpu_threads_available();
+  const int threads = cfg.threads > 0 ? cfg.threads : cpus;
+  // More threads than CPUs wait on each other at every parallel loop: a figure of the machine's
+  // scheduler, not of training (500 threads on 2 CPUs: a fashion-mlp step 100x slower).
   if (threads > cpus)
     fmt::print(stderr,
                "trainbench: warning: --threads {} is more than the {} CPUs this process may use; "
                "the times will measure threads waiting on each other\n",
                threads, cpus);
+  return threads;
 }
 
 int run_command(RunOptions& o) {
@@ -187,8 +188,7 @@ int run_command(RunOptions& o) {
   apply_cuda_paths(o.paths, cfg);
   // The device first: a missing GPU fails before minutes of data loading.
   std::unique_ptr<Backend> backend = make_backend(cfg);
-  if (cfg.device == DeviceKind::cpu && o.hp.threads == 0) o.hp.threads = cpu_threads_available();
-  if (cfg.device == DeviceKind::cpu) warn_if_more_threads_than_cpus(o.hp.threads);
+  if (cfg.device == DeviceKind::cpu) o.hp.threads = cpu_threads_of(cfg);
   const Workload& w = find_workload(o.workload);
   const std::string out_path = o.out.empty() ? default_out_path(o) : o.out;
   TB_CHECK(o.repeat == 1 || (o.checkpoint.empty() && o.resume.empty()),
