@@ -5,6 +5,7 @@
 // test accuracy with batch norm in eval mode?
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
+#include <utility>
 
 #include "backends/backend.h"
 #include "bench/machine.h"
@@ -79,8 +80,9 @@ int evaluate_command(const EvaluateCommandOptions& o) {
 
   DatasetPair data = load_workload_data(w, o.data);
   Model model = build_workload_model(w, data.train);
-  if (o.split == "train") data.test = data.train;  // the test pass reads the test slot
-  Trainer trainer(model, *backend, hp, w, data);
+  // The test pass reads the test slot; a test-only Trainer never uploads the training slot.
+  if (o.split == "train") std::swap(data.test, data.train);
+  Trainer trainer(model, *backend, hp, w, data, TrainerUse::test_only);
   trainer.load_model(c, o.checkpoint);
   release_arrays(c);  // on the device now; the header stays for the record
   const EvalResult r = trainer.evaluate();

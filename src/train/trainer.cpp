@@ -35,7 +35,10 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
   };
   const size_t f = sizeof(float), nodes = model.nodes.size();
   const int64_t P = model.param_count;
-  L.params = take(P * f), L.grads = take(P * f), L.m = take(P * f), L.v = take(P * f);
+  const bool training = use == TrainerUse::train;
+  auto train_only = [&](size_t bytes) { return training ? take(bytes) : kNoBuffer; };
+  L.params = take(P * f), L.grads = train_only(P * f), L.m = train_only(P * f);
+  L.v = train_only(P * f);
   L.state = take(std::max<int64_t>(model.state_count, 1) * f);
   L.out.resize(nodes), L.grad.resize(nodes), L.saved.resize(nodes), L.argmax.resize(nodes);
   int64_t largest = 0;
@@ -50,16 +53,21 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
         relu_fusion[i] != ReluFusion::none || bn_of_add[i] >= 0 || add_of_bn[i] >= 0;
     const bool no_grad = i == 0 || grad_of_add[i] >= 0 || relu_fusion[i] == ReluFusion::both;
     L.out[i] = no_out ? kNoBuffer : take(count * f);
-    L.grad[i] = no_grad ? kNoBuffer : take(count * f);
+    L.grad[i] = no_grad ? kNoBuffer : train_only(count * f);
     L.saved[i] = n.kind == OpKind::batchnorm ? take(2 * n.c * f) : 0;
     L.argmax[i] = n.kind == OpKind::maxpool ? take(count * sizeof(int32_t)) : 0;
   }
-  L.scratch = take(largest * f), L.labels = take(batch * sizeof(int32_t));
+  L.scratch = train_only(largest * f), L.labels = take(batch * sizeof(int32_t));
   L.metrics = take(4 * f), L.cursor = take(sizeof(StepCursor));
   L.eval_cursor = take(sizeof(StepCursor));
-  L.train_idx = take(train_count * sizeof(int32_t));
+  L.train_idx = train_only(train_count * sizeof(int32_t));
   L.test_idx = take(test_count * sizeof(int32_t));
   return L;
+}
+
+void Trainer::require_training(const char* what) const {
+  TB_CHECK(use == TrainerUse::train, "Trainer::{}: this Trainer was made for test passes only",
+           what);
 }
 
 void Trainer::free_buffers() {
@@ -103,15 +111,17 @@ OutOfMemory Trainer::out_of_memory(const OutOfMemory& e, size_t taken, size_t da
 }
 
 Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
-                 const DatasetPair& data)
-    : model(m), be(b), hp(h), workload(w) {
+                 const DatasetPair& data, TrainerUse u)
+    : model(m), be(b), hp(h), workload(w), use(u) {
   TB_CHECK(hp.batch > 0, "--batch must be positive");
   TB_CHECK(data.train.count > 0 && data.test.count > 0, "empty data set");
   TB_CHECK(data.train.image_size() == m.nodes[0].out_size(),
            "data images are {}x{}x{}, the model expects {}x{}x{}", data.train.channels,
            data.train.height, data.train.width, m.nodes[0].c, m.nodes[0].h, m.nodes[0].w);
   train_count = data.train.count, test_count = data.test.count;
-  max_batch = std::min<int64_t>(hp.batch, std::max(train_count, test_count));
+  const bool training = use == TrainerUse::train;
+  max_batch =
+      std::min<int64_t>(hp.batch, training ? std::max(train_count, test_count) : test_count);
   const size_t nodes = m.nodes.size();
 
   consumers.assign(nodes, 0);
@@ -198,16 +208,18 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
   // The arena, then the data set (uint8, as read), in one try: on running out of memory,
   // everything taken so far goes back and the error says which batch would fit.
   const ArenaLayout L = layout_arena(max_batch);
-  const std::vector<uint8_t>* sets[4] = {&data.train.images, &data.train.labels, &data.test.images,
-                                         &data.test.labels};
-  uint8_t** set_ptrs[4] = {&train_images, &train_labels, &test_images, &test_labels};
+  // The test set, and the training set where this Trainer trains.
+  const std::vector<uint8_t>* sets[4] = {&data.test.images, &data.test.labels, &data.train.images,
+                                         &data.train.labels};
+  uint8_t** set_ptrs[4] = {&test_images, &test_labels, &train_images, &train_labels};
+  const int uploads = training ? 4 : 2;
   size_t data_bytes = 0;
-  for (const auto* v : sets) data_bytes += align_up(v->size());
+  for (int k = 0; k < uploads; ++k) data_bytes += align_up(sets[k]->size());
   size_t taken = 0;
   try {
     arena = be.alloc(be.ctx, L.total);
     taken += L.total;
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < uploads; ++k) {
       *set_ptrs[k] = static_cast<uint8_t*>(be.alloc(be.ctx, sets[k]->size()));
       taken += align_up(sets[k]->size());
     }
@@ -215,17 +227,22 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
     free_buffers();
     throw out_of_memory(e, taken, data_bytes);
   }
-  for (int k = 0; k < 4; ++k) be.upload(be.ctx, *set_ptrs[k], sets[k]->data(), sets[k]->size());
+  for (int k = 0; k < uploads; ++k)
+    be.upload(be.ctx, *set_ptrs[k], sets[k]->data(), sets[k]->size());
 
   char* base = static_cast<char*>(arena);
-  auto F = [base](size_t off) { return reinterpret_cast<float*>(base + off); };
-  auto I = [base](size_t off) { return reinterpret_cast<int32_t*>(base + off); };
+  auto F = [base](size_t off) {
+    return off == kNoBuffer ? nullptr : reinterpret_cast<float*>(base + off);
+  };
+  auto I = [base](size_t off) {
+    return off == kNoBuffer ? nullptr : reinterpret_cast<int32_t*>(base + off);
+  };
   params = F(L.params), grads = F(L.grads), opt_m = F(L.m), opt_v = F(L.v), state = F(L.state);
   out.resize(nodes), grad.resize(nodes), saved.resize(nodes), argmax.resize(nodes);
   for (size_t i = 0; i < nodes; ++i) {
     const size_t g = grad_of_add[i] >= 0 ? L.grad[size_t(grad_of_add[i])] : L.grad[i];
-    out[i] = L.out[i] == kNoBuffer ? nullptr : F(L.out[i]);
-    grad[i] = g == kNoBuffer ? nullptr : F(g);
+    out[i] = F(L.out[i]);
+    grad[i] = F(g);
     saved[i] = m.nodes[i].kind == OpKind::batchnorm ? F(L.saved[i]) : nullptr;
     argmax[i] = m.nodes[i].kind == OpKind::maxpool ? I(L.argmax[i]) : nullptr;
   }
@@ -261,7 +278,7 @@ void Trainer::fill_initial_state(const DatasetPair& data) {
     // Until train() shuffles: the training set in order (tests step without train()).
     iota.resize(train_count);
     std::iota(iota.begin(), iota.end(), 0);
-    be.upload(be.ctx, train_indices, iota.data(), train_count * sizeof(int32_t));
+    if (train_indices) be.upload(be.ctx, train_indices, iota.data(), train_count * sizeof(int32_t));
   }
   StepCursor c;
   c.stride = hp.batch, c.count = train_count, c.epoch = 1, c.seed = hp.seed;
@@ -341,12 +358,14 @@ void Trainer::load_batch(const BatchSpec& base, const uint8_t* images, const uin
 }
 
 void Trainer::load_train_batch(int64_t n) {
+  require_training("load_train_batch");
   BatchSpec s = train_spec;
   s.n = n, s.cursor = cursor;
   be.gather_batch(be.ctx, s, train_images, train_labels, train_indices, out[0], labels);
 }
 
 void Trainer::start_epoch(int64_t epoch, int64_t step) {
+  require_training("start_epoch");
   // Two fields, not the whole cursor: the device counts the optimizer's updates.
   be.upload(be.ctx, &cursor->step, &step, sizeof(step));
   be.upload(be.ctx, &cursor->epoch, &epoch, sizeof(epoch));
@@ -490,6 +509,7 @@ void Trainer::forward(int64_t n, bool training, std::vector<double>* node_ms) {
 }
 
 void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
+  require_training("backward");
   auto& cache = caches_for(n);
   // A node read by two consumers gets its gradient from both: the first writes it, the second
   // writes into scratch and adds. Nodes run in reverse, so "first" = the later consumer.
@@ -579,6 +599,7 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
 }
 
 void Trainer::optimizer_update() {
+  require_training("optimizer_update");
   if (hp.optimizer == "sgd")
     be.sgd_update(be.ctx, model.param_count, params, grads, opt_m, hp.sgd);
   else
@@ -650,6 +671,7 @@ std::string Trainer::graph_summary() const {
 }
 
 bool Trainer::fused_mlp_step(int64_t n) {
+  require_training("fused_mlp_step");
   if (!be.mlp_step || !mlp_fusable) return false;
   MlpStep s;
   s.batch = train_spec;
@@ -740,6 +762,7 @@ EvalResult Trainer::evaluate() {
 
 TrainResult Trainer::train(const std::function<void(const Progress&)>& on_progress,
                            const CheckpointPlan& checkpoints, const std::atomic<bool>* stop) {
+  require_training("train");
   TrainResult r;
   std::mt19937_64 shuffle_rng(hp.seed ^ 0x5eedull);
   const int64_t steps_per_epoch = (train_count + hp.batch - 1) / hp.batch;
@@ -926,6 +949,7 @@ static auto checkpoint_arrays(const Trainer& t, C& c) {
 
 Checkpoint Trainer::checkpoint(const TrainResult& r, const std::string& shuffle_rng,
                                const EpochSoFar& so_far) const {
+  require_training("checkpoint");
   Checkpoint c;
   c.workload = hp.workload;
   c.param_count = model.param_count, c.state_count = model.state_count;
@@ -954,6 +978,7 @@ static void check_model_fits(const Checkpoint& c, const std::string& path, const
 }
 
 void Trainer::restore(const Checkpoint& c, const std::string& path) {
+  require_training("restore");
   check_resumable(c, path, hp);
   check_model_fits(c, path, model, hp);
   TB_CHECK(c.train_count == train_count,

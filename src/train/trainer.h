@@ -95,15 +95,24 @@ struct CheckpointPlan {
   double every_s = 0;  // 0: at epochs' ends and where training stops only
 };
 
+// What a Trainer is made for: training (and its test pass), or only test passes of a model
+// loaded into it (`evaluate`), which needs no gradients, optimizer state or training set on the
+// device: ResNet-50 on CIFAR-10 at batch 128 takes 334 MB of arena and 31 MB of data instead of
+// 860 MB and 184 MB.
+enum class TrainerUse : uint8_t { train, test_only };
+
 struct Trainer {
   const Model& model;
   Backend& be;
   Hyper hp;
   Workload workload;
+  TrainerUse use = TrainerUse::train;
   int64_t max_batch = 0;
   int64_t train_count = 0, test_count = 0;
 
   // One device allocation for parameters, gradients, optimizer and BN state, activations.
+  // test_only: no gradients, optimizer state, scratch or training indices (null), and the
+  // training set is not uploaded (train_images and train_labels null).
   void* arena = nullptr;
   float *params = nullptr, *grads = nullptr, *opt_m = nullptr, *opt_v = nullptr;
   float* state = nullptr;               // BN running statistics
@@ -164,7 +173,8 @@ struct Trainer {
   std::vector<size_t> marked_nodes;
   int64_t host_paced_passes = 0;  // passes whose gate let go on its own (timed at host pace)
 
-  Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w, const DatasetPair& data);
+  Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w, const DatasetPair& data,
+          TrainerUse use = TrainerUse::train);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -240,7 +250,8 @@ struct Trainer {
     std::vector<size_t> out, grad, saved, argmax;  // per node
   };
   ArenaLayout layout_arena(int64_t batch) const;
-  void free_buffers();  // the arena and the data set
+  void free_buffers();                            // the arena and the data set
+  void require_training(const char* what) const;  // fails for a test_only Trainer
   // Initial parameters and BN statistics from the seed, test indices, batch specs.
   void fill_initial_state(const DatasetPair& data);
   // The backend's out-of-memory error restated for the run: what the batch needs, what is free

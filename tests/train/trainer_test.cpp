@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <utility>
 
 #include "../backends/bf16_reference.h"
 #include "../models/tiny_resnet.h"
@@ -19,6 +20,7 @@
 #include "recording_backend.h"
 #include "report/record.h"
 #include "synthetic_data.h"
+#include "train/checkpoint.h"
 
 namespace tb {
 
@@ -473,6 +475,61 @@ TEST(Trainer, CpuBf16WeightMirrorChangesNoNumber) {
     params[reuse] = t.download_params();
   }
   EXPECT_EQ(params[0], params[1]);
+}
+
+// A test-only Trainer (what `evaluate` makes) holds no gradients, optimizer state or training
+// set, yet tests a loaded model as the Trainer that trained it does: the same accuracy and loss
+// to the bit, on the test set and, swapped into the test slot, on the training set. Anything
+// that trains refuses in one line.
+TEST(Trainer, TestOnlyTrainerTestsAsTheTrainingOne) {
+  const DatasetPair data = synthetic(40, 3, 16, 16, 43);
+  const Model m = tiny_resnet();
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16, hp.epochs = 2;
+  BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 2, false};
+  cfg.deterministic = true;  // one algorithm per convolution in both Trainers
+  auto be = make_backend(cfg);
+  Trainer trained(m, *be, hp, w, data);
+  const TrainResult r = trained.train(nullptr);
+  const Checkpoint c = trained.checkpoint(r, "", {});
+  const EvalResult expect = trained.evaluate();
+
+  DatasetPair swapped = data;
+  std::swap(swapped.test, swapped.train);
+  const DatasetPair* sets[] = {&data, &swapped};
+  for (const DatasetPair* d : sets) {
+    auto be2 = make_backend(cfg);
+    Trainer t(m, *be2, hp, w, *d, TrainerUse::test_only);
+    EXPECT_EQ(t.grads, nullptr);
+    EXPECT_EQ(t.opt_m, nullptr);
+    EXPECT_EQ(t.opt_v, nullptr);
+    EXPECT_EQ(t.scratch, nullptr);
+    EXPECT_EQ(t.train_images, nullptr);
+    EXPECT_EQ(t.train_indices, nullptr);
+    for (float* g : t.grad) EXPECT_EQ(g, nullptr);
+    // Parameters and activations only: under half of what training takes at this batch.
+    EXPECT_LT(t.layout_arena(16).total, trained.layout_arena(16).total / 2);
+    t.load_model(c, "trained");
+    const EvalResult e = t.evaluate();
+    auto be3 = make_backend(cfg);
+    Trainer full(m, *be3, hp, w, *d);
+    full.load_model(c, "trained");
+    const EvalResult f = full.evaluate();
+    EXPECT_EQ(e.images, d->test.count);
+    EXPECT_EQ(e.accuracy, f.accuracy);
+    EXPECT_EQ(e.loss, f.loss);
+    if (d == &data) {
+      EXPECT_EQ(e.loss, expect.loss);
+    }
+    EXPECT_THROW(t.train(nullptr), Error);
+    try {
+      t.step(16, nullptr);
+      ADD_FAILURE() << "a test-only Trainer stepped";
+    } catch (const Error& err) {
+      EXPECT_NE(std::string(err.what()).find("test passes only"), std::string::npos) << err.what();
+    }
+  }
 }
 
 TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {
