@@ -988,6 +988,49 @@ TEST_F(CudaOps, ResumedRunEndsWhereTheUninterruptedOneDoes) {
   EXPECT_EQ(resumed_inside, whole) << rel_err(resumed_inside, whole);
 }
 
+// `evaluate` on the GPU: a test-only Trainer (no gradients, optimizer state or training set on
+// the device; the test pass replayed from graphs) tests a GPU-trained model as the Trainer that
+// trained it does, to the bit (deterministic algorithms), and as the CPU does within a few
+// images; in bf16 (widths in multiples of 8, so the convolutions run in bf16, from the weights'
+// bf16 mirror refreshed by the upload) within 2% of the fp32 loss.
+TEST_F(CudaOps, TestOnlyTrainerTestsAsTheTrainingOne) {
+  const DatasetPair data = random_images(40, 2600);
+  const Model m = tiny_resnet(3, 1, 8);
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16, hp.epochs = 2;
+  BackendConfig cfg;
+  cfg.device = DeviceKind::cuda;
+  cfg.deterministic = true;
+  auto be = make_backend(cfg);
+  Trainer trained(m, *be, hp, w, data);
+  const TrainResult r = trained.train(nullptr);
+  const Checkpoint c = trained.checkpoint(r, "", {});
+  const EvalResult expect = trained.evaluate();
+
+  auto evaluate_on = [&](BackendConfig bc) {
+    auto b = make_backend(bc);
+    Trainer t(m, *b, hp, w, data, TrainerUse::test_only);
+    EXPECT_EQ(t.grads, nullptr);
+    EXPECT_EQ(t.train_images, nullptr);
+    t.load_model(c, "gpu.tbck");
+    return t.evaluate();
+  };
+  const EvalResult gpu = evaluate_on(cfg);
+  EXPECT_EQ(gpu.loss, expect.loss);
+  EXPECT_EQ(gpu.accuracy, expect.accuracy);
+  const EvalResult cpu = evaluate_on({DeviceKind::cpu, 0, Precision::fp32, 2, false});
+  EXPECT_NEAR(cpu.accuracy, expect.accuracy, 2.5 / 40);
+  EXPECT_NEAR(cpu.loss, expect.loss, 1e-3 * expect.loss);
+  BackendConfig bf16 = cfg;
+  bf16.precision = Precision::bf16;
+  const EvalResult half = evaluate_on(bf16);
+  EXPECT_NEAR(half.loss, expect.loss, 2e-2 * expect.loss);
+  EXPECT_NE(half.loss, expect.loss) << "bf16 gave fp32's loss to the bit: not bf16";
+  std::printf("test pass: GPU %.6f, CPU %.6f, GPU bf16 %.6f (loss)\n", gpu.loss, cpu.loss,
+              half.loss);
+}
+
 // ---------------------------------------------------------------------------------------------
 // the fused MLP step (mlp_step.cu)
 // ---------------------------------------------------------------------------------------------
