@@ -200,9 +200,10 @@ void pick(Context& cx, Direction& dir, const Perf* perf, int returned, const Con
     const Perf& p = perf[i];
     if (p.status != CUDNN_STATUS_SUCCESS || p.memory > cx.workspace_bytes) continue;
     if (cx.deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
-    if (!cx.tensor_cores() &&
-        (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-      continue;
+    // ALLOW_CONVERSION may turn fp32 data into fp16 (not TF32): never taken, whatever the search
+    // ran it under.
+    if (p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+    if (!cx.tensor_cores() && p.mathType == CUDNN_TENSOR_OP_MATH) continue;
     dir.algo = int(p.algo);
     dir.ws = p.memory;
     dir.math = cx.tensor_cores() ? p.mathType : CUDNN_FMA_MATH;
@@ -386,6 +387,9 @@ void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, co
   void* out_y = y;
   if (cc.bf16) {
     const auto h = bf16_operands(cx, n, kOpFwd);
+    // A node's step starts here: a dy still held is an earlier step's (its data gradient did not
+    // run), whatever now lies at that address.
+    cc.dy16.of = nullptr;
     void* x16 = cx.reuse_bf16 ? cc.x16.hold(x) : nullptr;
     if (!x16) x16 = h[0];
     to_conv_bf16(cx, x, x16, d.n, d.c, d.h * d.w);
