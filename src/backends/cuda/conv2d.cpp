@@ -358,15 +358,24 @@ void choose(Context& cx, const ConvCache& cc, Direction& dir, const ConvDims& d,
   pick(cx, dir, perf, returned, d, Api::kDirection, op);
 }
 
+// Whether the stream is being recorded into a graph (where nothing may be timed or allocated).
+bool capturing(const Context& cx) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(cx.stream, &status) == cudaSuccess &&
+         status != cudaStreamCaptureStatusNone;
+}
+
 // One direction: its algorithm chosen where it is not yet, then launched. An algorithm borrowed
 // from another batch size that fails to launch is forgotten, and this size's own is chosen and
-// launched instead (on the first call at a size, which no graph records).
+// launched instead (on the first call at a size, which no graph records; a failure inside a
+// recording, whose launches fail once the recording is broken, fails the recording instead of
+// timing algorithms in it).
 template <class Api>
 void convolve(Context& cx, const ConvCache& cc, Direction& dir, const ConvDims& d, const char* op,
               const void* a, const void* b, void* out) {
   choose<Api>(cx, cc, dir, d, op, true, a, b, out);
   cudnnStatus_t s = Api::launch(cx, cc, dir, a, b, out);
-  if (s != CUDNN_STATUS_SUCCESS && dir.borrowed) {
+  if (s != CUDNN_STATUS_SUCCESS && dir.borrowed && !capturing(cx)) {
     (void)cudaGetLastError();
     cx.conv_algos.erase(conv_choice_key(d, Api::kDirection));
     dir.found = dir.borrowed = false;
