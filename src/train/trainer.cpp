@@ -35,8 +35,7 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
   };
   const size_t f = sizeof(float), nodes = model.nodes.size();
   const int64_t P = model.param_count;
-  const bool training = use == TrainerUse::train;
-  auto train_only = [&](size_t bytes) { return training ? take(bytes) : kNoBuffer; };
+  auto train_only = [&](size_t bytes) { return trains() ? take(bytes) : kNoBuffer; };
   L.params = take(P * f), L.grads = train_only(P * f), L.m = train_only(P * f);
   L.v = train_only(P * f);
   L.state = take(std::max<int64_t>(model.state_count, 1) * f);
@@ -66,8 +65,7 @@ Trainer::ArenaLayout Trainer::layout_arena(int64_t batch) const {
 }
 
 void Trainer::require_training(const char* what) const {
-  TB_CHECK(use == TrainerUse::train, "Trainer::{}: this Trainer was made for test passes only",
-           what);
+  TB_CHECK(trains(), "Trainer::{}: this Trainer was made for test passes only", what);
 }
 
 void Trainer::free_buffers() {
@@ -119,9 +117,8 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
            "data images are {}x{}x{}, the model expects {}x{}x{}", data.train.channels,
            data.train.height, data.train.width, m.nodes[0].c, m.nodes[0].h, m.nodes[0].w);
   train_count = data.train.count, test_count = data.test.count;
-  const bool training = use == TrainerUse::train;
   max_batch =
-      std::min<int64_t>(hp.batch, training ? std::max(train_count, test_count) : test_count);
+      std::min<int64_t>(hp.batch, trains() ? std::max(train_count, test_count) : test_count);
   const size_t nodes = m.nodes.size();
 
   consumers.assign(nodes, 0);
@@ -212,7 +209,7 @@ Trainer::Trainer(const Model& m, Backend& b, const Hyper& h, const Workload& w,
   const std::vector<uint8_t>* sets[4] = {&data.test.images, &data.test.labels, &data.train.images,
                                          &data.train.labels};
   uint8_t** set_ptrs[4] = {&test_images, &test_labels, &train_images, &train_labels};
-  const int uploads = training ? 4 : 2;
+  const int uploads = trains() ? 4 : 2;
   size_t data_bytes = 0;
   for (int k = 0; k < uploads; ++k) data_bytes += align_up(sets[k]->size());
   size_t taken = 0;

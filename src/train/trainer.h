@@ -107,6 +107,7 @@ struct Trainer {
   Hyper hp;
   Workload workload;
   TrainerUse use = TrainerUse::train;
+  bool trains() const { return use == TrainerUse::train; }
   int64_t max_batch = 0;
   int64_t train_count = 0, test_count = 0;
 
