@@ -355,14 +355,12 @@ void Trainer::load_batch(const BatchSpec& base, const uint8_t* images, const uin
 }
 
 void Trainer::load_train_batch(int64_t n) {
-  require_training("load_train_batch");
   BatchSpec s = train_spec;
   s.n = n, s.cursor = cursor;
   be.gather_batch(be.ctx, s, train_images, train_labels, train_indices, out[0], labels);
 }
 
 void Trainer::start_epoch(int64_t epoch, int64_t step) {
-  require_training("start_epoch");
   // Two fields, not the whole cursor: the device counts the optimizer's updates.
   be.upload(be.ctx, &cursor->step, &step, sizeof(step));
   be.upload(be.ctx, &cursor->epoch, &epoch, sizeof(epoch));
@@ -596,7 +594,6 @@ void Trainer::backward(int64_t n, std::vector<double>* node_ms) {
 }
 
 void Trainer::optimizer_update() {
-  require_training("optimizer_update");
   if (hp.optimizer == "sgd")
     be.sgd_update(be.ctx, model.param_count, params, grads, opt_m, hp.sgd);
   else
@@ -668,7 +665,6 @@ std::string Trainer::graph_summary() const {
 }
 
 bool Trainer::fused_mlp_step(int64_t n) {
-  require_training("fused_mlp_step");
   if (!be.mlp_step || !mlp_fusable) return false;
   MlpStep s;
   s.batch = train_spec;
@@ -685,6 +681,7 @@ bool Trainer::fused_mlp_step(int64_t n) {
 
 void Trainer::issue_step(int64_t n, StepSplit* split, std::vector<double>* forward_node_ms,
                          std::vector<double>* backward_node_ms) {
+  require_training("issue_step");  // every step is issued before a graph replays it
   if (!split && fused_mlp_step(n)) {
     be.advance_cursor(be.ctx, cursor);
     return;

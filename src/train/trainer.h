@@ -251,8 +251,10 @@ struct Trainer {
     std::vector<size_t> out, grad, saved, argmax;  // per node
   };
   ArenaLayout layout_arena(int64_t batch) const;
-  void free_buffers();                            // the arena and the data set
-  void require_training(const char* what) const;  // fails for a test_only Trainer
+  void free_buffers();  // the arena and the data set
+  // Fails for a test_only Trainer: at train, issue_step, backward, checkpoint and restore, the
+  // entries through which anything reaches the training-only buffers.
+  void require_training(const char* what) const;
   // Initial parameters and BN statistics from the seed, test indices, batch specs.
   void fill_initial_state(const DatasetPair& data);
   // The backend's out-of-memory error restated for the run: what the batch needs, what is free
