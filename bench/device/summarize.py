@@ -85,20 +85,23 @@ def main():
         who = "pytorch" if get(r, "peer") == "pytorch" else "trainbench"
         key = (get(r, "workload"), get(r, "precision"), get(r, "epochs"), who)
         groups.setdefault(key, []).append((get(r, "seed"), get(r, "accuracy", "test")))
+    mean = {key: sum(a for _, a in v) / len(v) for key, v in groups.items()}
     if any(len(v) > 1 for v in groups.values()):
         print(f"\n{'test accuracy over seeds':<44} {'runs':>4} {'mean':>7} {'min':>7} {'max':>7}  seeds")
-        for (workload, precision, epochs, who), v in sorted(groups.items(), key=str):
+        for key, v in sorted(groups.items(), key=str):
+            workload, precision, epochs, who = key
             acc = [a for _, a in v]
             name = f"{who} {workload} {precision} {epochs} ep"
-            print(f"{name:<44} {len(acc):>4} {sum(acc) / len(acc):>7.4f} {min(acc):>7.4f} "
+            print(f"{name:<44} {len(acc):>4} {mean[key]:>7.4f} {min(acc):>7.4f} "
                   f"{max(acc):>7.4f}  {' '.join(str(sd) for sd, _ in v)}")
-        for (workload, precision, epochs, who), v in sorted(groups.items(), key=str):
-            peer = groups.get((workload, precision, epochs, "pytorch"))
-            if who != "trainbench" or not peer:
+        for key, v in sorted(groups.items(), key=str):
+            workload, precision, epochs, who = key
+            peer = (workload, precision, epochs, "pytorch")
+            if who != "trainbench" or peer not in groups:
                 continue
-            d = sum(a for _, a in v) / len(v) - sum(a for _, a in peer) / len(peer)
+            d = mean[key] - mean[peer]
             print(f"{workload} {precision}: trainbench mean - PyTorch mean = {100 * d:+.2f} points "
-                  f"({len(v)} and {len(peer)} runs; issue 5: within 1)")
+                  f"({len(v)} and {len(groups[peer])} runs; issue 5: within 1)")
 
     def best(pytorch):
         rows = [(get(r, "throughput", "train_images_per_s_steady"), k) for k, r in runs.items()
