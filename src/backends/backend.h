@@ -54,6 +54,21 @@ struct OpCache {
   }
 };
 
+// Switches of the CUDA backend alone (a run elsewhere refuses them: cli/options.cpp).
+struct CudaConfig {
+  // bf16: hand cuDNN channels-last copies (activations NHWC, weights KRSC), which its tensor-core
+  // kernels read as they are; from NCHW it transposes inside every call. The copies change layout
+  // in the same pass that converts to bf16, so they cost no extra pass. The engine's own buffers
+  // stay NCHW.
+  bool bf16_nhwc = false;
+  // Batch norm: where there are fewer channels than SMs and many values per channel, each channel
+  // in slices over several blocks (then a combining pass) instead of one block each.
+  bool bn_slices = true;
+  // fp32: a one-hidden-layer MLP's training step as three kernels (Backend::mlp_step) instead of
+  // about nine ops, for steps that are launch latency (fashion-mlp).
+  bool fused_mlp = false;
+};
+
 struct BackendConfig {
   DeviceKind device = DeviceKind::cpu;
   int device_index = 0;
@@ -71,17 +86,7 @@ struct BackendConfig {
   // gradient, dy from the weight gradient for the data gradient). Off: every call converts its own
   // operands, which the tests compare against; the numbers are the same.
   bool reuse_bf16 = true;
-  // bf16 on CUDA: hand cuDNN channels-last copies (activations NHWC, weights KRSC), which its
-  // tensor-core kernels read as they are; from NCHW it transposes inside every call. The copies
-  // change layout in the same pass that converts to bf16, so they cost no extra pass. The engine's
-  // own buffers stay NCHW.
-  bool bf16_nhwc = false;
-  // CUDA batch norm: where there are fewer channels than SMs and many values per channel, each
-  // channel in slices over several blocks (then a combining pass) instead of one block each.
-  bool bn_slices = true;
-  // CUDA fp32: a one-hidden-layer MLP's training step as three kernels (Backend::mlp_step)
-  // instead of about nine ops, for steps that are launch latency (fashion-mlp).
-  bool fused_mlp = false;
+  CudaConfig cuda{};
 };
 
 struct Backend {
@@ -137,7 +142,7 @@ struct Backend {
                              const float* dy, const float* gamma, const float* save_mean,
                              const float* save_invstd, float* dx, float* dgamma,
                              float* dbeta) = nullptr;
-  // Optional (nullptr: the Trainer runs BN and the ReLU after it as two nodes): batch norm with
+  // Optional (nullptr: the plan runs BN and the ReLU after it as two steps): batch norm with
   // that ReLU fused. The forwards write only z = max(bn(x), 0); the backward starts from the
   // ReLU's output z and its gradient dz (BN's dy = dz where z > 0, else 0).
   void (*batchnorm_relu_forward_train)(void* ctx, OpCache& c, const BnDims& d, const BnParams& p,
@@ -238,9 +243,17 @@ struct BackendInfo {
 };
 std::vector<BackendInfo> list_backends();
 
-// Creates the backend for cfg; throws Error with a one-line reason if it is not built in or the
-// device is not there.
+// Creates the backend for cfg; throws Error with a one-line reason if it is not built in, the
+// device is not there, or the backend left a required table entry unset.
 std::unique_ptr<Backend> make_backend(const BackendConfig& cfg);
+// Throws Error naming the first required entry b leaves unset (every entry a training step calls;
+// the optional ones, marked so above, are checked where they are used), or a group of optional
+// entries (graphs, timers) set in part.
+void check_backend_table(const Backend& b);
+
+// "cpu", "cuda", "cuda:N" (every kind of DeviceKind by its name, with an index where it has
+// several devices) -> kind and index; throws Error naming the kinds otherwise.
+void parse_device(const std::string& s, DeviceKind* kind, int* index);
 
 // Per-backend constructors (registry.cpp calls them).
 std::unique_ptr<Backend> make_reference_backend(const BackendConfig& cfg);

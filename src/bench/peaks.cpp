@@ -360,4 +360,60 @@ double measure_cpu_gemm_flops(Precision p, int threads, double seconds_budget) {
   return m.native ? m.flops_per_s : 0.0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Memory bandwidth (the roofline's other roof)
+
+std::optional<double> gpu_memory_bandwidth(std::string_view device_name, std::string* source) {
+  struct Row {
+    const char* peaks_name;  // GpuPeaks::name of the device
+    double bytes_per_s;
+    const char* source;
+  };
+  static const Row kRows[] = {
+      {"H100 SXM5", 3.35e12, "datasheet: H100 SXM5 HBM3 3.35 TB/s"},
+      {"H100 PCIe", 2.0e12, "datasheet: H100 PCIe HBM2e 2.0 TB/s"},
+      {"H100 NVL", 3.9e12, "datasheet: H100 NVL HBM3 3.9 TB/s"},
+      {"H200 SXM", 4.8e12, "datasheet: H200 HBM3e 4.8 TB/s"},
+      {"H200 NVL", 4.8e12, "datasheet: H200 NVL HBM3e 4.8 TB/s"},
+      {"A100 SXM", 2.0e12, "datasheet: A100 80GB 2.0 TB/s (the 40GB part: 1.56)"},
+      {"A100 PCIe", 2.0e12, "datasheet: A100 80GB 2.0 TB/s (the 40GB part: 1.56)"},
+  };
+  const std::optional<GpuPeaks> g = gpu_peaks(device_name);
+  if (!g) return std::nullopt;
+  for (const Row& r : kRows) {
+    if (g->name != r.peaks_name) continue;
+    if (source) *source = r.source;
+    return r.bytes_per_s;
+  }
+  return std::nullopt;
+}
+
+double measure_memory_bandwidth(int threads, double seconds_budget, std::string* source) {
+  const size_t bytes = size_t(64) << 20;
+  std::vector<char> a(bytes, 1), b(bytes, 2);  // filled: every page is touched before timing
+  const int nt = std::max(1, threads);
+  auto copy_once = [&] {
+    const auto t0 = Clock::now();
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int k = 0; k < nt; ++k) {
+      const size_t lo = bytes * size_t(k) / size_t(nt), hi = bytes * size_t(k + 1) / size_t(nt);
+      std::memcpy(b.data() + lo, a.data() + lo, hi - lo);
+    }
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  copy_once();
+  const auto start = Clock::now();
+  double best = copy_once();
+  int runs = 1;
+  while (runs < 3 || std::chrono::duration<double>(Clock::now() - start).count() < seconds_budget) {
+    best = std::min(best, copy_once());
+    if (++runs >= 100) break;
+  }
+  const double bw = 2.0 * double(bytes) / best;
+  if (source)
+    *source = fmt::format("measured: memcpy 64 MiB, {} thread{}, best of {} (read + write)", nt,
+                          nt == 1 ? "" : "s", runs);
+  return bw;
+}
+
 }  // namespace tb

@@ -70,4 +70,10 @@ GemmMeasurement measure_cpu_gemm(Precision p, int threads, double seconds_budget
 // measure_cpu_gemm still measures such emulation and says so).
 double measure_cpu_gemm_flops(Precision p, int threads, double seconds_budget);
 
+// ---- memory bandwidth (the roofline's other roof) ----
+// GPU bandwidth from a small datasheet table (nullopt when unknown); CPU bandwidth measured with a
+// parallel memcpy of two 64 MiB buffers (read + write counted).
+std::optional<double> gpu_memory_bandwidth(std::string_view device_name, std::string* source);
+double measure_memory_bandwidth(int threads, double seconds_budget, std::string* source);
+
 }  // namespace tb

@@ -1,5 +1,6 @@
-// The subcommands of the trainbench CLI. Each returns the process exit status; bad input throws
-// tb::Error, which main() prints as one line on stderr.
+// The subcommands of the trainbench CLI, one file each: add_X_command declares its options,
+// X_command runs it and returns the process exit status. Bad input throws tb::Error, which
+// main() prints as one line on stderr.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -10,26 +11,49 @@
 
 namespace CLI {
 class App;
-}
+class Validator;
+}  // namespace CLI
 
 namespace tb {
+
+// ---- options shared by several commands (options.cpp) ----
 
 // The CUDA paths that `run` and `profile` can switch: the experimental ones on, the default ones
 // off (to measure what each gains, or to step around one).
 struct CudaPaths {
   bool graphs = true;      // BackendConfig::graphs (--no-graphs)
   bool bf16_reuse = true;  // BackendConfig::reuse_bf16 (--no-bf16-reuse)
-  bool bn_slices = true;   // BackendConfig::bn_slices (--no-bn-slices)
-  bool nhwc = false;       // BackendConfig::bf16_nhwc (--nhwc)
-  bool fused_mlp = false;  // BackendConfig::fused_mlp (--fused-mlp)
+  bool bn_slices = true;   // CudaConfig::bn_slices (--no-bn-slices)
+  bool nhwc = false;       // CudaConfig::bf16_nhwc (--nhwc)
+  bool fused_mlp = false;  // CudaConfig::fused_mlp (--fused-mlp)
 };
 void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p);
+// Sets cfg's paths from p (cfg's device and precision already set). A flag that does not apply
+// to them (--nhwc outside CUDA bf16, say) throws Error rather than run without it.
+void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg);
+
+// A number in [lo, hi] (CLI::Range alone lets "nan" through).
+CLI::Validator finite_in(double lo, double hi);
+Precision parse_precision(const std::string& s);
+// The CPUs this process may use (its affinity mask; backends/cpu/cpu_backend.cpp).
+int cpu_threads_available();
+// The threads a command on cfg's device runs: cfg.threads, else every usable CPU; 0 off the CPU.
+// Warns on stderr where that is more than the CPUs this process may use.
+int cpu_threads_of(const BackendConfig& cfg);
+
+// ---- the commands ----
 
 struct RunOptions {
   std::string workload;
   std::string device = "cpu";
   std::string precision = "fp32";
-  Hyper hp;  // filled from the workload's defaults, then the options
+  // Hyper-parameters as given (-1, "" or false: the workload's default).
+  int epochs = -1, batch = -1, threads = -1;
+  int64_t steps = -1;
+  double lr = -1, momentum = -1, weight_decay = -1;
+  uint64_t seed = 0;
+  std::string optimizer, data;
+  bool nesterov = false, augment = false;
   std::string out;
   bool quiet = false;
   bool reference = false;  // the plain-loop backend (debugging, tests)
@@ -41,15 +65,9 @@ struct RunOptions {
   double checkpoint_minutes = 0;  // --checkpoint-every: also inside epochs, this often
   std::string resume;             // --resume: go on from this checkpoint
 };
+CLI::App* add_run_command(CLI::App& app, RunOptions& o);
+int run_command(const RunOptions& o);
 
-int run_command(RunOptions& o);
-// The CPUs this process may use (its affinity mask; backends/cpu/cpu_backend.cpp).
-int cpu_threads_available();
-// The threads a command on cfg's device runs: cfg.threads, else every usable CPU; 0 off the CPU.
-// Warns on stderr where that is more than the CPUs this process may use.
-int cpu_threads_of(const BackendConfig& cfg);
-
-// `compare` and `profile` add their own options (cli/compare.cpp, cli/profile.cpp).
 struct CompareCommandOptions {
   std::vector<std::string> files;  // records, and profile JSONs for the HTML
   std::string html, csv;
@@ -84,14 +102,16 @@ struct EvaluateCommandOptions {
 CLI::App* add_evaluate_command(CLI::App& app, EvaluateCommandOptions& o);
 int evaluate_command(const EvaluateCommandOptions& o);
 
-int devices_command(bool measure);
-int data_command(const std::string& from, const std::string& to);
+struct DevicesCommandOptions {
+  bool measure = true;
+};
+CLI::App* add_devices_command(CLI::App& app, DevicesCommandOptions& o);
+int devices_command(const DevicesCommandOptions& o);
 
-// "cpu", "cuda", "cuda:N" -> kind and index; throws Error otherwise.
-void parse_device(const std::string& s, DeviceKind* kind, int* index);
-Precision parse_precision(const std::string& s);
-// Sets cfg's CUDA paths from p (cfg's device and precision already set). A flag that does not
-// apply to them (--nhwc outside CUDA bf16, say) throws Error rather than run without it.
-void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg);
+struct DataCommandOptions {
+  std::string from, to;
+};
+CLI::App* add_data_command(CLI::App& app, DataCommandOptions& o);
+int data_command(const DataCommandOptions& o);
 
 }  // namespace tb

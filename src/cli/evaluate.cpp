@@ -8,16 +8,12 @@
 #include <utility>
 
 #include "backends/backend.h"
-#include "bench/machine.h"
+#include "bench/device_facts.h"
 #include "cli/commands.h"
 #include "core/error.h"
-#include "core/version.h"
 #include "report/record.h"
 #include "train/checkpoint.h"
-#include "train/trainer.h"
-#ifdef TRAINBENCH_HAVE_CUDA
-#include "backends/cuda/cuda_info.h"
-#endif
+#include "train/executor.h"
 
 namespace tb {
 
@@ -42,15 +38,6 @@ CLI::App* add_evaluate_command(CLI::App& app, EvaluateCommandOptions& o) {
   cmd->add_flag("--deterministic", o.deterministic, "no algorithm chosen by timing");
   cmd->add_option("--out", o.out, "write the result as JSON here");
   return cmd;
-}
-
-static std::string device_name(const BackendConfig& cfg) {
-  if (cfg.device == DeviceKind::cpu) return cpu_info().model;
-#ifdef TRAINBENCH_HAVE_CUDA
-  return cuda_devices().at(size_t(cfg.device_index)).name;
-#else
-  return device_kind_name(cfg.device);
-#endif
 }
 
 int evaluate_command(const EvaluateCommandOptions& o) {
@@ -80,48 +67,28 @@ int evaluate_command(const EvaluateCommandOptions& o) {
 
   DatasetPair data = load_workload_data(w, o.data);
   Model model = build_workload_model(w, data.train);
-  // The test pass reads the test slot; a test-only Trainer never uploads the training slot.
+  // The test pass reads the test slot; a test-only executor never uploads the training slot.
   if (o.split == "train") std::swap(data.test, data.train);
-  Trainer trainer(model, *backend, hp, w, data, TrainerUse::test_only);
-  trainer.load_model(c, o.checkpoint);
+  Executor ex(model, *backend, hp, w, data, ExecutorUse::test_only);
+  load_model(ex, c, o.checkpoint);
   release_arrays(c);  // on the device now; the header stays for the record
-  const EvalResult r = trainer.evaluate();
+  const EvalResult r = ex.evaluate();
 
-  const std::string place = checkpoint_place(c);
-  fmt::print("{}: {} {}, trained in {} on {} (batch {}, seed {})\n", o.checkpoint, w.name, place,
-             trained_precision, c.device, c.hyper.value("batch", 0), hp.seed);
+  fmt::print("{}: {} {}, trained in {} on {} (batch {}, seed {})\n", o.checkpoint, w.name,
+             checkpoint_place(c), trained_precision, c.device, c.hyper.value("batch", 0), hp.seed);
   fmt::print(
       "{} set on {} ({}, {}): {} images, accuracy {:.4f}, loss {:.4f} ({:.2f}s with first-use "
       "setup, {:.0f} images/s)\n",
       o.split, o.device, backend->name, precision, r.images, r.accuracy, r.loss, r.seconds,
       r.seconds > 0 ? r.images / r.seconds : 0.0);
   if (o.out.empty()) return 0;
-  const nlohmann::json record = {{"kind", "evaluation"},
-                                 {"trainbench_version", TRAINBENCH_VERSION},
-                                 {"git_revision", git_revision()},
-                                 {"workload", w.name},
-                                 {"checkpoint",
-                                  {{"path", o.checkpoint},
-                                   {"stands", place},
-                                   {"epochs_done", c.epochs_done},
-                                   {"steps_into_epoch", c.epoch_so_far.steps},
-                                   {"written_by", c.device},
-                                   {"hyper", c.hyper}}},
-                                 {"device",
-                                  {{"kind", device_kind_name(cfg.device)},
-                                   {"name", device_name(cfg)},
-                                   {"backend", backend->name}}},
-                                 {"precision", precision},
-                                 {"threads", hp.threads},
-                                 {"batch", hp.batch},
-                                 {"deterministic", o.deterministic},
-                                 {"split", o.split},
-                                 {"images", r.images},
-                                 {"accuracy", r.accuracy},
-                                 {"loss", r.loss},
-                                 {"seconds", r.seconds},
-                                 {"machine", machine_json()}};
-  write_json_atomic(o.out, record);
+  EvaluationFacts f;
+  f.checkpoint_path = o.checkpoint, f.checkpoint = &c;
+  f.device = device_facts(cfg, *backend, hp.threads, {});
+  f.backend = backend->name, f.precision = precision, f.split = o.split;
+  f.threads = hp.threads, f.batch = hp.batch, f.deterministic = o.deterministic;
+  f.result = r;
+  write_json_atomic(o.out, make_evaluation_record(w, f));
   fmt::print("record: {}\n", o.out);
   return 0;
 }

@@ -4,16 +4,13 @@
 #include <CLI/CLI.hpp>
 
 #include "backends/backend.h"
-#include "bench/machine.h"
-#include "bench/peaks.h"
+#include "bench/device_facts.h"
 #include "cli/commands.h"
 #include "core/error.h"
-#include "report/compare.h"
+#include "core/file.h"
 #include "report/profile.h"
-#include "train/trainer.h"
-#ifdef TRAINBENCH_HAVE_CUDA
-#include "backends/cuda/cuda_info.h"
-#endif
+#include "train/executor.h"
+#include "train/step_timing.h"
 
 namespace tb {
 
@@ -40,47 +37,6 @@ CLI::App* add_profile_command(CLI::App& app, ProfileCommandOptions& o) {
   return cmd;
 }
 
-namespace {
-
-struct DeviceFacts {
-  std::string name;
-  Roofline roof;
-};
-
-DeviceFacts cpu_facts(Precision p, int threads) {
-  const CpuInfo cpu = cpu_info();
-  DeviceFacts f;
-  f.name = cpu.model;
-  if (auto peak = cpu_peak_estimate(cpu, p, threads))
-    f.roof.peak_flops = peak->flops_per_s, f.roof.peak_source = peak->source;
-  f.roof.bandwidth = measure_memory_bandwidth(threads, 0.2, &f.roof.bandwidth_source);
-  return f;
-}
-
-DeviceFacts gpu_facts(int index, Precision p) {
-  DeviceFacts f;
-#ifdef TRAINBENCH_HAVE_CUDA
-  const CudaDeviceInfo gpu = cuda_devices().at(size_t(index));
-  f.name = gpu.name;
-  if (auto peak = gpu_peak(gpu.name, p))
-    f.roof.peak_flops = peak->flops_per_s, f.roof.peak_source = peak->source;
-  if (p == Precision::bf16)  // layers bf16's kernels refuse run in tf32 (OpCache::precision)
-    if (auto peak = gpu_peak(gpu.name, Precision::tf32))
-      f.roof.other_peaks[Precision::tf32] = peak->flops_per_s;
-  f.roof.bandwidth = gpu_memory_bandwidth(gpu.name, &f.roof.bandwidth_source);
-  if (!f.roof.bandwidth && gpu.memory_clock_khz > 0 && gpu.memory_bus_width_bits > 0) {
-    // Double data rate: two transfers per memory clock over the whole bus.
-    f.roof.bandwidth = 2.0 * gpu.memory_clock_khz * 1e3 * gpu.memory_bus_width_bits / 8.0;
-    f.roof.bandwidth_source = "derived: 2 x memory clock x bus width (CUDA device properties)";
-  }
-#else
-  (void)index, (void)p;
-#endif
-  return f;
-}
-
-}  // namespace
-
 int profile_command(const ProfileCommandOptions& o) {
   BackendConfig cfg;
   parse_device(o.device, &cfg.device, &cfg.device_index);
@@ -96,15 +52,17 @@ int profile_command(const ProfileCommandOptions& o) {
   hp.threads = cpu_threads_of(cfg);
   hp.data = o.data;
 
-  const DeviceFacts dev = cfg.device == DeviceKind::cpu
-                              ? cpu_facts(cfg.precision, hp.threads)
-                              : gpu_facts(cfg.device_index, cfg.precision);
+  const DeviceFacts dev = device_facts(cfg, *backend, hp.threads, {false, true});
+  Roofline roof;
+  roof.peak_flops = dev.peak_datasheet, roof.peak_source = dev.peak_datasheet_source;
+  roof.other_peaks = dev.other_peaks;
+  roof.bandwidth = dev.bandwidth, roof.bandwidth_source = dev.bandwidth_source;
   DatasetPair data = load_workload_data(w, o.data);
   Model model = build_workload_model(w, data.train);
-  Trainer trainer(model, *backend, hp, w, data);
-  const StepTimings t = time_steps(trainer, o.steps, 2);
+  Executor ex(model, *backend, hp, w, data);
+  const StepTimings t = time_steps(ex, o.steps, 2);
 
-  ProfileReport r = build_profile(model, t, dev.roof);
+  ProfileReport r = build_profile(model, ex.plan(), t, roof);
   r.workload = w.name, r.device = dev.name, r.device_kind = o.device;
   r.precision = o.precision, r.threads = hp.threads;
   fmt::print("{}", format_profile_text(r));

@@ -14,7 +14,7 @@ struct Error : std::runtime_error {
 };
 
 // A backend could not allocate: `requested` bytes, with `available` bytes free when it failed
-// (0 when the backend cannot say). The Trainer restates it with the largest batch that fits.
+// (0 when the backend cannot say). The executor restates it with the largest batch that fits.
 struct OutOfMemory : Error {
   size_t requested = 0, available = 0;
   OutOfMemory(const std::string& what, size_t requested_bytes, size_t available_bytes)

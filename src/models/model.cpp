@@ -161,7 +161,7 @@ Model build_resnet50(int classes, int channels, int height, int width) {
   return build_resnet(ResNetSpec{}, classes, channels, height, width);
 }
 
-static int64_t node_macs(const Model& m, const Node& n) {
+int64_t node_macs(const Model& m, const Node& n) {
   if (n.kind == OpKind::dense) return int64_t(n.c) * m.nodes[n.in0].out_size();
   if (n.kind == OpKind::conv2d)
     return int64_t(n.c) * n.h * n.w * m.nodes[n.in0].c * n.kernel * n.kernel;
@@ -196,24 +196,6 @@ std::string Model::summary() const {
   s += fmt::format("{}: {} parameters, {} multiply-adds per image forward ({} in convolutions)\n",
                    name, param_count, macs_per_image(), conv_macs_per_image());
   return s;
-}
-
-}  // namespace tb
-
-namespace tb {
-
-double forward_flops_per_image(const Model& m) {
-  return 2.0 * double(m.macs_per_image());
-}
-
-double train_flops_per_image(const Model& m) {
-  double total = 0;
-  for (const Node& n : m.nodes) {
-    const double fwd = 2.0 * double(node_macs(m, n));
-    if (fwd == 0) continue;
-    total += n.in0 == 0 ? 2 * fwd : 3 * fwd;
-  }
-  return total;
 }
 
 }  // namespace tb

@@ -78,12 +78,7 @@ int add_add(Model& m, int a, int b, const std::string& name);
 // One ResNet v1.5 bottleneck (1x1, 3x3 with the stride, 1x1 x4, projection when needed).
 int add_bottleneck(Model& m, int in, int width, int stride, const std::string& name);
 
-}  // namespace tb
+// Forward multiply-adds of node n for one image (dense and conv; 0 for the others).
+int64_t node_macs(const Model& m, const Node& n);
 
-namespace tb {
-// Training FLOPs per image by WORKLOADS.md's rule: 2 x multiply-adds; a step costs forward +
-// backward, backward = 2 x forward for conv and dense (input and weight gradient), except the
-// layer that reads the input, which needs no input gradient (forward + weight gradient only).
-double train_flops_per_image(const Model& m);
-double forward_flops_per_image(const Model& m);
 }  // namespace tb

@@ -1,6 +1,6 @@
 // A one-hidden-layer MLP's whole training step as one op (Backend::mlp_step), for steps so small
 // that issuing their nine ops one by one is mostly launch latency (fashion-mlp: batch 32 through
-// 784 -> 128 -> 10). The reference composes the ops it fuses, in the Trainer's order, so a
+// 784 -> 128 -> 10). The reference composes the ops it fuses, in the executor's order, so a
 // backend's fused step is checked against exactly what the step would otherwise compute.
 #pragma once
 #include <cstdint>

@@ -1,5 +1,7 @@
 #include "report/compare.h"
 
+#include "models/cost.h"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -92,7 +94,8 @@ void fill_mfu(CompareEntry& e, const json& r) {
   // what trainbench's MFU uses, so prefer it.
   std::optional<double> per_image = num(r, {"flops", "per_train_image_contract"});
   if (!per_image) per_image = num(r, {"flops", "per_train_image"});
-  if (per_image && *e.peak > 0) e.mfu = *per_image * *e.images_per_s / *e.peak;
+  if (per_image) e.mfu = mfu(*per_image * *e.images_per_s, e.peak);
+  if (e.mfu && *e.mfu > 1) e.mfu.reset();  // above the peak: the peak is wrong, not the run
 }
 
 void fill_peak_and_mfu(CompareEntry& e, const json& r) {

@@ -6,9 +6,9 @@
 #include <chrono>
 #include <cstring>
 
-#include "bench/flops.h"
 #include "bench/peaks.h"
 #include "core/error.h"
+#include "models/cost.h"
 
 namespace tb {
 
@@ -21,157 +21,14 @@ std::optional<double> Roofline::ridge() const {
 }
 
 // ---------------------------------------------------------------------------------------------
-// FLOPs and bytes of one node
+// The report
 
 namespace {
-
-bool has_weights(const Node& n) {
-  return n.kind == OpKind::dense || n.kind == OpKind::conv2d;
-}
 
 std::string shape_text(const Node& n) {
   if (n.h == 1 && n.w == 1) return std::to_string(n.c);
   return fmt::format("{}x{}x{}", n.c, n.h, n.w);
 }
-
-}  // namespace
-
-double node_flops_forward(const Model& m, size_t i, int64_t n) {
-  const Node& node = m.nodes[i];
-  if (node.in0 < 0) return 0;
-  const Node& src = m.nodes[size_t(node.in0)];
-  if (node.kind == OpKind::dense) return dense_flops(src.out_size(), node.c) * double(n);
-  if (node.kind == OpKind::conv2d)
-    return conv2d_flops(src.c, node.c, node.kernel, node.kernel, node.h, node.w) * double(n);
-  return 0;
-}
-
-double node_flops_backward(const Model& m, size_t i, int64_t n) {
-  const Node& node = m.nodes[i];
-  if (!has_weights(node)) return 0;
-  return (node.in0 == 0 ? 1.0 : 2.0) * node_flops_forward(m, i, n);
-}
-
-double node_bytes(const Model& m, size_t i, int64_t n, bool forward_fused_away) {
-  const Node& node = m.nodes[i];
-  if (node.in0 < 0) return 0;
-  const double x = double(n) * double(m.nodes[size_t(node.in0)].out_size());
-  const double y = double(n) * double(node.out_size());
-  const double w = double(node.param_count);
-  const double dx = node.in0 == 0 ? 0 : x;  // the input gets no gradient
-  double fwd = 0, bwd = 0;
-  switch (node.kind) {
-    case OpKind::input:
-      break;
-    case OpKind::dense:
-    case OpKind::conv2d:
-      fwd = x + w + y, bwd = y + x + w + dx + w;
-      break;
-    case OpKind::relu:
-      fwd = x + y, bwd = y + y + dx;
-      break;
-    case OpKind::batchnorm:
-      fwd = x + y + w, bwd = x + y + dx + w + w;
-      break;
-    case OpKind::maxpool:
-      fwd = x + 2 * y, bwd = 2 * y + dx;
-      break;  // + argmax (int32)
-    case OpKind::global_avgpool:
-      fwd = x + y, bwd = y + dx;
-      break;
-    case OpKind::add:
-      fwd = x + 2 * y, bwd = 4 * y;
-      break;  // dy read twice, two copies written
-  }
-  if (forward_fused_away) fwd = 0;
-  return 4.0 * (fwd + bwd);  // fp32
-}
-
-// ---------------------------------------------------------------------------------------------
-// Timing
-
-namespace {
-
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-struct StepRunner {
-  Trainer& t;
-  int64_t n = 0, batches = 1;
-  int64_t counter = 0;
-
-  // Every `batches` steps the cursor goes back to the start of the (unshuffled) training set, as
-  // a new epoch with new augmentation seeds.
-  void next() {
-    if (counter % batches == 0) t.start_epoch(counter / batches + 1);
-    ++counter;
-  }
-
-  void plain(int64_t steps) {
-    for (int64_t s = 0; s < steps; ++s) next(), t.step(n, nullptr);
-  }
-
-  // One step timed part by part and node by node (issue_step's split); adds milliseconds into
-  // r. A step that could not be timed (a size's first op by op one) is followed by one that is.
-  void instrumented(StepTimings& r) {
-    for (StepSplit s; s.samples == 0;) {
-      next();
-      t.issue_step(n, &s, &r.forward_ms, &r.backward_ms);
-      r.data_ms += s.data_ms, r.loss_ms += s.loss_ms, r.optimizer_ms += s.optimizer_ms;
-    }
-  }
-};
-
-}  // namespace
-
-StepTimings time_steps(Trainer& t, int64_t steps, int warmup) {
-  TB_CHECK(steps > 0, "--steps must be positive");
-  Backend& be = t.be;
-  StepTimings r;
-  const size_t nodes = t.model.nodes.size();
-  r.forward_ms.assign(nodes, 0), r.backward_ms.assign(nodes, 0);
-  r.relu_fusion = t.relu_fusion;
-  r.bn_of_add = t.bn_of_add, r.add_of_bn = t.add_of_bn;
-  r.batch = std::min<int64_t>(t.hp.batch, t.train_count);
-  r.steps = steps, r.warmup = warmup;
-  r.node_timing = be.timers_create ? "device events around each node, the pass queued behind a gate"
-                                   : "host clock between synchronizes around each node";
-
-  StepRunner run{t, r.batch, t.train_count / r.batch};
-
-  run.plain(warmup);
-  be.synchronize(be.ctx);
-  // Rounds of instrumented then plain steps, so that drift (clocks, other processes) hits both.
-  const int64_t rounds = std::min<int64_t>(5, steps);
-  double plain_ms = 0;
-  for (int64_t k = 0; k < rounds; ++k) {
-    const int64_t chunk = steps / rounds + (k < steps % rounds ? 1 : 0);
-    for (int64_t s = 0; s < chunk; ++s) run.instrumented(r);
-    be.synchronize(be.ctx);
-    const auto t0 = Clock::now();
-    run.plain(chunk);
-    be.synchronize(be.ctx);
-    plain_ms += ms_since(t0);
-  }
-  const double k = 1.0 / double(steps);
-  for (size_t i = 0; i < nodes; ++i) r.forward_ms[i] *= k, r.backward_ms[i] *= k;
-  r.data_ms *= k, r.loss_ms *= k, r.optimizer_ms *= k;
-  r.step_ms = plain_ms * k;
-  r.how = t.node_notes();
-  r.precision = t.node_precisions();
-  if (t.host_paced_passes > 0)
-    r.node_timing += fmt::format(
-        " (in {} of {} passes the gate let go before the host had issued the pass: those ran at "
-        "the host's pace)",
-        t.host_paced_passes, 2 * steps);
-  return r;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The report
-
-namespace {
 
 void fill_roofline(LayerRow& l, const Roofline& roof) {
   const double flops = l.flops_forward + l.flops_backward;
@@ -193,32 +50,33 @@ void fill_roofline(LayerRow& l, const Roofline& roof) {
   }
 }
 
-LayerRow layer_row(const Model& m, const StepTimings& t, size_t i) {
+// What the plan fused into node i's row, or into which other row node i's forward went.
+std::string fusion_note(const Model& m, const Plan& plan, size_t i) {
+  const int fs = plan.forward_of[i];
+  if (fs < 0) return "";
+  const ForwardStep& s = plan.forward[size_t(fs)];
+  if (s.covers.size() < 2) return "";
+  auto name = [&](int n) { return m.nodes[size_t(n)].name; };
+  const bool both = s.op == ForwardOp::bn_relu;  // the ReLU's backward runs in BN's too
+  if (s.node != int(i))
+    return fmt::format("{} fused into {}", both ? "forward and backward" : "forward", name(s.node));
+  if (s.op == ForwardOp::bn_add_relu)
+    return fmt::format("forward includes {} and {} (fused)", name(s.bn), name(s.writes));
+  return fmt::format("{} {} (fused)", both ? "forward and backward include" : "forward includes",
+                     name(s.writes));
+}
+
+LayerRow layer_row(const Model& m, const Plan& plan, const StepTimings& t, size_t i) {
   const Node& node = m.nodes[i];
-  const ReluFusion into = i > 0 ? t.relu_fusion[i - 1] : ReluFusion::none;  // this ReLU's
-  // A BN and the ReLU after its add run inside the add's forward.
-  int add_at = i < t.add_of_bn.size() ? t.add_of_bn[i] : -1;
-  if (i > 0 && i - 1 < t.bn_of_add.size() && t.bn_of_add[i - 1] >= 0) add_at = int(i - 1);
-  const bool fused_away = into != ReluFusion::none || add_at >= 0;
+  const int fs = plan.forward_of[i];
+  const bool fused_away = fs >= 0 && plan.forward[size_t(fs)].node != int(i);
+  const NodeCost cost = node_cost(m, i, t.batch);
   LayerRow l;
   l.name = node.name, l.op = op_name(node.kind), l.shape = shape_text(node);
-  l.forward_ms = t.forward_ms[i], l.backward_ms = t.backward_ms[i];
-  l.flops_forward = node_flops_forward(m, i, t.batch);
-  l.flops_backward = node_flops_backward(m, i, t.batch);
-  l.bytes = node_bytes(m, i, t.batch, fused_away);
-  const bool both = t.relu_fusion[i] == ReluFusion::both;
-  if (t.relu_fusion[i] != ReluFusion::none)
-    l.note =
-        fmt::format("{} {} (fused)", both ? "forward and backward include" : "forward includes",
-                    m.nodes[i + 1].name);
-  if (into != ReluFusion::none)
-    l.note = fmt::format("{} fused into {}",
-                         into == ReluFusion::both ? "forward and backward" : "forward",
-                         m.nodes[i - 1].name);
-  if (add_at >= 0) l.note = fmt::format("forward fused into {}", m.nodes[size_t(add_at)].name);
-  if (i < t.bn_of_add.size() && t.bn_of_add[i] >= 0)
-    l.note = fmt::format("forward includes {} and {} (fused)", m.nodes[size_t(t.bn_of_add[i])].name,
-                         m.nodes[i + 1].name);
+  l.forward_ms = t.nodes.forward_ms[i], l.backward_ms = t.nodes.backward_ms[i];
+  l.flops_forward = cost.flops_forward, l.flops_backward = cost.flops_backward;
+  l.bytes = (fused_away ? 0 : cost.bytes_forward) + cost.bytes_backward;
+  l.note = fusion_note(m, plan, i);
   if (i < t.how.size() && !t.how[i].empty())
     l.note = l.note.empty() ? t.how[i] : l.note + "; " + t.how[i];
   return l;
@@ -226,18 +84,11 @@ LayerRow layer_row(const Model& m, const StepTimings& t, size_t i) {
 
 }  // namespace
 
-ProfileReport build_profile(const Model& m, const StepTimings& timings, const Roofline& roof) {
-  TB_CHECK(
-      timings.forward_ms.size() == m.nodes.size() && timings.relu_fusion.size() == m.nodes.size(),
-      "profile: timings for {} nodes, the model has {}", timings.forward_ms.size(), m.nodes.size());
-  // A ReLU fused into its batch norm in both directions has no time of its own (its timer reads
-  // only its own overhead): that goes to the BN's row, and the ReLU's row is left out.
-  StepTimings t = timings;
-  for (size_t i = 1; i < m.nodes.size(); ++i)
-    if (t.relu_fusion[i - 1] == ReluFusion::both) {
-      t.forward_ms[i - 1] += t.forward_ms[i], t.backward_ms[i - 1] += t.backward_ms[i];
-      t.forward_ms[i] = t.backward_ms[i] = 0;
-    }
+ProfileReport build_profile(const Model& m, const Plan& plan, const StepTimings& t,
+                            const Roofline& roof) {
+  TB_CHECK(t.nodes.forward_ms.size() == m.nodes.size() && plan.forward_of.size() == m.nodes.size(),
+           "profile: timings for {} nodes, the model has {}", t.nodes.forward_ms.size(),
+           m.nodes.size());
   ProfileReport r;
   r.batch = t.batch, r.steps = t.steps, r.warmup = t.warmup;
   r.step_ms = t.step_ms;
@@ -245,7 +96,7 @@ ProfileReport build_profile(const Model& m, const StepTimings& timings, const Ro
   r.roof = roof;
   double parts = t.data_ms + t.loss_ms + t.optimizer_ms;
   for (size_t i = 1; i < m.nodes.size(); ++i) {
-    LayerRow l = layer_row(m, t, i);
+    LayerRow l = layer_row(m, plan, t, i);
     parts += l.total_ms();
     if (l.total_ms() <= 0 && l.flops_forward <= 0) continue;
     // A node the backend ran in another precision is drawn against that precision's peak.
@@ -272,62 +123,6 @@ ProfileReport build_profile(const Model& m, const StepTimings& timings, const Ro
        t.step_ms - parts, (t.step_ms - parts) * share},
   };
   return r;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Roofline pieces
-
-std::optional<double> gpu_memory_bandwidth(std::string_view device_name, std::string* source) {
-  struct Row {
-    const char* peaks_name;  // GpuPeaks::name of the device
-    double bytes_per_s;
-    const char* source;
-  };
-  static const Row kRows[] = {
-      {"H100 SXM5", 3.35e12, "datasheet: H100 SXM5 HBM3 3.35 TB/s"},
-      {"H100 PCIe", 2.0e12, "datasheet: H100 PCIe HBM2e 2.0 TB/s"},
-      {"H100 NVL", 3.9e12, "datasheet: H100 NVL HBM3 3.9 TB/s"},
-      {"H200 SXM", 4.8e12, "datasheet: H200 HBM3e 4.8 TB/s"},
-      {"H200 NVL", 4.8e12, "datasheet: H200 NVL HBM3e 4.8 TB/s"},
-      {"A100 SXM", 2.0e12, "datasheet: A100 80GB 2.0 TB/s (the 40GB part: 1.56)"},
-      {"A100 PCIe", 2.0e12, "datasheet: A100 80GB 2.0 TB/s (the 40GB part: 1.56)"},
-  };
-  const std::optional<GpuPeaks> g = gpu_peaks(device_name);
-  if (!g) return std::nullopt;
-  for (const Row& r : kRows) {
-    if (g->name != r.peaks_name) continue;
-    if (source) *source = r.source;
-    return r.bytes_per_s;
-  }
-  return std::nullopt;
-}
-
-double measure_memory_bandwidth(int threads, double seconds_budget, std::string* source) {
-  const size_t bytes = size_t(64) << 20;
-  std::vector<char> a(bytes, 1), b(bytes, 2);  // filled: every page is touched before timing
-  const int nt = std::max(1, threads);
-  auto copy_once = [&] {
-    const auto t0 = Clock::now();
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int k = 0; k < nt; ++k) {
-      const size_t lo = bytes * size_t(k) / size_t(nt), hi = bytes * size_t(k + 1) / size_t(nt);
-      std::memcpy(b.data() + lo, a.data() + lo, hi - lo);
-    }
-    return std::chrono::duration<double>(Clock::now() - t0).count();
-  };
-  copy_once();
-  const auto start = Clock::now();
-  double best = copy_once();
-  int runs = 1;
-  while (runs < 3 || std::chrono::duration<double>(Clock::now() - start).count() < seconds_budget) {
-    best = std::min(best, copy_once());
-    if (++runs >= 100) break;
-  }
-  const double bw = 2.0 * double(bytes) / best;
-  if (source)
-    *source = fmt::format("measured: memcpy 64 MiB, {} thread{}, best of {} (read + write)", nt,
-                          nt == 1 ? "" : "s", runs);
-  return bw;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdio>
 
-#include "train/trainer.h"
+#include "train/runner.h"
 
 namespace tb {
 

@@ -3,20 +3,58 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
+#include "bench/machine.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/version.h"
+#include "models/cost.h"
+#include "train/checkpoint.h"
 
 namespace tb {
 
-static nlohmann::json opt(const std::optional<double>& v) {
+namespace {
+
+nlohmann::json opt(const std::optional<double>& v) {
   return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
+// Every value, its median, min, max and spread ((max - min) / median).
+nlohmann::json spread_json(std::vector<double> v) {
+  nlohmann::json j = {{"values", v}};
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  const double median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  j["median"] = median, j["min"] = v.front(), j["max"] = v.back();
+  j["spread"] = median != 0 ? (v.back() - v.front()) / median : 0.0;
+  return j;
+}
+
+nlohmann::json device_json(const DeviceFacts& d, const std::string& backend) {
+  nlohmann::json j = d.extra;
+  j["kind"] = d.kind, j["name"] = d.name, j["backend"] = backend;
+  return j;
+}
+
+}  // namespace
+
+MfuFacts mfu_facts(double achieved, std::optional<double> datasheet,
+                   std::optional<double> measured) {
+  MfuFacts f;
+  f.achieved = achieved;
+  f.mfu_datasheet = mfu(achieved, datasheet);
+  f.mfu_measured = mfu(achieved, measured);
+  f.datasheet_low = datasheet && ((measured && *measured > *datasheet) || achieved > *datasheet);
+  f.mfu = f.datasheet_low ? f.mfu_measured : f.mfu_datasheet;
+  for (std::optional<double>* m : {&f.mfu, &f.mfu_datasheet, &f.mfu_measured})
+    if (*m && **m > 1) m->reset();
+  return f;
 }
 
 nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, const RunFacts& f) {
@@ -28,22 +66,16 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
     epochs_loss.push_back(e.loss);
     epochs_acc.push_back(e.accuracy);
   }
-  const double achieved = f.train_flops_per_image * t.images_per_s_steady;
-  std::optional<double> mfu_datasheet, mfu_measured;
-  if (f.peak_datasheet && *f.peak_datasheet > 0) mfu_datasheet = achieved / *f.peak_datasheet;
-  if (f.peak_measured && *f.peak_measured > 0) mfu_measured = achieved / *f.peak_measured;
-
-  json device = f.device_extra;
-  device["kind"] = f.device_kind;
-  device["name"] = f.device_name;
-  device["backend"] = f.backend;
+  const DeviceFacts& d = f.device;
+  const MfuFacts mf =
+      mfu_facts(f.train_flops_per_image * t.images_per_s_steady, d.peak_datasheet, d.peak_measured);
 
   json r = {
       {"algorithms", f.algorithms},
       {"trainbench_version", TRAINBENCH_VERSION},
       {"git_revision", git_revision()},
       {"workload", w.name},
-      {"device", device},
+      {"device", device_json(d, f.backend)},
       {"precision", precision_name(hp.precision)},
       {"batch", hp.batch},
       {"epochs", hp.epochs},
@@ -92,18 +124,75 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
       {"flops",
        {{"per_train_image", f.train_flops_per_image},
         {"per_forward_image", forward_flops_per_image(m)},
-        {"achieved_per_s", achieved},
-        {"peak_datasheet_per_s", opt(f.peak_datasheet)},
-        {"peak_datasheet_source", f.peak_datasheet_source},
-        {"peak_measured_per_s", opt(f.peak_measured)},
-        {"peak_measured_source", f.peak_measured_source},
-        {"mfu", opt(mfu_datasheet)},
-        {"mfu_measured", opt(mfu_measured)}}},
+        {"achieved_per_s", mf.achieved},
+        {"peak_datasheet_per_s", opt(d.peak_datasheet)},
+        {"peak_datasheet_source", d.peak_datasheet_source},
+        {"peak_datasheet_low", mf.datasheet_low},
+        {"peak_measured_per_s", opt(d.peak_measured)},
+        {"peak_measured_source", d.peak_measured_source},
+        {"mfu", opt(mf.mfu)},
+        {"mfu_datasheet", opt(mf.mfu_datasheet)},
+        {"mfu_measured", opt(mf.mfu_measured)}}},
       {"utilisation", f.utilisation},
       {"machine", f.machine},
-      {"versions", f.versions},
+      {"versions", f.machine.value("versions", json::object())},
+      {"interrupted", f.interrupted},
+      {"deterministic", f.config.deterministic},
+      {"step_graphs", f.step_graphs},
+      {"conv_layout", f.config.cuda.bf16_nhwc ? "nhwc" : "nchw"},
+      {"fused_mlp_step", f.fused_mlp_step},
   };
+  if (!f.checkpoint_path.empty())
+    r["checkpoint"] = {{"path", f.checkpoint_path},
+                       {"every_minutes", f.checkpoint_minutes},
+                       {"written", t.checkpoints},
+                       {"failed", f.checkpoint_failures}};
+  if (f.resumed)
+    r["resumed_from"] = {{"path", f.resumed_path},
+                         {"epochs", f.resumed->epochs_done},
+                         {"steps_into_epoch", f.resumed->epoch_so_far.steps},
+                         {"written_by", f.resumed->device}};
+  if (f.config.device == DeviceKind::cuda)
+    r["cuda_paths"] = {{"graphs", f.config.graphs},
+                       {"bf16_reuse", f.config.reuse_bf16},
+                       {"bn_slices", f.config.cuda.bn_slices},
+                       {"nhwc", f.config.cuda.bf16_nhwc},
+                       {"fused_mlp", f.config.cuda.fused_mlp}};
+  const RepeatTimes& rep = f.repeats;
+  if (rep.train_s.size() > 1)
+    r["repeats"] = {{"count", rep.train_s.size()},
+                    {"train_s", spread_json(rep.train_s)},
+                    {"test_s", spread_json(rep.test_s)},
+                    {"train_test_s", spread_json(rep.train_test_s)},
+                    {"train_images_per_s_steady", spread_json(rep.steady)},
+                    {"test_accuracy", spread_json(rep.accuracy)}};
   return r;
+}
+
+nlohmann::json make_evaluation_record(const Workload& w, const EvaluationFacts& f) {
+  const Checkpoint& c = *f.checkpoint;
+  return {{"kind", "evaluation"},
+          {"trainbench_version", TRAINBENCH_VERSION},
+          {"git_revision", git_revision()},
+          {"workload", w.name},
+          {"checkpoint",
+           {{"path", f.checkpoint_path},
+            {"stands", checkpoint_place(c)},
+            {"epochs_done", c.epochs_done},
+            {"steps_into_epoch", c.epoch_so_far.steps},
+            {"written_by", c.device},
+            {"hyper", c.hyper}}},
+          {"device", device_json(f.device, f.backend)},
+          {"precision", f.precision},
+          {"threads", f.threads},
+          {"batch", f.batch},
+          {"deterministic", f.deterministic},
+          {"split", f.split},
+          {"images", f.result.images},
+          {"accuracy", f.result.accuracy},
+          {"loss", f.result.loss},
+          {"seconds", f.result.seconds},
+          {"machine", machine_json()}};
 }
 
 void write_json_atomic(const std::string& path, const nlohmann::json& j) {

@@ -1,32 +1,77 @@
-// The result record of WORKLOADS.md: one JSON object per run, written atomically (temp file,
-// fsync, rename) so a crash never leaves half a record.
+// The result records of WORKLOADS.md: one JSON object per run (make_record) or per test pass of
+// a checkpoint (make_evaluation_record). Every key of either is written here and nowhere else.
+// Written atomically (temp file, fsync, rename) so a crash never leaves half a record.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "backends/backend.h"
+#include "bench/device_facts.h"
 #include "models/model.h"
-#include "train/trainer.h"
+#include "train/runner.h"
 #include "train/workload.h"
 
 namespace tb {
 
+struct Checkpoint;
+
+// Every run's times for --repeat N: the record keeps the last run in full and these, each with
+// its median, min, max and spread.
+struct RepeatTimes {
+  std::vector<double> train_s, test_s, train_test_s, steady, accuracy;
+};
+
 struct RunFacts {
-  std::string device_kind, device_name, backend;
+  DeviceFacts device;
+  BackendConfig config;  // what the backend was made with (the CUDA paths go into the record)
+  std::string backend;
   double load_seconds = 0;
   TrainResult train;
   EvalResult test;
   double train_flops_per_image = 0;
-  std::optional<double> peak_datasheet, peak_measured;  // FLOP/s for the precision used
-  std::string peak_datasheet_source, peak_measured_source;
-  nlohmann::json device_extra = nlohmann::json::object();
   nlohmann::json utilisation = nlohmann::json::object();
   nlohmann::json machine = nlohmann::json::object();
-  nlohmann::json versions = nlohmann::json::object();
   nlohmann::json algorithms = nlohmann::json::object();  // node -> how the backend ran it
+  std::string step_graphs;                               // Executor::graph_summary
+  bool fused_mlp_step = false;                           // the backend's fused MLP step was taken
+  bool interrupted = false;                              // a signal ended training or the repeats
+  // --checkpoint: where, how often, how many written and failed.
+  std::string checkpoint_path;
+  double checkpoint_minutes = 0;
+  int64_t checkpoint_failures = 0;
+  // --resume: from which file, and the checkpoint's header.
+  std::string resumed_path;
+  const Checkpoint* resumed = nullptr;
+  RepeatTimes repeats;
 };
 
+// MFU against the datasheet (or estimated) peak, and against the measured one. Where the
+// achieved rate or the measured peak exceeds the datasheet figure, that figure is known to be
+// low (a CPU's nominal clock under its boost): `datasheet_low`, and `mfu` is then against the
+// measured peak. An MFU above 1 is never reported: it says the peak is wrong, not the run.
+struct MfuFacts {
+  double achieved = 0;
+  std::optional<double> mfu, mfu_datasheet, mfu_measured;
+  bool datasheet_low = false;
+};
+MfuFacts mfu_facts(double achieved, std::optional<double> datasheet,
+                   std::optional<double> measured);
+
 nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, const RunFacts& f);
+
+struct EvaluationFacts {
+  std::string checkpoint_path;
+  const Checkpoint* checkpoint = nullptr;
+  DeviceFacts device;
+  std::string backend, precision, split;
+  int threads = 0;
+  int64_t batch = 0;
+  bool deterministic = false;
+  EvalResult result;
+};
+nlohmann::json make_evaluation_record(const Workload& w, const EvaluationFacts& f);
 
 void write_json_atomic(const std::string& path, const nlohmann::json& j);
 // Reads a record; throws Error naming the file if it is missing, truncated or not a record.

@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "train/trainer.h"
+#include "train/runner.h"
 #include "train/workload.h"
 
 namespace tb {
@@ -49,8 +49,18 @@ Checkpoint read_checkpoint(const std::string& path);
 
 // Throws Error naming the first thing that differs where a run resumed from c would not train
 // what an uninterrupted run does: workload, batch, seed, augmentation, optimizer and its
-// settings (Trainer::restore adds the model's sizes). Epochs, steps, precision, device and
+// settings (restore_checkpoint adds the model's sizes). Epochs, steps, precision, device and
 // threads may differ; epochs must exceed c.epochs_done.
 void check_resumable(const Checkpoint& c, const std::string& path, const Hyper& hp);
+
+// The executor's state after r's finished epochs and `so_far` of the next (shuffle_rng: the
+// shuffle generator's state before that next epoch's shuffle), and back: restore checks that the
+// checkpoint fits this run (check_resumable and the model's sizes) before loading it.
+Checkpoint capture_checkpoint(const Executor& ex, const TrainResult& r,
+                              const std::string& shuffle_rng, const EpochSoFar& so_far);
+void restore_checkpoint(Executor& ex, const Checkpoint& c, const std::string& path);
+// Only c's parameters and batch-norm statistics (not its optimizer state or place): a trained
+// model to test, on any backend, precision or batch size.
+void load_model(Executor& ex, const Checkpoint& c, const std::string& path);
 
 }  // namespace tb

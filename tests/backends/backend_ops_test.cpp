@@ -923,7 +923,7 @@ TEST(CpuConvModes, EveryCandidateMatchesReference) {
         }
         cx.conv_mode.reset();
       }
-      // The Trainer's order on one cache: the data gradient may reuse what the weight gradient
+      // The executor's order on one cache: the data gradient may reuse what the weight gradient
       // left in the scratch (dy rearranged); run_on's second run moves dy, which must not be.
       const OpCase step = conv_step(d);
       const auto init = make_host(step);

@@ -27,7 +27,8 @@
 #include "ops/relu.h"
 #include "ops/softmax_ce.h"
 #include "train/checkpoint.h"
-#include "train/trainer.h"
+#include "train/executor.h"
+#include "train/runner.h"
 #include "train/workload.h"
 
 #ifdef TRAINBENCH_HAVE_CUDA
@@ -127,7 +128,7 @@ std::unique_ptr<Backend> make_gpu(Precision p, bool nhwc = false) {
   BackendConfig cfg;
   cfg.device = DeviceKind::cuda;
   cfg.precision = p;
-  cfg.bf16_nhwc = nhwc;
+  cfg.cuda.bf16_nhwc = nhwc;
   return make_backend(cfg);
 }
 
@@ -389,7 +390,7 @@ TEST_P(CudaConv, ForwardBackwardDataBackwardWeights) {
     DBuf gx = up(*g, x), gw = up(*g, w), gdy = up(*g, dy);
     OpCache cache;
     // The first call measures algorithms, the second reuses them. The second runs the backward
-    // in the Trainer's order, weights then data, where bf16 reuses the weight gradient's copy
+    // in the executor's order, weights then data, where bf16 reuses the weight gradient's copy
     // of dy for the data gradient (and both calls reuse the forward's copy of x).
     for (int rep = 0; rep < 2; ++rep) {
       SCOPED_TRACE("call " + std::to_string(rep));
@@ -822,7 +823,7 @@ DatasetPair random_images(int64_t count, uint32_t seed, int side = 16) {
 }
 
 // WORKLOADS.md's ResNet-50, one whole training step on 16 random CIFAR-sized images, through the
-// Trainer on the oneDNN CPU backend and on the GPU in fp32, from the same initial weights (the
+// Executor on the oneDNN CPU backend and on the GPU in fp32, from the same initial weights (the
 // seed's host init): the loss, the gradient norms (issue 5's check) and the BN running statistics
 // agree. Not the gradients element by element: over ResNet-50's 49 ReLUs a value that rounding
 // puts on the other side of 0 in one backend flips a mask, and everything before it moves by a
@@ -844,13 +845,13 @@ TEST_F(CudaOps, ResNet50StepMatchesCpu) {
     std::vector<float> grads, state;
   };
   auto one_step = [&](Backend& be) {
-    Trainer t(m, be, hp, w, data);
-    be.fill(be.ctx, t.metrics, 0.f, 4);
-    t.step(n, nullptr);  // the training set in order (the Trainer's start)
+    Executor t(m, be, hp, w, data);
+    be.fill(be.ctx, t.buffers().metrics, 0.f, 4);
+    t.step(n, nullptr);  // the training set in order (the executor's start)
     Result r;
-    r.loss = down(be, t.metrics, 1)[0] / float(n);
-    r.grads = down(be, t.grads, m.param_count);
-    r.state = down(be, t.state, m.state_count);
+    r.loss = down(be, t.buffers().metrics, 1)[0] / float(n);
+    r.grads = down(be, t.buffers().grads, m.param_count);
+    r.state = down(be, t.buffers().state, m.state_count);
     return r;
   };
   const Result want = one_step(*cpu), got = one_step(gpu());
@@ -928,8 +929,8 @@ TEST_F(CudaOps, GraphReplayMatchesIssuedSteps) {
       cfg.graphs = graphs == 1;
       cfg.deterministic = true;
       auto be = make_backend(cfg);
-      Trainer t(*m, *be, hp, w, data);
-      t.train(nullptr);
+      Executor t(*m, *be, hp, w, data);
+      train(t, nullptr);
       eval[graphs] = t.evaluate();  // 16 16 8: the second batch of 16 replays
       params[graphs] = t.download_params();
       summary[graphs] = t.graph_summary();
@@ -963,14 +964,14 @@ TEST_F(CudaOps, ResumedRunEndsWhereTheUninterruptedOneDoes) {
     Hyper h = hp;
     h.epochs = epochs, h.steps = steps;
     auto be = make_backend(cfg);
-    Trainer t(m, *be, h, w, data);
+    Executor t(m, *be, h, w, data);
     CheckpointPlan plan;
     plan.resume = resume, plan.resume_path = "gpu.tbck";
     plan.write = [written](const Checkpoint& c) {
       if (written) *written = c;
       return true;
     };
-    t.train(nullptr, plan);
+    train(t, nullptr, plan);
     return t.download_params();
   };
   const std::vector<float> whole = run(3, -1, nullptr, nullptr);
@@ -988,8 +989,8 @@ TEST_F(CudaOps, ResumedRunEndsWhereTheUninterruptedOneDoes) {
   EXPECT_EQ(resumed_inside, whole) << rel_err(resumed_inside, whole);
 }
 
-// `evaluate` on the GPU: a test-only Trainer (no gradients, optimizer state or training set on
-// the device; the test pass replayed from graphs) tests a GPU-trained model as the Trainer that
+// `evaluate` on the GPU: a test-only Executor (no gradients, optimizer state or training set on
+// the device; the test pass replayed from graphs) tests a GPU-trained model as the Executor that
 // trained it does, to the bit (deterministic algorithms), and as the CPU does within a few
 // images; in bf16 (widths in multiples of 8, so the convolutions run in bf16, from the weights'
 // bf16 mirror refreshed by the upload) within 2% of the fp32 loss.
@@ -1003,17 +1004,17 @@ TEST_F(CudaOps, TestOnlyTrainerTestsAsTheTrainingOne) {
   cfg.device = DeviceKind::cuda;
   cfg.deterministic = true;
   auto be = make_backend(cfg);
-  Trainer trained(m, *be, hp, w, data);
-  const TrainResult r = trained.train(nullptr);
-  const Checkpoint c = trained.checkpoint(r, "", {});
+  Executor trained(m, *be, hp, w, data);
+  const TrainResult r = train(trained, nullptr);
+  const Checkpoint c = capture_checkpoint(trained, r, "", {});
   const EvalResult expect = trained.evaluate();
 
   auto evaluate_on = [&](BackendConfig bc) {
     auto b = make_backend(bc);
-    Trainer t(m, *b, hp, w, data, TrainerUse::test_only);
-    EXPECT_EQ(t.grads, nullptr);
-    EXPECT_EQ(t.train_images, nullptr);
-    t.load_model(c, "gpu.tbck");
+    Executor t(m, *b, hp, w, data, ExecutorUse::test_only);
+    EXPECT_EQ(t.buffers().grads, nullptr);
+    EXPECT_EQ(t.buffers().train_images, nullptr);
+    load_model(t, c, "gpu.tbck");
     return t.evaluate();
   };
   const EvalResult gpu = evaluate_on(cfg);
@@ -1041,7 +1042,7 @@ TEST_F(CudaOps, TestOnlyTrainerTestsAsTheTrainingOne) {
 TEST_F(CudaOps, FusedMlpStepMatchesReference) {
   BackendConfig cfg;
   cfg.device = DeviceKind::cuda;
-  cfg.fused_mlp = true;
+  cfg.cuda.fused_mlp = true;
   auto gp = make_backend(cfg);
   Backend& g = *gp;
   ASSERT_NE(g.mlp_step, nullptr);
@@ -1102,7 +1103,7 @@ TEST_F(CudaOps, FusedMlpStepMatchesReference) {
   }
 }
 
-// Through the Trainer: the fused step in place of the issued ops, graphs on, two epochs with a
+// Through the executor: the fused step in place of the issued ops, graphs on, two epochs with a
 // partial last batch; the fused step ran and the parameters moved the same way.
 TEST_F(CudaOps, FusedMlpStepFollowsIssuedOps) {
   const DatasetPair data = random_images(100, 2702);  // 32 32 32 4, three channels
@@ -1114,11 +1115,11 @@ TEST_F(CudaOps, FusedMlpStepFollowsIssuedOps) {
   for (int fused = 0; fused < 2; ++fused) {
     BackendConfig cfg;
     cfg.device = DeviceKind::cuda;
-    cfg.fused_mlp = fused == 1;
+    cfg.cuda.fused_mlp = fused == 1;
     auto be = make_backend(cfg);
-    Trainer t(m, *be, hp, w, data);
+    Executor t(m, *be, hp, w, data);
     const std::vector<float> p0 = t.download_params();
-    t.train(nullptr);
+    train(t, nullptr);
     moved[fused] = t.download_params();
     for (size_t i = 0; i < p0.size(); ++i) moved[fused][i] -= p0[i];
     EXPECT_EQ(t.fused_issues > 0, fused == 1);
@@ -1154,14 +1155,14 @@ TEST_F(CudaOps, Bf16ReusedCopiesMatchConvertingEachCall) {
       cfg.precision = Precision::bf16;
       cfg.deterministic = true;
       cfg.reuse_bf16 = reuse == 1;
-      cfg.bf16_nhwc = nhwc;
+      cfg.cuda.bf16_nhwc = nhwc;
       auto be = make_backend(cfg);
-      Trainer t(m, *be, hp, w, data);
-      t.train(nullptr);
+      Executor t(m, *be, hp, w, data);
+      train(t, nullptr);
       std::vector<float> p1 = t.download_params();
       for (float& v : p1) v *= 0.9f;
       t.upload_params(p1);
-      t.train(nullptr);
+      train(t, nullptr);
       moved[reuse] = t.download_params();
       for (size_t i = 0; i < p1.size(); ++i) moved[reuse][i] -= p1[i];
     }
@@ -1182,11 +1183,11 @@ TEST_F(CudaOps, Bf16TrainingFollowsFp32) {
   Hyper hp = w.defaults;
   hp.batch = 32;
   auto one_step = [&](Backend& be, std::vector<float>* grads) {
-    Trainer t(m, be, hp, w, data);
-    be.fill(be.ctx, t.metrics, 0.f, 4);
-    t.step(32, nullptr);  // the training set in order (the Trainer's start)
-    *grads = down(be, t.grads, m.param_count);
-    return down(be, t.metrics, 1)[0] / 32.f;
+    Executor t(m, be, hp, w, data);
+    be.fill(be.ctx, t.buffers().metrics, 0.f, 4);
+    t.step(32, nullptr);  // the training set in order (the executor's start)
+    *grads = down(be, t.buffers().grads, m.param_count);
+    return down(be, t.buffers().metrics, 1)[0] / 32.f;
   };
   auto cpu = make_backend({DeviceKind::cpu, 0, Precision::fp32, 0, false});
   std::vector<float> want;
@@ -1213,8 +1214,8 @@ TEST_F(CudaOps, Bf16TrainingFollowsFp32) {
           s->images[size_t(((i * 3 + c) * 16 + s->labels[size_t(i)]) * 16 + x)] = 255;
   hp.batch = 16, hp.epochs = 10;
   auto bf16 = make_gpu(Precision::bf16, /*nhwc=*/true);
-  Trainer t(m, *bf16, hp, w, learn);
-  const TrainResult r = t.train(nullptr);
+  Executor t(m, *bf16, hp, w, learn);
+  const TrainResult r = train(t, nullptr);
   for (const EpochResult& e : r.epochs) EXPECT_TRUE(std::isfinite(e.loss));
   EXPECT_LT(r.epochs.back().loss, 0.5 * r.epochs.front().loss);
   std::printf("toy ResNet, 10 epochs in bf16 (nhwc): loss %.4f -> %.4f, %s\n",
@@ -1238,10 +1239,10 @@ TEST_F(CudaOps, DeterministicRunsRepeatExactly) {
     for (int run = 0; run < 2; ++run) {
       BackendConfig cfg;
       cfg.device = DeviceKind::cuda, cfg.precision = prec, cfg.deterministic = true;
-      cfg.bf16_nhwc = nhwc;
+      cfg.cuda.bf16_nhwc = nhwc;
       auto be = make_backend(cfg);
-      Trainer t(m, *be, hp, w, data);
-      loss[run] = t.train(nullptr).epochs.back().loss;
+      Executor t(m, *be, hp, w, data);
+      loss[run] = train(t, nullptr).epochs.back().loss;
       params[run] = t.download_params();
     }
     EXPECT_EQ(params[0], params[1]);

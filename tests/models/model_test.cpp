@@ -1,4 +1,5 @@
 #include "models/model.h"
+#include "models/cost.h"
 
 #include <gtest/gtest.h>
 

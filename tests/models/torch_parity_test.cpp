@@ -22,7 +22,9 @@
 #include "../test_util.h"
 #include "backends/backend.h"
 #include "models/model.h"
-#include "train/trainer.h"
+#include "train/checkpoint.h"
+#include "train/executor.h"
+#include "train/runner.h"
 #include "train/workload.h"
 
 #ifdef TRAINBENCH_HAVE_CUDA
@@ -144,19 +146,19 @@ TEST(TorchParity, ReducedResNetTrainingStep) {
 
   for (auto& be : backends_here()) {
     SCOPED_TRACE(be->name);
-    Trainer t(m, *be, hp, w, data);
+    Executor t(m, *be, hp, w, data);
     t.upload_params(params);
-    be->fill(be->ctx, t.metrics, 0.f, 4);
-    t.step(n, nullptr);  // the training set in order (the Trainer's start)
+    be->fill(be->ctx, t.buffers().metrics, 0.f, 4);
+    t.step(n, nullptr);  // the training set in order (the executor's start)
 
     const int last = int(m.nodes.size()) - 1;
-    const auto logits = download(*be, t.out[last], n * 10);
+    const auto logits = download(*be, t.buffers().out[last], n * 10);
     EXPECT_LT(rel_err(logits.data(), get(fx, "logits").data(), logits.size()), 3e-5) << "logits";
-    const auto metrics = download(*be, t.metrics, 1);
+    const auto metrics = download(*be, t.buffers().metrics, 1);
     EXPECT_NEAR(metrics[0] / float(n), get(fx, "loss")[0], 1e-5 * get(fx, "loss")[0]) << "loss";
-    expect_params_close(m, download(*be, t.grads, m.param_count), get(fx, "grads"), 2e-4,
+    expect_params_close(m, download(*be, t.buffers().grads, m.param_count), get(fx, "grads"), 2e-4,
                         "gradient");
-    const auto state = download(*be, t.state, m.state_count);
+    const auto state = download(*be, t.buffers().state, m.state_count);
     EXPECT_LT(rel_err(state.data(), get(fx, "state").data(), state.size()), 1e-6) << "BN state";
     // One Adam step moves a weight by lr * g / (|g| + 1e-7), about lr = 1e-3: compare the moves
     // themselves. Where the exact gradient is below 1e-6 (a dead ReLU channel's is 0 in exact
@@ -171,9 +173,10 @@ TEST(TorchParity, ReducedResNetTrainingStep) {
     expect_params_close(m, moved, want, 1e-3, "Adam step");
 
     // Eval mode after the step: running statistics instead of batch statistics.
-    t.load_batch(t.test_spec, t.test_images, t.test_labels, t.test_indices, n, 0);
+    t.load_batch(t.test_spec(), t.buffers().test_images, t.buffers().test_labels,
+                 t.buffers().test_indices, n, 0);
     t.forward(n, /*training=*/false);
-    const auto eval_logits = download(*be, t.out[last], n * 10);
+    const auto eval_logits = download(*be, t.buffers().out[last], n * 10);
     EXPECT_LT(rel_err(eval_logits.data(), get(fx, "eval_logits").data(), eval_logits.size()), 3e-5)
         << "eval logits";
   }
@@ -194,7 +197,7 @@ TEST(TorchParity, BottleneckBlockForwardBackward) {
   const int64_t n = 4, last = int64_t(m.nodes.size()) - 1;
   ASSERT_EQ(n * m.nodes[last].out_size(), int64_t(get(fx, "y").size()));
 
-  DatasetPair data;  // the Trainer wants one; the input is uploaded directly instead
+  DatasetPair data;  // the Executor wants one; the input is uploaded directly instead
   for (Dataset* s : {&data.train, &data.test}) {
     s->count = n, s->channels = 16, s->height = 8, s->width = 8, s->classes = 10;
     s->images.assign(size_t(n * 16 * 64), 0), s->labels.assign(size_t(n), 0);
@@ -205,22 +208,22 @@ TEST(TorchParity, BottleneckBlockForwardBackward) {
 
   for (auto& be : backends_here()) {
     SCOPED_TRACE(be->name);
-    Trainer t(m, *be, hp, w, data);
+    Executor t(m, *be, hp, w, data);
     t.upload_params(params);
     const auto& xs = get(fx, "x");
-    be->upload(be->ctx, t.out[0], xs.data(), xs.size() * sizeof(float));
+    be->upload(be->ctx, t.buffers().out[0], xs.data(), xs.size() * sizeof(float));
     t.forward(n, /*training=*/true);
-    const auto y = download(*be, t.out[last], n * m.nodes[last].out_size());
+    const auto y = download(*be, t.buffers().out[last], n * m.nodes[last].out_size());
     EXPECT_LT(rel_err(y.data(), get(fx, "y").data(), y.size()), 2e-6) << "y";
 
     const auto& dy = get(fx, "dy");
-    be->upload(be->ctx, t.grad[last], dy.data(), dy.size() * sizeof(float));
+    be->upload(be->ctx, t.buffers().grad[last], dy.data(), dy.size() * sizeof(float));
     t.backward(n);
-    const auto dx = download(*be, t.grad[1], int64_t(xs.size()));
+    const auto dx = download(*be, t.buffers().grad[1], int64_t(xs.size()));
     EXPECT_LT(rel_err(dx.data(), get(fx, "dx").data(), dx.size()), 2e-6) << "dx";
-    expect_params_close(m, download(*be, t.grads, m.param_count), get(fx, "grads"), 2e-5,
+    expect_params_close(m, download(*be, t.buffers().grads, m.param_count), get(fx, "grads"), 2e-5,
                         "gradient");
-    const auto state = download(*be, t.state, m.state_count);
+    const auto state = download(*be, t.buffers().state, m.state_count);
     EXPECT_LT(rel_err(state.data(), get(fx, "state").data(), state.size()), 1e-6) << "BN state";
   }
 }

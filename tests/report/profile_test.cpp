@@ -1,5 +1,5 @@
-// `trainbench profile`: FLOPs and bytes per node by hand, the rows of a real profiled MLP add up
-// to the measured step, JSON round trip, the bandwidth table, and the command line.
+// `trainbench profile`: the rows of a real profiled MLP add up to the measured step, the plan's
+// fusions named in the notes, JSON round trip, the bandwidth table, and the command line.
 #include "report/profile.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +10,7 @@
 
 #include "../models/tiny_resnet.h"
 #include "backends/backend.h"
+#include "bench/peaks.h"
 #include "data/idx.h"
 #include "report_test_util.h"
 
@@ -37,60 +38,14 @@ DatasetPair synthetic(int count, int h, int w) {
   return d;
 }
 
-TEST(Profile, DenseFlopsByHand) {
-  const Model m = build_mlp(1, 28, 28, {128}, 10);  // input, flatten-free dense, relu, dense
-  ASSERT_EQ(m.nodes.size(), 4u);
-  const int64_t n = 32;
-  // fc1: 784 x 128 multiply-adds per image, 2 FLOPs each; it reads the input: backward = 1x.
-  EXPECT_DOUBLE_EQ(node_flops_forward(m, 1, n), 2.0 * 784 * 128 * 32);
-  EXPECT_DOUBLE_EQ(node_flops_backward(m, 1, n), 2.0 * 784 * 128 * 32);
-  // relu: not counted.
-  EXPECT_DOUBLE_EQ(node_flops_forward(m, 2, n), 0);
-  // fc2: 128 x 10, backward = 2x (input gradient + weight gradient).
-  EXPECT_DOUBLE_EQ(node_flops_forward(m, 3, n), 2.0 * 128 * 10 * 32);
-  EXPECT_DOUBLE_EQ(node_flops_backward(m, 3, n), 4.0 * 128 * 10 * 32);
-  // Per image, the sum is the model's training FLOPs.
-  double sum = 0;
-  for (size_t i = 0; i < m.nodes.size(); ++i)
-    sum += node_flops_forward(m, i, 1) + node_flops_backward(m, i, 1);
-  EXPECT_DOUBLE_EQ(sum, train_flops_per_image(m));
-}
-
-TEST(Profile, ConvFlopsByHand) {
-  const Model m = build_resnet50(10);
-  ASSERT_EQ(m.nodes[1].kind, OpKind::conv2d);  // the stem: 3 -> 64, 7x7 stride 2, 32 -> 16
-  EXPECT_DOUBLE_EQ(node_flops_forward(m, 1, 2), 2.0 * 64 * 16 * 16 * 3 * 7 * 7 * 2);
-  EXPECT_DOUBLE_EQ(node_flops_backward(m, 1, 2), node_flops_forward(m, 1, 2));
-  double sum = 0, forward = 0;
-  for (size_t i = 0; i < m.nodes.size(); ++i) {
-    forward += node_flops_forward(m, i, 1);
-    sum += node_flops_forward(m, i, 1) + node_flops_backward(m, i, 1);
-  }
-  EXPECT_DOUBLE_EQ(forward, 2.0 * 83431424);  // WORKLOADS.md's multiply-adds at 32x32
-  EXPECT_DOUBLE_EQ(sum, train_flops_per_image(m));
-}
-
-TEST(Profile, DenseBytesByHand) {
-  const Model m = build_mlp(1, 28, 28, {128}, 10);
-  const double x = 32 * 784, y = 32 * 128, w = 784 * 128 + 128;
-  // Forward: x, W, y. Backward: dy, x, W, dW (no dx: the input gets no gradient).
-  EXPECT_DOUBLE_EQ(node_bytes(m, 1, 32, false), 4 * ((x + w + y) + (y + x + w + w)));
-  // fc2 reads 128 and writes 10 per image; its backward also writes dx.
-  const double x2 = 32 * 128, y2 = 32 * 10, w2 = 128 * 10 + 10;
-  EXPECT_DOUBLE_EQ(node_bytes(m, 3, 32, false), 4 * ((x2 + w2 + y2) + (y2 + x2 + w2 + x2 + w2)));
-  // A ReLU fused into the dense before it moves nothing in the forward.
-  EXPECT_DOUBLE_EQ(node_bytes(m, 2, 32, true), 4 * (y + y + y));
-}
-
 // A node the backend ran in another precision (a bf16 run's tf32 layers) is drawn against that
 // precision's peak, or against none where that peak is unknown; the others against the run's.
 TEST(Profile, NodeInAnotherPrecisionUsesItsPeak) {
   const Model m = build_mlp(1, 28, 28, {128}, 10);
   const size_t nodes = m.nodes.size();
+  const Plan plan = compile_plan(m, PlanCaps{}, true, false);
   StepTimings t;
-  t.forward_ms.assign(nodes, 1.0), t.backward_ms.assign(nodes, 1.0);
-  t.relu_fusion.assign(nodes, ReluFusion::none);
-  t.bn_of_add.assign(nodes, -1), t.add_of_bn.assign(nodes, -1);
+  t.nodes.forward_ms.assign(nodes, 1.0), t.nodes.backward_ms.assign(nodes, 1.0);
   t.precision.assign(nodes, std::nullopt);
   t.batch = 32, t.steps = 1, t.step_ms = 10;
   Roofline roof;
@@ -101,10 +56,10 @@ TEST(Profile, NodeInAnotherPrecisionUsesItsPeak) {
     ADD_FAILURE() << "no row " << name;
     return LayerRow{};
   };
-  const ProfileReport plain = build_profile(m, t, roof);
+  const ProfileReport plain = build_profile(m, plan, t, roof);
   t.precision[3] = Precision::tf32;
   roof.other_peaks[Precision::tf32] = 50e12;
-  const ProfileReport tagged = build_profile(m, t, roof);
+  const ProfileReport tagged = build_profile(m, plan, t, roof);
   for (const ProfileReport* r : {&plain, &tagged})
     for (size_t i : {size_t(1), size_t(3)})
       ASSERT_TRUE(row(*r, m.nodes[i].name).roofline_share) << m.nodes[i].name;
@@ -113,7 +68,7 @@ TEST(Profile, NodeInAnotherPrecisionUsesItsPeak) {
   EXPECT_DOUBLE_EQ(*row(tagged, m.nodes[1].name).roofline_share,
                    *row(plain, m.nodes[1].name).roofline_share);
   roof.other_peaks.clear();
-  EXPECT_EQ(row(build_profile(m, t, roof), m.nodes[3].name).bound, "unknown");
+  EXPECT_EQ(row(build_profile(m, plan, t, roof), m.nodes[3].name).bound, "unknown");
 }
 
 TEST(Profile, RowsAddUpToMeasuredStep) {
@@ -124,11 +79,11 @@ TEST(Profile, RowsAddUpToMeasuredStep) {
   const Model m = build_mlp(1, 28, 28, {128}, 10);
   // One thread: on a loaded machine, OpenMP teams of two lose whole scheduler slices per region.
   auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, false});
-  Trainer t(m, *be, hp, w, data);
+  Executor t(m, *be, hp, w, data);
   const StepTimings timings = time_steps(t, 30, 2);
   Roofline roof;
   roof.peak_flops = 100e9, roof.bandwidth = 10e9;  // ridge 10 FLOP/byte
-  const ProfileReport r = build_profile(m, timings, roof);
+  const ProfileReport r = build_profile(m, t.plan(), timings, roof);
 
   ASSERT_GT(r.step_ms, 0);
   double rows = 0;
@@ -179,8 +134,8 @@ TEST(Profile, ResNetFusionsAreNamed) {
   BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 1, false};
   cfg.deterministic = true;
   auto be = make_backend(cfg);
-  Trainer t(m, *be, hp, w, data);
-  const ProfileReport r = build_profile(m, time_steps(t, 2, 1), Roofline{});
+  Executor t(m, *be, hp, w, data);
+  const ProfileReport r = build_profile(m, t.plan(), time_steps(t, 2, 1), Roofline{});
   EXPECT_EQ(r.node_timing, "host clock between synchronizes around each node");
   auto row = [&](const std::string& name) -> const LayerRow* {
     for (const LayerRow& l : r.layers)

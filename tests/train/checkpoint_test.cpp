@@ -14,7 +14,9 @@
 #include "../models/tiny_resnet.h"
 #include "core/error.h"
 #include "synthetic_data.h"
-#include "train/trainer.h"
+#include "train/checkpoint.h"
+#include "train/executor.h"
+#include "train/runner.h"
 
 namespace tb {
 
@@ -50,7 +52,7 @@ RunEnd train(const Model& m, const Hyper& hp, const DatasetPair& data, const Che
              const std::string& write_to = "") {
   BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 1, true};  // the reference: exact
   auto be = make_backend(cfg);
-  Trainer t(m, *be, hp, find_workload(hp.workload), data);
+  Executor t(m, *be, hp, find_workload(hp.workload), data);
   CheckpointPlan plan;
   if (resume) plan.resume = resume, plan.resume_path = "resume.tbck";
   if (!write_to.empty())
@@ -59,12 +61,12 @@ RunEnd train(const Model& m, const Hyper& hp, const DatasetPair& data, const Che
       return true;
     };
   RunEnd r;
-  r.result = t.train(nullptr, plan);
+  r.result = train(t, nullptr, plan);
   r.eval = t.evaluate();
   r.params = t.download_params();
   r.state.resize(size_t(m.state_count));
   if (!r.state.empty())
-    be->download(be->ctx, r.state.data(), t.state, r.state.size() * sizeof(float));
+    be->download(be->ctx, r.state.data(), t.buffers().state, r.state.size() * sizeof(float));
   return r;
 }
 
@@ -189,7 +191,7 @@ TEST(Checkpoint, EveryIntervalWritesInsideEpochs) {
   const Model m = build_mlp(1, 6, 6, {8}, 10);
   const RunEnd whole = train(m, hp, data, nullptr);
   auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
-  Trainer t(m, *be, hp, find_workload(hp.workload), data);
+  Executor t(m, *be, hp, find_workload(hp.workload), data);
   std::vector<Checkpoint> written;
   CheckpointPlan plan;
   plan.every_s = 1e-9;
@@ -198,7 +200,7 @@ TEST(Checkpoint, EveryIntervalWritesInsideEpochs) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a slow disk
     return true;
   };
-  const TrainResult r = t.train(nullptr, plan);
+  const TrainResult r = train(t, nullptr, plan);
   ASSERT_EQ(written.size(), 6u);  // steps 1 and 2, epoch 1's end, steps 1 and 2, epoch 2's end
   EXPECT_EQ(r.checkpoints, 6);
   const std::string places[6] = {"at step 1 of epoch 1", "at step 2 of epoch 1", "after epoch 1",
@@ -225,7 +227,7 @@ TEST(Checkpoint, StopFlagEndsTrainingAfterTheStepUnderWay) {
   hp.batch = 8, hp.epochs = 3;  // 5 steps an epoch
   const Model m = build_mlp(1, 6, 6, {8}, 10);
   auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
-  Trainer t(m, *be, hp, find_workload(hp.workload), data);
+  Executor t(m, *be, hp, find_workload(hp.workload), data);
   std::atomic<bool> stop{false};
   int64_t steps_seen = 0;
   CheckpointPlan plan;
@@ -236,7 +238,8 @@ TEST(Checkpoint, StopFlagEndsTrainingAfterTheStepUnderWay) {
   };
   // Progress comes at most every 0.1 s and at each epoch's end: raise the flag at the first
   // epoch's end, then a second run raises it before any step.
-  const TrainResult r = t.train(
+  const TrainResult r = train(
+      t,
       [&](const Progress& p) {
         steps_seen = p.step;
         if (p.epoch_done) stop = true;
@@ -250,7 +253,7 @@ TEST(Checkpoint, StopFlagEndsTrainingAfterTheStepUnderWay) {
   EXPECT_EQ(written, 1);           // tried once, after the first epoch
   EXPECT_EQ(r.checkpoints, 0);     // and not counted: it failed
   EXPECT_GT(r.images_per_s, 0);
-  const TrainResult none = t.train(nullptr, {}, &stop);
+  const TrainResult none = train(t, nullptr, {}, &stop);
   EXPECT_TRUE(none.interrupted);
   EXPECT_EQ(none.steps, 0);
   EXPECT_TRUE(none.epochs.empty());
@@ -321,12 +324,13 @@ TEST(Checkpoint, ResumingAnotherRunIsRefusedNamingWhatDiffers) {
   Hyper h = hp;
   h.epochs = 2;
   const Model wider = build_mlp(1, 4, 4, {9}, 10);
-  Trainer t(wider, *be, h, find_workload("fashion-mlp"), small_data());
-  EXPECT_NE(error_of([&] { t.restore(c, path); }).find("parameters"), std::string::npos);
+  Executor t(wider, *be, h, find_workload("fashion-mlp"), small_data());
+  EXPECT_NE(error_of([&] { restore_checkpoint(t, c, path); }).find("parameters"),
+            std::string::npos);
   // The same model on a data set of another size would cut other batches.
   const Model same = build_mlp(1, 4, 4, {8}, 10);
-  Trainer other(same, *be, h, find_workload("fashion-mlp"), synthetic(48, 1, 4, 4, 13));
-  EXPECT_NE(error_of([&] { other.restore(c, path); }).find("trained on 32 images"),
+  Executor other(same, *be, h, find_workload("fashion-mlp"), synthetic(48, 1, 4, 4, 13));
+  EXPECT_NE(error_of([&] { restore_checkpoint(other, c, path); }).find("trained on 32 images"),
             std::string::npos);
 }
 

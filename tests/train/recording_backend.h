@@ -1,15 +1,15 @@
 // A backend that records graphs the way CUDA graphs do, on top of any other backend, so the
-// Trainer's graph logic is tested on the CPU. Between graph_begin and graph_end every op is stored
+// The executor's graph logic is tested on the CPU. Between graph_begin and graph_end every op is stored
 // with the arguments it was issued with (sizes, scalars and small structs copied; pointers and
 // OpCaches kept) and runs only when graph_launch replays it. Waiting for the device, uploading or
 // allocating while recording throws, as stream capture forbids them. A step that recorded an
 // argument which changes from step to step (a seed, Adam's step count, a batch offset) replays a
 // stale value and no longer matches the same run without graphs: such values must be read from
-// device memory at run time (the Trainer's StepCursor).
+// device memory at run time (the executor's StepCursor).
 //
 // memory_cap (bytes, 0 = none) makes alloc throw OutOfMemory beyond it, as a full GPU does.
 // With host_timers it also has device timers, emulated with the host clock (the inner backend
-// runs each op before returning), so the Trainer's per-node marks are tested on the CPU.
+// runs each op before returning), so the executor's per-node marks are tested on the CPU.
 #pragma once
 #include <chrono>
 #include <functional>

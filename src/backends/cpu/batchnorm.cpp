@@ -8,7 +8,7 @@
 //                    dx = gamma * invstd * (dy - dbeta / m - xhat * dgamma / m)
 //
 // Each has a variant with the ReLU after it fused (z = max(y, 0) written instead of y; the
-// backward masks dz with z > 0 as it reads it), which the Trainer uses for every BN -> ReLU, and
+// backward masks dz with z > 0 as it reads it), which the executor uses for every BN -> ReLU, and
 // the forwards one with a residual add before that ReLU (z = max(y + skip, 0): ResNet's bn3 ->
 // add -> relu, whose backward needs nothing new).
 //

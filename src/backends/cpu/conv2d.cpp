@@ -529,7 +529,7 @@ void channels_forward(Context& cx, ConvPrims& p, const float* x, const float* w,
 void channels_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   const ConvDims& d = p.dims;
   MatmulForm& f = p.chan;
-  // The Trainer computes a node's weight gradient just before its data gradient; when that ran
+  // The executor computes a node's weight gradient just before its data gradient; when that ran
   // in channels mode too, the scratch still holds dy channel-major.
   const bool have_dy = cx.scratch_key == &f && cx.scratch_source == dy;
   const Scratch s = scratch(cx, f);

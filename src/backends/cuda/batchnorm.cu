@@ -60,7 +60,7 @@ __device__ __forceinline__ int64_t at(uint32_t j, uint32_t hw, int64_t c, int64_
   return (int64_t(n) * C + c) * hw + i;
 }
 
-// What a forward writes after normalising: y itself (kPlain), max(y, 0) (kRelu: the Trainer's
+// What a forward writes after normalising: y itself (kPlain), max(y, 0) (kRelu: the executor's
 // fused BN+ReLU nodes) or max(y + skip[k], 0) (kAddRelu: ResNet's bn3 -> add -> relu3).
 enum Epi : int { kPlain, kRelu, kAddRelu };
 template <int E>

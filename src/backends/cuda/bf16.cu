@@ -150,7 +150,7 @@ void set_param_array(void* ctx, const float* params, int64_t count) {
   Context& cx = context(ctx);
   if (count <= 0 && params != cx.params) return;  // letting go of an array not (or no longer) ours
   if (cx.params16 && count <= 0) {
-    // Let go of (the Trainer's graphs are gone by then): wait for the kernels issued before.
+    // Let go of (the executor's graphs are gone by then): wait for the kernels issued before.
     // Never throws: an error shows at the next checked call.
     (void)cudaStreamSynchronize(cx.stream);
     cudaFree(cx.params16);

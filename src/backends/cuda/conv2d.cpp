@@ -23,7 +23,7 @@
 // A convolution whose channels (in or out) are not multiples of 8 runs in tf32 in a bf16 run (fp32
 // descriptors, tensor-core math; the profile's note says so): cuDNN's bf16 tensor-core kernels
 // want channels in multiples of 8, and ResNet's stem (3 channels in) is the one such layer.
-// bf16 with BackendConfig::bf16_nhwc: the copies are channels-last (x, y, dy, dx NHWC; w, dw
+// bf16 with CudaConfig::bf16_nhwc: the copies are channels-last (x, y, dy, dx NHWC; w, dw
 // KRSC), made and undone in the same pass as the conversion, and the descriptors say NHWC, so
 // cuDNN's tensor-core kernels need no transposes of their own. The weights' copy is then made
 // per node at the forward (KRSC, not the mirror's KCRS) and reused by the data gradient.
@@ -46,7 +46,7 @@ struct Direction {
 };
 
 // A node's own bf16 copy of one operand, made by one direction (the producer) and read by a
-// later one of the same step (the consumer): the Trainer runs a node's forward, then its weight
+// later one of the same step (the consumer): the executor runs a node's forward, then its weight
 // gradient, then its data gradient, and nothing writes x, w or dy in between. x goes from the
 // forward to the weight gradient, w (NHWC) from the forward to the data gradient, dy from the
 // weight gradient to the data gradient.

@@ -101,7 +101,7 @@ void* alloc(void* ctx, size_t bytes) {
     (void)cudaGetLastError();
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    // What a run may still count on: cudaMalloc hands out 2 MiB pages, and the Trainer asks for
+    // What a run may still count on: cudaMalloc hands out 2 MiB pages, and the executor asks for
     // five buffers, so 16 MiB of what is free may go to rounding (never report 0: "unknown").
     const size_t slack = size_t(16) << 20;
     throw OutOfMemory(
@@ -343,8 +343,8 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   cx->precision = cfg.precision;
   cx->deterministic = cfg.deterministic;
   cx->reuse_bf16 = cfg.reuse_bf16;
-  cx->bf16_nhwc = cfg.bf16_nhwc;
-  cx->bn_slices = cfg.bn_slices;
+  cx->bf16_nhwc = cfg.cuda.bf16_nhwc;
+  cx->bn_slices = cfg.cuda.bn_slices;
   const std::string dev = fmt::format("[device {}]", cfg.device_index);
   TB_CUDA_CHECK(cudaSetDevice(cx->device), "init", dev);
   cudaDeviceProp prop{};
@@ -405,7 +405,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   cuda::register_pool(*b);
   cuda::register_optimizers(*b);
   cuda::register_timers(*b);
-  if (cfg.fused_mlp) cuda::register_mlp_step(*b);
+  if (cfg.cuda.fused_mlp) cuda::register_mlp_step(*b);
   return b;
 }
 

@@ -60,9 +60,9 @@ struct Context {
   // the array, so weights are never converted per call (bf16.cu); a convolution's copies of x, w
   // and dy kept in its node's cache from one direction to the next (conv2d.cpp).
   bool reuse_bf16 = true;
-  // bf16 convolutions on channels-last (NHWC, KRSC) copies (BackendConfig::bf16_nhwc; conv2d.cpp).
+  // bf16 convolutions on channels-last (NHWC, KRSC) copies (CudaConfig::bf16_nhwc; conv2d.cpp).
   bool bf16_nhwc = false;
-  bool bn_slices = true;  // BackendConfig::bn_slices (batchnorm.cu)
+  bool bn_slices = true;  // CudaConfig::bn_slices (batchnorm.cu)
   const float* params = nullptr;
   int64_t param_count = 0;
   void* params16 = nullptr;

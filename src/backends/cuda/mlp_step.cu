@@ -7,7 +7,7 @@
 //      order), dW2 and db2, dh = (dlogits W2) where h > 0, then Adam on W2 and b2.
 //   3. backward1: a thread per parameter of W1 and b1: its gradient (x recomputed from the uint8
 //      images) and its Adam update in one pass, so the gradient is never read back.
-// fp32 throughout (no tensor cores), like the fp32 ops it replaces; the Trainer issues the
+// fp32 throughout (no tensor cores), like the fp32 ops it replaces; the executor issues the
 // cursor's advance after it. Gradients are written to grads as the separate ops would.
 #include <cstdint>
 

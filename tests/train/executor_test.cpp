@@ -1,6 +1,9 @@
 // The training loop: the oneDNN backend follows the reference backend step for step; real
 // Fashion-MNIST learns; the record holds what WORKLOADS.md asks for.
-#include "train/trainer.h"
+#include "train/arena.h"
+#include "train/checkpoint.h"
+#include "train/executor.h"
+#include "train/runner.h"
 
 #include <gtest/gtest.h>
 
@@ -28,7 +31,7 @@ using testing::rel_err;
 using testing::synthetic;
 using testing::tiny_resnet;
 
-TEST(Trainer, OneDnnFollowsReferenceOnMlp) {
+TEST(Executor, OneDnnFollowsReferenceOnMlp) {
   DatasetPair data = synthetic(100, 1, 8, 8, 1);
   Workload w = find_workload("fashion-mlp");
   Hyper hp = w.defaults;
@@ -36,9 +39,9 @@ TEST(Trainer, OneDnnFollowsReferenceOnMlp) {
   Model m = build_mlp(1, 8, 8, {32}, 10);
   auto ref_backend = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
   auto cpu_backend = make_backend({DeviceKind::cpu, 0, Precision::fp32, 2, false});
-  Trainer a(m, *ref_backend, hp, w, data), b(m, *cpu_backend, hp, w, data);
+  Executor a(m, *ref_backend, hp, w, data), b(m, *cpu_backend, hp, w, data);
   ASSERT_EQ(a.download_params(), b.download_params());  // same seed, same init
-  TrainResult ra = a.train(nullptr), rb = b.train(nullptr);
+  TrainResult ra = train(a, nullptr), rb = train(b, nullptr);
   EXPECT_EQ(ra.steps, 9);
   EXPECT_TRUE(ra.stopped_by_steps);
   // A short run still samples the step split: period 9/2 = 4, split at steps 2 and 6, host
@@ -51,15 +54,15 @@ TEST(Trainer, OneDnnFollowsReferenceOnMlp) {
   EXPECT_NEAR(ra.epochs[0].loss, rb.epochs[0].loss, 1e-4);
 }
 
-TEST(Trainer, PartialLastBatchAndLossFalls) {
+TEST(Executor, PartialLastBatchAndLossFalls) {
   DatasetPair data = synthetic(90, 1, 6, 6, 2);  // 90 = 2 x 32 + 26
   Workload w = find_workload("fashion-mlp");
   Hyper hp = w.defaults;
   hp.batch = 32, hp.epochs = 15, hp.adam.lr = 0.01f;
   Model m = build_mlp(1, 6, 6, {16}, 10);
   auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 2, false});
-  Trainer t(m, *be, hp, w, data);
-  TrainResult r = t.train(nullptr);
+  Executor t(m, *be, hp, w, data);
+  TrainResult r = train(t, nullptr);
   ASSERT_EQ(r.epochs.size(), 15u);
   EXPECT_EQ(r.epochs[0].steps, 3);
   EXPECT_EQ(r.epochs[0].images, 90);
@@ -69,7 +72,7 @@ TEST(Trainer, PartialLastBatchAndLossFalls) {
   EXPECT_GT(e.accuracy, 0.9);
 }
 
-TEST(Trainer, SgdNesterovTrains) {
+TEST(Executor, SgdNesterovTrains) {
   DatasetPair data = synthetic(64, 1, 6, 6, 3);
   Workload w = find_workload("fashion-mlp");
   Hyper hp = w.defaults;
@@ -77,8 +80,8 @@ TEST(Trainer, SgdNesterovTrains) {
   hp.batch = 16, hp.epochs = 6;
   Model m = build_mlp(1, 6, 6, {16}, 10);
   auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, false});
-  Trainer t(m, *be, hp, w, data);
-  TrainResult r = t.train(nullptr);
+  Executor t(m, *be, hp, w, data);
+  TrainResult r = train(t, nullptr);
   EXPECT_LT(r.epochs.back().loss, 0.7 * r.epochs.front().loss);
 }
 
@@ -86,7 +89,7 @@ TEST(Trainer, SgdNesterovTrains) {
 // (1x1 convolutions on 4x4 and 2x2 maps, where the CPU would otherwise time two candidates, or
 // three under bf16) end with the same parameters to the bit, in fp32 and (where the CPU has it)
 // bf16, and every convolution ran its first candidate.
-TEST(Trainer, DeterministicRunsRepeatExactly) {
+TEST(Executor, DeterministicRunsRepeatExactly) {
   DatasetPair data = synthetic(48, 3, 16, 16, 5);
   const Workload& w = find_workload("resnet50-cifar10");
   Hyper hp = w.defaults;
@@ -101,8 +104,8 @@ TEST(Trainer, DeterministicRunsRepeatExactly) {
     std::vector<float> params[2];
     for (auto& p : params) {
       auto be = make_backend(cfg);
-      Trainer t(m, *be, hp, w, data);
-      t.train(nullptr);
+      Executor t(m, *be, hp, w, data);
+      train(t, nullptr);
       p = t.download_params();
       int convs = 0;
       const std::vector<std::string> notes = t.node_notes();
@@ -140,8 +143,8 @@ static GraphRun run_graphed(const Model& m, const Hyper& hp, const DatasetPair& 
   }
   GraphRun r;
   {
-    Trainer t(m, *be, hp, find_workload("fashion-mlp"), data);
-    r.result = t.train(nullptr);
+    Executor t(m, *be, hp, find_workload("fashion-mlp"), data);
+    r.result = train(t, nullptr);
     r.eval = t.evaluate();
     r.params = t.download_params();
     r.summary = t.graph_summary();
@@ -152,7 +155,7 @@ static GraphRun run_graphed(const Model& m, const Hyper& hp, const DatasetPair& 
   return r;
 }
 
-TEST(Trainer, GraphReplayMatchesIssuedStepsOnMlp) {
+TEST(Executor, GraphReplayMatchesIssuedStepsOnMlp) {
   DatasetPair data = synthetic(90, 1, 6, 6, 7);  // 90 = 2 x 32 + 26: two batch sizes
   Hyper hp = find_workload("fashion-mlp").defaults;
   hp.batch = 32, hp.epochs = 3, hp.augment = false;
@@ -177,33 +180,34 @@ TEST(Trainer, GraphReplayMatchesIssuedStepsOnMlp) {
 
 // The test pass cuts its batches where its own cursor stands (so a recorded batch replays): the
 // same batches, in order, as cutting test_indices + first by hand, to the bit.
-TEST(Trainer, EvaluationCursorCutsTheTestSetInOrder) {
+TEST(Executor, EvaluationCursorCutsTheTestSetInOrder) {
   DatasetPair data = synthetic(90, 1, 6, 6, 13);  // 32 32 26
   Hyper hp = find_workload("fashion-mlp").defaults;
   hp.batch = 32, hp.epochs = 1;
   const Model m = build_mlp(1, 6, 6, {16}, 10);
   auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
-  Trainer t(m, *be, hp, find_workload("fashion-mlp"), data);
-  t.train(nullptr);
+  Executor t(m, *be, hp, find_workload("fashion-mlp"), data);
+  train(t, nullptr);
   const EvalResult got = t.evaluate();
-  be->fill(be->ctx, t.metrics + 2, 0.f, 2);
+  be->fill(be->ctx, t.buffers().metrics + 2, 0.f, 2);
   const int last = int(m.nodes.size()) - 1;
   for (int64_t first = 0; first < 90; first += 32) {
     const int64_t n = std::min<int64_t>(32, 90 - first);
-    t.load_batch(t.test_spec, t.test_images, t.test_labels, t.test_indices + first, n, 0);
+    t.load_batch(t.test_spec(), t.buffers().test_images, t.buffers().test_labels,
+                 t.buffers().test_indices + first, n, 0);
     t.forward(n, false);
-    be->softmax_ce(be->ctx, n, m.classes, t.out[size_t(last)], t.labels, 1.f, nullptr,
-                   t.metrics + 2);
+    be->softmax_ce(be->ctx, n, m.classes, t.buffers().out[size_t(last)], t.buffers().labels, 1.f,
+                   nullptr, t.buffers().metrics + 2);
   }
   float host[4];
-  be->download(be->ctx, host, t.metrics, sizeof(host));
+  be->download(be->ctx, host, t.buffers().metrics, sizeof(host));
   EXPECT_EQ(got.loss, host[2] / 90.0);
   EXPECT_EQ(got.accuracy, host[3] / 90.0);
 }
 
 // The same on a small ResNet through oneDNN with --deterministic: fused BN+ReLU, residual adds
 // (shared gradient buffers), convolutions whose scratch reuse depends on call order, augmentation.
-TEST(Trainer, GraphReplayMatchesIssuedStepsOnResNet) {
+TEST(Executor, GraphReplayMatchesIssuedStepsOnResNet) {
   DatasetPair data = synthetic(40, 3, 16, 16, 8);  // 40 = 16 + 16 + 8
   Hyper hp = find_workload("resnet50-cifar10").defaults;
   hp.batch = 16, hp.epochs = 2, hp.augment = true;
@@ -236,11 +240,11 @@ struct RecordedMlp {
   }
 };
 
-TEST(Trainer, ReplayedStepIssuesOnlyTheGraphLaunch) {
+TEST(Executor, ReplayedStepIssuesOnlyTheGraphLaunch) {
   RecordedMlp run(7 * 32, 32, 10);
   const testing::Recorder& rec = run.rec;
   Backend* be = run.be.get();
-  Trainer t(run.m, *be, run.hp, run.w, run.data);
+  Executor t(run.m, *be, run.hp, run.w, run.data);
   t.step(32, nullptr);  // issued: makes the caches
   t.step(32, nullptr);  // recorded, then launched
   EXPECT_EQ(rec.recorded, 1);
@@ -250,7 +254,7 @@ TEST(Trainer, ReplayedStepIssuesOnlyTheGraphLaunch) {
   EXPECT_EQ(rec.uploads, uploads) << "a replayed step uploaded";
   EXPECT_EQ(rec.launched, 6);
   StepCursor c;
-  be->download(be->ctx, &c, t.cursor, sizeof(c));
+  be->download(be->ctx, &c, t.buffers().cursor, sizeof(c));
   EXPECT_EQ(c.step, 7);
   EXPECT_EQ(c.updates, 7);
 }
@@ -258,23 +262,24 @@ TEST(Trainer, ReplayedStepIssuesOnlyTheGraphLaunch) {
 // A fused MLP step (Backend::mlp_step; here ref::mlp_step, offered by the recording backend) in
 // place of the nine ops it fuses: the same run, with graphs, two batch sizes and epochs, ends with
 // the same parameters and losses to the bit, since the reference composes the same ops in the
-// same order. This checks what the Trainer hands the fused step (which buffer is which, the
+// same order. This checks what the Executor hands the fused step (which buffer is which, the
 // cursor, the advance after it), which a backend's own step is then checked against on its device.
-TEST(Trainer, FusedMlpStepMatchesIssuedOps) {
+TEST(Executor, FusedMlpStepMatchesIssuedOps) {
   std::vector<float> params[2], buffers[2];
   double loss[2] = {0, 0};
   for (int fused = 0; fused < 2; ++fused) {
     RecordedMlp run(90, 32, 12);  // 32 32 26 a epoch
     run.hp.epochs = 3;
     testing::recorder(run.be->ctx).fused_mlp = fused == 1;
-    Trainer t(run.m, *run.be, run.hp, run.w, run.data);
-    EXPECT_TRUE(t.mlp_fusable);
-    loss[fused] = t.train(nullptr).epochs.back().loss;
+    Executor t(run.m, *run.be, run.hp, run.w, run.data);
+    EXPECT_TRUE(t.plan().mlp.fits);
+    loss[fused] = train(t, nullptr).epochs.back().loss;
     params[fused] = t.download_params();
     // The last step's h, logits, their gradient and the gradient at the ReLU's input: the
     // buffers the separate ops write, so anything reading them after a step reads the same.
     const int64_t n = 26, sizes[4] = {n * 16, n * 10, n * 10, n * 16};
-    const float* bufs[4] = {t.out[2], t.out[3], t.grad[3], t.grad[1]};
+    const float* bufs[4] = {t.buffers().out[2], t.buffers().out[3], t.buffers().grad[3],
+                            t.buffers().grad[1]};
     for (int k = 0; k < 4; ++k) {
       std::vector<float> b(size_t(sizes[k]));
       run.be->download(run.be->ctx, b.data(), bufs[k], b.size() * sizeof(float));
@@ -292,22 +297,22 @@ TEST(Trainer, FusedMlpStepMatchesIssuedOps) {
 
 // A backend that keeps a copy derived from the parameters (CUDA bf16's mirror) learns where the
 // array is once its values are in place, and that it goes away before the arena is freed.
-TEST(Trainer, RegistersItsParameterArrayAndLetsGo) {
+TEST(Executor, RegistersItsParameterArrayAndLetsGo) {
   RecordedMlp run(32, 16, 11);
   const testing::Recorder& rec = run.rec;
   {
-    Trainer t(run.m, *run.be, run.hp, run.w, run.data);
-    EXPECT_EQ(rec.param_array, t.params);
+    Executor t(run.m, *run.be, run.hp, run.w, run.data);
+    EXPECT_EQ(rec.param_array, t.buffers().params);
     EXPECT_EQ(rec.param_count, run.m.param_count);
     EXPECT_EQ(rec.param_values, t.download_params()) << "registered before its values were in";
     {
       // A second run on the same backend registers its own array; the first one's ending must
       // not let go of it (it names the array it lets go of).
-      auto second = std::make_unique<Trainer>(run.m, *run.be, run.hp, run.w, run.data);
-      EXPECT_EQ(rec.param_array, second->params);
-      Trainer third(run.m, *run.be, run.hp, run.w, run.data);
+      auto second = std::make_unique<Executor>(run.m, *run.be, run.hp, run.w, run.data);
+      EXPECT_EQ(rec.param_array, second->buffers().params);
+      Executor third(run.m, *run.be, run.hp, run.w, run.data);
       second.reset();
-      EXPECT_EQ(rec.param_array, third.params) << "a run let go of another run's array";
+      EXPECT_EQ(rec.param_array, third.buffers().params) << "a run let go of another run's array";
     }
   }
   EXPECT_EQ(rec.param_array, nullptr);
@@ -315,7 +320,7 @@ TEST(Trainer, RegistersItsParameterArrayAndLetsGo) {
 }
 
 // A recording that fails leaves the run issuing every op, with the same numbers, and says why.
-TEST(Trainer, GraphRecordingFailureFallsBackToIssuedSteps) {
+TEST(Executor, GraphRecordingFailureFallsBackToIssuedSteps) {
   DatasetPair data = synthetic(64, 1, 6, 6, 9);
   Hyper hp = find_workload("fashion-mlp").defaults;
   hp.batch = 16, hp.epochs = 2;
@@ -335,7 +340,7 @@ TEST(Trainer, GraphRecordingFailureFallsBackToIssuedSteps) {
 // Profiling with device timers: each node's forward and backward time comes from the pair of
 // marks around it. The MLP's ReLU runs inside the dense layer's forward (fused), so its forward
 // gets no time and the dense layer's does; every node that ran gets time of its own.
-TEST(Trainer, TimerMarksLandOnTheirNodes) {
+TEST(Executor, TimerMarksLandOnTheirNodes) {
   DatasetPair data = synthetic(64, 1, 8, 8, 10);
   Hyper hp = find_workload("fashion-mlp").defaults;
   hp.batch = 32;
@@ -343,12 +348,14 @@ TEST(Trainer, TimerMarksLandOnTheirNodes) {
   ASSERT_EQ(m.nodes.size(), 4u);
   auto be = testing::make_recording_backend(
       make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true}), true);
-  Trainer t(m, *be, hp, find_workload("fashion-mlp"), data);
-  std::vector<double> fwd(4, 0.0), bwd(4, 0.0);
+  Executor t(m, *be, hp, find_workload("fashion-mlp"), data);
+  NodeTimes times{std::vector<double>(4, 0.0), std::vector<double>(4, 0.0)};
+  const std::vector<double>& fwd = times.forward_ms;
+  const std::vector<double>& bwd = times.backward_ms;
   for (int k = 0; k < 3; ++k) {
-    t.forward(32, true, &fwd);
+    t.forward(32, true, &times);
     t.loss(32);
-    t.backward(32, &bwd);
+    t.backward(32, &times);
   }
   // Forward marks dense1 (with relu1) and dense2; backward marks dense2, relu1 and dense1.
   EXPECT_EQ(testing::recorder(be->ctx).marks, 3 * ((1 + 2 * 2) + (1 + 2 * 3)));
@@ -361,7 +368,7 @@ TEST(Trainer, TimerMarksLandOnTheirNodes) {
 
 // Out of memory: the run gives back what it took and names the largest batch that fits, and
 // that batch does fit while one more does not.
-TEST(Trainer, OutOfMemoryNamesTheLargestBatchThatFits) {
+TEST(Executor, OutOfMemoryNamesTheLargestBatchThatFits) {
   DatasetPair data = synthetic(200, 1, 8, 8, 11);
   const Workload& w = find_workload("fashion-mlp");
   Hyper hp = w.defaults;
@@ -372,8 +379,11 @@ TEST(Trainer, OutOfMemoryNamesTheLargestBatchThatFits) {
   size_t run40 = 0, run41 = 0, data_bytes = 0;
   {
     hp.batch = 40;
-    Trainer t(m, *be, hp, w, data);
-    run40 = t.layout_arena(40).total, run41 = t.layout_arena(41).total;
+    Executor t(m, *be, hp, w, data);
+    const ArenaShape at40{40, true, t.train_count(), t.test_count()};
+    ArenaShape at41 = at40;
+    at41.batch = 41;
+    run40 = layout_arena(m, t.plan(), at40).total, run41 = layout_arena(m, t.plan(), at41).total;
     data_bytes = rec.allocated - run40;
   }
   ASSERT_LT(run40, run41);
@@ -382,7 +392,7 @@ TEST(Trainer, OutOfMemoryNamesTheLargestBatchThatFits) {
   for (int64_t batch : {128, 41}) {
     hp.batch = batch;
     try {
-      Trainer t(m, *be, hp, w, data);
+      Executor t(m, *be, hp, w, data);
       ADD_FAILURE() << "batch " << batch << " should not fit";
     } catch (const OutOfMemory& e) {
       const std::string msg = e.what();
@@ -393,8 +403,8 @@ TEST(Trainer, OutOfMemoryNamesTheLargestBatchThatFits) {
     EXPECT_EQ(rec.allocated, 0u) << "a failed start gives back what it took";
   }
   hp.batch = 40;
-  Trainer fits(m, *be, hp, w, data);
-  EXPECT_EQ(fits.max_batch, 40);
+  Executor fits(m, *be, hp, w, data);
+  EXPECT_EQ(fits.max_batch(), 40);
   EXPECT_EQ(rec.allocated, rec.memory_cap);
 }
 
@@ -411,7 +421,7 @@ TEST(Trainer, OutOfMemoryNamesTheLargestBatchThatFits) {
 // (BackendOpsTable, CpuConvModes). So the losses carry the tight bounds (measured 1.7e-4 and 2.4e-3
 // apart), the gradients a loose one against the reference on rounded operands (a wrong operand or
 // layout gives O(1)) and a floor against fp32 (fp32 arithmetic under a bf16 label: ~1e-6).
-TEST(Trainer, CpuBf16FollowsFp32) {
+TEST(Executor, CpuBf16FollowsFp32) {
   if (!cpu::cpu_has_bf16_kernels()) GTEST_SKIP() << "this CPU has no bf16 instructions";
   const DatasetPair data = synthetic(64, 3, 16, 16, 31);
   const Model m = tiny_resnet(3, 1, 8);
@@ -419,13 +429,13 @@ TEST(Trainer, CpuBf16FollowsFp32) {
   Hyper hp = w.defaults;
   hp.batch = 32, hp.epochs = 10;
   auto first_step = [&](Backend& be, std::vector<float>* grads) {
-    Trainer t(m, be, hp, w, data);
-    be.fill(be.ctx, t.metrics, 0.f, 4);
-    t.step(32, nullptr);  // the training set in order (the Trainer's start)
+    Executor t(m, be, hp, w, data);
+    be.fill(be.ctx, t.buffers().metrics, 0.f, 4);
+    t.step(32, nullptr);  // the training set in order (the executor's start)
     grads->resize(size_t(m.param_count));
-    be.download(be.ctx, grads->data(), t.grads, grads->size() * sizeof(float));
+    be.download(be.ctx, grads->data(), t.buffers().grads, grads->size() * sizeof(float));
     float loss_sum = 0;
-    be.download(be.ctx, &loss_sum, t.metrics, sizeof(float));
+    be.download(be.ctx, &loss_sum, t.buffers().metrics, sizeof(float));
     return loss_sum / 32.f;
   };
   std::vector<float> g32, g16, g_emul;
@@ -446,8 +456,8 @@ TEST(Trainer, CpuBf16FollowsFp32) {
   EXPECT_GE(off_fp32, 1e-3) << "bf16 gradients as close to fp32's as fp32 rounding: not bf16";
 
   hp.batch = 16;
-  Trainer t(m, *bf16, hp, w, data);
-  const TrainResult r = t.train(nullptr);
+  Executor t(m, *bf16, hp, w, data);
+  const TrainResult r = train(t, nullptr);
   for (const EpochResult& e : r.epochs) EXPECT_TRUE(std::isfinite(e.loss));
   EXPECT_LT(r.epochs.back().loss, 0.5 * r.epochs.front().loss);
   std::printf("toy ResNet, 10 epochs in CPU bf16: loss %.4f -> %.4f\n", r.epochs.front().loss,
@@ -458,7 +468,7 @@ TEST(Trainer, CpuBf16FollowsFp32) {
 // by default); without it every call converts its weights. Same numbers either way: two epochs of
 // the toy ResNet (matmul-form convolutions on its small maps, the dense classifier) end with the
 // same parameters to the bit.
-TEST(Trainer, CpuBf16WeightMirrorChangesNoNumber) {
+TEST(Executor, CpuBf16WeightMirrorChangesNoNumber) {
   if (!cpu::cpu_has_bf16_kernels()) GTEST_SKIP() << "this CPU has no bf16 instructions";
   const DatasetPair data = synthetic(40, 3, 16, 16, 41);
   const Model m = tiny_resnet(3, 1, 8);
@@ -470,18 +480,18 @@ TEST(Trainer, CpuBf16WeightMirrorChangesNoNumber) {
     BackendConfig cfg{DeviceKind::cpu, 0, Precision::bf16, 2, false};
     cfg.deterministic = true, cfg.reuse_bf16 = reuse;
     auto be = make_backend(cfg);
-    Trainer t(m, *be, hp, w, data);
-    t.train(nullptr);
+    Executor t(m, *be, hp, w, data);
+    train(t, nullptr);
     params[reuse] = t.download_params();
   }
   EXPECT_EQ(params[0], params[1]);
 }
 
-// A test-only Trainer (what `evaluate` makes) holds no gradients, optimizer state or training
-// set, yet tests a loaded model as the Trainer that trained it does: the same accuracy and loss
+// A test-only Executor (what `evaluate` makes) holds no gradients, optimizer state or training
+// set, yet tests a loaded model as the Executor that trained it does: the same accuracy and loss
 // to the bit, on the test set and, swapped into the test slot, on the training set. Anything
 // that trains refuses in one line.
-TEST(Trainer, TestOnlyTrainerTestsAsTheTrainingOne) {
+TEST(Executor, TestOnlyTrainerTestsAsTheTrainingOne) {
   const DatasetPair data = synthetic(40, 3, 16, 16, 43);
   const Model m = tiny_resnet();
   const Workload& w = find_workload("resnet50-cifar10");
@@ -490,9 +500,9 @@ TEST(Trainer, TestOnlyTrainerTestsAsTheTrainingOne) {
   BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 2, false};
   cfg.deterministic = true;  // one algorithm per convolution in both Trainers
   auto be = make_backend(cfg);
-  Trainer trained(m, *be, hp, w, data);
-  const TrainResult r = trained.train(nullptr);
-  const Checkpoint c = trained.checkpoint(r, "", {});
+  Executor trained(m, *be, hp, w, data);
+  const TrainResult r = train(trained, nullptr);
+  const Checkpoint c = capture_checkpoint(trained, r, "", {});
   const EvalResult expect = trained.evaluate();
 
   DatasetPair swapped = data;
@@ -500,21 +510,22 @@ TEST(Trainer, TestOnlyTrainerTestsAsTheTrainingOne) {
   const DatasetPair* sets[] = {&data, &swapped};
   for (const DatasetPair* d : sets) {
     auto be2 = make_backend(cfg);
-    Trainer t(m, *be2, hp, w, *d, TrainerUse::test_only);
-    EXPECT_EQ(t.grads, nullptr);
-    EXPECT_EQ(t.opt_m, nullptr);
-    EXPECT_EQ(t.opt_v, nullptr);
-    EXPECT_EQ(t.scratch, nullptr);
-    EXPECT_EQ(t.train_images, nullptr);
-    EXPECT_EQ(t.train_indices, nullptr);
-    for (float* g : t.grad) EXPECT_EQ(g, nullptr);
+    Executor t(m, *be2, hp, w, *d, ExecutorUse::test_only);
+    EXPECT_EQ(t.buffers().grads, nullptr);
+    EXPECT_EQ(t.buffers().opt_m, nullptr);
+    EXPECT_EQ(t.buffers().opt_v, nullptr);
+    EXPECT_EQ(t.buffers().scratch, nullptr);
+    EXPECT_EQ(t.buffers().train_images, nullptr);
+    EXPECT_EQ(t.buffers().train_indices, nullptr);
+    for (float* g : t.buffers().grad) EXPECT_EQ(g, nullptr);
     // Parameters and activations only: under half of what training takes at this batch.
-    EXPECT_LT(t.layout_arena(16).total, trained.layout_arena(16).total / 2);
-    t.load_model(c, "trained");
+    EXPECT_EQ(t.max_batch(), 16);
+    EXPECT_LT(t.arena_layout().total, trained.arena_layout().total / 2);
+    load_model(t, c, "trained");
     const EvalResult e = t.evaluate();
     auto be3 = make_backend(cfg);
-    Trainer full(m, *be3, hp, w, *d);
-    full.load_model(c, "trained");
+    Executor full(m, *be3, hp, w, *d);
+    load_model(full, c, "trained");
     const EvalResult f = full.evaluate();
     EXPECT_EQ(e.images, d->test.count);
     EXPECT_EQ(e.accuracy, f.accuracy);
@@ -522,17 +533,17 @@ TEST(Trainer, TestOnlyTrainerTestsAsTheTrainingOne) {
     if (d == &data) {
       EXPECT_EQ(e.loss, expect.loss);
     }
-    EXPECT_THROW(t.train(nullptr), Error);
+    EXPECT_THROW(train(t, nullptr), Error);
     try {
       t.step(16, nullptr);
-      ADD_FAILURE() << "a test-only Trainer stepped";
+      ADD_FAILURE() << "a test-only Executor stepped";
     } catch (const Error& err) {
       EXPECT_NE(std::string(err.what()).find("test passes only"), std::string::npos) << err.what();
     }
   }
 }
 
-TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {
+TEST(Executor, FashionMlpOneEpochReachesEightyPercent) {
   if (!std::filesystem::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz"))
     GTEST_SKIP() << "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
   DatasetPair data = load_fashion_mnist(kFashionMnistDir);
@@ -541,8 +552,8 @@ TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {
   hp.epochs = 1;
   Model m = build_workload_model(w, data.train);
   auto be = make_backend({DeviceKind::cpu, 0, Precision::fp32, 0, false});
-  Trainer t(m, *be, hp, w, data);
-  TrainResult r = t.train(nullptr);
+  Executor t(m, *be, hp, w, data);
+  TrainResult r = train(t, nullptr);
   EvalResult e = t.evaluate();
   EXPECT_EQ(r.steps, 1875);
   EXPECT_LT(r.epochs[0].loss, 0.7);  // from ln(10) = 2.30 at the start
@@ -557,9 +568,9 @@ TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {
   EXPECT_LT(e.accuracy, 1.0);
 
   RunFacts f;
-  f.train = r, f.test = e, f.device_kind = "cpu", f.device_name = "cpu", f.backend = be->name;
+  f.train = r, f.test = e, f.device.kind = "cpu", f.device.name = "cpu", f.backend = be->name;
   f.train_flops_per_image = train_flops_per_image(m);
-  f.peak_datasheet = 1e11;
+  f.device.peak_datasheet = 1e11;
   nlohmann::json rec = make_record(w, hp, m, f);
   for (const char* key : {"trainbench_version", "workload", "device", "precision", "batch",
                           "epochs", "steps", "seed", "threads", "times_s", "throughput", "accuracy",
@@ -574,7 +585,7 @@ TEST(Trainer, FashionMlpOneEpochReachesEightyPercent) {
 // images, all classes: three passes, the loss falls and the train accuracy climbs above chance.
 // Where the shared archive is not next to this checkout, the binary layout under data/cifar10
 // or $TRAINBENCH_DATA is used; with neither the test skips and says so.
-TEST(Trainer, ResNet50LossFallsOnRealCifarSubset) {
+TEST(Executor, ResNet50LossFallsOnRealCifarSubset) {
   const std::string archive =
       std::string(TRAINBENCH_SOURCE_DIR) + "/../shared/data/cifar10-jpeg.tar.gz";
   DatasetPair full;
@@ -605,8 +616,8 @@ TEST(Trainer, ResNet50LossFallsOnRealCifarSubset) {
   BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 0, false};
   cfg.deterministic = true;
   auto be = make_backend(cfg);
-  Trainer t(m, *be, hp, w, data);
-  TrainResult r = t.train(nullptr);
+  Executor t(m, *be, hp, w, data);
+  TrainResult r = train(t, nullptr);
   ASSERT_EQ(r.epochs.size(), 3u);
   for (const EpochResult& e : r.epochs) EXPECT_TRUE(std::isfinite(e.loss));
   EXPECT_GT(r.epochs[0].loss, 1.8);  // about ln(10) = 2.30 at the start, above it while BN settles

@@ -1,0 +1,188 @@
+#include "train/runner.h"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "core/error.h"
+#include "train/checkpoint.h"
+
+namespace tb {
+
+using Clock = std::chrono::steady_clock;
+static double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_progress,
+                  const CheckpointPlan& checkpoints, const std::atomic<bool>* stop) {
+  TB_CHECK(ex.trains(), "train: this executor was made for test passes only");
+  const Hyper& hp = ex.hyper();
+  const int64_t train_count = ex.train_count();
+  TrainResult r;
+  std::mt19937_64 shuffle_rng(hp.seed ^ 0x5eedull);
+  const int64_t steps_per_epoch = (train_count + hp.batch - 1) / hp.batch;
+  int first_epoch = 1;
+  EpochSoFar so_far;  // of first_epoch, where a checkpoint stopped inside it
+  if (checkpoints.resume) {
+    const Checkpoint& c = *checkpoints.resume;
+    restore_checkpoint(ex, c, checkpoints.resume_path);
+    std::istringstream rng_state(c.shuffle_rng);
+    TB_CHECK(bool(rng_state >> shuffle_rng), "checkpoint {}: corrupt (shuffle generator state)",
+             checkpoints.resume_path);
+    so_far = c.epoch_so_far;
+    TB_CHECK(so_far.steps >= 0 && so_far.steps < steps_per_epoch &&
+                 so_far.images == std::min(so_far.steps * hp.batch, train_count),
+             "checkpoint {}: corrupt ({} steps and {} images into an epoch of {} steps)",
+             checkpoints.resume_path, so_far.steps, so_far.images, steps_per_epoch);
+    r.epochs = c.epochs, r.resumed_epochs = c.epochs_done, r.resumed_steps = so_far.steps;
+    r.resumed_seconds = so_far.seconds;
+    for (const EpochResult& e : c.epochs) r.resumed_seconds += e.seconds;
+    first_epoch = c.epochs_done + 1;
+  }
+  int64_t planned = steps_per_epoch * (hp.epochs - first_epoch + 1) - so_far.steps;
+  // --steps counts the whole run's steps, a checkpoint's included.
+  const int64_t steps_before = steps_per_epoch * (first_epoch - 1) + so_far.steps;
+  if (hp.steps >= 0 && hp.steps - steps_before < planned) {
+    planned = hp.steps - steps_before, r.stopped_by_steps = true;
+    TB_CHECK(planned > 0,
+             "--steps {}: the checkpoint's {} epochs and {} steps ran {} steps already", hp.steps,
+             first_epoch - 1, so_far.steps, steps_before);
+  }
+  // Steady state excludes the first 5% of steps (warm-up: caches, algorithm choice, clocks).
+  const int64_t warm_steps = std::max<int64_t>(1, (planned * 5 + 99) / 100);
+  // The step split is sampled on one step in every `period`, half a period after the host-overhead
+  // sample; a short run (--steps 20) samples every planned/2 steps so it still gets both (never
+  // step 0: it makes the primitives and times the convolutions' candidates). A long run takes
+  // about 64 of each: a sampled step runs as issued, with synchronizes, and at fashion-mlp's
+  // 18,750 GPU steps of a few tens of microseconds one every 64 steps would cost several percent.
+  const int64_t period = std::clamp<int64_t>(planned / 2, 2, std::max<int64_t>(64, planned / 64));
+  Clock::time_point t_warm{};
+  int64_t images_at_warm = 0;
+
+  std::vector<int32_t> perm(train_count);
+  std::iota(perm.begin(), perm.end(), 0);
+  ex.synchronize();
+  const auto t_train = Clock::now();
+  double paused_after_warm_s = 0;  // checkpoint writes after the warm-up mark
+  auto last_checkpoint = Clock::now();
+  const bool periodic = checkpoints.write && checkpoints.every_s > 0;  // --checkpoint-every
+  auto rng_text = [&] {
+    std::ostringstream state;
+    state << shuffle_rng;
+    return state.str();
+  };
+  // Writes a checkpoint; returns the seconds it took (in no training time).
+  auto save = [&](const std::string& rng_state, const EpochSoFar& part) {
+    const auto t0 = Clock::now();
+    const bool written = checkpoints.write(capture_checkpoint(ex, r, rng_state, part));
+    last_checkpoint = Clock::now();
+    const double s = seconds_since(t0);
+    r.checkpoints += written, r.checkpoint_seconds += s;
+    if (r.steps >= warm_steps) paused_after_warm_s += s;
+    return s;
+  };
+
+  for (int epoch = first_epoch; epoch <= hp.epochs && r.steps < planned && !r.interrupted;
+       ++epoch) {
+    // The permutation is the epoch's whatever the epochs before it ran in this process or in
+    // the run a checkpoint came from: it restarts from the identity and the generator's state.
+    // For a checkpoint inside this epoch: the resumed run shuffles it again.
+    const std::string rng_at_start = checkpoints.write ? rng_text() : std::string();
+    std::iota(perm.begin(), perm.end(), 0);
+    const auto t_epoch = Clock::now();
+    std::shuffle(perm.begin(), perm.end(), shuffle_rng);
+    // A checkpoint cut inside this epoch: on from its step, its sums and time.
+    const EpochSoFar before = epoch == first_epoch ? so_far : EpochSoFar{};
+    ex.begin_epoch(epoch, perm, before.steps, before.loss_sum, before.correct);
+    EpochResult e;
+    e.steps = before.steps, e.images = before.images;
+    double paused_in_epoch = 0;  // its checkpoints' time: not the epoch's
+    auto epoch_seconds = [&] { return before.seconds + seconds_since(t_epoch) - paused_in_epoch; };
+    // A checkpoint of the epoch as it stands: its seconds so far, the device's loss and correct
+    // sums.
+    auto save_inside = [&](double seconds, const float* sums_now) {
+      paused_in_epoch += save(rng_at_start, {e.steps, e.images, seconds, sums_now[0], sums_now[1]});
+    };
+    auto last_report = Clock::now();
+    auto report = [&](bool epoch_done) {
+      if (!on_progress) return;
+      const std::array<float, 2> host = ex.train_sums();
+      Progress p;
+      p.epoch = epoch, p.epochs = hp.epochs, p.step = e.steps;
+      p.steps = std::min(steps_per_epoch, planned - (r.steps - e.steps));
+      p.elapsed_s = epoch_seconds();
+      p.loss = e.images ? host[0] / double(e.images) : 0;
+      p.accuracy = e.images ? host[1] / double(e.images) : 0;
+      p.epoch_done = epoch_done;
+      on_progress(p);
+      last_report = Clock::now();
+    };
+    for (int64_t s = before.steps; s < steps_per_epoch && r.steps < planned; ++s) {
+      if (stop && stop->load(std::memory_order_relaxed)) {
+        r.interrupted = true;
+        break;
+      }
+      const int64_t n = std::min<int64_t>(hp.batch, train_count - s * hp.batch);
+      if (r.steps % period == 0 && r.steps > 0) {
+        // Host overhead: issue the step without synchronizing, then wait for the device.
+        ex.synchronize();
+        const auto t0 = Clock::now();
+        ex.step(n, nullptr);
+        const auto t_issued = Clock::now();
+        ex.synchronize();
+        r.split.host_ms += std::chrono::duration<double, std::milli>(t_issued - t0).count();
+        r.split.whole_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        r.split.host_samples++;
+      } else {
+        ex.step(n, (r.steps % period == period / 2) ? &r.split : nullptr);
+      }
+      e.steps++, e.images += n, r.steps++, r.images += n;
+      if (r.steps == warm_steps) {
+        ex.synchronize();
+        t_warm = Clock::now(), images_at_warm = r.images;
+      }
+      if (on_progress && seconds_since(last_report) > 0.1) report(false);
+      if (periodic && e.steps < steps_per_epoch &&
+          seconds_since(last_checkpoint) >= checkpoints.every_s) {
+        const std::array<float, 2> sums_now = ex.train_sums();  // synchronizes: the step's time
+        save_inside(epoch_seconds(), sums_now.data());
+      }
+    }
+    if (e.steps == before.steps) break;  // stopped before this run's first step of the epoch
+    const std::array<float, 2> host = ex.train_sums();  // synchronizes
+    e.seconds = epoch_seconds();
+    // Stopped inside the epoch (Ctrl-C, --steps): the checkpoint holds it as it stands.
+    if (checkpoints.write && e.steps < steps_per_epoch) save_inside(e.seconds, host.data());
+    e.loss = host[0] / double(e.images);
+    e.accuracy = host[1] / double(e.images);
+    r.epochs.push_back(e);
+    report(true);
+    // The generator's state after this shuffle is the next epoch's before its own.
+    if (checkpoints.write && e.steps == steps_per_epoch) save(rng_text(), {});
+  }
+  ex.synchronize();
+  const auto t_end = Clock::now();
+  r.train_seconds = std::chrono::duration<double>(t_end - t_train).count() - r.checkpoint_seconds;
+  r.images_per_s = r.images / r.train_seconds;
+  const double steady_s =
+      std::chrono::duration<double>(t_end - t_warm).count() - paused_after_warm_s;
+  r.images_per_s_steady = (r.steps > warm_steps && steady_s > 0)
+                              ? (r.images - images_at_warm) / steady_s
+                              : r.images_per_s;
+  if (r.split.samples) {
+    const double k = 1.0 / r.split.samples;
+    r.split.data_ms *= k, r.split.forward_ms *= k, r.split.loss_ms *= k, r.split.backward_ms *= k,
+        r.split.optimizer_ms *= k;
+  }
+  if (r.split.host_samples) {
+    r.split.host_ms /= r.split.host_samples;
+    r.split.whole_ms /= r.split.host_samples;
+  }
+  return r;
+}
+
+}  // namespace tb

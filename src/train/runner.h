@@ -1,0 +1,71 @@
+// The runner: a whole training run on an executor. Epochs, each with a new shuffle; the step
+// sampling that times the parts of a step; progress; the stop flag (Ctrl-C); the checkpoint
+// schedule. It issues nothing itself: every step is Executor::step.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "train/executor.h"
+
+namespace tb {
+
+struct Checkpoint;  // train/checkpoint.h
+
+struct Progress {
+  int epoch = 0, epochs = 0;      // epoch counts from 1
+  int64_t step = 0, steps = 0;    // within the epoch
+  double elapsed_s = 0;           // since the epoch began
+  double loss = 0, accuracy = 0;  // running means over the epoch so far
+  bool epoch_done = false;
+};
+
+struct EpochResult {
+  double seconds = 0, loss = 0, accuracy = 0;
+  int64_t steps = 0, images = 0;
+};
+
+// An epoch a run stopped inside (Ctrl-C, --steps), as a checkpoint holds it to go on from: the
+// steps and images so far, their seconds, and the device's running sums of the loss and of the
+// correct answers as they stood (floats: the resumed run adds on to the same bits).
+struct EpochSoFar {
+  int64_t steps = 0, images = 0;
+  double seconds = 0;
+  float loss_sum = 0, correct = 0;
+};
+
+struct TrainResult {
+  std::vector<EpochResult> epochs;  // a resumed run's starts with the checkpoint's
+  int resumed_epochs = 0;           // how many of them the checkpoint held
+  int64_t resumed_steps = 0;        // and the steps of the epoch after them it had trained
+  double resumed_seconds = 0;       // the checkpoint's training time: in no other time here
+  int64_t checkpoints = 0;          // checkpoints written (not counting failures)
+  double checkpoint_seconds = 0;    // time writing them: in no other time here
+  double train_seconds = 0;         // this run's training only (not a checkpoint's epochs)
+  int64_t steps = 0, images = 0;
+  double images_per_s = 0, images_per_s_steady = 0;
+  bool stopped_by_steps = false;  // --steps cut training short
+  bool interrupted = false;       // the stop flag was raised (Ctrl-C): training ended there
+  StepSplit split;
+};
+
+// What train() does with checkpoints: starts where `resume` (read from resume_path, which error
+// messages name) stopped, and hands `write` the state after each finished epoch, where training
+// stops inside an epoch (Ctrl-C, --steps) and, with every_s, inside an epoch once every_s
+// seconds have passed since the last (a long epoch's work is not lost to a kill or a power cut);
+// it returns whether the checkpoint was written.
+struct CheckpointPlan {
+  const Checkpoint* resume = nullptr;
+  std::string resume_path;
+  std::function<bool(const Checkpoint&)> write;
+  double every_s = 0;  // 0: at epochs' ends and where training stops only
+};
+
+// stop: read before each step; once raised, training ends after the step under way (the
+// partial epoch counted, and checkpointed where checkpoints are written).
+TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_progress,
+                  const CheckpointPlan& checkpoints = {}, const std::atomic<bool>* stop = nullptr);
+
+}  // namespace tb

@@ -1,0 +1,122 @@
+// The execution plan: which fused steps it names, that every node is computed once, that the
+// backward writes each gradient first and then accumulates, and that its FLOPs are the model's.
+#include "train/plan.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "../models/tiny_resnet.h"
+#include "backends/backend.h"
+
+namespace tb {
+namespace {
+
+std::map<std::string, int> count_ops(const Plan& p) {
+  std::map<std::string, int> c;
+  for (const ForwardStep& s : p.forward) c[op_name(s.op)]++;
+  return c;
+}
+
+// Every node but the input is computed by exactly one forward step.
+void expect_each_node_once(const Model& m, const Plan& p) {
+  std::vector<int> seen(m.nodes.size(), 0);
+  for (const ForwardStep& s : p.forward)
+    for (int n : s.covers) seen[size_t(n)]++;
+  EXPECT_EQ(seen[0], 0);
+  for (size_t i = 1; i < m.nodes.size(); ++i) EXPECT_EQ(seen[i], 1) << m.nodes[i].name;
+}
+
+TEST(Plan, ResNet50NamesItsFusions) {
+  const Model m = build_resnet50(10);
+  const Plan p = compile_plan(m, PlanCaps{true, true, false}, true, true);
+  const auto ops = count_ops(p);
+  EXPECT_EQ(ops.at("bn_add_relu"), 16);      // one per bottleneck: bn3, the add and relu3
+  EXPECT_EQ(ops.at("bn_relu"), 1 + 2 * 16);  // the stem's and each block's bn1 and bn2
+  EXPECT_EQ(ops.at("batchnorm"), 4);         // the projections' BN, the add's other input
+  EXPECT_EQ(ops.count("relu"), 0u);
+  EXPECT_EQ(ops.at("conv2d"), 53);
+  expect_each_node_once(m, p);
+  EXPECT_DOUBLE_EQ(p.train_flops_per_image(m), train_flops_per_image(m));
+  EXPECT_FALSE(p.mlp.fits);
+  EXPECT_NE(describe_plan(m, p).find("bn_add_relu"), std::string::npos);
+}
+
+TEST(Plan, WithoutFusedEntriesEveryNodeIsItsOwnStep) {
+  const Model m = testing::tiny_resnet();
+  const Plan p = compile_plan(m, PlanCaps{}, true, true);
+  const auto ops = count_ops(p);
+  EXPECT_EQ(ops.count("bn_relu"), 0u);
+  EXPECT_EQ(ops.count("bn_add_relu"), 0u);
+  EXPECT_GT(ops.at("relu"), 0);
+  expect_each_node_once(m, p);
+  for (size_t i = 0; i < m.nodes.size(); ++i) EXPECT_TRUE(p.has_out[i]) << m.nodes[i].name;
+}
+
+// Replays the plan's gradient writes: a node's gradient is written first (or shared with an add
+// that wrote it) before anything accumulates into it, and nothing writes the input's.
+TEST(Plan, GradientsAreWrittenBeforeTheyAccumulate) {
+  for (const Model& m : {build_resnet50(10), testing::tiny_resnet()}) {
+    for (bool fused : {false, true}) {
+      const Plan p = compile_plan(m, PlanCaps{fused, fused, false}, true, true);
+      std::vector<int> written(m.nodes.size(), 0);
+      auto take = [&](int node, GradWrite w) {
+        if (w == GradWrite::none) return;
+        ASSERT_NE(node, 0);
+        if (w == GradWrite::accumulate)
+          EXPECT_TRUE(written[size_t(node)]) << m.nodes[size_t(node)].name;
+        else
+          EXPECT_FALSE(written[size_t(node)]) << m.nodes[size_t(node)].name;
+        written[size_t(node)] = 1;
+        EXPECT_GE(p.grad_buffer[size_t(node)], 0) << m.nodes[size_t(node)].name;
+      };
+      for (const BackwardStep& s : p.backward) {
+        const Node& n = m.nodes[size_t(s.node)];
+        take(n.in0, s.dx);
+        if (s.op == BackwardOp::add) take(n.in1, s.dskip);
+      }
+      // Every node whose gradient exists got one (the last node's comes from the loss).
+      for (size_t i = 1; i + 1 < m.nodes.size(); ++i) {
+        EXPECT_TRUE(written[i] || p.grad_buffer[i] < 0) << m.nodes[i].name;
+      }
+    }
+  }
+}
+
+TEST(Plan, MlpIsDenseReluThenDense) {
+  const Model m = build_mlp(1, 28, 28, {128}, 10);
+  const Plan p = compile_plan(m, PlanCaps{true, true, true}, true, true);
+  ASSERT_EQ(p.forward.size(), 2u);
+  EXPECT_EQ(p.forward[0].op, ForwardOp::dense_relu);
+  EXPECT_EQ(p.forward[0].writes, 2);  // the ReLU's output; the dense's never exists
+  EXPECT_FALSE(p.has_out[1]);
+  EXPECT_EQ(p.forward[1].op, ForwardOp::dense);
+  ASSERT_EQ(p.backward.size(), 3u);  // dense2, the ReLU's backward, dense1
+  EXPECT_EQ(p.backward[1].op, BackwardOp::relu);
+  EXPECT_EQ(p.backward[2].dx, GradWrite::none);  // dense1 reads the input: no input gradient
+  EXPECT_TRUE(p.mlp.fits);
+  EXPECT_EQ(p.mlp.hidden, 128);
+  EXPECT_FALSE(compile_plan(m, PlanCaps{true, true, true}, true, false).mlp.fits);  // SGD
+  EXPECT_FALSE(compile_plan(m, PlanCaps{}, true, true).mlp.fits);  // no fused entry
+}
+
+TEST(Plan, TestOnlyHasNoBackwardAndNoGradients) {
+  const Model m = testing::tiny_resnet();
+  const Plan p = compile_plan(m, PlanCaps{true, true, false}, false, true);
+  EXPECT_TRUE(p.backward.empty());
+  for (int g : p.grad_buffer) EXPECT_EQ(g, -1);
+  expect_each_node_once(m, p);
+}
+
+// The CPU backend offers the fused batch-norm entries: its plan is the fused one.
+TEST(Plan, CapsComeFromTheBackendTable) {
+  auto cpu = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, false});
+  auto ref = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
+  const PlanCaps c = plan_caps(*cpu), r = plan_caps(*ref);
+  EXPECT_TRUE(c.bn_relu && c.bn_add_relu);
+  EXPECT_FALSE(c.mlp_step);
+  EXPECT_EQ(r.bn_relu, ref->batchnorm_relu_backward != nullptr);
+}
+
+}  // namespace
+}  // namespace tb
