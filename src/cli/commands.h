@@ -40,6 +40,7 @@ struct RunOptions {
   std::string checkpoint;         // --checkpoint: the run's state written there after each epoch
   double checkpoint_minutes = 0;  // --checkpoint-every: also inside epochs, this often
   std::string resume;             // --resume: go on from this checkpoint
+  std::string init;               // --init: start from these weights (.safetensors)
 };
 
 int run_command(RunOptions& o);
@@ -80,9 +81,17 @@ struct EvaluateCommandOptions {
   int batch = -1, threads = -1;
   bool reference = false, deterministic = false;
   std::string data, out;
+  std::string workload;  // a .safetensors file's, where its metadata has none
+  std::string logits;    // --logits: every image's logits, float32 [images, classes], here
 };
 CLI::App* add_evaluate_command(CLI::App& app, EvaluateCommandOptions& o);
 int evaluate_command(const EvaluateCommandOptions& o);
+
+struct ExportCommandOptions {
+  std::string checkpoint, out;
+};
+CLI::App* add_export_command(CLI::App& app, ExportCommandOptions& o);
+int export_command(const ExportCommandOptions& o);
 
 int devices_command(bool measure);
 int data_command(const std::string& from, const std::string& to);

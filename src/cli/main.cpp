@@ -83,6 +83,9 @@ int main(int argc, char** argv) {
                    "with --checkpoint, also write it inside an epoch once this many minutes have "
                    "passed since the last (long CPU epochs)")
       ->check(finite_in(0.001, 1e6));
+  run_cmd->add_option("--init", run.init,
+                      "start from these weights instead of the seed's: a .safetensors file in "
+                      "PyTorch's names (trainbench export, or PyTorch's own)");
   add_cuda_path_flags(run_cmd, run.paths);
 
   bool measure = true;
@@ -104,6 +107,8 @@ int main(int argc, char** argv) {
   auto* profile_cmd = add_profile_command(app, profile_opt);
   EvaluateCommandOptions evaluate_opt;
   auto* evaluate_cmd = add_evaluate_command(app, evaluate_opt);
+  ExportCommandOptions export_opt;
+  auto* export_cmd = add_export_command(app, export_opt);
 
   try {
     app.parse(argc, argv);
@@ -143,6 +148,7 @@ int main(int argc, char** argv) {
     if (*compare_cmd) return compare_command(compare_opt);
     if (*profile_cmd) return profile_command(profile_opt);
     if (*evaluate_cmd) return evaluate_command(evaluate_opt);
+    if (*export_cmd) return export_command(export_opt);
   } catch (const tb::Error& e) {
     std::fprintf(stderr, "trainbench: error: %s\n", e.what());
     return 1;

@@ -22,6 +22,7 @@
 #include "report/progress.h"
 #include "report/record.h"
 #include "train/checkpoint.h"
+#include "train/torch_weights.h"
 #include "train/trainer.h"
 #ifdef TRAINBENCH_HAVE_CUDA
 #include "backends/cuda/cuda_info.h"
@@ -210,6 +211,14 @@ int run_command(RunOptions& o) {
     resume = read_checkpoint(o.resume);
     check_resumable(*resume, o.resume, o.hp);
   }
+  // --init: the file's header and workload before the data loads, its tensors once the data
+  // has given the model its shape.
+  std::optional<SafeTensorsReader> init;
+  if (!o.init.empty()) {
+    TB_CHECK(o.resume.empty(), "--init and --resume: a resumed run goes on with its own weights");
+    TB_CHECK(is_safetensors_path(o.init), "--init {}: not a .safetensors file", o.init);
+    safetensors_workload(init.emplace(o.init), w.name);
+  }
   CheckpointPlan checkpoints;
   if (resume) checkpoints.resume = &*resume, checkpoints.resume_path = o.resume;
   // A checkpoint that cannot be written (full disk) ends neither the run nor the previous
@@ -280,6 +289,8 @@ int run_command(RunOptions& o) {
   const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
 
   Model model = build_workload_model(w, data.train);
+  std::optional<Checkpoint> init_weights;
+  if (init) init_weights = read_torch_weights(*init, model, w.name);
   if (!o.quiet)
     fmt::print(
         "{} on {} ({}, {}): {} train / {} test images, {} parameters, {} multiply-adds per "
@@ -300,6 +311,7 @@ int run_command(RunOptions& o) {
   for (int r = 0; r < o.repeat && !stop.raised.load(); ++r) {
     if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
     Trainer trainer(model, *backend, o.hp, w, data);
+    if (init_weights) trainer.load_model(*init_weights, o.init);
     sampler.set_phase("train");
     TrainResult trained = trainer.train(progress, checkpoints, &stop.raised);
     if (resume) release_arrays(*resume);  // restored on the device: only its header is needed
@@ -346,6 +358,7 @@ int run_command(RunOptions& o) {
                             {"every_minutes", o.checkpoint_minutes},
                             {"written", facts.train.checkpoints},
                             {"failed", checkpoint_failures}};
+  if (init) record["init"] = {{"path", o.init}, {"metadata", init->metadata()}};
   if (resume)
     record["resumed_from"] = {{"path", o.resume},
                               {"epochs", resume->epochs_done},
