@@ -3,7 +3,8 @@
 # `test` also builds and runs the whole test suite. The one script a fresh machine needs.
 #
 #   ./setup.sh            install + build           (then: build/trainbench run fashion-mlp)
-#   ./setup.sh test       install + build + tests   (what CI runs)
+#   ./setup.sh test       install + build + tests   (what CI runs; with PyTorch for the
+#                         safetensors round trip)
 #   ./setup.sh sanitize   install + build with ASan/UBSan (CPU only) + tests
 #   ./setup.sh bench      install + build, plus the CPU PyTorch peer (python3-torch, OpenBLAS)
 #                         that bench/cpu_*.sh run side by side (bench/README.md)
@@ -22,6 +23,8 @@ packages=(cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev dataset-fashi
   libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev
   libgtest-dev libgmock-dev libbenchmark-dev chromium fonts-dejavu-core)
 [ "$mode" = bench ] && packages+=(python3-torch libopenblas0-pthread)
+# The safetensors round trip with PyTorch (tests/train/torch_roundtrip.py).
+[ "$mode" = test ] && packages+=(python3-torch python3-torchvision)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -55,8 +58,9 @@ case "$mode" in
     ctest --test-dir "$build" --output-on-failure --timeout 600 ;;
   sanitize)
     # Under ASan/UBSan everything runs 3-10x slower: leave out the real-data end-to-end runs and
-    # the timing tests, which the plain `test` run covers.
+    # the timing tests, and the PyTorch round trip (ResNet-50 steps), which the plain `test` run
+    # covers.
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       ctest --test-dir "$build" --output-on-failure --timeout 600 \
-      -E 'Real|OneEpoch|ShortRunWritesRecord|Bench\.|Sampler\.|Html' ;;
+      -E 'Real|OneEpoch|ShortRunWritesRecord|Bench\.|Sampler\.|Html|TorchRoundTrip' ;;
 esac

@@ -64,6 +64,7 @@ struct RunOptions {
   std::string checkpoint;         // --checkpoint: the run's state written there after each epoch
   double checkpoint_minutes = 0;  // --checkpoint-every: also inside epochs, this often
   std::string resume;             // --resume: go on from this checkpoint
+  std::string init;               // --init: start from these weights (.safetensors)
 };
 CLI::App* add_run_command(CLI::App& app, RunOptions& o);
 int run_command(const RunOptions& o);
@@ -98,9 +99,17 @@ struct EvaluateCommandOptions {
   int batch = -1, threads = -1;
   bool reference = false, deterministic = false;
   std::string data, out;
+  std::string workload;  // a .safetensors file's, where its metadata has none
+  std::string logits;    // --logits: every image's logits, float32 [images, classes], here
 };
 CLI::App* add_evaluate_command(CLI::App& app, EvaluateCommandOptions& o);
 int evaluate_command(const EvaluateCommandOptions& o);
+
+struct ExportCommandOptions {
+  std::string checkpoint, out;
+};
+CLI::App* add_export_command(CLI::App& app, ExportCommandOptions& o);
+int export_command(const ExportCommandOptions& o);
 
 struct DevicesCommandOptions {
   bool measure = true;

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   auto* profile_cmd = add_profile_command(app, profile_opt);
   EvaluateCommandOptions evaluate_opt;
   auto* evaluate_cmd = add_evaluate_command(app, evaluate_opt);
+  ExportCommandOptions export_opt;
+  auto* export_cmd = add_export_command(app, export_opt);
 
   try {
     app.parse(argc, argv);
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
     if (*compare_cmd) return compare_command(compare_opt);
     if (*profile_cmd) return profile_command(profile_opt);
     if (*evaluate_cmd) return evaluate_command(evaluate_opt);
+    if (*export_cmd) return export_command(export_opt);
   } catch (const tb::Error& e) {
     std::fprintf(stderr, "trainbench: error: %s\n", e.what());
     return 1;

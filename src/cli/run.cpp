@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <optional>
 
 #include "bench/device_facts.h"
 #include "bench/machine.h"
@@ -19,6 +20,7 @@
 #include "train/checkpoint_file.h"
 #include "train/executor.h"
 #include "train/runner.h"
+#include "train/torch_weights.h"
 
 namespace tb {
 
@@ -63,6 +65,9 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
                   "with --checkpoint, also write it inside an epoch once this many minutes have "
                   "passed since the last (long CPU epochs)")
       ->check(finite_in(0.001, 1e6));
+  cmd->add_option("--init", o.init,
+                  "start from these weights instead of the seed's: a .safetensors file in "
+                  "PyTorch's names (trainbench export, or PyTorch's own)");
   add_cuda_path_flags(cmd, o.paths);
   return cmd;
 }
@@ -135,6 +140,14 @@ int run_command(const RunOptions& o) {
   // A checkpoint that cannot be resumed or written fails before the data loads.
   CheckpointFile checkpoint(o.checkpoint, o.resume, o.checkpoint_minutes, hp);
   const CheckpointPlan checkpoints = checkpoint.plan();
+  // --init: the file's header and workload before the data loads, its tensors once the data
+  // has given the model its shape.
+  std::optional<SafeTensorsReader> init;
+  if (!o.init.empty()) {
+    TB_CHECK(o.resume.empty(), "--init and --resume: a resumed run goes on with its own weights");
+    TB_CHECK(is_safetensors_path(o.init), "--init {}: not a .safetensors file", o.init);
+    safetensors_workload(init.emplace(o.init), w.name);
+  }
 
   RunFacts facts;
   facts.config = cfg;
@@ -143,6 +156,7 @@ int run_command(const RunOptions& o) {
   facts.machine = machine_json();
   facts.checkpoint_path = o.checkpoint, facts.checkpoint_minutes = o.checkpoint_minutes;
   facts.resumed = checkpoint.resumed(), facts.resumed_path = o.resume;
+  if (init) facts.init_path = o.init, facts.init_metadata = init->metadata();
 
   SamplerOptions sampler_opt;
   if (cfg.device == DeviceKind::cuda) sampler_opt.gpu_index = cfg.device_index;
@@ -154,6 +168,8 @@ int run_command(const RunOptions& o) {
 
   Model model = build_workload_model(w, data.train);
   facts.train_flops_per_image = train_flops_per_image(model);
+  std::optional<Checkpoint> init_weights;
+  if (init) init_weights = read_torch_weights(*init, model, w.name);
   if (!o.quiet)
     fmt::print(
         "{} on {} ({}, {}): {} train / {} test images, {} parameters, {} multiply-adds per "
@@ -172,6 +188,7 @@ int run_command(const RunOptions& o) {
   for (int r = 0; r < o.repeat && !stop.raised.load(); ++r) {
     if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
     Executor ex(model, *backend, hp, w, data);
+    if (init_weights) load_model(ex, *init_weights, o.init);
     sampler.set_phase("train");
     TrainResult trained = train(ex, progress, checkpoints, &stop.raised);
     // Restored on the device: only its header is needed.

@@ -147,6 +147,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
                        {"every_minutes", f.checkpoint_minutes},
                        {"written", t.checkpoints},
                        {"failed", f.checkpoint_failures}};
+  if (!f.init_path.empty()) r["init"] = {{"path", f.init_path}, {"metadata", f.init_metadata}};
   if (f.resumed)
     r["resumed_from"] = {{"path", f.resumed_path},
                          {"epochs", f.resumed->epochs_done},
@@ -177,7 +178,7 @@ nlohmann::json make_evaluation_record(const Workload& w, const EvaluationFacts& 
           {"workload", w.name},
           {"checkpoint",
            {{"path", f.checkpoint_path},
-            {"stands", checkpoint_place(c)},
+            {"stands", f.stands},
             {"epochs_done", c.epochs_done},
             {"steps_into_epoch", c.epoch_so_far.steps},
             {"written_by", c.device},

@@ -44,6 +44,9 @@ struct RunFacts {
   // --resume: from which file, and the checkpoint's header.
   std::string resumed_path;
   const Checkpoint* resumed = nullptr;
+  // --init: the weights it started from, and their file's metadata.
+  std::string init_path;
+  nlohmann::json init_metadata;
   RepeatTimes repeats;
 };
 
@@ -64,6 +67,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
 struct EvaluationFacts {
   std::string checkpoint_path;
   const Checkpoint* checkpoint = nullptr;
+  std::string stands;  // where the checkpoint stands, or "weights only (safetensors)"
   DeviceFacts device;
   std::string backend, precision, split;
   int threads = 0;

@@ -363,7 +363,7 @@ void Executor::synchronize() const {
   be_.synchronize(be_.ctx);
 }
 
-void Executor::issue_eval_batch(int64_t n) {
+void Executor::test_batch(int64_t n) {
   BatchSpec s = test_spec_;
   s.n = n, s.cursor = buf_.eval_cursor;
   be_.gather_batch(be_.ctx, s, buf_.test_images, buf_.test_labels, buf_.test_indices, buf_.out[0],
@@ -375,16 +375,20 @@ void Executor::issue_eval_batch(int64_t n) {
   be_.advance_cursor(be_.ctx, buf_.eval_cursor);
 }
 
-EvalResult Executor::evaluate() {
-  EvalResult r;
-  const auto t0 = Clock::now();
+void Executor::start_test_pass() {
   be_.fill(be_.ctx, buf_.metrics + 2, 0.f, 2);
   StepCursor c;  // the test set in order, max_batch images a batch
   c.stride = max_batch_, c.count = test_count_;
   be_.upload(be_.ctx, buf_.eval_cursor, &c, sizeof(c));
+}
+
+EvalResult Executor::evaluate() {
+  EvalResult r;
+  const auto t0 = Clock::now();
+  start_test_pass();
   for (int64_t first = 0; first < test_count_; first += max_batch_) {
     const int64_t n = std::min(max_batch_, test_count_ - first);
-    run_graphed(eval_graphs_, n, [&] { issue_eval_batch(n); });
+    run_graphed(eval_graphs_, n, [&] { test_batch(n); });
   }
   float host[4];
   be_.download(be_.ctx, host, buf_.metrics, sizeof(host));

@@ -125,7 +125,13 @@ class Executor {
   void synchronize() const;
 
   // ---- the test pass ----
+  // The whole test set, in order, batch norm in eval mode: accuracy and loss.
   EvalResult evaluate();
+  // Its parts (evaluate() is these): the eval cursor to the first batch and the sums to zero;
+  // then one batch of n images where the eval cursor stands (data, forward, loss and correct
+  // count into the sums, advance), whose logits are in buffers().out.back() until the next.
+  void start_test_pass();
+  void test_batch(int64_t n);
 
   // ---- state ----
   std::vector<float> download_params() const;
@@ -183,7 +189,6 @@ class Executor {
                           std::vector<std::unique_ptr<OpCache>>& cache);
   void issue_backward_step(const BackwardStep& s, int64_t n,
                            std::vector<std::unique_ptr<OpCache>>& cache);
-  void issue_eval_batch(int64_t n);
   bool replay_graph(Graphs& g, int64_t n, const std::function<void()>& issue);
   void run_graphed(Graphs& g, int64_t n, const std::function<void()>& issue);
 };
