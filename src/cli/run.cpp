@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <optional>
@@ -203,14 +204,19 @@ int run_command(const RunOptions& o) {
       fmt::print("\ninterrupted after {} steps: testing the model as it stands (again to quit)\n",
                  facts.train.steps);
     sampler.set_phase("test");
-    facts.test = ex.evaluate();
+    // A diverged model's accuracy means nothing: no test pass (the record's test figures are
+    // null).
+    if (facts.train.diverged)
+      facts.test.accuracy = facts.test.loss = std::nan("");
+    else
+      facts.test = ex.evaluate();
     facts.step_graphs = ex.graph_summary();
     facts.fused_mlp_step = ex.fused_mlp_taken();
     facts.algorithms = nlohmann::json::object();
     const std::vector<std::string> notes = ex.node_notes();
     for (size_t i = 0; i < notes.size(); ++i)
       if (!notes[i].empty()) facts.algorithms[model.nodes[i].name] = notes[i];
-    if (facts.train.interrupted) break;  // the repeats' spreads take whole runs only
+    if (facts.train.interrupted || facts.train.diverged) break;  // spreads take whole runs
     rep.train_s.push_back(facts.train.train_seconds);
     rep.test_s.push_back(facts.test.seconds);
     rep.train_test_s.push_back(facts.train.train_seconds + facts.test.seconds);
@@ -232,6 +238,18 @@ int run_command(const RunOptions& o) {
 
   const TrainResult& t = facts.train;
   int status = 0;
+  if (t.diverged) {
+    fmt::print(stderr,
+               "trainbench: error: training diverged: the loss was not finite {} step {} (epoch "
+               "{}){}; the record holds the run up to there, marked diverged{}\n",
+               t.diverged_step_exact ? "at" : "by", t.diverged_step, t.diverged_epoch,
+               t.diverged_layer.empty()
+                   ? std::string()
+                   : fmt::format(", first non-finite values in {}", t.diverged_layer),
+               o.checkpoint.empty() ? std::string()
+                                    : fmt::format("; {} was left as it was", o.checkpoint));
+    return 3;
+  }
   if (checkpoint.failures() > 0) {
     fmt::print(stderr, "trainbench: {} of {} checkpoints could not be written to {} ({})\n",
                checkpoint.failures(), checkpoint.failures() + t.checkpoints, o.checkpoint,

@@ -141,6 +141,11 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
       {"step_graphs", f.step_graphs},
       {"conv_layout", f.config.cuda.bf16_nhwc ? "nhwc" : "nchw"},
       {"fused_mlp_step", f.fused_mlp_step},
+      {"diverged", t.diverged ? json{{"step", t.diverged_step},
+                                     {"epoch", t.diverged_epoch},
+                                     {"step_exact", t.diverged_step_exact},
+                                     {"layer", t.diverged_layer}}
+                              : json(false)},
   };
   if (!f.checkpoint_path.empty())
     r["checkpoint"] = {{"path", f.checkpoint_path},

@@ -34,8 +34,13 @@ void print_run_summary(const nlohmann::json& record, const RunFacts& f) {
   if (t.checkpoints > 0)
     fmt::print("checkpoint: {} ({} written, {:.2f}s, not in the times above)\n", f.checkpoint_path,
                t.checkpoints, t.checkpoint_seconds);
-  fmt::print("throughput {:.0f} images/s ({:.0f} steady), test accuracy {:.4f}, test loss {:.4f}\n",
-             t.images_per_s, t.images_per_s_steady, f.test.accuracy, f.test.loss);
+  if (t.diverged)
+    fmt::print("throughput {:.0f} images/s ({:.0f} steady); diverged: no test pass\n",
+               t.images_per_s, t.images_per_s_steady);
+  else
+    fmt::print(
+        "throughput {:.0f} images/s ({:.0f} steady), test accuracy {:.4f}, test loss {:.4f}\n",
+        t.images_per_s, t.images_per_s_steady, f.test.accuracy, f.test.loss);
   if (fl.value("peak_datasheet_low", false))
     fmt::print(
         "achieved {:.1f} GFLOP/s; MFU {}; the {:.0f} GFLOP/s estimate ({}) is below what this "

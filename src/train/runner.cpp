@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -15,6 +16,32 @@ namespace tb {
 using Clock = std::chrono::steady_clock;
 static double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Where a diverged run went wrong first: the first node in forward order whose output in the
+// last step (n images; its forward ran on the weights before that step's update) holds a value
+// that is not finite, else the first whose parameters do not. One download each, once.
+static std::string first_nonfinite_layer(const Executor& ex, int64_t n) {
+  const Model& m = ex.model();
+  const Backend& be = ex.backend();
+  auto finite = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+  };
+  std::vector<float> values;
+  for (size_t i = 1; i < m.nodes.size(); ++i) {
+    if (!ex.buffers().out[i]) continue;  // fused away: its step's output is a later node's
+    values.resize(size_t(n * m.nodes[i].out_size()));
+    be.download(be.ctx, values.data(), ex.buffers().out[i], values.size() * sizeof(float));
+    if (!finite(values)) return m.nodes[i].name;
+  }
+  for (const Node& node : m.nodes) {
+    if (node.param_offset < 0) continue;
+    values.resize(size_t(node.param_count));
+    be.download(be.ctx, values.data(), ex.buffers().params + node.param_offset,
+                values.size() * sizeof(float));
+    if (!finite(values)) return node.name;
+  }
+  return "";
 }
 
 TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_progress,
@@ -60,9 +87,14 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
   // about 64 of each: a sampled step runs as issued, with synchronizes, and at fashion-mlp's
   // 18,750 GPU steps of a few tens of microseconds one every 64 steps would cost several percent.
   const int64_t period = std::clamp<int64_t>(planned / 2, 2, std::max<int64_t>(64, planned / 64));
+  // The loss is checked where the device's running sums are read: after every step on the CPU
+  // (a copy of two floats), else at every report, sampled step, checkpoint and epoch end, since
+  // reading them waits for the device.
+  const bool check_every_step = ex.backend().device == DeviceKind::cpu;
   Clock::time_point t_warm{};
   int64_t images_at_warm = 0;
 
+  int64_t last_n = 0;  // the last step's images
   std::vector<int32_t> perm(train_count);
   std::iota(perm.begin(), perm.end(), 0);
   ex.synchronize();
@@ -86,8 +118,8 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
     return s;
   };
 
-  for (int epoch = first_epoch; epoch <= hp.epochs && r.steps < planned && !r.interrupted;
-       ++epoch) {
+  for (int epoch = first_epoch;
+       epoch <= hp.epochs && r.steps < planned && !r.interrupted && !r.diverged; ++epoch) {
     // The permutation is the epoch's whatever the epochs before it ran in this process or in
     // the run a checkpoint came from: it restarts from the identity and the generator's state.
     // For a checkpoint inside this epoch: the resumed run shuffles it again.
@@ -107,10 +139,18 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
     auto save_inside = [&](double seconds, const float* sums_now) {
       paused_in_epoch += save(rng_at_start, {e.steps, e.images, seconds, sums_now[0], sums_now[1]});
     };
+    // A non-finite running loss sum: a step's loss was not finite (NaN and inf stay in a sum).
+    auto diverges = [&](const std::array<float, 2>& sums) {
+      if (std::isfinite(sums[0]) || r.diverged) return r.diverged;
+      r.diverged = true, r.diverged_step = steps_before + r.steps, r.diverged_epoch = epoch;
+      r.diverged_step_exact = check_every_step;
+      return true;
+    };
     auto last_report = Clock::now();
     auto report = [&](bool epoch_done) {
       if (!on_progress) return;
       const std::array<float, 2> host = ex.train_sums();
+      if (!epoch_done && diverges(host)) return;
       Progress p;
       p.epoch = epoch, p.epochs = hp.epochs, p.step = e.steps;
       p.steps = std::min(steps_per_epoch, planned - (r.steps - e.steps));
@@ -127,6 +167,7 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
         break;
       }
       const int64_t n = std::min<int64_t>(hp.batch, train_count - s * hp.batch);
+      last_n = n;
       if (r.steps % period == 0 && r.steps > 0) {
         // Host overhead: issue the step without synchronizing, then wait for the device.
         ex.synchronize();
@@ -145,25 +186,32 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
         ex.synchronize();
         t_warm = Clock::now(), images_at_warm = r.images;
       }
+      if ((check_every_step || r.steps % period == 0) && diverges(ex.train_sums())) break;
       if (on_progress && seconds_since(last_report) > 0.1) report(false);
+      if (r.diverged) break;
       if (periodic && e.steps < steps_per_epoch &&
           seconds_since(last_checkpoint) >= checkpoints.every_s) {
         const std::array<float, 2> sums_now = ex.train_sums();  // synchronizes: the step's time
+        if (diverges(sums_now)) break;
         save_inside(epoch_seconds(), sums_now.data());
       }
     }
     if (e.steps == before.steps) break;  // stopped before this run's first step of the epoch
     const std::array<float, 2> host = ex.train_sums();  // synchronizes
     e.seconds = epoch_seconds();
+    diverges(host);
     // Stopped inside the epoch (Ctrl-C, --steps): the checkpoint holds it as it stands.
-    if (checkpoints.write && e.steps < steps_per_epoch) save_inside(e.seconds, host.data());
+    if (checkpoints.write && e.steps < steps_per_epoch && !r.diverged)
+      save_inside(e.seconds, host.data());
     e.loss = host[0] / double(e.images);
     e.accuracy = host[1] / double(e.images);
     r.epochs.push_back(e);
     report(true);
+    if (r.diverged) break;
     // The generator's state after this shuffle is the next epoch's before its own.
     if (checkpoints.write && e.steps == steps_per_epoch) save(rng_text(), {});
   }
+  if (r.diverged) r.diverged_layer = first_nonfinite_layer(ex, last_n);
   ex.synchronize();
   const auto t_end = Clock::now();
   r.train_seconds = std::chrono::duration<double>(t_end - t_train).count() - r.checkpoint_seconds;

@@ -48,6 +48,16 @@ struct TrainResult {
   double images_per_s = 0, images_per_s_steady = 0;
   bool stopped_by_steps = false;  // --steps cut training short
   bool interrupted = false;       // the stop flag was raised (Ctrl-C): training ended there
+  // A non-finite loss ended training: at diverged_step (counted over the whole run, a
+  // checkpoint's steps included), exactly where the device's sums are read every step (the
+  // CPU), else at the first step they were read after it (by then). diverged_layer: the first
+  // node in forward order whose output in the last step, else whose parameters, held a value
+  // that is not finite ("" if none).
+  bool diverged = false;
+  bool diverged_step_exact = true;
+  int64_t diverged_step = 0;
+  int diverged_epoch = 0;
+  std::string diverged_layer;
   StepSplit split;
 };
 
@@ -64,7 +74,9 @@ struct CheckpointPlan {
 };
 
 // stop: read before each step; once raised, training ends after the step under way (the
-// partial epoch counted, and checkpointed where checkpoints are written).
+// partial epoch counted, and checkpointed where checkpoints are written). A non-finite loss
+// ends training too (TrainResult::diverged), and then no checkpoint is written: the last one
+// written holds the run as it was before.
 TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_progress,
                   const CheckpointPlan& checkpoints = {}, const std::atomic<bool>* stop = nullptr);
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -454,6 +455,46 @@ TEST(Cli, SignalBeforeTrainingEndsTheProcess) {
       "done; " + "kill -TERM $p; wait $p; echo $?");
   EXPECT_EQ(status, "143\n");
   EXPECT_FALSE(std::filesystem::exists(out));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+
+namespace {
+
+// A run that diverges stops at the step whose loss is not finite, says so in one line and exits
+// non-zero; its record holds what ran, marked diverged; the last good checkpoint stays as it was.
+// The divergence is made by a checkpoint whose last bias (the classifier's) is NaN, resumed: every
+// later step's loss is NaN, so the first step after the checkpoint's 10 is the one named. (A NaN
+// weight before a ReLU would not do: max(NaN, 0) is 0 in oneDNN, and the loss stays finite.)
+TEST(Cli, DivergedRunStopsAndKeepsTheLastCheckpoint) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_cli_div_");
+  const std::string ck = (dir / "run.tbck").string(), out = (dir / "run.json").string();
+  ASSERT_EQ(run("run fashion-mlp --steps 10 --no-peak --quiet --checkpoint " + ck + " --out " +
+                (dir / "first.json").string())
+                .status,
+            0);
+  tb::Checkpoint c = tb::read_checkpoint(ck);
+  c.params.back() = std::nanf("");  // dense2's last bias
+  tb::write_checkpoint(ck, c);
+  const std::string before = file_text(ck);
+
+  Result r = run("run fashion-mlp --steps 40 --no-peak --quiet --resume " + ck + " --checkpoint " +
+                 ck + " --out " + out);
+  EXPECT_EQ(r.status, 3);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("diverged: the loss was not finite at step 11 (epoch 1)"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("first non-finite values in dense2"), std::string::npos) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(std::ifstream(out));
+  EXPECT_EQ(j["diverged"]["step"], 11);
+  EXPECT_EQ(j["diverged"]["step_exact"], true);
+  EXPECT_EQ(j["diverged"]["layer"], "dense2");
+  EXPECT_EQ(j["steps"], 1);
+  EXPECT_TRUE(j["accuracy"]["test"].is_null());
+  EXPECT_EQ(j["checkpoint"]["written"], 0);
+  EXPECT_EQ(file_text(ck), before) << "the last good checkpoint was replaced";
   std::filesystem::remove_all(dir);
 }
 
