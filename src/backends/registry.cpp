@@ -1,6 +1,9 @@
 // Which backends this binary has, whether each can run on this machine, and making one.
 #include "backends/backend.h"
 #include "core/error.h"
+#ifdef TRAINBENCH_HAVE_VULKAN
+#include "backends/vulkan/vulkan_info.h"
+#endif
 
 namespace tb {
 
@@ -16,6 +19,13 @@ std::vector<BackendInfo> list_backends() {
   out.push_back({"cuda", DeviceKind::cuda, false, false,
                  "not built in (configure with nvcc available, -DTRAINBENCH_CUDA=ON)"});
 #endif
+#ifdef TRAINBENCH_HAVE_VULKAN
+  const std::string vk_why = vulkan_unavailable_reason();
+  out.push_back({"vulkan", DeviceKind::vulkan, true, vk_why.empty(), vk_why});
+#else
+  out.push_back({"vulkan", DeviceKind::vulkan, false, false,
+                 "not built in (configure with the Vulkan headers and glslc, -DTRAINBENCH_VULKAN=ON)"});
+#endif
   return out;
 }
 
@@ -23,6 +33,14 @@ std::unique_ptr<Backend> make_backend(const BackendConfig& cfg) {
   if (cfg.device == DeviceKind::cpu) {
     if (cfg.reference) return make_reference_backend(cfg);
     return make_cpu_backend(cfg);
+  }
+  if (cfg.device == DeviceKind::vulkan) {
+#ifdef TRAINBENCH_HAVE_VULKAN
+    return make_vulkan_backend(cfg);
+#else
+    fail("--device vulkan: this trainbench was built without the Vulkan backend (no Vulkan "
+         "headers or glslc at build time)");
+#endif
   }
 #ifdef TRAINBENCH_HAVE_CUDA
   int gpus = cuda_device_count();

@@ -26,6 +26,9 @@
 #ifdef TRAINBENCH_HAVE_CUDA
 #include "backends/cuda/cuda_info.h"
 #endif
+#ifdef TRAINBENCH_HAVE_VULKAN
+#include "backends/vulkan/vulkan_info.h"
+#endif
 
 namespace tb {
 
@@ -45,7 +48,13 @@ void parse_device(const std::string& s, DeviceKind* kind, int* index) {
     *index = std::stoi(s.substr(5));
     return;
   }
-  fail("--device: '{}' is not cpu, cuda or cuda:N", s);
+  if (s == "vulkan" || (s.rfind("vulkan:", 0) == 0 && s.size() > 7 && s.size() < 11 &&
+                        s.find_first_not_of("0123456789", 7) == std::string::npos)) {
+    *kind = DeviceKind::vulkan;
+    *index = s.size() > 7 ? std::stoi(s.substr(7)) : 0;
+    return;
+  }
+  fail("--device: '{}' is not cpu, cuda, cuda:N, vulkan or vulkan:N", s);
 }
 
 Precision parse_precision(const std::string& s) {
@@ -268,6 +277,19 @@ int run_command(RunOptions& o) {
       const GemmMeasurement g = measure_backend_gemm(*backend, 8192, 1.0);
       facts.peak_measured = g.flops_per_s, facts.peak_measured_source = g.source;
     }
+  }
+#endif
+
+#ifdef TRAINBENCH_HAVE_VULKAN
+  if (cfg.device == DeviceKind::vulkan) {
+    const VulkanDeviceInfo gpu = vulkan_devices().at(size_t(cfg.device_index));
+    facts.device_name = gpu.name;
+    facts.device_extra = {{"index", gpu.index},       {"type", gpu.type},
+                          {"driver", gpu.driver},     {"api", gpu.api_version},
+                          {"memory_bytes", gpu.memory_bytes}, {"unified_memory", gpu.unified},
+                          {"subgroup_size", gpu.subgroup_size}};
+    if (auto p = vulkan_fp32_peak(gpu.name))
+      facts.peak_datasheet = p->flops_per_s, facts.peak_datasheet_source = p->source;
   }
 #endif
 
@@ -510,6 +532,19 @@ int devices_command(bool measure) {
   if (cuda_devices().empty()) fmt::print("GPU: none ({})\n", cuda_unavailable_reason());
 #else
   fmt::print("GPU: CUDA backend not built in\n");
+#endif
+#ifdef TRAINBENCH_HAVE_VULKAN
+  for (const VulkanDeviceInfo& v : vulkan_devices()) {
+    const auto pk = vulkan_fp32_peak(v.name);
+    fmt::print(
+        "Vulkan {}: {} ({}), driver {}, API {}, {:.1f} GiB{}, subgroup {}, fp16 {}, cooperative "
+        "matrix {}, fp32 peak {}{}\n",
+        v.index, v.name, v.type, v.driver, v.api_version, v.memory_bytes / double(1 << 30),
+        v.unified ? " unified" : "", v.subgroup_size, v.fp16 ? "yes" : "no",
+        v.cooperative_matrix ? "yes" : "no",
+        pk ? fmt::format("{:.1f} TFLOP/s ({})", pk->flops_per_s / 1e12, pk->source) : "unknown",
+        v.usable ? "" : "; not usable: lacks " + v.why_not);
+  }
 #endif
   for (const BackendInfo& b : list_backends())
     fmt::print("backend {:<12} {:<5} built: {:<3} usable: {:<3} {}\n", b.name,

@@ -7,7 +7,7 @@
 namespace tb {
 
 enum class DType : uint8_t { f32, bf16, u8, i32 };
-enum class DeviceKind : uint8_t { cpu, cuda };
+enum class DeviceKind : uint8_t { cpu, cuda, vulkan };
 // What the math runs in. fp32: plain fp32. tf32: fp32 storage, tensor-core tf32 products.
 // bf16: bf16 products with fp32 accumulation, fp32 master weights and optimizer state.
 enum class Precision : uint8_t { fp32, tf32, bf16 };
@@ -39,7 +39,7 @@ inline const char* dtype_name(DType t) {
   return "?";
 }
 inline const char* device_kind_name(DeviceKind d) {
-  return d == DeviceKind::cpu ? "cpu" : "cuda";
+  return d == DeviceKind::cpu ? "cpu" : d == DeviceKind::cuda ? "cuda" : "vulkan";
 }
 inline const char* precision_name(Precision p) {
   switch (p) {

@@ -1,0 +1,51 @@
+// The tiled GEMM every dense and convolution shader runs: C[M, N] = sum_k A[m, k] B[k, n], 64x64
+// tiles of C per workgroup of 16x16 threads (4x4 values each, strided by 16 so neighbouring threads
+// touch neighbouring values), K in steps of 16 through shared memory (8 KB). The includer defines
+// GEMM_M, GEMM_N, GEMM_K and load_a(m, k), load_b(k, n), store_c(m, n, v); loads are called only
+// inside [0, M) x [0, K) and [0, K) x [0, N). Each value sums k in order 0 .. K-1: the same bits on
+// every run. Tiles beyond the grid's 65,535 per dimension are walked by the workgroups in a loop.
+layout(local_size_x = 16, local_size_y = 16) in;
+
+const uint TM = 64u, TN = 64u, TK = 16u;
+shared float As[TK][TM];
+shared float Bs[TK][TN];
+
+void main() {
+  const uint tx = gl_LocalInvocationID.x, ty = gl_LocalInvocationID.y, tid = ty * 16u + tx;
+  const uint M = GEMM_M, N = GEMM_N, K = GEMM_K;
+  const uint tiles_m = (M + TM - 1u) / TM, tiles_n = (N + TN - 1u) / TN;
+  for (uint bm = gl_WorkGroupID.y; bm < tiles_m; bm += gl_NumWorkGroups.y) {
+    for (uint bn = gl_WorkGroupID.x; bn < tiles_n; bn += gl_NumWorkGroups.x) {
+      float acc[4][4];
+      for (uint i = 0u; i < 4u; ++i)
+        for (uint j = 0u; j < 4u; ++j) acc[i][j] = 0.0;
+      for (uint k0 = 0u; k0 < K; k0 += TK) {
+        for (uint l = 0u; l < 4u; ++l) {
+          const uint e = tid + l * 256u;
+          const uint ka = e / TM, ma = e % TM, gm = bm * TM + ma, gka = k0 + ka;
+          float a = 0.0;
+          if (gm < M && gka < K) a = load_a(gm, gka);
+          As[ka][ma] = a;
+          const uint kb = e / TN, nb = e % TN, gn = bn * TN + nb, gkb = k0 + kb;
+          float b = 0.0;
+          if (gn < N && gkb < K) b = load_b(gkb, gn);
+          Bs[kb][nb] = b;
+        }
+        barrier();
+        for (uint kk = 0u; kk < TK; ++kk) {
+          float a[4], b[4];
+          for (uint i = 0u; i < 4u; ++i) a[i] = As[kk][ty + 16u * i];
+          for (uint j = 0u; j < 4u; ++j) b[j] = Bs[kk][tx + 16u * j];
+          for (uint i = 0u; i < 4u; ++i)
+            for (uint j = 0u; j < 4u; ++j) acc[i][j] += a[i] * b[j];
+        }
+        barrier();
+      }
+      for (uint i = 0u; i < 4u; ++i)
+        for (uint j = 0u; j < 4u; ++j) {
+          const uint m = bm * TM + ty + 16u * i, n = bn * TN + tx + 16u * j;
+          if (m < M && n < N) store_c(m, n, acc[i][j]);
+        }
+    }
+  }
+}
