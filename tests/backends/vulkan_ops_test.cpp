@@ -288,6 +288,25 @@ TEST_F(VulkanOps, MemoryRoundTripInIssueOrder) {
   g.free(g.ctx, b);
 }
 
+// The validation layer is really on, and what it reports fails the next synchronize: a fill at an
+// offset that is not a multiple of 4 breaks vkCmdFillBuffer's rules (VUID-vkCmdFillBuffer-
+// dstOffset-00025).
+TEST_F(VulkanOps, ValidationMessagesFailTheNextSynchronize) {
+  const char* on = std::getenv("TB_VULKAN_VALIDATION");
+  if (!on || std::string(on) == "0") GTEST_SKIP() << "TB_VULKAN_VALIDATION=0 from outside";
+  Backend& g = vk();
+  auto* p = static_cast<uint8_t*>(g.alloc(g.ctx, 64));
+  g.fill(g.ctx, reinterpret_cast<float*>(p + 2), 1.f, 4);
+  try {
+    g.synchronize(g.ctx);
+    FAIL() << "the misaligned fill went unreported";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("validation"), std::string::npos) << e.what();
+  }
+  g.free(g.ctx, p);
+  g.synchronize(g.ctx);  // the messages were taken: the next check passes
+}
+
 TEST_F(VulkanOps, OutOfMemoryIsOneLineAndSaysHowMuch) {
   Backend& g = vk();
   try {

@@ -33,31 +33,27 @@
 namespace tb::vulkan {
 
 // ---- the loader, opened at run time (a machine without libvulkan gets an error, not a crash) ----
-#define TB_VK_FUNCTIONS(X)                                                                        \
-  X(vkCreateInstance)                                                                             \
-  X(vkEnumerateInstanceExtensionProperties) X(vkEnumerateInstanceLayerProperties) X(              \
-      vkEnumerateInstanceVersion) X(vkDestroyInstance) X(vkEnumeratePhysicalDevices)              \
-      X(vkGetPhysicalDeviceProperties) X(vkGetPhysicalDeviceProperties2) X(                       \
-          vkGetPhysicalDeviceFeatures2) X(vkGetPhysicalDeviceMemoryProperties)                    \
-          X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkEnumerateDeviceExtensionProperties) X(  \
-              vkCreateDevice) X(vkDestroyDevice) X(vkGetDeviceQueue)                              \
-              X(vkCreateDebugUtilsMessengerEXT) X(vkDestroyDebugUtilsMessengerEXT) X(             \
-                  vkCreateBuffer) X(vkDestroyBuffer) X(vkGetBufferMemoryRequirements)             \
-                  X(vkAllocateMemory) X(vkFreeMemory) X(vkBindBufferMemory) X(vkMapMemory) X(     \
-                      vkGetBufferDeviceAddress) X(vkCreateShaderModule) X(vkDestroyShaderModule)  \
-                      X(vkCreatePipelineLayout) X(vkDestroyPipelineLayout) X(                     \
-                          vkCreateComputePipelines) X(vkDestroyPipeline) X(vkCreateCommandPool)   \
-                          X(vkDestroyCommandPool) X(vkAllocateCommandBuffers) X(                  \
-                              vkFreeCommandBuffers) X(vkBeginCommandBuffer) X(vkEndCommandBuffer) \
-                              X(vkResetCommandBuffer) X(vkCmdBindPipeline) X(vkCmdPushConstants)  \
-                                  X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkCmdCopyBuffer)     \
-                                      X(vkCmdFillBuffer) X(vkCmdUpdateBuffer)                     \
-                                          X(vkCmdWriteTimestamp) X(vkCmdResetQueryPool)           \
-                                              X(vkCreateQueryPool) X(vkDestroyQueryPool)          \
-                                                  X(vkGetQueryPoolResults) X(vkQueueSubmit)       \
-                                                      X(vkQueueWaitIdle) X(vkCreateFence)         \
-                                                          X(vkDestroyFence) X(vkWaitForFences)    \
-                                                              X(vkResetFences) X(vkGetFenceStatus)
+// clang-format off
+#define TB_VK_FUNCTIONS(X) \
+  X(vkCreateInstance) X(vkEnumerateInstanceExtensionProperties) \
+  X(vkEnumerateInstanceLayerProperties) X(vkEnumerateInstanceVersion) X(vkDestroyInstance) \
+  X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties) \
+  X(vkGetPhysicalDeviceProperties2) X(vkGetPhysicalDeviceFeatures2) \
+  X(vkGetPhysicalDeviceMemoryProperties) X(vkGetPhysicalDeviceQueueFamilyProperties) \
+  X(vkEnumerateDeviceExtensionProperties) X(vkCreateDevice) X(vkDestroyDevice) \
+  X(vkGetDeviceQueue) X(vkCreateDebugUtilsMessengerEXT) X(vkDestroyDebugUtilsMessengerEXT) \
+  X(vkCreateBuffer) X(vkDestroyBuffer) X(vkGetBufferMemoryRequirements) X(vkAllocateMemory) \
+  X(vkFreeMemory) X(vkBindBufferMemory) X(vkMapMemory) X(vkGetBufferDeviceAddress) \
+  X(vkCreateShaderModule) X(vkDestroyShaderModule) X(vkCreatePipelineLayout) \
+  X(vkDestroyPipelineLayout) X(vkCreateComputePipelines) X(vkDestroyPipeline) \
+  X(vkCreateCommandPool) X(vkDestroyCommandPool) X(vkAllocateCommandBuffers) \
+  X(vkFreeCommandBuffers) X(vkBeginCommandBuffer) X(vkEndCommandBuffer) X(vkResetCommandBuffer) \
+  X(vkCmdBindPipeline) X(vkCmdPushConstants) X(vkCmdDispatch) X(vkCmdPipelineBarrier) \
+  X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkCmdUpdateBuffer) X(vkCmdWriteTimestamp) \
+  X(vkCmdResetQueryPool) X(vkCreateQueryPool) X(vkDestroyQueryPool) X(vkGetQueryPoolResults) \
+  X(vkQueueSubmit) X(vkQueueWaitIdle) X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) \
+  X(vkResetFences)
+// clang-format on
 
 #define TB_VK_DECLARE(name) extern PFN_##name name;
 TB_VK_FUNCTIONS(TB_VK_DECLARE)
