@@ -1,6 +1,8 @@
 // Optimizers over the flat parameter array, one dispatch per step; Adam's step count read from
 // the cursor on the device (so a recorded step replays with the right one), and the cursor's
 // advance, the step's last op.
+#include <algorithm>
+
 #include "backends/vulkan/vulkan_context.h"
 
 namespace tb::vulkan {
@@ -29,7 +31,8 @@ void register_optimizers(Backend& b) {
     if (count <= 0) return;
     const AdamPC pc{addr(p), addr(g),  addr(m),  addr(v), addr(at),       u32(count, "adam_update"),
                     hp.lr,   hp.beta1, hp.beta2, hp.eps,  hp.weight_decay};
-    dispatch(context(ctx), "adam", pc, groups_for(count, 256));
+    // Each workgroup computes the bias corrections once; a few hundred of them walk the array.
+    dispatch(context(ctx), "adam", pc, std::min<uint32_t>(groups_for(count, 256), 256));
   };
   b.sgd_update = [](void* ctx, int64_t count, float* p, const float* g, float* buf,
                     const SgdParams& hp) {

@@ -40,9 +40,17 @@ float one_minus_pow(float beta, float t) {
   return -sum;
 }
 
+shared float inv_bc[2];
+
 void main() {
-  const float t = float(pc.at.updates + 1l);
-  const float inv_bc1 = 1.0 / one_minus_pow(pc.b1, t), inv_bc2 = 1.0 / one_minus_pow(pc.b2, t);
+  // Once per workgroup: the series cost more than a parameter's update.
+  if (gl_LocalInvocationIndex == 0u) {
+    const float t = float(pc.at.updates + 1l);
+    inv_bc[0] = 1.0 / one_minus_pow(pc.b1, t);
+    inv_bc[1] = 1.0 / one_minus_pow(pc.b2, t);
+  }
+  barrier();
+  const float inv_bc1 = inv_bc[0], inv_bc2 = inv_bc[1];
   const uint stride = gl_NumWorkGroups.x * 256u;
   for (uint i = gl_GlobalInvocationID.x; i < pc.count; i += stride) {
     const float p = pc.p.v[i];
