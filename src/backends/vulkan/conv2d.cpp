@@ -8,7 +8,7 @@ namespace {
 
 struct ConvPC {
   uint64_t x, w, y;
-  uint32_t n, c, h, wd, k, r, s, stride, pad, oh, ow;
+  uint32_t n, c, h, wd, k, r, s, stride, pad, oh, ow, kchunk;
 };
 
 ConvPC conv_pc(const ConvDims& d, const void* x, const void* w, void* y, const char* op) {
@@ -27,30 +27,43 @@ ConvPC conv_pc(const ConvDims& d, const void* x, const void* w, void* y, const c
           uint32_t(d.stride),
           uint32_t(d.pad),
           uint32_t(d.oh()),
-          uint32_t(d.ow())};
+          uint32_t(d.ow()),
+          0};
 }
 
-// Grid: GEMM columns (x) by rows (y) in 64x64 tiles.
-void conv_dispatch(Context& cx, const char* shader, const ConvPC& pc, int64_t rows, int64_t cols) {
-  dispatch(cx, shader, pc, groups_for(cols, 64), groups_for(rows, 64));
+// Grid: GEMM columns (x) by rows (y) in 64x64 tiles, and K's splits (z; kchunk is read only by
+// the weight gradient's shader).
+void conv_dispatch(Context& cx, const char* shader, const ConvPC& pc, int64_t rows, int64_t cols,
+                   uint32_t splits = 1) {
+  dispatch(cx, shader, pc, groups_for(cols, 64), groups_for(rows, 64), splits);
 }
 
 void conv2d_forward(void* ctx, OpCache&, const ConvDims& d, const float* x, const float* w,
                     float* y) {
-  conv_dispatch(context(ctx), "conv_fwd", conv_pc(d, x, w, y, "conv2d_forward"), d.k,
-                d.n * d.oh() * d.ow());
+  const ConvPC pc = conv_pc(d, x, w, y, "conv2d_forward");
+  conv_dispatch(context(ctx), "conv_fwd", pc, d.k, d.n * d.oh() * d.ow());
 }
 
 void conv2d_backward_data(void* ctx, OpCache&, const ConvDims& d, const float* dy, const float* w,
                           float* dx) {
-  conv_dispatch(context(ctx), "conv_bwd_data", conv_pc(d, dy, w, dx, "conv2d_backward_data"), d.c,
-                d.n * d.h * d.w);
+  const ConvPC pc = conv_pc(d, dy, w, dx, "conv2d_backward_data");
+  conv_dispatch(context(ctx), "conv_bwd_data", pc, d.c, d.n * d.h * d.w);
 }
 
+// K = n*oh*ow grows with the batch while the output (k x c*r*s) does not: split where the
+// output has few tiles (the stem's 64 x 147 at batch 128 sums 32768 values per weight).
 void conv2d_backward_weights(void* ctx, OpCache&, const ConvDims& d, const float* x,
                              const float* dy, float* dw) {
-  conv_dispatch(context(ctx), "conv_bwd_weights", conv_pc(d, x, dy, dw, "conv2d_backward_weights"),
-                d.k, d.c * d.r * d.s);
+  Context& cx = context(ctx);
+  const int64_t m = d.k, n = d.c * d.r * d.s, k = d.n * d.oh() * d.ow();
+  ConvPC pc = conv_pc(d, x, dy, dw, "conv2d_backward_weights");
+  const SplitK split = split_k(m, n, k);
+  pc.kchunk = split.chunk;
+  if (split.splits == 1) return conv_dispatch(cx, "conv_bwd_weights", pc, m, n);
+  float* part = split_k_scratch(cx, size_t(split.splits) * size_t(m * n) * sizeof(float));
+  pc.y = addr(part);
+  conv_dispatch(cx, "conv_bwd_weights", pc, m, n, split.splits);
+  sum_splits(cx, part, dw, uint32_t(m * n), split.splits);
 }
 
 }  // namespace

@@ -7,13 +7,23 @@ namespace {
 
 struct GemmPC {
   uint64_t a, b, c, bias;
-  uint32_t m, n, k, sam, sak, sbk, sbn, scm, flags;
+  uint32_t m, n, k, sam, sak, sbk, sbn, scm, flags, kchunk;
 };
 
 // C[m, n] = sum_k A(m, k) B(k, n) (+ bias[n], ReLU by flags); the grid walks C's 64x64 tiles.
-void gemm(Context& cx, const char* op, const GemmPC& pc) {
+// Without bias or ReLU, K is split where there are few tiles (the weight gradient over a large
+// batch); C must then be dense (scm == n).
+void gemm(Context& cx, const char* op, GemmPC pc) {
   u32(int64_t(pc.m) * pc.k, op), u32(int64_t(pc.k) * pc.n, op), u32(int64_t(pc.m) * pc.n, op);
-  dispatch(cx, "gemm", pc, groups_for(pc.n, 64), groups_for(pc.m, 64));
+  const SplitK split = pc.flags || pc.scm != pc.n ? SplitK{1, pc.k} : split_k(pc.m, pc.n, pc.k);
+  pc.kchunk = split.chunk;
+  if (split.splits == 1)
+    return dispatch(cx, "gemm", pc, groups_for(pc.n, 64), groups_for(pc.m, 64));
+  const uint64_t c = pc.c;
+  float* part = split_k_scratch(cx, size_t(split.splits) * pc.m * pc.n * sizeof(float));
+  pc.c = addr(part);
+  dispatch(cx, "gemm", pc, groups_for(pc.n, 64), groups_for(pc.m, 64), split.splits);
+  sum_splits(cx, part, reinterpret_cast<float*>(uintptr_t(c)), pc.m * pc.n, split.splits);
 }
 
 void dense_forward(void* ctx, OpCache&, const DenseDims& d, const float* x, const float* w,
@@ -24,7 +34,7 @@ void dense_forward(void* ctx, OpCache&, const DenseDims& d, const float* x, cons
   // y = x W^T: A = x (m = row, k = feature), B(k, o) = W[o, k].
   gemm(context(ctx), "dense_forward",
        {addr(x), addr(w), addr(y), addr(b), n, out, in, in, 1, 1, in, out,
-        (b ? 1u : 0u) | (relu_after ? 2u : 0u)});
+        (b ? 1u : 0u) | (relu_after ? 2u : 0u), 0});
 }
 
 struct ColumnSumPC {
@@ -39,9 +49,10 @@ void dense_backward(void* ctx, OpCache&, const DenseDims& d, const float* x, con
                  out = u32(d.out, "dense_backward");
   // dx = dy W: A = dy [n, out], B = W [out, in].
   if (dx)
-    gemm(cx, "dense_backward", {addr(dy), addr(w), addr(dx), 0, n, in, out, out, 1, in, 1, in, 0});
+    gemm(cx, "dense_backward",
+         {addr(dy), addr(w), addr(dx), 0, n, in, out, out, 1, in, 1, in, 0, 0});
   // dW = dy^T x: A(o, i) = dy[i, o], B = x [n, in].
-  gemm(cx, "dense_backward", {addr(dy), addr(x), addr(dw), 0, out, in, n, 1, out, in, 1, in, 0});
+  gemm(cx, "dense_backward", {addr(dy), addr(x), addr(dw), 0, out, in, n, 1, out, in, 1, in, 0, 0});
   if (db) dispatch(cx, "column_sum", ColumnSumPC{addr(dy), addr(db), n, out}, groups_for(out, 256));
 }
 

@@ -489,6 +489,33 @@ void dispatch_raw(Context& cx, const char* name, const void* pc, uint32_t pc_byt
   if (!cx.graph && ++cx.open_dispatches >= kDispatchesPerSubmit) flush(cx, false);
 }
 
+// ---- split K ----
+SplitK split_k(int64_t m, int64_t n, int64_t k) {
+  const int64_t tiles = ((m + 63) / 64) * ((n + 63) / 64);
+  constexpr int64_t kEnoughTiles = 32, kMinChunk = 256, kMaxSplits = 64;
+  if (tiles >= kEnoughTiles || k < 2 * kMinChunk) return {1, uint32_t(k)};
+  const int64_t splits =
+      std::min({(kEnoughTiles * 2 + tiles - 1) / tiles, k / kMinChunk, kMaxSplits});
+  const int64_t chunk = ((k + splits - 1) / splits + 15) / 16 * 16;
+  return {uint32_t((k + chunk - 1) / chunk), uint32_t(chunk)};
+}
+
+float* split_k_scratch(Context& cx, size_t bytes) {
+  if (cx.scratch.bytes < bytes) {
+    if (cx.scratch.buffer) cx.retired.push_back(cx.scratch);
+    cx.scratch = make_buffer(cx, (bytes + 255) / 256 * 256, cx.memory_type, false, "split K");
+  }
+  return reinterpret_cast<float*>(uintptr_t(cx.scratch.address));
+}
+
+void sum_splits(Context& cx, const float* part, float* y, uint32_t count, uint32_t splits) {
+  struct SumPC {
+    uint64_t part, y;
+    uint32_t count, splits;
+  };
+  dispatch(cx, "sum_splits", SumPC{addr(part), addr(y), count, splits}, groups_for(count, 256));
+}
+
 // ---- memory ----
 namespace {
 
@@ -678,6 +705,8 @@ void destroy_context(void* p) {
     for (VkFence f : cx->spare_fences) vkDestroyFence(cx->device, f, nullptr);
     for (auto& [a, b] : cx->buffers) destroy_buffer(*cx, b);
     if (cx->staging.buffer) destroy_buffer(*cx, cx->staging);
+    if (cx->scratch.buffer) destroy_buffer(*cx, cx->scratch);
+    for (Buffer& r : cx->retired) destroy_buffer(*cx, r);
     for (auto& [n, pl] : cx->pipelines) {
       vkDestroyPipeline(cx->device, pl.pipeline, nullptr);
       vkDestroyPipelineLayout(cx->device, pl.layout, nullptr);

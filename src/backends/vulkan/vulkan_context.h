@@ -102,6 +102,10 @@ struct Context {
   VkDeviceSize heap_bytes = 0, allocated_bytes = 0, max_allocation = 0;
   std::map<uint64_t, Buffer> buffers;  // by device address
   Buffer staging;                      // where !unified
+  // Split-K partial results (split_k_scratch), grown on first use; outgrown ones are kept until
+  // the context goes, since recorded graphs may point into them.
+  Buffer scratch;
+  std::vector<Buffer> retired;
 
   // commands
   VkCommandPool pool = VK_NULL_HANDLE;
@@ -164,6 +168,18 @@ inline uint32_t groups_for(int64_t work, int64_t per_group) {
   if (g > kMaxGroups) g = kMaxGroups;
   return g < 1 ? 1u : uint32_t(g);
 }
+// Split K for a GEMM with few output tiles over a long K (a convolution's weight gradient over a
+// large batch): `splits` workgroups along z, each summing `chunk` values of K, so the device has
+// enough workgroups to run. From the shape alone: the same split, the same bits, every run.
+struct SplitK {
+  uint32_t splits = 1, chunk = 0;
+};
+SplitK split_k(int64_t m, int64_t n, int64_t k);
+// Device memory for split partial results, at least `bytes`.
+float* split_k_scratch(Context& cx, size_t bytes);
+// y[0 .. count) = the sum of the `splits` partials at part, in split order.
+void sum_splits(Context& cx, const float* part, float* y, uint32_t count, uint32_t splits);
+
 // Counts travel as uint32 in push constants: refuse what does not fit.
 uint32_t u32(int64_t v, const char* op);
 // A device pointer as the shader's 64-bit address (0 for null).

@@ -1,10 +1,12 @@
 #version 450
 // dW[k, c, r, s] = sum over (n, i, j) of dy[n, k, i, j] x[n, c, i*stride - pad + r,
-// j*stride - pad + s]: M = k, N = c*r*s, K = n*oh*ow. Here pc.w is dy and pc.y is dW.
+// j*stride - pad + s]: M = k, N = c*r*s, K = n*oh*ow. Here pc.w is dy and pc.y is dW, or with K
+// split (a few output tiles over a long K) the partial results that sum_splits adds into dW.
 #include "conv_common.glsl"
 #define GEMM_M pc.k
 #define GEMM_N (pc.c * pc.r * pc.s)
 #define GEMM_K (pc.n * pc.oh * pc.ow)
+#define GEMM_KCHUNK pc.kchunk
 float load_a(uint m, uint kk) {
   const uint ohw = pc.oh * pc.ow, img = kk / ohw, p = kk - img * ohw;
   return pc.w.v[(img * pc.k + m) * ohw + p];
@@ -18,6 +20,6 @@ float load_b(uint kk, uint col) {
   return pc.x.v[((img * pc.c + ch) * pc.h + uint(hh)) * pc.wd + uint(ww)];
 }
 void store_c(uint m, uint col, float v) {
-  pc.y.v[m * GEMM_N + col] = v;
+  pc.y.v[(gl_WorkGroupID.z * GEMM_M + m) * GEMM_N + col] = v;
 }
 #include "gemm_core.glsl"

@@ -16,4 +16,5 @@ layout(push_constant) uniform PC {
   uint pad;
   uint oh;
   uint ow;
+  uint kchunk;  // split K (the weights' gradient): see gemm_core.glsl
 } pc;

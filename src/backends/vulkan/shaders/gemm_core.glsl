@@ -4,7 +4,13 @@
 // GEMM_M, GEMM_N, GEMM_K and load_a(m, k), load_b(k, n), store_c(m, n, v); loads are called only
 // inside [0, M) x [0, K) and [0, K) x [0, N). Each value sums k in order 0 .. K-1: the same bits on
 // every run. Tiles beyond the grid's 65,535 per dimension are walked by the workgroups in a loop.
+// Split K (where the includer defines GEMM_KCHUNK): workgroup z sums k in [z * GEMM_KCHUNK,
+// (z + 1) * GEMM_KCHUNK) and store_c puts it in the z-th partial result; sum_splits.comp adds the
+// partials in order z = 0, 1, ..., so the split sums are as repeatable as the plain ones.
 layout(local_size_x = 16, local_size_y = 16) in;
+#ifndef GEMM_KCHUNK
+#define GEMM_KCHUNK GEMM_K
+#endif
 
 const uint TM = 64u, TN = 64u, TK = 16u;
 shared float As[TK][TM];
@@ -12,14 +18,15 @@ shared float Bs[TK][TN];
 
 void main() {
   const uint tx = gl_LocalInvocationID.x, ty = gl_LocalInvocationID.y, tid = ty * 16u + tx;
-  const uint M = GEMM_M, N = GEMM_N, K = GEMM_K;
+  const uint M = GEMM_M, N = GEMM_N;
+  const uint k_begin = gl_WorkGroupID.z * GEMM_KCHUNK, K = min(GEMM_K, k_begin + GEMM_KCHUNK);
   const uint tiles_m = (M + TM - 1u) / TM, tiles_n = (N + TN - 1u) / TN;
   for (uint bm = gl_WorkGroupID.y; bm < tiles_m; bm += gl_NumWorkGroups.y) {
     for (uint bn = gl_WorkGroupID.x; bn < tiles_n; bn += gl_NumWorkGroups.x) {
       float acc[4][4];
       for (uint i = 0u; i < 4u; ++i)
         for (uint j = 0u; j < 4u; ++j) acc[i][j] = 0.0;
-      for (uint k0 = 0u; k0 < K; k0 += TK) {
+      for (uint k0 = k_begin; k0 < K; k0 += TK) {
         for (uint l = 0u; l < 4u; ++l) {
           const uint e = tid + l * 256u;
           const uint ka = e / TM, ma = e % TM, gm = bm * TM + ma, gka = k0 + ka;
