@@ -284,12 +284,19 @@ int run_command(RunOptions& o) {
   if (cfg.device == DeviceKind::vulkan) {
     const VulkanDeviceInfo gpu = vulkan_devices().at(size_t(cfg.device_index));
     facts.device_name = gpu.name;
-    facts.device_extra = {{"index", gpu.index},       {"type", gpu.type},
-                          {"driver", gpu.driver},     {"api", gpu.api_version},
-                          {"memory_bytes", gpu.memory_bytes}, {"unified_memory", gpu.unified},
+    facts.device_extra = {{"index", gpu.index},
+                          {"type", gpu.type},
+                          {"driver", gpu.driver},
+                          {"api", gpu.api_version},
+                          {"memory_bytes", gpu.memory_bytes},
+                          {"unified_memory", gpu.unified},
                           {"subgroup_size", gpu.subgroup_size}};
     if (auto p = vulkan_fp32_peak(gpu.name))
       facts.peak_datasheet = p->flops_per_s, facts.peak_datasheet_source = p->source;
+    if (o.measure_peak) {  // a CPU driver (lavapipe) runs 4096^3 in minutes, not seconds
+      const GemmMeasurement g = measure_backend_gemm(*backend, gpu.type == "cpu" ? 512 : 4096, 1.0);
+      facts.peak_measured = g.flops_per_s, facts.peak_measured_source = g.source;
+    }
   }
 #endif
 

@@ -261,8 +261,7 @@ TEST_F(VulkanOps, NoSuchDeviceIsOneLineError) {
 // Allocations are zero-filled; uploads and downloads work at any byte offset and length; copies
 // and fills land where asked; and everything runs in issue order, also an upload between two ops
 // that read the same buffer.
-TEST_F(VulkanOps, MemoryRoundTripInIssueOrder) {
-  Backend& g = vk();
+void memory_round_trip(Backend& g) {
   const size_t n = 1000;
   auto* a = static_cast<float*>(g.alloc(g.ctx, n * 4));
   auto* b = static_cast<float*>(g.alloc(g.ctx, n * 4));
@@ -295,6 +294,31 @@ TEST_F(VulkanOps, MemoryRoundTripInIssueOrder) {
   EXPECT_EQ(rb[3], 2.f);
   g.free(g.ctx, a);
   g.free(g.ctx, b);
+}
+TEST_F(VulkanOps, MemoryRoundTripInIssueOrder) {
+  memory_round_trip(vk());
+}
+
+// Where memory is not host-visible, uploads and downloads go through a staging buffer:
+// TB_VULKAN_STAGING=1 takes that path on a device with unified memory too.
+std::unique_ptr<Backend> make_vulkan_staging() {
+  setenv("TB_VULKAN_STAGING", "1", 1);
+  auto be = make_vulkan(true, true);
+  unsetenv("TB_VULKAN_STAGING");
+  return be;
+}
+TEST_F(VulkanOps, StagingPathRoundTrip) {
+  auto staged = make_vulkan_staging();
+  memory_round_trip(*staged);
+  // Larger than the 16 MiB staging buffer, at an odd offset and length.
+  const size_t n = (size_t(20) << 20) + 3;
+  std::vector<uint8_t> host(n), back(n);
+  for (size_t i = 0; i < n; ++i) host[i] = uint8_t((i * 131) >> 3);
+  auto* p = static_cast<uint8_t*>(staged->alloc(staged->ctx, n + 8));
+  staged->upload(staged->ctx, p + 5, host.data(), n);
+  staged->download(staged->ctx, back.data(), p + 5, n);
+  EXPECT_EQ(back, host);
+  staged->free(staged->ctx, p);
 }
 
 // The validation layer is really on, and what it reports fails the next synchronize: a fill at an
@@ -680,18 +704,20 @@ TEST_F(VulkanOps, TrainingMatchesReference) {
   }
 }
 
-// Recorded and replayed steps against every op issued, and two --deterministic runs: the same
-// bits (every reduction runs in a fixed order, no atomics).
+// Recorded and replayed steps against every op issued, two --deterministic runs, and a run whose
+// uploads and downloads go through staging buffers: the same bits (every reduction runs in a
+// fixed order, no atomics).
 TEST_F(VulkanOps, GraphsAndRepeatsGiveTheSameBits) {
   const DatasetPair data = random_images(40, 3200);
   const Model m = testing::tiny_resnet();
   Hyper hp = find_workload("resnet50-cifar10").defaults;
   hp.batch = 16, hp.epochs = 2, hp.augment = true;
-  Trained runs[3];
-  for (int i = 0; i < 3; ++i) {
-    auto be = make_vulkan(/*graphs=*/i > 0, /*deterministic=*/true);
+  Trained runs[4];
+  for (int i = 0; i < 4; ++i) {
+    auto be = i == 3 ? make_vulkan_staging() : make_vulkan(/*graphs=*/i > 0, true);
     runs[i] = train(*be, m, hp, data);
   }
+  EXPECT_EQ(runs[3].params, runs[1].params) << "through staging buffers";
   EXPECT_EQ(runs[0].graphs, "off (the backend records no graphs)");
   EXPECT_NE(runs[1].graphs.find("2 graph(s), batch 8, 16"), std::string::npos) << runs[1].graphs;
   EXPECT_EQ(runs[1].params, runs[0].params) << "replayed against issued";

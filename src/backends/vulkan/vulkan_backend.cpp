@@ -447,7 +447,7 @@ const Buffer& buffer_at(Context& cx, const void* p, VkDeviceSize* offset, const 
 }
 
 Pipeline& pipeline(Context& cx, const char* name, uint32_t pc_bytes) {
-  auto it = cx.pipelines.find(name);
+  auto it = cx.pipelines.find(std::string_view(name));  // no string made per dispatch
   if (it != cx.pipelines.end()) return it->second;
   const Spirv* spv = find_shader(name);
   if (!spv) fail("vulkan: no shader named {} in this build", name);
@@ -890,6 +890,9 @@ std::unique_ptr<Backend> make_vulkan_backend(const BackendConfig& cfg) {
   TB_VK_CHECK(vkCreateCommandPool(cx->device, &pi, nullptr, &cx->pool), "init");
 
   choose_memory(*cx);
+  // Tests run the staging path on a device with unified memory (lavapipe) this way.
+  if (const char* e = std::getenv("TB_VULKAN_STAGING"); e && std::strcmp(e, "1") == 0)
+    cx->unified = false;
   auto m3 = make<VkPhysicalDeviceMaintenance3Properties>(
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES);
   auto p2 = make<VkPhysicalDeviceProperties2>(VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2);

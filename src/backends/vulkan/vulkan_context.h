@@ -26,6 +26,7 @@
 #include <deque>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "backends/backend.h"
@@ -115,7 +116,7 @@ struct Context {
   std::deque<Submitted> in_flight;
   std::vector<VkCommandBuffer> spare_cmds;
   std::vector<VkFence> spare_fences;
-  std::map<std::string, Pipeline> pipelines;  // by shader name, made on first use
+  std::map<std::string, Pipeline, std::less<>> pipelines;  // by shader name, made on first use
 
   // timers
   bool timestamps = false;
