@@ -30,6 +30,7 @@
 #include "../test_util.h"
 #include "backends/backend.h"
 #include "core/error.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "train/workload.h"
 #ifdef TRAINBENCH_HAVE_VULKAN
@@ -724,6 +725,40 @@ TEST_F(VulkanOps, GraphsAndRepeatsGiveTheSameBits) {
   EXPECT_EQ(runs[2].params, runs[1].params) << "two deterministic runs";
   EXPECT_EQ(runs[2].loss, runs[1].loss);
   EXPECT_EQ(runs[2].eval.loss, runs[1].eval.loss);
+}
+
+// A checkpoint written after the first epoch, or inside the second (cut by steps before its
+// partial last batch), resumed on Vulkan (graphs recorded after the restore, the cursor's step
+// and update count written into device memory) ends where the uninterrupted run does, to the bit.
+TEST_F(VulkanOps, ResumedRunEndsWhereTheUninterruptedOneDoes) {
+  const DatasetPair data = random_images(40, 3300);
+  const Model m = testing::tiny_resnet();
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16, hp.epochs = 3, hp.augment = true;
+  auto run = [&](int epochs, int64_t steps, const Checkpoint* resume, Checkpoint* written) {
+    Hyper h = hp;
+    h.epochs = epochs, h.steps = steps;
+    auto be = make_vulkan(true, true);
+    Trainer t(m, *be, h, w, data);
+    CheckpointPlan plan;
+    plan.resume = resume, plan.resume_path = "vulkan.tbck";
+    plan.write = [written](const Checkpoint& c) {
+      if (written) *written = c;
+      return true;
+    };
+    t.train(nullptr, plan);
+    return t.download_params();
+  };
+  const std::vector<float> whole = run(3, -1, nullptr, nullptr);
+  Checkpoint after_one, inside_two;
+  run(1, -1, nullptr, &after_one);
+  ASSERT_EQ(after_one.epochs_done, 1);
+  EXPECT_EQ(run(3, -1, &after_one, nullptr), whole);
+  run(3, 5, nullptr, &inside_two);
+  ASSERT_EQ(inside_two.epoch_so_far.steps, 2);
+  EXPECT_EQ(inside_two.updates, 5);
+  EXPECT_EQ(run(3, -1, &inside_two, nullptr), whole);
 }
 
 // ---------------------------------------------------------------------------------------------
