@@ -6,6 +6,7 @@
 #define GEMM_M pc.c
 #define GEMM_N (pc.n * pc.h * pc.wd)
 #define GEMM_K (pc.k * pc.r * pc.s)
+#define GEMM_A_ALONG_K (pc.r * pc.s > 1u)  // a filter's taps; a 1x1's W is contiguous along c
 float load_a(uint m, uint kk) {
   const uint rs = pc.r * pc.s, kout = kk / rs, tap = kk - kout * rs;
   return pc.w.v[(kout * pc.c + m) * rs + tap];

@@ -7,6 +7,8 @@
 #define GEMM_N (pc.c * pc.r * pc.s)
 #define GEMM_K (pc.n * pc.oh * pc.ow)
 #define GEMM_KCHUNK pc.kchunk
+#define GEMM_A_ALONG_K true  // dy's maps
+#define GEMM_B_ALONG_K true  // x along the output row
 float load_a(uint m, uint kk) {
   const uint ohw = pc.oh * pc.ow, img = kk / ohw, p = kk - img * ohw;
   return pc.w.v[(img * pc.k + m) * ohw + p];

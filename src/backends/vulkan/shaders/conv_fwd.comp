@@ -5,6 +5,7 @@
 #define GEMM_M pc.k
 #define GEMM_N (pc.n * pc.oh * pc.ow)
 #define GEMM_K (pc.c * pc.r * pc.s)
+#define GEMM_A_ALONG_K true  // W's rows; B's columns run along the output row (ow)
 float load_a(uint m, uint kk) {
   return pc.w.v[m * GEMM_K + kk];
 }

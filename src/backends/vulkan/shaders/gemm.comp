@@ -25,6 +25,8 @@ layout(push_constant) uniform PC {
 #define GEMM_N pc.N
 #define GEMM_K pc.K
 #define GEMM_KCHUNK pc.kchunk
+#define GEMM_A_ALONG_K (pc.sak == 1u)
+#define GEMM_B_ALONG_K (pc.sbk == 1u)
 float load_a(uint m, uint k) {
   return pc.a.v[m * pc.sam + k * pc.sak];
 }

@@ -7,14 +7,23 @@
 // Split K (where the includer defines GEMM_KCHUNK): workgroup z sums k in [z * GEMM_KCHUNK,
 // (z + 1) * GEMM_KCHUNK) and store_c puts it in the z-th partial result; sum_splits.comp adds the
 // partials in order z = 0, 1, ..., so the split sums are as repeatable as the plain ones.
+// GEMM_A_ALONG_K / GEMM_B_ALONG_K (default false): the operand is contiguous along k, so
+// neighbouring threads load neighbouring k (coalesced reads on a GPU); else along m (n). The
+// shared tiles are padded by one column so that k-wise stores do not all hit one bank.
 layout(local_size_x = 16, local_size_y = 16) in;
 #ifndef GEMM_KCHUNK
 #define GEMM_KCHUNK GEMM_K
 #endif
+#ifndef GEMM_A_ALONG_K
+#define GEMM_A_ALONG_K false
+#endif
+#ifndef GEMM_B_ALONG_K
+#define GEMM_B_ALONG_K false
+#endif
 
 const uint TM = 64u, TN = 64u, TK = 16u;
-shared float As[TK][TM];
-shared float Bs[TK][TN];
+shared float As[TK][TM + 1u];
+shared float Bs[TK][TN + 1u];
 
 void main() {
   const uint tx = gl_LocalInvocationID.x, ty = gl_LocalInvocationID.y, tid = ty * 16u + tx;
@@ -29,11 +38,14 @@ void main() {
       for (uint k0 = k_begin; k0 < K; k0 += TK) {
         for (uint l = 0u; l < 4u; ++l) {
           const uint e = tid + l * 256u;
-          const uint ka = e / TM, ma = e % TM, gm = bm * TM + ma, gka = k0 + ka;
+          const bool a_k = GEMM_A_ALONG_K, b_k = GEMM_B_ALONG_K;
+          const uint ka = a_k ? e % TK : e / TM, ma = a_k ? e / TK : e % TM;
+          const uint gm = bm * TM + ma, gka = k0 + ka;
           float a = 0.0;
           if (gm < M && gka < K) a = load_a(gm, gka);
           As[ka][ma] = a;
-          const uint kb = e / TN, nb = e % TN, gn = bn * TN + nb, gkb = k0 + kb;
+          const uint kb = b_k ? e % TK : e / TN, nb = b_k ? e / TK : e % TN;
+          const uint gn = bn * TN + nb, gkb = k0 + kb;
           float b = 0.0;
           if (gn < N && gkb < K) b = load_b(gkb, gn);
           Bs[kb][nb] = b;
