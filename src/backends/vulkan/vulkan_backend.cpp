@@ -238,6 +238,8 @@ std::string missing_feature(VkPhysicalDevice pd) {
   vkGetPhysicalDeviceFeatures2(pd, &f);
   if (!f12.bufferDeviceAddress) return "the bufferDeviceAddress feature";
   if (!f.features.shaderInt64) return "the shaderInt64 feature";
+  if (p.limits.maxComputeWorkGroupInvocations < 256)  // the shaders' workgroups
+    return "256 invocations per workgroup (maxComputeWorkGroupInvocations)";
   uint32_t nq = 0;
   vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, nullptr);
   std::vector<VkQueueFamilyProperties> qs(nq);
@@ -535,8 +537,11 @@ void* alloc(void* ctx, size_t bytes) {
   Buffer b = make_buffer(cx, rounded, cx.memory_type, cx.unified, "alloc");
   if (b.mapped) {
     std::memset(b.mapped, 0, rounded);
-  } else {
+  } else {  // in issue order, outside a graph being recorded (a replay must not clear it)
+    const VkCommandBuffer graph = cx.graph;
+    cx.graph = VK_NULL_HANDLE;
     vkCmdFillBuffer(record(cx), b.buffer, 0, VK_WHOLE_SIZE, 0);
+    cx.graph = graph;
   }
   cx.buffers[b.address] = b;
   return reinterpret_cast<void*>(uintptr_t(b.address));
