@@ -156,7 +156,12 @@ VkInstance make_instance() {
   ci.enabledLayerCount = uint32_t(layers.size());
   ci.ppEnabledLayerNames = layers.data();
   VkInstance inst = VK_NULL_HANDLE;
-  TB_VK_CHECK(vkCreateInstance(&ci, nullptr, &inst), "init");
+  const VkResult r = vkCreateInstance(&ci, nullptr, &inst);
+  if (r == VK_ERROR_INCOMPATIBLE_DRIVER)  // the loader found no driver (ICD) at all
+    fail(
+        "vulkan: the loader finds no Vulkan driver on this machine (VK_ERROR_INCOMPATIBLE_DRIVER; "
+        "Mesa's are in mesa-vulkan-drivers)");
+  if (r != VK_SUCCESS) fail_vk(r, "vkCreateInstance", "init", __FILE__, __LINE__);
 #define TB_VK_LOAD(name) \
   if (!name) name = reinterpret_cast<PFN_##name>(gipa(inst, #name));
   TB_VK_FUNCTIONS(TB_VK_LOAD)
