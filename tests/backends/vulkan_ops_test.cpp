@@ -824,10 +824,11 @@ struct CliResult {
   int status = -1;
   std::string out, err;
 };
-CliResult run_cli(const std::string& args) {
+// env: "NAME=value ..." before the command.
+CliResult run_cli(const std::string& args, const std::string& env = "") {
   const std::string err_file =
       (std::filesystem::temp_directory_path() / ("tb_vk_err_" + std::to_string(getpid()))).string();
-  const std::string cmd = std::string(TRAINBENCH_BINARY) + " " + args + " 2>" + err_file;
+  const std::string cmd = env + " " + TRAINBENCH_BINARY + " " + args + " 2>" + err_file;
   CliResult r;
   FILE* p = popen(cmd.c_str(), "r");
   char buf[4096];
@@ -848,6 +849,12 @@ TEST(VulkanCli, DeviceNamesAreParsedAndCheckedInOneLine) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     EXPECT_NE(r.err.find("vulkan:N"), std::string::npos) << r.err;
   }
+  // A machine whose loader finds no driver (the loader reads VK_ICD_FILENAMES).
+  const CliResult none =
+      run_cli("run fashion-mlp --epochs 1 --device vulkan", "VK_ICD_FILENAMES=/nonexistent.json");
+  EXPECT_NE(none.status, 0);
+  EXPECT_EQ(std::count(none.err.begin(), none.err.end(), '\n'), 1) << none.err;
+  EXPECT_NE(none.err.find("no Vulkan driver"), std::string::npos) << none.err;
   if (!vulkan_unavailable_reason().empty()) GTEST_SKIP() << vulkan_unavailable_reason();
   const CliResult r = run_cli("run fashion-mlp --epochs 1 --device vulkan:99");
   EXPECT_NE(r.status, 0);
