@@ -23,8 +23,9 @@ std::vector<BackendInfo> list_backends() {
   const std::string vk_why = vulkan_unavailable_reason();
   out.push_back({"vulkan", DeviceKind::vulkan, true, vk_why.empty(), vk_why});
 #else
-  out.push_back({"vulkan", DeviceKind::vulkan, false, false,
-                 "not built in (configure with the Vulkan headers and glslc, -DTRAINBENCH_VULKAN=ON)"});
+  out.push_back(
+      {"vulkan", DeviceKind::vulkan, false, false,
+       "not built in (configure with the Vulkan headers and glslc, -DTRAINBENCH_VULKAN=ON)"});
 #endif
   return out;
 }
@@ -38,8 +39,9 @@ std::unique_ptr<Backend> make_backend(const BackendConfig& cfg) {
 #ifdef TRAINBENCH_HAVE_VULKAN
     return make_vulkan_backend(cfg);
 #else
-    fail("--device vulkan: this trainbench was built without the Vulkan backend (no Vulkan "
-         "headers or glslc at build time)");
+    fail(
+        "--device vulkan: this trainbench was built without the Vulkan backend (no Vulkan "
+        "headers or glslc at build time)");
 #endif
   }
 #ifdef TRAINBENCH_HAVE_CUDA
