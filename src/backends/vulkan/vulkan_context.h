@@ -7,8 +7,8 @@
 // arithmetic valid on the host and lets a shader take any pointer as a push constant, with no
 // descriptor sets to build or bind per op. alloc returns the address; `buffers` maps each address
 // back to its VkBuffer and mapping for uploads, downloads and copies at any offset. Shaders also
-// need shaderInt64 (the StepCursor's fields, the augmentation hash); a device without either
-// feature is refused with a one-line error naming it.
+// need shaderInt64 (the StepCursor's fields, the augmentation hash) and 256 invocations per
+// workgroup; a device without them is refused with a one-line error naming what it lacks.
 //
 // Memory: where one memory type is device-local and host-visible on the largest device heap
 // (Apple silicon, integrated GPUs, lavapipe, resizable BAR) every buffer is mapped and uploads and
