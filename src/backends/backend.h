@@ -262,5 +262,9 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg);
 std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg);
 int cuda_device_count();  // 0 when no driver or no GPU
 #endif
+#ifdef TRAINBENCH_HAVE_VULKAN
+std::unique_ptr<Backend> make_vulkan_backend(const BackendConfig& cfg);
+int vulkan_device_count();  // 0 when no loader or no device
+#endif
 
 }  // namespace tb

@@ -6,6 +6,9 @@
 
 #include "backends/backend.h"
 #include "core/error.h"
+#ifdef TRAINBENCH_HAVE_VULKAN
+#include "backends/vulkan/vulkan_info.h"
+#endif
 
 namespace tb {
 
@@ -20,6 +23,14 @@ std::vector<BackendInfo> list_backends() {
 #else
   out.push_back({"cuda", DeviceKind::cuda, false, false,
                  "not built in (configure with nvcc available, -DTRAINBENCH_CUDA=ON)"});
+#endif
+#ifdef TRAINBENCH_HAVE_VULKAN
+  const std::string vk_why = vulkan_unavailable_reason();
+  out.push_back({"vulkan", DeviceKind::vulkan, true, vk_why.empty(), vk_why});
+#else
+  out.push_back(
+      {"vulkan", DeviceKind::vulkan, false, false,
+       "not built in (configure with the Vulkan headers and glslc, -DTRAINBENCH_VULKAN=ON)"});
 #endif
   return out;
 }
@@ -108,6 +119,14 @@ std::unique_ptr<Backend> make_unchecked(const BackendConfig& cfg) {
           "time)");
 #endif
     }
+    case DeviceKind::vulkan:
+#ifdef TRAINBENCH_HAVE_VULKAN
+      return make_vulkan_backend(cfg);
+#else
+      fail(
+          "--device vulkan: this trainbench was built without the Vulkan backend (no Vulkan "
+          "headers or glslc at build time)");
+#endif
   }
   fail("--device {}: no backend for this kind of device", device_kind_name(cfg.device));
 }

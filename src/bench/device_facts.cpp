@@ -8,6 +8,9 @@
 #ifdef TRAINBENCH_HAVE_CUDA
 #include "backends/cuda/cuda_info.h"
 #endif
+#ifdef TRAINBENCH_HAVE_VULKAN
+#include "backends/vulkan/vulkan_info.h"
+#endif
 
 namespace tb {
 
@@ -90,6 +93,44 @@ std::string cuda_devices_text(bool measure) {
 }
 #endif
 
+#ifdef TRAINBENCH_HAVE_VULKAN
+DeviceFacts vulkan_facts(int index, Backend& be, const FactsWanted& wanted) {
+  const VulkanDeviceInfo gpu = vulkan_devices().at(size_t(index));
+  DeviceFacts f;
+  f.kind = "vulkan", f.name = gpu.name;
+  f.extra = {{"index", gpu.index},
+             {"type", gpu.type},
+             {"driver", gpu.driver},
+             {"api", gpu.api_version},
+             {"memory_bytes", gpu.memory_bytes},
+             {"unified_memory", gpu.unified},
+             {"subgroup_size", gpu.subgroup_size}};
+  if (auto p = vulkan_fp32_peak(gpu.name))
+    f.peak_datasheet = p->flops_per_s, f.peak_datasheet_source = p->source;
+  if (wanted.measured_peak) {  // a CPU driver (lavapipe) runs 4096^3 in minutes, not seconds
+    const GemmMeasurement g = measure_backend_gemm(be, gpu.type == "cpu" ? 512 : 4096, 1.0);
+    f.peak_measured = g.flops_per_s, f.peak_measured_source = g.source;
+  }
+  return f;
+}
+
+std::string vulkan_devices_text() {
+  std::string out;
+  for (const VulkanDeviceInfo& v : vulkan_devices()) {
+    const auto pk = vulkan_fp32_peak(v.name);
+    out += fmt::format(
+        "Vulkan {}: {} ({}), driver {}, API {}, {:.1f} GiB{}, subgroup {}, fp16 {}, cooperative "
+        "matrix {}, fp32 peak {}{}\n",
+        v.index, v.name, v.type, v.driver, v.api_version, v.memory_bytes / double(1 << 30),
+        v.unified ? " unified" : "", v.subgroup_size, v.fp16 ? "yes" : "no",
+        v.cooperative_matrix ? "yes" : "no",
+        pk ? fmt::format("{:.1f} TFLOP/s ({})", pk->flops_per_s / 1e12, pk->source) : "unknown",
+        v.usable ? "" : "; not usable: lacks " + v.why_not);
+  }
+  return out;
+}
+#endif
+
 }  // namespace
 
 DeviceFacts device_facts(const BackendConfig& cfg, Backend& be, int threads,
@@ -100,6 +141,12 @@ DeviceFacts device_facts(const BackendConfig& cfg, Backend& be, int threads,
     case DeviceKind::cuda:
 #ifdef TRAINBENCH_HAVE_CUDA
       return cuda_facts(cfg.device_index, cfg.precision, be, wanted);
+#else
+      break;
+#endif
+    case DeviceKind::vulkan:
+#ifdef TRAINBENCH_HAVE_VULKAN
+      return vulkan_facts(cfg.device_index, be, wanted);
 #else
       break;
 #endif
@@ -130,6 +177,9 @@ std::string devices_text(bool measure) {
   out += cuda_devices_text(measure);
 #else
   out += "GPU: CUDA backend not built in\n";
+#endif
+#ifdef TRAINBENCH_HAVE_VULKAN
+  out += vulkan_devices_text();
 #endif
   for (const BackendInfo& b : list_backends())
     out += fmt::format("backend {:<12} {:<5} built: {:<3} usable: {:<3} {}\n", b.name,

@@ -28,7 +28,7 @@ CLI::App* add_evaluate_command(CLI::App& app, EvaluateCommandOptions& o) {
       ->required();
   cmd->add_option("--workload", o.workload,
                   "a .safetensors file's workload, where its metadata does not say it");
-  cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--device", o.device, "cpu | cuda[:N] | vulkan[:N]")->capture_default_str();
   cmd->add_option("--precision", o.precision,
                   "fp32 | tf32 | bf16 (default: the one it trained in; fp32 for tf32 on a CPU)")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));

@@ -18,7 +18,7 @@ CLI::App* add_profile_command(CLI::App& app, ProfileCommandOptions& o) {
   auto* cmd = app.add_subcommand(
       "profile", "Per-layer forward/backward time, FLOPs, bytes and share of a training step");
   cmd->add_option("workload", o.workload, "fashion-mlp | resnet50-cifar10")->required();
-  cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--device", o.device, "cpu | cuda[:N] | vulkan[:N]")->capture_default_str();
   cmd->add_option("--precision", o.precision, "fp32 | tf32 | bf16")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}))
       ->capture_default_str();

@@ -28,7 +28,7 @@ namespace tb {
 CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
   auto* cmd = app.add_subcommand("run", "Train a workload and write its result record");
   cmd->add_option("workload", o.workload, "fashion-mlp | resnet50-cifar10")->required();
-  cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--device", o.device, "cpu | cuda[:N] | vulkan[:N]")->capture_default_str();
   cmd->add_option("--precision", o.precision, "fp32 | tf32 | bf16")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}))
       ->capture_default_str();

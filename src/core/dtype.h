@@ -9,8 +9,9 @@ namespace tb {
 enum class DType : uint8_t { f32, bf16, u8, i32 };
 // A new kind of device: one entry here and in device_kind_name; `--device` parsing, records and
 // `devices` take it from these two.
-enum class DeviceKind : uint8_t { cpu, cuda };
-inline constexpr DeviceKind kDeviceKinds[] = {DeviceKind::cpu, DeviceKind::cuda};
+enum class DeviceKind : uint8_t { cpu, cuda, vulkan };
+inline constexpr DeviceKind kDeviceKinds[] = {DeviceKind::cpu, DeviceKind::cuda,
+                                              DeviceKind::vulkan};
 // What the math runs in. fp32: plain fp32. tf32: fp32 storage, tensor-core tf32 products.
 // bf16: bf16 products with fp32 accumulation, fp32 master weights and optimizer state.
 enum class Precision : uint8_t { fp32, tf32, bf16 };
@@ -47,6 +48,8 @@ inline const char* device_kind_name(DeviceKind d) {
       return "cpu";
     case DeviceKind::cuda:
       return "cuda";
+    case DeviceKind::vulkan:
+      return "vulkan";
   }
   return "?";
 }

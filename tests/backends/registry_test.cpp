@@ -17,12 +17,16 @@ TEST(Registry, ParsesDevicesByKindName) {
   parse_device("cuda:3", &k, &i);
   EXPECT_EQ(k, DeviceKind::cuda);
   EXPECT_EQ(i, 3);
+  parse_device("vulkan:1", &k, &i);
+  EXPECT_EQ(k, DeviceKind::vulkan);
+  EXPECT_EQ(i, 1);
   for (const char* bad : {"gpu", "cuda:", "cuda:x", "cpu:1", "cuda:-1", "cuda:123456", ""}) {
     try {
       parse_device(bad, &k, &i);
       ADD_FAILURE() << bad << " was taken";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("is not one of cpu, cuda, cuda:N"), std::string::npos)
+      EXPECT_NE(std::string(e.what()).find("is not one of cpu, cuda, cuda:N, vulkan, vulkan:N"),
+                std::string::npos)
           << e.what();
     }
   }
