@@ -60,6 +60,7 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
   // about 64 of each: a sampled step runs as issued, with synchronizes, and at fashion-mlp's
   // 18,750 GPU steps of a few tens of microseconds one every 64 steps would cost several percent.
   const int64_t period = std::clamp<int64_t>(planned / 2, 2, std::max<int64_t>(64, planned / 64));
+  const int64_t loss_period = std::max<int64_t>(1, planned / 200);
   Clock::time_point t_warm{};
   int64_t images_at_warm = 0;
 
@@ -108,6 +109,14 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
       paused_in_epoch += save(rng_at_start, {e.steps, e.images, seconds, sums_now[0], sums_now[1]});
     };
     auto last_report = Clock::now();
+    float loss_sum_at = before.loss_sum;  // the running loss sum at the last loss sample
+    int64_t images_at = before.images;
+    auto sample_loss = [&](float loss_sum) {
+      if (e.images == images_at) return;
+      r.loss_samples.emplace_back(epoch - 1 + double(e.steps) / double(steps_per_epoch),
+                                  (loss_sum - loss_sum_at) / double(e.images - images_at));
+      loss_sum_at = loss_sum, images_at = e.images;
+    };
     auto report = [&](bool epoch_done) {
       if (!on_progress) return;
       const std::array<float, 2> host = ex.train_sums();
@@ -145,6 +154,8 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
         ex.synchronize();
         t_warm = Clock::now(), images_at_warm = r.images;
       }
+      if (r.steps % loss_period == 0 && e.steps < steps_per_epoch)
+        sample_loss(ex.train_sums()[0]);  // synchronizes: a sync every 1/200 of the run
       if (on_progress && seconds_since(last_report) > 0.1) report(false);
       if (periodic && e.steps < steps_per_epoch &&
           seconds_since(last_checkpoint) >= checkpoints.every_s) {
@@ -155,6 +166,7 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
     if (e.steps == before.steps) break;  // stopped before this run's first step of the epoch
     const std::array<float, 2> host = ex.train_sums();  // synchronizes
     e.seconds = epoch_seconds();
+    sample_loss(host[0]);
     // Stopped inside the epoch (Ctrl-C, --steps): the checkpoint holds it as it stands.
     if (checkpoints.write && e.steps < steps_per_epoch) save_inside(e.seconds, host.data());
     e.loss = host[0] / double(e.images);
