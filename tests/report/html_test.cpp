@@ -179,49 +179,46 @@ size_t distinct_colours(const std::string& path) {
   return colours.size();
 }
 
+// Screenshots the page (which must not be blank) and returns its DOM as Chromium read it ("" where
+// Chromium failed).
+std::string render_in_chromium(const std::string& chromium, const ReportDir& dir,
+                               const std::string& name, const std::string& html) {
+  const std::string page = dir.write(name + ".html", html);
+  const std::string png = (dir.path / (name + ".png")).string();
+  const std::string dom = (dir.path / (name + ".dom")).string();
+  const std::string base = chromium_command(chromium, (dir.path / "profile").string());
+  EXPECT_EQ(run_shell(base + " --screenshot=" + png + " --window-size=1200,1600 file://" + page +
+                      " >/dev/null 2>&1"),
+            0);
+  EXPECT_GT(distinct_colours(png), 1u) << name << ": the screenshot is blank";
+  if (run_shell(base + " --dump-dom file://" + page + " >" + dom + " 2>/dev/null") != 0) return "";
+  return testing::read_file(dom);
+}
+
+// The compare report and the suite's.
 TEST(Html, RendersInHeadlessChromium) {
   const std::string chromium = find_chromium();
   if (chromium.empty())
     GTEST_SKIP() << "chromium is not installed (apt-get install chromium); the HTML report is "
                     "not rendered";
   ReportDir dir;
-  const std::string page = dir.write("report.html", render_compare_html(sample_comparison()));
-  const std::string png = (dir.path / "shot.png").string(), dom = (dir.path / "dom.html").string();
-  const std::string base = chromium_command(chromium, (dir.path / "profile").string());
-  ASSERT_EQ(run_shell(base + " --screenshot=" + png + " --window-size=1200,1600 file://" + page +
-                      " >/dev/null 2>&1"),
-            0);
-  EXPECT_GT(distinct_colours(png), 1u) << "the screenshot is blank";
-  // The check itself: an empty page gives one colour.
-  const std::string blank = dir.write("blank.html", "<!DOCTYPE html><html><body></body></html>");
-  const std::string blank_png = (dir.path / "blank.png").string();
-  ASSERT_EQ(run_shell(base + " --screenshot=" + blank_png + " --window-size=400,300 file://" +
-                      blank + " >/dev/null 2>&1"),
-            0);
-  EXPECT_EQ(distinct_colours(blank_png), 1u);
-  ASSERT_EQ(run_shell(base + " --dump-dom file://" + page + " >" + dom + " 2>/dev/null"), 0);
-  const std::string text = testing::read_file(dom);
+  std::string text =
+      render_in_chromium(chromium, dir, "compare", render_compare_html(sample_comparison()));
   for (const char* s : {"12.50", "5.00", "48000", "123456", "0.400x", "4.000x", "0.625", "7.78",
                         "6.70", "fc1", "GPU &lt;B&gt; &amp; co", "<svg"})
     EXPECT_NE(text.find(s), std::string::npos) << s;
-}
-
-TEST(Html, SuiteRendersInHeadlessChromium) {
-  const std::string chromium = find_chromium();
-  if (chromium.empty()) GTEST_SKIP() << "chromium is not installed (apt-get install chromium)";
-  ReportDir dir;
-  const std::string page = dir.write("suite.html", suite_page());
-  const std::string png = (dir.path / "shot.png").string(), dom = (dir.path / "dom.html").string();
-  const std::string base = chromium_command(chromium, (dir.path / "profile").string());
-  ASSERT_EQ(run_shell(base + " --screenshot=" + png + " --window-size=1200,1600 file://" + page +
-                      " >/dev/null 2>&1"),
-            0);
-  EXPECT_GT(distinct_colours(png), 1u) << "the screenshot is blank";
-  ASSERT_EQ(run_shell(base + " --dump-dom file://" + page + " >" + dom + " 2>/dev/null"), 0);
-  const std::string text = testing::read_file(dom);
+  text = render_in_chromium(chromium, dir, "suite", suite_page());
   for (const char* s : {"trainbench suite", "9876.50 projected", "1194 derived", "418.73",
                         "2286.16", "projected to the whole run", "url(#hatch", "<svg"})
     EXPECT_NE(text.find(s), std::string::npos) << s;
+  // The check itself: an empty page gives one colour.
+  const std::string blank = dir.write("blank.html", "<!DOCTYPE html><html><body></body></html>");
+  const std::string blank_png = (dir.path / "blank.png").string();
+  ASSERT_EQ(run_shell(chromium_command(chromium, (dir.path / "profile").string()) +
+                      " --screenshot=" + blank_png + " --window-size=400,300 file://" + blank +
+                      " >/dev/null 2>&1"),
+            0);
+  EXPECT_EQ(distinct_colours(blank_png), 1u);
 }
 
 }  // namespace
