@@ -2,7 +2,6 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
-#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -116,21 +115,6 @@ std::string write_record(const std::string& path, const nlohmann::json& record) 
     write_json_atomic(fallback, record);
     return fmt::format("{}; the record went to {} instead", e.what(), fallback);
   }
-}
-
-// n images spread evenly over d (a sampled test pass): a file sorted by class (the image-folder
-// conversion writes one class after another) still gives each class its share.
-Dataset evenly_spaced(const Dataset& d, int64_t n) {
-  Dataset s = d;
-  s.count = n;
-  const size_t size = size_t(d.image_size());
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t from = i * d.count / n;
-    std::copy_n(d.images.begin() + from * size, size, s.images.begin() + i * size);
-    s.labels[i] = d.labels[from];
-  }
-  s.images.resize(n * size), s.labels.resize(n);
-  return s;
 }
 
 }  // namespace
