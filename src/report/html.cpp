@@ -85,7 +85,7 @@ std::string tick_text(double v) {
 // Charts
 
 std::string svg_hbars(const std::vector<SvgBar>& bars, const std::vector<std::string>& part_names) {
-  const double width = 960, label_w = 330, bar_x = 340, bar_w = 480, row_h = 26;
+  const double width = 960, label_w = 360, bar_x = 370, bar_w = 430, row_h = 26;
   const double legend_h = part_names.size() > 1 ? 24 : 0;
   const double height = legend_h + row_h * double(bars.size()) + 8;
   double max = 0;
@@ -297,8 +297,9 @@ std::string table_html(const CompareTable& t) {
   return s + "</table>\n";
 }
 
+// The precision too: a suite's rows are often one device in several.
 std::string row_name(const CompareEntry& e, size_t i) {
-  return fmt::format("#{} {} ({})", i + 1, e.device, e.label);
+  return fmt::format("#{} {} {} ({})", i + 1, e.device, e.precision, e.label);
 }
 
 std::string bars_html(const CompareTable& t) {
