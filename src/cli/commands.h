@@ -3,6 +3,7 @@
 // main() prints as one line on stderr.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -65,9 +66,22 @@ struct RunOptions {
   double checkpoint_minutes = 0;  // --checkpoint-every: also inside epochs, this often
   std::string resume;             // --resume: go on from this checkpoint
   std::string init;               // --init: start from these weights (.safetensors)
+  // For `suite` (no flags): test on the first test_images only (a sampled test pass, whose
+  // record projects the whole pass); no summary or record line (it prints one line a run).
+  int64_t test_images = -1;
+  bool summary = true;
 };
 CLI::App* add_run_command(CLI::App& app, RunOptions& o);
 int run_command(const RunOptions& o);
+
+class StopOnSignal;  // cli/stop_on_signal.h
+struct RunOutcome {
+  nlohmann::json record;  // null where no step ran
+  std::string path;       // where the record went
+  int status = 0;         // the process exit status `run` gives
+};
+// `run`'s work, for `suite` too (several runs under one StopOnSignal, made before any thread).
+RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop);
 
 struct CompareCommandOptions {
   std::vector<std::string> files;  // records, and profile JSONs for the HTML
@@ -116,6 +130,21 @@ struct DevicesCommandOptions {
 };
 CLI::App* add_devices_command(CLI::App& app, DevicesCommandOptions& o);
 int devices_command(const DevicesCommandOptions& o);
+
+struct SuiteCommandOptions {
+  std::string device;  // "": cuda where its backend starts, else cpu
+  std::string out, html, data_cifar;
+  std::vector<std::string> with;
+  bool full = false;   // every workload whole
+  bool quick = false;  // fashion-mlp for the step budget too
+  // ResNet-50's budget: at 1-3 s a step on a small CPU, a minute or two, and enough steps past
+  // the 5% warm-up for a steady rate.
+  int64_t steps = 33;
+  int test_batches = 10;  // of 128 CIFAR images: a tenth of the pass, its rate projected
+  int threads = -1;
+};
+CLI::App* add_suite_command(CLI::App& app, SuiteCommandOptions& o);
+int suite_command(const SuiteCommandOptions& o);
 
 struct DataCommandOptions {
   std::string from, to;

@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   auto* evaluate_cmd = add_evaluate_command(app, evaluate_opt);
   ExportCommandOptions export_opt;
   auto* export_cmd = add_export_command(app, export_opt);
+  SuiteCommandOptions suite_opt;
+  auto* suite_cmd = add_suite_command(app, suite_opt);
 
   try {
     app.parse(argc, argv);
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
     if (*profile_cmd) return profile_command(profile_opt);
     if (*evaluate_cmd) return evaluate_command(evaluate_opt);
     if (*export_cmd) return export_command(export_opt);
+    if (*suite_cmd) return suite_command(suite_opt);
   } catch (const tb::Error& e) {
     std::fprintf(stderr, "trainbench: error: %s\n", e.what());
     return 1;

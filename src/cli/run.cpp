@@ -121,8 +121,12 @@ std::string write_record(const std::string& path, const nlohmann::json& record) 
 }  // namespace
 
 int run_command(const RunOptions& o) {
-  using Clock = std::chrono::steady_clock;
   StopOnSignal stop;  // first: before any thread starts
+  return run_workload(o, stop).status;
+}
+
+RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop) {
+  using Clock = std::chrono::steady_clock;
   const Workload& w = find_workload(o.workload);
   Hyper hp = hyper_of(o, w);
   BackendConfig cfg;
@@ -166,6 +170,9 @@ int run_command(const RunOptions& o) {
   const auto t_load = Clock::now();
   DatasetPair data = load_workload_data(w, hp.data);
   facts.load_seconds = std::chrono::duration<double>(Clock::now() - t_load).count();
+  facts.train_images = data.train.count, facts.test_images = data.test.count;
+  if (o.test_images > 0 && o.test_images < data.test.count)
+    data.test = evenly_spaced(data.test, o.test_images);
 
   Model model = build_workload_model(w, data.train);
   facts.train_flops_per_image = train_flops_per_image(model);
@@ -197,7 +204,7 @@ int run_command(const RunOptions& o) {
     if (trained.interrupted && trained.steps == 0) {
       if (r > 0) break;  // between repeats: the record keeps the whole runs before
       fmt::print(stderr, "trainbench: interrupted before the first training step; no record\n");
-      return 130;
+      return {nullptr, "", 130};
     }
     facts.train = std::move(trained);
     if (facts.train.interrupted && !o.quiet)
@@ -232,9 +239,9 @@ int run_command(const RunOptions& o) {
 
   const nlohmann::json record = make_record(w, hp, model, facts);
   const std::string record_failure = write_record(out_path, record);  // before anything prints
-  print_run_summary(record, facts);
+  if (o.summary) print_run_summary(record, facts);
   if (!record_failure.empty()) fail("{}", record_failure);
-  fmt::print("record: {}\n", out_path);
+  if (o.summary) fmt::print("record: {}\n", out_path);
 
   const TrainResult& t = facts.train;
   int status = 0;
@@ -248,7 +255,7 @@ int run_command(const RunOptions& o) {
                    : fmt::format(", first non-finite values in {}", t.diverged_layer),
                o.checkpoint.empty() ? std::string()
                                     : fmt::format("; {} was left as it was", o.checkpoint));
-    return 3;
+    return {record, out_path, 3};
   }
   if (checkpoint.failures() > 0) {
     fmt::print(stderr, "trainbench: {} of {} checkpoints could not be written to {} ({})\n",
@@ -277,7 +284,7 @@ int run_command(const RunOptions& o) {
                                  checkpoint.stands(), o.checkpoint));
     status = 130;
   }
-  return status;
+  return {record, out_path, status};
 }
 
 }  // namespace tb

@@ -1,6 +1,7 @@
 // An image classification data set held in memory as uint8, exactly as it was read.
 // Normalisation (scale, per-channel mean/std) is applied when batches are cut, on the device.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,5 +23,20 @@ struct Dataset {
 struct DatasetPair {
   Dataset train, test;
 };
+
+// n of d's images spread evenly over it (a sampled test pass): a file sorted by class (the
+// image-folder conversion writes one class after another) still gives each class its share.
+inline Dataset evenly_spaced(const Dataset& d, int64_t n) {
+  Dataset s = d;
+  s.count = std::min(n, d.count);
+  const size_t size = size_t(d.image_size());
+  for (int64_t i = 0; i < s.count; ++i) {
+    const int64_t from = i * d.count / s.count;
+    std::copy_n(d.images.begin() + from * size, size, s.images.begin() + i * size);
+    s.labels[i] = d.labels[from];
+  }
+  s.images.resize(s.count * size), s.labels.resize(s.count);
+  return s;
+}
 
 }  // namespace tb

@@ -175,6 +175,17 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
                                                 resumed_epochs, resumed_steps);
   if (r.value("interrupted", false)) e.steps += " (interrupted)";
   e.augment = augment_of(r);
+  e.partial = r.value("stopped_by_steps", false) || r.value("interrupted", false) ||
+              find_path(r, {"projected"});
+  e.projected_train_test_s = num(r, {"projected", "times_s", "train_test"});
+  if (e.projected_train_test_s) {
+    e.whole_steps = text(r, {"projected", "steps"});
+    e.projected_from = fmt::format("{} of {} training images, {} of {} test images",
+                                   text(r, {"projected", "from", "train_images"}),
+                                   text(r, {"projected", "from", "of_train_images"}),
+                                   text(r, {"projected", "from", "test_images"}),
+                                   text(r, {"projected", "from", "of_test_images"}));
+  }
   return e;
 }
 
@@ -187,14 +198,15 @@ std::vector<CompareEntry> seed_entries(const std::string& workload) {
     double seconds;
     const char* gpu_note;
     int batch, steps;
+    double train_images;  // an epoch's
   };
   static const Figure kFigures[] = {
-      {"fashion-mlp", "RTX 2080 Ti", "RTX 2080 Ti", "TF 2.4, CUDA", 7.78, "", 32, 18750},
-      {"fashion-mlp", "Apple M1 (GPU)", "Apple M1", "tensorflow_macos", 6.70, "", 32, 18750},
+      {"fashion-mlp", "RTX 2080 Ti", "RTX 2080 Ti", "TF 2.4, CUDA", 7.78, "", 32, 18750, 60000},
+      {"fashion-mlp", "Apple M1 (GPU)", "Apple M1", "tensorflow_macos", 6.70, "", 32, 18750, 60000},
       {"resnet50-cifar10", "RTX 2080 Ti", "RTX 2080 Ti", "TF 2.4, CUDA", 418.73, "65-75 (article)",
-       128, 3910},
-      {"resnet50-cifar10", "Apple M1 (GPU)", "Apple M1", "tensorflow_macos", 2286.16, "", 128,
-       3910},
+       128, 3910, 50000},
+      {"resnet50-cifar10", "Apple M1 (GPU)", "Apple M1", "tensorflow_macos", 2286.16, "", 128, 3910,
+       50000},
   };
   std::vector<CompareEntry> out;
   for (const Figure& f : kFigures) {
@@ -206,6 +218,10 @@ std::vector<CompareEntry> seed_entries(const std::string& workload) {
     e.precision = "fp32";
     e.workload = f.workload;
     e.train_test_s = f.seconds;
+    // Ten epochs' images over the published train+test time: the test pass and the warm-up are
+    // inside that time, so this is a lower bound on the machine's training rate.
+    e.images_per_s = 10 * f.train_images / f.seconds;
+    e.images_per_s_derived = true;
     if (auto p = gpu_peak(f.peak_name, Precision::fp32))
       e.peak = p->flops_per_s, e.peak_source = p->source;
     e.util_note = f.gpu_note;
@@ -287,6 +303,10 @@ void add_seed_rows(CompareTable& t) {
     t.notes.push_back(fmt::format(
         "the seed article's rows are full 10-epoch runs; {}: their ratios compare different work",
         diff));
+  t.notes.push_back(
+      "the seed article's images/s are derived: 10 epochs of the training set over its "
+      "train+test time, a lower bound on the training rate (the test pass and warm-up are inside "
+      "that time)");
   for (CompareEntry& e : seeds) t.rows.push_back(std::move(e));
 }
 
@@ -337,8 +357,27 @@ CompareTable* table_for(Comparison& c, const std::string& workload) {
 
 namespace {
 
+// A partial run's row shows its projected time where the table holds a whole run to set it
+// against (a record, or the seed article's rows): whole run against whole run. Among partial
+// runs only, their measured times compare as they are.
+void use_projections(CompareTable& t, bool seed_rows) {
+  bool whole = seed_rows;
+  for (const CompareEntry& e : t.rows) whole = whole || !e.partial;
+  if (!whole) return;
+  for (size_t i = 0; i < t.rows.size(); ++i) {
+    CompareEntry& e = t.rows[i];
+    if (!e.projected_train_test_s) continue;
+    e.train_test_s = e.projected_train_test_s, e.steps = e.whole_steps, e.projected = true;
+    t.notes.push_back(fmt::format(
+        "#{} train+test time projected to the whole run from {} (the training time plus the "
+        "rest at the steady rate; hatched in the charts)",
+        i + 1, e.projected_from));
+  }
+}
+
 // Settings check, seed rows, ratios and notes of one workload's table.
 void finish_table(CompareTable& t, const std::string& across, const CompareSettings& s) {
+  use_projections(t, s.with_seed && !seed_entries(t.workload).empty());
   const std::string diff = settings_difference(t.rows);
   TB_CHECK(diff.empty() || s.force, "{}; --force compares them anyway", diff);
   if (!across.empty()) t.notes.push_back("--force: " + across + ": one table per workload");
@@ -439,8 +478,8 @@ std::vector<std::string> compare_cells(const CompareEntry& e, size_t index) {
           e.label,
           e.device,
           e.precision,
-          opt_fmt(e.train_test_s, "{:.2f}"),
-          opt_fmt(e.images_per_s, "{:.0f}"),
+          opt_fmt(e.train_test_s, e.projected ? "{:.2f} projected" : "{:.2f}"),
+          opt_fmt(e.images_per_s, e.images_per_s_derived ? "{:.0f} derived" : "{:.0f}"),
           opt_fmt(e.test_accuracy, "{:.4f}"),
           ratio_text(e.time_ratio, "x"),
           ratio_text(e.peak_ratio, "x"),
@@ -481,6 +520,16 @@ std::string csv_num(const std::optional<double>& v) {
   return v ? fmt::format("{}", *v) : "";
 }
 
+// What the CSV's time and images/s are: measured, projected (a partial run), or the seed
+// article's (published, and images/s derived from it).
+std::string time_basis(const CompareEntry& e) {
+  return e.file.empty() ? "published" : e.projected ? "projected" : "measured";
+}
+std::string rate_basis(const CompareEntry& e) {
+  if (!e.images_per_s) return "";
+  return e.images_per_s_derived ? "derived" : "measured";
+}
+
 }  // namespace
 
 std::string format_compare_text(const Comparison& c) {
@@ -510,17 +559,18 @@ std::string format_compare_csv(const Comparison& c) {
   std::string out =
       "workload,row,implementation,device,precision,file,train_test_s,images_per_s_steady,"
       "test_accuracy,time_ratio,peak_flops_per_s,peak_ratio,delivered,mfu,cpu_pct,cpu_source,"
-      "gpu_busy_pct,gpu_note\n";
+      "gpu_busy_pct,gpu_note,train_test_s_is,images_per_s_is\n";
   for (const CompareTable& t : c.tables) {
     for (size_t i = 0; i < t.rows.size(); ++i) {
       const CompareEntry& e = t.rows[i];
-      const std::vector<std::string> f = {
+      std::vector<std::string> f = {
           csv_field(t.workload),   std::to_string(i + 1),   csv_field(e.label),
           csv_field(e.device),     csv_field(e.precision),  csv_field(e.file),
           csv_num(e.train_test_s), csv_num(e.images_per_s), csv_num(e.test_accuracy),
           csv_num(e.time_ratio),   csv_num(e.peak),         csv_num(e.peak_ratio),
           csv_num(e.delivered),    csv_num(e.mfu),          csv_num(e.cpu_pct),
           csv_field(e.cpu_what),   csv_num(e.gpu_pct),      csv_field(e.util_note)};
+      f.push_back(time_basis(e)), f.push_back(rate_basis(e));
       out += fmt::format("{}\n", fmt::join(f, ","));
     }
   }

@@ -35,6 +35,14 @@ struct CompareEntry {
   std::string util_note;                   // seed rows: what the article said
   // Settings that change the work, as text ("" = not in the record).
   std::string batch, epochs, steps, augment;
+  // A partial run's projection of its whole run (the record's "projected"), which the table
+  // shows in place of the measured time where it holds a whole run to set it against.
+  std::optional<double> projected_train_test_s;
+  std::string whole_steps;     // the whole run's steps (the settings check of a projected row)
+  std::string projected_from;  // "33 of 3910 steps, 1280 of 10000 test images"
+  bool projected = false;      // train_test_s is the projection
+  bool partial = false;        // trained or tested on part of the run (--steps, a sampled test)
+  bool images_per_s_derived = false;  // seed rows: 10 epochs' images over train+test time
   // Filled by compare_entries: relative to the first row of the table.
   std::optional<double> time_ratio, peak_ratio, delivered;
   nlohmann::json record;  // the whole record (timeline, loss per epoch), null for seed rows

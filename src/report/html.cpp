@@ -85,7 +85,7 @@ std::string tick_text(double v) {
 // Charts
 
 std::string svg_hbars(const std::vector<SvgBar>& bars, const std::vector<std::string>& part_names) {
-  const double width = 960, label_w = 330, bar_x = 340, bar_w = 480, row_h = 26;
+  const double width = 960, label_w = 360, bar_x = 370, bar_w = 430, row_h = 26;
   const double legend_h = part_names.size() > 1 ? 24 : 0;
   const double height = legend_h + row_h * double(bars.size()) + 8;
   double max = 0;
@@ -98,6 +98,17 @@ std::string svg_hbars(const std::vector<SvgBar>& bars, const std::vector<std::st
       "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{}\" height=\"{}\" "
       "viewBox=\"0 0 {} {}\">\n",
       px(width), px(height), px(width), px(height));
+  // Hatching: white stripes over the bar's colour. Ids are unique within one page.
+  static int patterns = 0;
+  std::string hatch;
+  if (std::any_of(bars.begin(), bars.end(), [](const SvgBar& b) { return b.hatched; })) {
+    hatch = fmt::format("hatch{}", ++patterns);
+    s += fmt::format(
+        "<defs><pattern id=\"{}\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" "
+        "patternTransform=\"rotate(45)\"><rect width=\"3\" height=\"6\" fill=\"#fff\" "
+        "fill-opacity=\"0.75\"/></pattern></defs>\n",
+        hatch);
+  }
   for (size_t k = 0; k < part_names.size() && part_names.size() > 1; ++k)
     s += fmt::format(
         "<rect x=\"{}\" y=\"6\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"16\">{}"
@@ -114,6 +125,11 @@ std::string svg_hbars(const std::vector<SvgBar>& bars, const std::vector<std::st
       const double w = max > 0 ? bar_w * std::max(0.0, b.parts[k]) / max : 0;
       s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"18\" fill=\"{}\"/>\n", px(x),
                        px(y), px(w), part_names.size() > 1 ? color(k) : color(i));
+      if (b.hatched)
+        s += fmt::format(
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"18\" fill=\"url(#{})\" "
+            "class=\"hatched\"/>\n",
+            px(x), px(y), px(w), hatch);
       x += w;
     }
     s += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", px(x + 6), px(y + 13),
@@ -281,42 +297,72 @@ std::string table_html(const CompareTable& t) {
   return s + "</table>\n";
 }
 
+// The precision too: a suite's rows are often one device in several.
 std::string row_name(const CompareEntry& e, size_t i) {
-  return fmt::format("#{} {} ({})", i + 1, e.device, e.label);
+  return fmt::format("#{} {} {} ({})", i + 1, e.device, e.precision, e.label);
 }
 
 std::string bars_html(const CompareTable& t) {
   std::vector<SvgBar> time, speed;
+  bool any_time = false, any_speed = false, any_hatched = false;
   for (size_t i = 0; i < t.rows.size(); ++i) {
     const CompareEntry& e = t.rows[i];
-    SvgBar a{row_name(e, i), {}, ""}, b{row_name(e, i), {}, ""};
+    SvgBar a{row_name(e, i), {}, "", e.projected},
+        b{row_name(e, i), {}, "", e.images_per_s_derived};
     if (e.train_test_s)
-      a.parts = {*e.train_test_s}, a.value_text = fmt::format("{:.2f} s", *e.train_test_s);
+      a.parts = {*e.train_test_s}, any_time = true,
+      a.value_text = fmt::format("{:.2f} s{}", *e.train_test_s, e.projected ? " projected" : "");
     if (e.images_per_s)
-      b.parts = {*e.images_per_s}, b.value_text = fmt::format("{:.0f} images/s", *e.images_per_s);
+      b.parts = {*e.images_per_s}, any_speed = true,
+      b.value_text = fmt::format("{:.0f} images/s{}", *e.images_per_s,
+                                 e.images_per_s_derived ? " derived" : "");
+    any_hatched = any_hatched || a.hatched || b.hatched;
     time.push_back(a), speed.push_back(b);
   }
-  return "<h3>Train + test time (seconds, shorter is better)</h3>\n" + svg_hbars(time, {}) +
-         "<h3>Training throughput, steady state (images/s, longer is better)</h3>\n" +
+  std::string s;
+  if (any_time)
+    s += "<h3>Train + test time (seconds, shorter is better)</h3>\n" + svg_hbars(time, {});
+  if (any_speed)
+    s += "<h3>Training throughput, steady state (images/s, longer is better)</h3>\n" +
          svg_hbars(speed, {});
+  if (any_hatched)
+    s += "<p class=\"note\">Hatched: not measured whole. A projected time is the whole run's, "
+         "from a partial run's steady rate; the seed article's images/s are derived from its "
+         "published time.</p>\n";
+  return s;
+}
+
+// A record's loss curve: per epoch where it has three or more, else its sampled losses (a run of
+// a few steps still has a curve). x: epochs into the run where each mean's stretch ends.
+SvgSeries loss_series(const json& r, const std::string& name) {
+  SvgSeries epochs{name, {}}, samples{name, {}};
+  const json* l = r.is_object() && r.contains("loss") ? &r["loss"] : nullptr;
+  if (!l || !l->is_object()) return epochs;
+  if (l->contains("epochs") && (*l)["epochs"].is_array())
+    for (size_t k = 0; k < (*l)["epochs"].size(); ++k)
+      if ((*l)["epochs"][k].is_number())
+        epochs.points.emplace_back(double(k + 1), (*l)["epochs"][k].get<double>());
+  if (l->contains("samples") && (*l)["samples"].is_array())
+    for (const json& p : (*l)["samples"])
+      if (p.is_array() && p.size() == 2 && p[0].is_number() && p[1].is_number())
+        samples.points.emplace_back(p[0].get<double>(), p[1].get<double>());
+  return epochs.points.size() < 3 && samples.points.size() >= 2 ? samples : epochs;
+}
+
+bool worth_drawing(const std::vector<SvgSeries>& series) {
+  return std::any_of(series.begin(), series.end(),
+                     [](const SvgSeries& s) { return s.points.size() >= 2; });
 }
 
 std::string loss_html(const CompareTable& t) {
   std::vector<SvgSeries> series;
   for (size_t i = 0; i < t.rows.size(); ++i) {
-    const json& r = t.rows[i].record;
-    if (!r.is_object() || !r.contains("loss") || !r["loss"].is_object()) continue;
-    const json& l = r["loss"];
-    if (!l.contains("epochs") || !l["epochs"].is_array()) continue;
-    SvgSeries s{row_name(t.rows[i], i), {}};
-    for (size_t k = 0; k < l["epochs"].size(); ++k)
-      if (l["epochs"][k].is_number())
-        s.points.emplace_back(double(k + 1), l["epochs"][k].get<double>());
+    SvgSeries s = loss_series(t.rows[i].record, row_name(t.rows[i], i));
     if (!s.points.empty()) series.push_back(std::move(s));
   }
-  if (series.empty()) return "";
-  return "<h3>Training loss per epoch</h3>\n" +
-         svg_lines(series, SvgAxes{"epoch", "mean training loss", true, 0});
+  if (!worth_drawing(series)) return "";
+  return "<h3>Training loss (per epoch; sampled within a run of fewer than three)</h3>\n" +
+         svg_lines(series, SvgAxes{"epochs into the run", "mean training loss", true, 0});
 }
 
 // Consecutive samples of one phase become one shaded range; a sample covers the period that
@@ -356,16 +402,17 @@ std::string timeline_html(const CompareEntry& e, size_t i) {
       e.record["utilisation"].contains("timeline") &&
       e.record["utilisation"]["timeline"].is_array())
     tl = &e.record["utilisation"]["timeline"];
-  if (!tl || tl->empty())
-    return fmt::format("<p class=\"note\">{}: no utilisation timeline</p>\n",
-                       html_escape(row_name(e, i)));
   std::vector<SvgSeries> series;
   for (auto [key, name] :
        {std::pair{"proc_cpu_pct", "process CPU %"}, std::pair{"cpu_busy_pct", "machine CPU %"},
         std::pair{"gpu_busy_pct", "GPU busy %"}}) {
+    if (!tl) break;
     SvgSeries s = timeline_series(*tl, key, name);
     if (!s.points.empty()) series.push_back(std::move(s));
   }
+  if (!worth_drawing(series))
+    return fmt::format("<p class=\"note\">{}: no utilisation timeline</p>\n",
+                       html_escape(row_name(e, i)));
   return fmt::format("<h3>Utilisation: {}</h3>\n", html_escape(row_name(e, i))) +
          svg_lines(series, SvgAxes{"seconds since start", "%", true, 100}, phase_shades(*tl));
 }
@@ -415,11 +462,12 @@ std::string section_html(const CompareTable& t) {
 
 }  // namespace
 
-std::string render_compare_html(const Comparison& c) {
-  std::string s =
-      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-      "<title>trainbench compare</title>\n<style>" +
-      std::string(kStyle) + "</style>\n</head>\n<body>\n<h1>trainbench compare</h1>\n";
+std::string render_compare_html(const Comparison& c, const HtmlPage& page) {
+  const std::string title = html_escape(page.title);
+  std::string s = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" +
+                  title + "</title>\n<style>" + std::string(kStyle) +
+                  "</style>\n</head>\n<body>\n<h1>" + title + "</h1>\n";
+  for (const std::string& p : page.intro) s += "<p>" + html_escape(p) + "</p>\n";
   s += "<p class=\"note\">Inputs: ";
   for (size_t i = 0; i < c.files.size(); ++i) s += (i ? ", " : "") + html_escape(c.files[i]);
   s += "</p>\n";

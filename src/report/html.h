@@ -1,7 +1,8 @@
 // The HTML report of `trainbench compare --html`: one self-contained page (inline CSS, inline SVG
 // drawn here, no scripts, nothing fetched) with, per workload, the comparison table, bars of
-// train+test time and images/s, loss per epoch, a utilisation timeline per run (phases shaded)
-// and the per-layer breakdown of any profile given. Every number is text in the page.
+// train+test time and images/s (projected and derived values hatched), the training loss, a
+// utilisation timeline per run (phases shaded) and the per-layer breakdown of any profile given.
+// A chart with fewer than two points to draw is left out. Every number is text in the page.
 #pragma once
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@ struct SvgBar {
   std::string label;
   std::vector<double> parts;  // stacked segments; empty: the value is unknown
   std::string value_text;     // printed after the bar
+  bool hatched = false;       // a projected or derived value, not a measured one
 };
 std::string svg_hbars(const std::vector<SvgBar>& bars, const std::vector<std::string>& part_names);
 
@@ -38,6 +40,11 @@ struct SvgAxes {
 std::string svg_lines(const std::vector<SvgSeries>& series, const SvgAxes& axes,
                       const std::vector<SvgShade>& shades = {});
 
-std::string render_compare_html(const Comparison& c);
+// The page's title and the paragraphs before the tables (`suite`: what ran, where).
+struct HtmlPage {
+  std::string title = "trainbench compare";
+  std::vector<std::string> intro;
+};
+std::string render_compare_html(const Comparison& c, const HtmlPage& page = {});
 
 }  // namespace tb

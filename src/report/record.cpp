@@ -57,6 +57,24 @@ MfuFacts mfu_facts(double achieved, std::optional<double> datasheet,
   return f;
 }
 
+std::optional<Projection> project_whole_run(const RunFacts& f, int epochs, int batch) {
+  const TrainResult& t = f.train;
+  const int64_t train_whole = f.train_images * epochs;
+  if (f.train_images <= 0 || f.test_images <= 0 || t.resumed_epochs > 0 || t.resumed_steps > 0 ||
+      t.images <= 0 || t.images_per_s_steady <= 0 || f.test.images <= 0 ||
+      (t.images >= train_whole && f.test.images >= f.test_images))
+    return std::nullopt;
+  Projection p;
+  // By images, not steps: each epoch's last batch is short, and on a CPU a step's time goes with
+  // its images. The measured part keeps its warm-up (first steps, algorithm choice).
+  p.train_s = t.train_seconds +
+              double(std::max<int64_t>(0, train_whole - t.images)) / t.images_per_s_steady;
+  p.test_s = f.test.seconds * double(f.test_images) / double(f.test.images);
+  p.load_s = f.load_seconds;
+  p.steps = epochs * ((f.train_images + batch - 1) / batch);
+  return p;
+}
+
 nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, const RunFacts& f) {
   using nlohmann::json;
   const TrainResult& t = f.train;
@@ -164,6 +182,26 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
                        {"bn_slices", f.config.cuda.bn_slices},
                        {"nhwc", f.config.cuda.bf16_nhwc},
                        {"fused_mlp", f.config.cuda.fused_mlp}};
+  r["accuracy"]["test_images"] = f.test.images;  // fewer than the test set: a sampled test pass
+  json samples = json::array();
+  for (auto [x, loss] : t.loss_samples) samples.push_back({x, loss});
+  r["loss"]["samples"] = samples;  // [epochs into the run, mean loss since the previous sample]
+  if (const std::optional<Projection> p = project_whole_run(f, hp.epochs, hp.batch))
+    r["projected"] = {
+        {"times_s",
+         {{"train", p->train_s},
+          {"test", p->test_s},
+          {"load", p->load_s},
+          {"train_test", p->train_s + p->test_s}}},
+        {"steps", p->steps},
+        {"from",
+         {{"train_images", t.images},
+          {"of_train_images", f.train_images * hp.epochs},
+          {"test_images", f.test.images},
+          {"of_test_images", f.test_images}}},
+        {"method",
+         "training: the measured time plus the remaining images at the steady rate; test pass: "
+         "its measured rate over the whole test set; load: as measured"}};
   const RepeatTimes& rep = f.repeats;
   if (rep.train_s.size() > 1)
     r["repeats"] = {{"count", rep.train_s.size()},

@@ -48,7 +48,20 @@ struct RunFacts {
   std::string init_path;
   nlohmann::json init_metadata;
   RepeatTimes repeats;
+  // The whole data set's sizes: a run that trained or tested on part of it (--steps, the suite's
+  // sampled test pass) projects the whole run's times from them.
+  int64_t train_images = 0, test_images = 0;
 };
+
+// What a partial run would have taken whole (the record's "projected"): its training time plus
+// the images it did not train at the steady rate, the test pass at its measured rate over the
+// whole test set, the load as measured. None for a whole run, or one resumed from a checkpoint
+// (its times cover only part of the run).
+struct Projection {
+  double train_s = 0, test_s = 0, load_s = 0;
+  int64_t steps = 0;  // the whole run's
+};
+std::optional<Projection> project_whole_run(const RunFacts& f, int epochs, int batch);
 
 // MFU against the datasheet (or estimated) peak, and against the measured one. Where the
 // achieved rate or the measured peak exceeds the datasheet figure, that figure is known to be

@@ -41,6 +41,15 @@ void print_run_summary(const nlohmann::json& record, const RunFacts& f) {
     fmt::print(
         "throughput {:.0f} images/s ({:.0f} steady), test accuracy {:.4f}, test loss {:.4f}\n",
         t.images_per_s, t.images_per_s_steady, f.test.accuracy, f.test.loss);
+  if (record.contains("projected")) {
+    const nlohmann::json& p = record["projected"];
+    fmt::print(
+        "projected whole run ({} epochs, {} steps): train {:.0f}s, test {:.1f}s, train+test "
+        "{:.0f}s, from {} of {} training images at the steady rate\n",
+        record["epochs"].get<int>(), p["steps"].get<int64_t>(), p["times_s"]["train"].get<double>(),
+        p["times_s"]["test"].get<double>(), p["times_s"]["train_test"].get<double>(),
+        p["from"]["train_images"].get<int64_t>(), p["from"]["of_train_images"].get<int64_t>());
+  }
   if (fl.value("peak_datasheet_low", false))
     fmt::print(
         "achieved {:.1f} GFLOP/s; MFU {}; the {:.0f} GFLOP/s estimate ({}) is below what this "

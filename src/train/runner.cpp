@@ -88,9 +88,10 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
   // 18,750 GPU steps of a few tens of microseconds one every 64 steps would cost several percent.
   const int64_t period = std::clamp<int64_t>(planned / 2, 2, std::max<int64_t>(64, planned / 64));
   // The loss is checked where the device's running sums are read: after every step on the CPU
-  // (a copy of two floats), else at every report, sampled step, checkpoint and epoch end, since
-  // reading them waits for the device.
+  // (a copy of two floats), else at every report, sampled step, loss sample, checkpoint and
+  // epoch end, since reading them waits for the device.
   const bool check_every_step = ex.backend().device == DeviceKind::cpu;
+  const int64_t loss_period = std::max<int64_t>(1, planned / 200);
   Clock::time_point t_warm{};
   int64_t images_at_warm = 0;
 
@@ -147,6 +148,14 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
       return true;
     };
     auto last_report = Clock::now();
+    float loss_sum_at = before.loss_sum;  // the running loss sum at the last loss sample
+    int64_t images_at = before.images;
+    auto sample_loss = [&](float loss_sum) {
+      if (e.images == images_at) return;
+      r.loss_samples.emplace_back(epoch - 1 + double(e.steps) / double(steps_per_epoch),
+                                  (loss_sum - loss_sum_at) / double(e.images - images_at));
+      loss_sum_at = loss_sum, images_at = e.images;
+    };
     auto report = [&](bool epoch_done) {
       if (!on_progress) return;
       const std::array<float, 2> host = ex.train_sums();
@@ -186,7 +195,12 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
         ex.synchronize();
         t_warm = Clock::now(), images_at_warm = r.images;
       }
-      if ((check_every_step || r.steps % period == 0) && diverges(ex.train_sums())) break;
+      const bool sample = r.steps % loss_period == 0 && e.steps < steps_per_epoch;
+      if (sample || check_every_step || r.steps % period == 0) {
+        const std::array<float, 2> sums = ex.train_sums();  // synchronizes off the CPU
+        if (diverges(sums)) break;
+        if (sample) sample_loss(sums[0]);  // every 1/200 of the run
+      }
       if (on_progress && seconds_since(last_report) > 0.1) report(false);
       if (r.diverged) break;
       if (periodic && e.steps < steps_per_epoch &&
@@ -199,7 +213,7 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
     if (e.steps == before.steps) break;  // stopped before this run's first step of the epoch
     const std::array<float, 2> host = ex.train_sums();  // synchronizes
     e.seconds = epoch_seconds();
-    diverges(host);
+    if (!diverges(host)) sample_loss(host[0]);
     // Stopped inside the epoch (Ctrl-C, --steps): the checkpoint holds it as it stands.
     if (checkpoints.write && e.steps < steps_per_epoch && !r.diverged)
       save_inside(e.seconds, host.data());

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "train/executor.h"
@@ -59,6 +60,9 @@ struct TrainResult {
   int diverged_epoch = 0;
   std::string diverged_layer;
   StepSplit split;
+  // (epochs into the run, mean training loss over the stretch of steps ending there): about 200
+  // stretches a run, so a run of a few epochs or steps still has a loss curve.
+  std::vector<std::pair<double, double>> loss_samples;
 };
 
 // What train() does with checkpoints: starts where `resume` (read from resume_path, which error

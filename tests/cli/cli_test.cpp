@@ -458,6 +458,35 @@ TEST(Cli, SignalBeforeTrainingEndsTheProcess) {
   std::filesystem::remove_all(dir);
 }
 
+// `suite --quick`: fashion-mlp for a few steps, its whole run projected. Where CIFAR-10 is not
+// where it looks (a folder without data/, TRAINBENCH_DATA unset) it says so in one line and
+// runs the rest; the report holds the seed article's rows and the projection.
+TEST(Cli, SuiteWithoutCifar) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_cli_suite_");
+  const std::string out = (dir / "out").string();
+  const Result r = run("suite --quick --steps 20 --test-batches 2 --device cpu --out " + out,
+                       "cd " + dir.string() + " && env -u TRAINBENCH_DATA");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("resnet50-cifar10: skipped, no CIFAR-10 at data/cifar10 (--data-cifar"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("[1/1] fashion-mlp cpu fp32, 20 steps, 2 test batches: train+test "),
+            std::string::npos)
+      << r.out;
+  const nlohmann::json rec = nlohmann::json::parse(file_text(out + "/fashion-mlp-cpu-fp32.json"));
+  EXPECT_EQ(rec["steps"], 20);
+  EXPECT_EQ(rec["accuracy"]["test_images"], 64);
+  EXPECT_EQ(rec["projected"]["steps"], 18750);
+  EXPECT_EQ(rec["loss"]["samples"].size(), 20u);  // a sample a step in a run this short
+  const std::string html = file_text(out + "/report.html");
+  for (const char* s : {"trainbench suite", " projected", "7.78", "derived"})
+    EXPECT_NE(html.find(s), std::string::npos) << s;
+
+  expect_one_line_error(run("suite --data-cifar " + (dir / "none").string()), "--data-cifar");
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 
 namespace {

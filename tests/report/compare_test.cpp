@@ -234,6 +234,65 @@ TEST(Compare, SeedRows) {
   EXPECT_DOUBLE_EQ(*seed_entries("resnet50-cifar10")[1].train_test_s, 2286.16);
 }
 
+// The seed article's images/s are derived from its time (10 epochs of the training set over
+// train+test), and say so.
+TEST(Compare, SeedImagesPerSecondDerived) {
+  const std::vector<CompareEntry> seed = seed_entries("resnet50-cifar10");
+  EXPECT_DOUBLE_EQ(*seed[0].images_per_s, 500000 / 418.73);
+  EXPECT_TRUE(seed[0].images_per_s_derived);
+  EXPECT_EQ(compare_cells(seed[0], 1)[5], "1194 derived");
+  EXPECT_DOUBLE_EQ(*seed_entries("fashion-mlp")[1].images_per_s, 600000 / 6.70);
+}
+
+// A short run of fashion-mlp (33 steps, a sampled test pass) with its projection.
+json partial_record() {
+  FakeRun f;
+  f.steps = 33, f.train_test_s = 0.5;
+  json r = fake_record(f);
+  r["stopped_by_steps"] = true;
+  r["projected"] = {{"times_s", {{"train_test", 5000.0}}},
+                    {"steps", 18750},
+                    {"from",
+                     {{"train_images", 1056},
+                      {"of_train_images", 600000},
+                      {"test_images", 320},
+                      {"of_test_images", 10000}}}};
+  return r;
+}
+
+// Against a whole run (a record or the seed article's rows) a partial run's row shows its
+// projected time, labelled; the settings check then sees the whole run's steps. Among partial
+// runs only, the measured times compare as they are.
+TEST(Compare, ProjectionStandsInAgainstWholeRuns) {
+  FakeRun whole;
+  whole.train_test_s = 2500;
+  Comparison c = compare_inputs({fake_record(whole), partial_record()}, {"w.json", "p.json"}, {});
+  const CompareEntry& row = c.tables[0].rows[1];
+  EXPECT_TRUE(row.projected);
+  EXPECT_DOUBLE_EQ(*row.train_test_s, 5000);
+  EXPECT_DOUBLE_EQ(*row.time_ratio, 2);
+  EXPECT_EQ(compare_cells(row, 1)[4], "5000.00 projected");
+  EXPECT_NE(format_compare_text(c).find("#2 train+test time projected to the whole run from 1056 "
+                                        "of 600000 training images, 320 of 10000 test images"),
+            std::string::npos)
+      << format_compare_text(c);
+  EXPECT_NE(format_compare_csv(c).find(",projected,measured\n"), std::string::npos);
+
+  c = compare_inputs({partial_record(), partial_record()}, {"p.json", "q.json"}, {});
+  EXPECT_FALSE(c.tables[0].rows[1].projected);
+  EXPECT_DOUBLE_EQ(*c.tables[0].rows[1].train_test_s, 0.5);
+  EXPECT_EQ(compare_cells(c.tables[0].rows[1], 1)[4], "0.50");
+
+  CompareSettings s;
+  s.with_seed = true;
+  c = compare_inputs({partial_record()}, {"p.json"}, s);
+  EXPECT_TRUE(c.tables[0].rows[0].projected);
+  EXPECT_DOUBLE_EQ(*c.tables[0].rows[1].time_ratio, 7.78 / 5000);
+  for (const std::string& n : c.tables[0].notes)
+    EXPECT_EQ(n.find("compare different work"), std::string::npos) << n;
+  EXPECT_NE(format_compare_csv(c).find(",published,derived\n"), std::string::npos);
+}
+
 // A PyTorch peer's record on the H100 with the keys every one has.
 json peer_record(const std::string& version, const std::string& workload,
                  const std::string& precision) {

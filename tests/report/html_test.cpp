@@ -48,6 +48,63 @@ Comparison sample_comparison() {
                         s);
 }
 
+// What `suite` renders: a whole fashion-mlp run and a 33-step ResNet-50 run (its loss sampled
+// per step, its whole run projected), each against the seed article's rows.
+std::string suite_page() {
+  FakeRun mlp, resnet;
+  mlp.device = resnet.device = "CPU X", mlp.kind = resnet.kind = "cpu";
+  mlp.train_test_s = 12.5;
+  resnet.workload = "resnet50-cifar10", resnet.batch = 128, resnet.steps = 33;
+  resnet.train_test_s = 75;
+  json r = fake_record(resnet);
+  r["stopped_by_steps"] = true;
+  r["loss"]["epochs"] = {2.2};
+  json samples = json::array();
+  for (int k = 1; k <= 33; ++k) samples.push_back({k / 391.0, 2.4 - 0.01 * k});
+  r["loss"]["samples"] = samples;
+  r["projected"] = {{"times_s", {{"train_test", 9876.5}}},
+                    {"steps", 3910},
+                    {"from",
+                     {{"train_images", 4224},
+                      {"of_train_images", 500000},
+                      {"test_images", 1280},
+                      {"of_test_images", 10000}}}};
+  CompareSettings s;
+  s.with_seed = true;
+  Comparison c = compare_inputs({fake_record(mlp)}, {"mlp.json"}, s);
+  Comparison rn = compare_inputs({r}, {"resnet.json"}, s);
+  c.tables.push_back(rn.tables[0]);
+  c.files = {"mlp.json", "resnet.json"};
+  return render_compare_html(c, {"trainbench suite", {"CPU X (cpu), 2 threads."}});
+}
+
+TEST(Html, SuiteMarksProjectedAndDerived) {
+  const std::string html = suite_page();
+  EXPECT_NE(html.find("<h1>trainbench suite</h1>"), std::string::npos);
+  EXPECT_NE(html.find("9876.50 projected"), std::string::npos);  // table and bar
+  EXPECT_NE(html.find("1194 derived"), std::string::npos);       // 500,000 images / 418.73 s
+  EXPECT_NE(html.find("<pattern id=\"hatch"), std::string::npos);
+  EXPECT_NE(html.find("class=\"hatched\""), std::string::npos);
+  // The 33-step run's loss is drawn from its samples: one chart, and one for fashion-mlp.
+  size_t loss_charts = 0;
+  for (size_t at = html.find("Training loss"); at != std::string::npos;
+       at = html.find("Training loss", at + 1))
+    ++loss_charts;
+  EXPECT_EQ(loss_charts, 2u);
+}
+
+// A chart with nothing to say is left out: one loss value, no samples, no timeline.
+TEST(Html, EmptyChartsLeftOut) {
+  json r = fake_record(FakeRun{});
+  r["loss"]["epochs"] = {0.5};
+  r["utilisation"]["timeline"] = json::array();
+  const std::string html = render_compare_html(compare_inputs({r}, {"r.json"}, {}));
+  EXPECT_EQ(html.find("Training loss"), std::string::npos);
+  EXPECT_NE(html.find("no utilisation timeline"), std::string::npos);
+  EXPECT_NE(html.find("Train + test time"), std::string::npos);
+  EXPECT_EQ(html.find("hatch"), std::string::npos);  // nothing projected or derived
+}
+
 TEST(Html, Escape) {
   EXPECT_EQ(html_escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
   EXPECT_EQ(html_escape("plain 1.23"), "plain 1.23");
@@ -122,31 +179,46 @@ size_t distinct_colours(const std::string& path) {
   return colours.size();
 }
 
+// Screenshots the page (which must not be blank) and returns its DOM as Chromium read it ("" where
+// Chromium failed).
+std::string render_in_chromium(const std::string& chromium, const ReportDir& dir,
+                               const std::string& name, const std::string& html) {
+  const std::string page = dir.write(name + ".html", html);
+  const std::string png = (dir.path / (name + ".png")).string();
+  const std::string dom = (dir.path / (name + ".dom")).string();
+  const std::string base = chromium_command(chromium, (dir.path / "profile").string());
+  EXPECT_EQ(run_shell(base + " --screenshot=" + png + " --window-size=1200,1600 file://" + page +
+                      " >/dev/null 2>&1"),
+            0);
+  EXPECT_GT(distinct_colours(png), 1u) << name << ": the screenshot is blank";
+  if (run_shell(base + " --dump-dom file://" + page + " >" + dom + " 2>/dev/null") != 0) return "";
+  return testing::read_file(dom);
+}
+
+// The compare report and the suite's.
 TEST(Html, RendersInHeadlessChromium) {
   const std::string chromium = find_chromium();
   if (chromium.empty())
     GTEST_SKIP() << "chromium is not installed (apt-get install chromium); the HTML report is "
                     "not rendered";
   ReportDir dir;
-  const std::string page = dir.write("report.html", render_compare_html(sample_comparison()));
-  const std::string png = (dir.path / "shot.png").string(), dom = (dir.path / "dom.html").string();
-  const std::string base = chromium_command(chromium, (dir.path / "profile").string());
-  ASSERT_EQ(run_shell(base + " --screenshot=" + png + " --window-size=1200,1600 file://" + page +
-                      " >/dev/null 2>&1"),
-            0);
-  EXPECT_GT(distinct_colours(png), 1u) << "the screenshot is blank";
-  // The check itself: an empty page gives one colour.
-  const std::string blank = dir.write("blank.html", "<!DOCTYPE html><html><body></body></html>");
-  const std::string blank_png = (dir.path / "blank.png").string();
-  ASSERT_EQ(run_shell(base + " --screenshot=" + blank_png + " --window-size=400,300 file://" +
-                      blank + " >/dev/null 2>&1"),
-            0);
-  EXPECT_EQ(distinct_colours(blank_png), 1u);
-  ASSERT_EQ(run_shell(base + " --dump-dom file://" + page + " >" + dom + " 2>/dev/null"), 0);
-  const std::string text = testing::read_file(dom);
+  std::string text =
+      render_in_chromium(chromium, dir, "compare", render_compare_html(sample_comparison()));
   for (const char* s : {"12.50", "5.00", "48000", "123456", "0.400x", "4.000x", "0.625", "7.78",
                         "6.70", "fc1", "GPU &lt;B&gt; &amp; co", "<svg"})
     EXPECT_NE(text.find(s), std::string::npos) << s;
+  text = render_in_chromium(chromium, dir, "suite", suite_page());
+  for (const char* s : {"trainbench suite", "9876.50 projected", "1194 derived", "418.73",
+                        "2286.16", "projected to the whole run", "url(#hatch", "<svg"})
+    EXPECT_NE(text.find(s), std::string::npos) << s;
+  // The check itself: an empty page gives one colour.
+  const std::string blank = dir.write("blank.html", "<!DOCTYPE html><html><body></body></html>");
+  const std::string blank_png = (dir.path / "blank.png").string();
+  ASSERT_EQ(run_shell(chromium_command(chromium, (dir.path / "profile").string()) +
+                      " --screenshot=" + blank_png + " --window-size=400,300 file://" + blank +
+                      " >/dev/null 2>&1"),
+            0);
+  EXPECT_EQ(distinct_colours(blank_png), 1u);
 }
 
 }  // namespace
