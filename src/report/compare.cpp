@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <iterator>
+#include <sstream>
 
 #include "bench/peaks.h"
 #include "core/error.h"
@@ -133,14 +135,20 @@ bool is_profile_json(const json& j) {
 json read_compare_input(const std::string& path) {
   std::ifstream in(path);
   TB_CHECK(in.good(), "{}: cannot open", path);
-  json j = json::parse(in, nullptr, false);
+  const std::string text(std::istreambuf_iterator<char>(in), {});
+  return parse_compare_input(text, path);
+}
+
+json parse_compare_input(const std::string& text, const std::string& path) {
+  json j = json::parse(text, nullptr, false);
   if (is_profile_json(j)) {
     TB_CHECK(j.contains("workload") && j["workload"].is_string(),
              "{}: profile without a 'workload'", path);
     return j;
   }
   // Everything else goes through read_record, whose messages name the file and the problem.
-  return read_record(path);
+  std::istringstream in(text);
+  return read_record(in, path);
 }
 
 CompareEntry entry_from_record(const json& r, const std::string& file) {

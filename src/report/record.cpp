@@ -113,6 +113,10 @@ void write_json_atomic(const std::string& path, const nlohmann::json& j) {
 nlohmann::json read_record(const std::string& path) {
   std::ifstream in(path);
   TB_CHECK(in.good(), "{}: cannot open", path);
+  return read_record(in, path);
+}
+
+nlohmann::json read_record(std::istream& in, const std::string& path) {
   nlohmann::json j;
   try {
     in >> j;

@@ -1,6 +1,7 @@
 // The result record of WORKLOADS.md: one JSON object per run, written atomically (temp file,
 // fsync, rename) so a crash never leaves half a record.
 #pragma once
+#include <istream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -31,5 +32,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
 void write_json_atomic(const std::string& path, const nlohmann::json& j);
 // Reads a record; throws Error naming the file if it is missing, truncated or not a record.
 nlohmann::json read_record(const std::string& path);
+// The same from a stream (a file's, or a test's), named `path` in messages.
+nlohmann::json read_record(std::istream& in, const std::string& path);
 
 }  // namespace tb

@@ -99,6 +99,13 @@ void write_checkpoint(const std::string& path, const Checkpoint& c) {
 Checkpoint read_checkpoint(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("checkpoint {}: cannot open ({})", path, std::strerror(errno));
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) fail("checkpoint {}: cannot open ({})", path, ec.message());
+  return read_checkpoint(in, size, path);
+}
+
+Checkpoint read_checkpoint(std::istream& in, uint64_t size, const std::string& path) {
   uint32_t crc = uint32_t(crc32(0, nullptr, 0));
   auto get = [&](void* p, size_t bytes, const char* what) {
     in.read(static_cast<char*>(p), std::streamsize(bytes));
@@ -158,9 +165,7 @@ Checkpoint read_checkpoint(const std::string& path) {
       fail("checkpoint {}: corrupt (array sizes disagree with its header)", path);
     const uint64_t expected = sizeof(kMagic) + sizeof(header_len) + header_len +
                               (3 * P + S) * sizeof(float) + sizeof(uint32_t);
-    std::error_code ec;
-    const uint64_t size = std::filesystem::file_size(path, ec);
-    if (ec || size != expected)
+    if (size != expected)
       fail("checkpoint {}: {} ({} bytes where its header says {})", path,
            size < expected ? "truncated" : "corrupt", size, expected);
     for (auto [name, v] : {std::pair{"params", &c.params}, std::pair{"opt_m", &c.opt_m},
