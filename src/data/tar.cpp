@@ -125,6 +125,9 @@ std::vector<TarMember> read_tar(const std::string& path) {
     }
     if (size > kMaxMemberBytes)
       fail("{}: member {} claims {} bytes (corrupt header?)", path, name, size);
+    if (const uint64_t most = gzio::most_left(f.get(), path); size > most)
+      fail("{}: archive cut off inside member {} ({} bytes declared, at most {} left)", path, name,
+           size, most);
 
     std::vector<uint8_t> data;
     gzio::read_grow(f.get(), data, size, path);

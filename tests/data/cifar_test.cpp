@@ -400,6 +400,18 @@ TEST(CifarTest, TarHardLinksAndSymlinks) {
   EXPECT_TB_ERROR(read_tar(dir / "bad.tar.gz"), dir / "bad.tar.gz", "a/nothing.png");
 }
 
+// A member whose header claims more than the rest of the archive can hold (4 GB in a .tar.gz
+// of a few hundred bytes) is refused before anything is allocated for it.
+TEST(CifarTest, TarMemberBeyondTheArchiveRefusedBeforeAllocating) {
+  TempDir dir;
+  TarWriter tar;
+  const std::vector<uint8_t> h = tar_header("big.bin", uint64_t(4) << 30, '0');
+  tar.bytes.insert(tar.bytes.end(), h.begin(), h.end());
+  tar.finish(dir / "big.tar.gz");
+  EXPECT_TB_ERROR(read_tar(dir / "big.tar.gz"), dir / "big.tar.gz", "big.bin",
+                  "4294967296 bytes declared, at most");
+}
+
 TEST(CifarTest, TarBadChecksum) {
   TempDir dir;
   TarWriter tar;
