@@ -201,7 +201,8 @@ DatasetPair image_folder_from_tar(const std::vector<TarMember>& members, const s
   });
   std::vector<ImageJob> jobs[2];
   for (const auto& h : hits)
-    jobs[h.split == "test"].push_back({tar + ":" + h.m->path, &h.m->data, uint8_t(label[h.cls])});
+    jobs[h.split == "test"].push_back(
+        {tar + ":" + h.m->path, h.m->data.get(), uint8_t(label[h.cls])});
   DatasetPair out;
   out.train = decode_jobs(jobs[0], name, tar, int(classes.size()));
   out.test = decode_jobs(jobs[1], name, tar, int(classes.size()));
@@ -230,7 +231,7 @@ DatasetPair binary_from_tar(const std::vector<TarMember>& members, const std::st
   for (int b = 0; b <= kBatches; b++) {
     if (!batch[b])
       fail("{}: {} missing (needs data_batch_1..5.bin and test_batch.bin)", tar, batch_name(b));
-    append_cifar_records(batch[b]->data.data(), batch[b]->data.size(), tar + ":" + batch[b]->path,
+    append_cifar_records(batch[b]->data->data(), batch[b]->data->size(), tar + ":" + batch[b]->path,
                          b < kBatches ? out.train : out.test);
   }
   return out;

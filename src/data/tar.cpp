@@ -162,7 +162,7 @@ std::vector<TarMember> read_tar(const std::string& path) {
     }
     // Regular files only: directories, symlinks, devices and fifos are skipped.
     if ((type == '0' || type == '\0' || type == '7') && !name.ends_with("/"))
-      out.push_back({name, std::move(data)});
+      out.push_back({name, std::make_shared<const std::vector<uint8_t>>(std::move(data))});
   }
   return out;
 }
