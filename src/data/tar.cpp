@@ -37,9 +37,9 @@ bool parse_number(const uint8_t* p, size_t n, uint64_t* out) {
   return any;
 }
 
+// Up to the first NUL. Not strnlen: an empty GNU long name has no bytes, and p is null then.
 std::string field(const uint8_t* p, size_t n) {
-  return std::string(reinterpret_cast<const char*>(p),
-                     strnlen(reinterpret_cast<const char*>(p), n));
+  return std::string(p, std::find(p, p + n, uint8_t(0)));
 }
 
 // The stored checksum counts the checksum field as 8 spaces; old tars summed signed chars.

@@ -426,6 +426,20 @@ TEST(CifarTest, TarMemberBeyondTheArchiveRefusedBeforeAllocating) {
                   "4294967296 bytes declared, at most");
 }
 
+// An empty GNU long name (an 'L' member of 0 bytes) leaves the next member its own name; reading
+// it passed a null pointer to strnlen, which the sanitizers' build reports.
+TEST(CifarTest, TarEmptyLongName) {
+  TempDir dir;
+  TarWriter tar;
+  tar.raw("././@LongLink", {}, 'L');
+  tar.file("short.bin", {1, 2, 3});
+  tar.finish(dir / "empty-name.tar.gz");
+  const std::vector<TarMember> m = read_tar(dir / "empty-name.tar.gz");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].path, "short.bin");
+  EXPECT_EQ(*m[0].data, std::vector<uint8_t>({1, 2, 3}));
+}
+
 TEST(CifarTest, TarBadChecksum) {
   TempDir dir;
   TarWriter tar;
