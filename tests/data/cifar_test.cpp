@@ -440,6 +440,15 @@ TEST(CifarTest, TarEmptyLongName) {
   EXPECT_EQ(*m[0].data, std::vector<uint8_t>({1, 2, 3}));
 }
 
+// A name with a newline (tar allows one) still makes a one-line message: EXPECT_TB_ERROR checks.
+TEST(CifarTest, TarNamesWithControlCharactersStayOneLine) {
+  TempDir dir;
+  TarWriter tar;
+  tar.hard_link("a\nb\x1b.png", "missing.png");
+  tar.finish(dir / "names.tar.gz");
+  EXPECT_TB_ERROR(read_tar(dir / "names.tar.gz"), "a\\nb\\x1b.png", "missing.png");
+}
+
 TEST(CifarTest, TarBadChecksum) {
   TempDir dir;
   TarWriter tar;
