@@ -15,6 +15,7 @@
 
 #include "bench/peaks.h"
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "report/record.h"
 
 namespace tb {
@@ -41,6 +42,12 @@ std::optional<double> num(const json& j, std::initializer_list<const char*> path
   const double d = v->get<double>();
   if (!std::isfinite(d)) return std::nullopt;
   return d;
+}
+
+// A count: 0 when missing, negative or too large for one (a damaged record).
+int64_t count(const json& j, std::initializer_list<const char*> path) {
+  const std::optional<double> v = num(j, path);
+  return v && *v > 0 && *v < 0x1p63 ? int64_t(*v) : 0;
 }
 
 // Strings as they are, numbers and booleans as JSON text, "" when missing or null.
@@ -141,6 +148,8 @@ json read_compare_input(const std::string& path) {
 
 json parse_compare_input(const std::string& text, const std::string& path) {
   json j = json::parse(text, nullptr, false);
+  TB_CHECK(!json_nests_deeper(j), "{}: nested more than {} levels deep (not a record or profile)",
+           path, kMaxJsonDepth);
   if (is_profile_json(j)) {
     TB_CHECK(j.contains("workload") && j["workload"].is_string(),
              "{}: profile without a 'workload'", path);
@@ -172,13 +181,13 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
   e.steps = text(r, {"steps"});
   // A resumed run's times cover only the epochs after its checkpoint: never the same work as a
   // whole run's, so the settings check tells them apart.
-  const int64_t resumed_epochs = int64_t(num(r, {"resumed_epochs"}).value_or(0));
-  const int64_t resumed_steps = int64_t(num(r, {"resumed_steps"}).value_or(0));
+  const int64_t resumed_epochs = count(r, {"resumed_epochs"});
+  const int64_t resumed_steps = count(r, {"resumed_steps"});
   if (resumed_epochs > 0 || resumed_steps > 0)
     e.steps += resumed_steps == 0 ? fmt::format(" after {} resumed epochs", resumed_epochs)
                                   : fmt::format(" after {} resumed epochs and {} steps",
                                                 resumed_epochs, resumed_steps);
-  if (r.value("interrupted", false)) e.steps += " (interrupted)";
+  if (text(r, {"interrupted"}) == "true") e.steps += " (interrupted)";
   e.augment = augment_of(r);
   return e;
 }
@@ -355,7 +364,7 @@ void finish_table(CompareTable& t, const std::string& across, const CompareSetti
 }
 
 void attach_profile(Comparison& c, json p, const std::string& file) {
-  const std::string workload = p.value("workload", "");
+  const std::string workload = text(p, {"workload"});
   CompareTable* t = table_for(c, workload);
   TB_CHECK(t, "{}: a profile of '{}', but no record of that workload among the inputs", file,
            workload);

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json_depth.h"
 #include "core/version.h"
 
 namespace tb {
@@ -123,7 +124,9 @@ nlohmann::json read_record(std::istream& in, const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON ({})", path, std::string(e.what()).substr(0, 120));
   }
-  TB_CHECK(!j.is_object() || j.value("kind", "") != "evaluation",
+  TB_CHECK(!json_nests_deeper(j), "{}: nested more than {} levels deep (not a result record)", path,
+           kMaxJsonDepth);
+  TB_CHECK(!j.is_object() || j.value("kind", nlohmann::json()) != "evaluation",
            "{}: the record of `trainbench evaluate`, not of a run", path);
   TB_CHECK(j.is_object() && j.contains("workload") && j.contains("times_s"),
            "{}: not a trainbench result record (no 'workload' / 'times_s')", path);
