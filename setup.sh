@@ -8,6 +8,9 @@
 #   ./setup.sh sanitize   install + build with ASan/UBSan (CPU only) + tests
 #   ./setup.sh bench      install + build, plus the CPU PyTorch peer (python3-torch, OpenBLAS)
 #                         that bench/cpu_*.sh run side by side (bench/README.md)
+#   ./setup.sh fuzz [S]   install clang + build the libFuzzer targets of tests/fuzz (build-fuzz)
+#                         and run each for S seconds (default 30); fails on any crash, leak,
+#                         timeout or out-of-memory (README "Fuzzing")
 #
 # Environment: BUILD_DIR (default build), TRAINBENCH_CUDA (AUTO|ON|OFF, default AUTO: the CUDA
 # backend is built when nvcc is found, e.g. in /usr/local/cuda/bin), JOBS (default: nproc).
@@ -15,8 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 mode="${1:-build}"
 case "$mode" in
-  build | test | sanitize | bench) ;;
-  *) echo "usage: ./setup.sh [build|test|sanitize|bench]" >&2; exit 2 ;;
+  build | test | sanitize | bench | fuzz) ;;
+  *) echo "usage: ./setup.sh [build|test|sanitize|bench|fuzz [seconds]]" >&2; exit 2 ;;
 esac
 
 packages=(cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev dataset-fashion-mnist
@@ -26,6 +29,7 @@ packages=(cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev dataset-fashi
 [ "$mode" = bench ] && packages+=(python3-torch libopenblas0-pthread)
 # The safetensors round trip with PyTorch (tests/train/torch_roundtrip.py).
 [ "$mode" = test ] && packages+=(python3-torch python3-torchvision)
+[ "$mode" = fuzz ] && packages+=(clang libclang-rt-14-dev libomp-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -42,13 +46,20 @@ fi
 jobs="${JOBS:-$(nproc)}"
 build="${BUILD_DIR:-build}"
 extra=()
+targets=()
 if [ "$mode" = sanitize ]; then
   build="${BUILD_DIR:-build-sanitize}"
   extra=(-DTRAINBENCH_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRAINBENCH_CUDA=OFF)
 fi
+if [ "$mode" = fuzz ]; then
+  build="${BUILD_DIR:-build-fuzz}"
+  extra=(-DCMAKE_CXX_COMPILER=clang++ -DTRAINBENCH_FUZZ=ON -DTRAINBENCH_CUDA=OFF
+    -DTRAINBENCH_TESTS=OFF -DTRAINBENCH_BENCHMARKS=OFF -DTRAINBENCH_VULKAN=OFF)
+  targets=(--target fuzzers)
+fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTRAINBENCH_CUDA="${TRAINBENCH_CUDA:-AUTO}" \
   "${extra[@]}" >/dev/null
-cmake --build "$build" -j "$jobs"
+cmake --build "$build" -j "$jobs" "${targets[@]}"
 
 case "$mode" in
   build) echo "setup: built $build/trainbench; try: $build/trainbench run fashion-mlp" ;;
@@ -63,5 +74,31 @@ case "$mode" in
     # covers.
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       ctest --test-dir "$build" --output-on-failure --timeout 600 \
-      -E 'Real|OneEpoch|ShortRunWritesRecord|Bench\.|Sampler\.|Html|TorchRoundTrip' ;;
+      -E 'Real|OneEpoch|ShortRunWritesRecord|Bench\.|Sampler\.|Html|TorchRoundTrip|ResNet50Step' ;;
+  fuzz)
+    # Each target from its checked-in seeds; what it discovers goes to $build/fuzz-corpus, a
+    # crashing input to $build/fuzz-artifacts. All targets run, then any failure fails the step.
+    seconds="${2:-30}"
+    mkdir -p "$build/fuzz-artifacts"
+    failed=()
+    for src in tests/fuzz/fuzz_*.cpp; do
+      name="$(basename "$src" .cpp)"
+      name="${name#fuzz_}"
+      mkdir -p "$build/fuzz-corpus/$name"
+      log="$build/fuzz-$name.log"
+      dict=()
+      [ -f "tests/fuzz/fuzz_$name.dict" ] && dict=(-dict="tests/fuzz/fuzz_$name.dict")
+      if UBSAN_OPTIONS=print_stacktrace=1 "$build/tests/fuzz/fuzz_$name" \
+        "$build/fuzz-corpus/$name" "tests/fuzz/corpus/$name" "${dict[@]}" \
+        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+        -artifact_prefix="$build/fuzz-artifacts/$name-" >"$log" 2>&1; then
+        runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
+        echo "setup: fuzz_$name: ${runs:-?} runs in ${seconds} s, no findings"
+      else
+        tail -40 "$log" >&2
+        echo "setup: fuzz_$name FAILED (log: $log, input: $build/fuzz-artifacts/$name-*)" >&2
+        failed+=("$name")
+      fi
+    done
+    ((${#failed[@]} == 0)) || { echo "setup: fuzz findings in: ${failed[*]}" >&2; exit 1; } ;;
 esac

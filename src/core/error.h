@@ -9,8 +9,24 @@
 
 namespace tb {
 
+// Messages stay one line whatever they quote: a control character in a name read from a file
+// (a newline in a tar member's name) is written as \n or \xNN.
+inline std::string one_line(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    if (c == '\n')
+      out += "\\n";
+    else if ((unsigned char)c < 0x20 || c == 0x7f)
+      out += fmt::format("\\x{:02x}", (unsigned char)c);
+    else
+      out += c;
+  }
+  return out;
+}
+
 struct Error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& what) : std::runtime_error(one_line(what)) {}
 };
 
 // A backend could not allocate: `requested` bytes, with `available` bytes free when it failed

@@ -51,25 +51,6 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return out;
 }
 
-// Appends the records of one batch file (or archive member) to d.
-void parse_records(const uint8_t* p, size_t n, const std::string& what, Dataset& d) {
-  if (n == 0) fail("{}: empty, expected records of {} bytes", what, kRecord);
-  if (n % kRecord)
-    fail("{}: {} bytes is not a multiple of the {}-byte record: record {} is short by {} bytes",
-         what, n, kRecord, n / kRecord, kRecord - n % kRecord);
-  size_t count = n / kRecord;
-  for (size_t r = 0; r < count; r++)
-    if (p[r * kRecord] > 9)
-      fail("{}: record {} has label {}, expected 0..9", what, r, p[r * kRecord]);
-  size_t at = d.images.size();
-  d.images.resize(at + count * kPixels);
-  for (size_t r = 0; r < count; r++) {
-    d.labels.push_back(p[r * kRecord]);
-    std::memcpy(&d.images[at + r * kPixels], p + r * kRecord + 1, kPixels);
-  }
-  d.count += int64_t(count);
-}
-
 Dataset empty_cifar(const std::string& name, const std::string& source, int classes) {
   Dataset d;
   d.name = name;
@@ -220,7 +201,8 @@ DatasetPair image_folder_from_tar(const std::vector<TarMember>& members, const s
   });
   std::vector<ImageJob> jobs[2];
   for (const auto& h : hits)
-    jobs[h.split == "test"].push_back({tar + ":" + h.m->path, &h.m->data, uint8_t(label[h.cls])});
+    jobs[h.split == "test"].push_back(
+        {tar + ":" + h.m->path, h.m->data.get(), uint8_t(label[h.cls])});
   DatasetPair out;
   out.train = decode_jobs(jobs[0], name, tar, int(classes.size()));
   out.test = decode_jobs(jobs[1], name, tar, int(classes.size()));
@@ -249,8 +231,8 @@ DatasetPair binary_from_tar(const std::vector<TarMember>& members, const std::st
   for (int b = 0; b <= kBatches; b++) {
     if (!batch[b])
       fail("{}: {} missing (needs data_batch_1..5.bin and test_batch.bin)", tar, batch_name(b));
-    parse_records(batch[b]->data.data(), batch[b]->data.size(), tar + ":" + batch[b]->path,
-                  b < kBatches ? out.train : out.test);
+    append_cifar_records(batch[b]->data->data(), batch[b]->data->size(), tar + ":" + batch[b]->path,
+                         b < kBatches ? out.train : out.test);
   }
   return out;
 }
@@ -348,13 +330,31 @@ const std::vector<std::string>& cifar10_classes() {
   return k;
 }
 
+void append_cifar_records(const uint8_t* p, size_t n, const std::string& what, Dataset& d) {
+  if (n == 0) fail("{}: empty, expected records of {} bytes", what, kRecord);
+  if (n % kRecord)
+    fail("{}: {} bytes is not a multiple of the {}-byte record: record {} is short by {} bytes",
+         what, n, kRecord, n / kRecord, kRecord - n % kRecord);
+  size_t count = n / kRecord;
+  for (size_t r = 0; r < count; r++)
+    if (p[r * kRecord] > 9)
+      fail("{}: record {} has label {}, expected 0..9", what, r, p[r * kRecord]);
+  size_t at = d.images.size();
+  d.images.resize(at + count * kPixels);
+  for (size_t r = 0; r < count; r++) {
+    d.labels.push_back(p[r * kRecord]);
+    std::memcpy(&d.images[at + r * kPixels], p + r * kRecord + 1, kPixels);
+  }
+  d.count += int64_t(count);
+}
+
 Dataset read_cifar_batches(const std::vector<std::string>& files, const std::string& name) {
   TB_CHECK(!files.empty(), "{}: no CIFAR batch files given", name);
   Dataset d = empty_cifar(
       name, files.size() == 1 ? files[0] : fs::path(files[0]).parent_path().string(), 10);
   for (const auto& f : files) {
     std::vector<uint8_t> bytes = read_file(f);
-    parse_records(bytes.data(), bytes.size(), f, d);
+    append_cifar_records(bytes.data(), bytes.size(), f, d);
   }
   return d;
 }

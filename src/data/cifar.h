@@ -17,6 +17,8 @@ const std::vector<std::string>& cifar10_classes();
 // Reads and concatenates binary batch files. A size that is not a positive multiple of 3073
 // (a short record) or a label > 9 is a tb::Error naming the file.
 Dataset read_cifar_batches(const std::vector<std::string>& files, const std::string& name);
+// The same for one batch file's bytes (or an archive member's), appended to d; `what` names it.
+void append_cifar_records(const uint8_t* data, size_t size, const std::string& what, Dataset& d);
 
 // Reads root/train and root/test. classes empty: the class folders under train/, sorted by name
 // (test/ must have the same ones); else exactly these folders, label = index in the list. Files

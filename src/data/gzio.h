@@ -59,6 +59,19 @@ inline size_t read_some(gzFile f, void* buf, size_t n, const std::string& path) 
   return got;
 }
 
+// The most bytes f can still yield: what is left of a plain file, or 1032 times a gzip file's
+// size (deflate's densest code puts 258 bytes in 2 bits). The readers hold a header's declared
+// sizes against it, so that a lying header is refused before anything is allocated for it.
+inline uint64_t most_left(gzFile f, const std::string& path) {
+  constexpr uint64_t kMaxDeflateRatio = 1032;
+  std::error_code ec;
+  const uint64_t file_bytes = std::filesystem::file_size(path, ec);
+  if (ec) return UINT64_MAX;  // the reads will say what is wrong
+  const uint64_t most = gzdirect(f) ? file_bytes : file_bytes * kMaxDeflateRatio;
+  const uint64_t done = uint64_t(std::max<z_off_t>(gztell(f), 0));
+  return most > done ? most - done : 0;
+}
+
 // Reads up to n bytes into out (resized to what was read). Grows in chunks so that a header that
 // lies about a huge size fails on the missing data, not on allocating it.
 inline void read_grow(gzFile f, std::vector<uint8_t>& out, uint64_t n, const std::string& path) {

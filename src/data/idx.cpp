@@ -47,6 +47,9 @@ void read_header(gzFile f, const std::string& path, uint32_t want_magic, uint32_
 
 // Reads exactly n data bytes, then checks that nothing follows them.
 std::vector<uint8_t> read_body(gzFile f, const std::string& path, uint64_t n) {
+  if (const uint64_t most = gzio::most_left(f, path); n > most)
+    fail("{}: truncated: header declares {} data bytes but the file can hold at most {}", path, n,
+         most);
   std::vector<uint8_t> out;
   gzio::read_grow(f, out, n, path);
   if (out.size() < n)

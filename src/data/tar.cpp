@@ -37,9 +37,9 @@ bool parse_number(const uint8_t* p, size_t n, uint64_t* out) {
   return any;
 }
 
+// Up to the first NUL. Not strnlen: an empty GNU long name has no bytes, and p is null then.
 std::string field(const uint8_t* p, size_t n) {
-  return std::string(reinterpret_cast<const char*>(p),
-                     strnlen(reinterpret_cast<const char*>(p), n));
+  return std::string(p, std::find(p, p + n, uint8_t(0)));
 }
 
 // The stored checksum counts the checksum field as 8 spaces; old tars summed signed chars.
@@ -125,6 +125,9 @@ std::vector<TarMember> read_tar(const std::string& path) {
     }
     if (size > kMaxMemberBytes)
       fail("{}: member {} claims {} bytes (corrupt header?)", path, name, size);
+    if (const uint64_t most = gzio::most_left(f.get(), path); size > most)
+      fail("{}: archive cut off inside member {} ({} bytes declared, at most {} left)", path, name,
+           size, most);
 
     std::vector<uint8_t> data;
     gzio::read_grow(f.get(), data, size, path);
@@ -159,7 +162,7 @@ std::vector<TarMember> read_tar(const std::string& path) {
     }
     // Regular files only: directories, symlinks, devices and fifos are skipped.
     if ((type == '0' || type == '\0' || type == '7') && !name.ends_with("/"))
-      out.push_back({name, std::move(data)});
+      out.push_back({name, std::make_shared<const std::vector<uint8_t>>(std::move(data))});
   }
   return out;
 }

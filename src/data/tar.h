@@ -2,6 +2,7 @@
 // Only regular files are kept, all in memory; nothing is extracted to disk.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -9,7 +10,8 @@ namespace tb {
 
 struct TarMember {
   std::string path;  // as stored, with a leading "./" removed; long names (GNU 'L', pax) resolved
-  std::vector<uint8_t> data;
+  // A hard link shares its target's bytes: links to one large member cost its size once.
+  std::shared_ptr<const std::vector<uint8_t>> data;
 };
 
 // Every regular file of the archive, in archive order. Directories, links and special files are

@@ -12,9 +12,12 @@
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <iterator>
+#include <sstream>
 
 #include "bench/peaks.h"
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "report/record.h"
 
 namespace tb {
@@ -41,6 +44,12 @@ std::optional<double> num(const json& j, std::initializer_list<const char*> path
   const double d = v->get<double>();
   if (!std::isfinite(d)) return std::nullopt;
   return d;
+}
+
+// A count: 0 when missing, negative or too large for one (a damaged record).
+int64_t count(const json& j, std::initializer_list<const char*> path) {
+  const std::optional<double> v = num(j, path);
+  return v && *v > 0 && *v < 0x1p63 ? int64_t(*v) : 0;
 }
 
 // Strings as they are, numbers and booleans as JSON text, "" when missing or null.
@@ -136,14 +145,22 @@ bool is_profile_json(const json& j) {
 json read_compare_input(const std::string& path) {
   std::ifstream in(path);
   TB_CHECK(in.good(), "{}: cannot open", path);
-  json j = json::parse(in, nullptr, false);
+  const std::string text(std::istreambuf_iterator<char>(in), {});
+  return parse_compare_input(text, path);
+}
+
+json parse_compare_input(const std::string& text, const std::string& path) {
+  json j = json::parse(text, nullptr, false);
+  TB_CHECK(!json_nests_deeper(j), "{}: nested more than {} levels deep (not a record or profile)",
+           path, kMaxJsonDepth);
   if (is_profile_json(j)) {
     TB_CHECK(j.contains("workload") && j["workload"].is_string(),
              "{}: profile without a 'workload'", path);
     return j;
   }
   // Everything else goes through read_record, whose messages name the file and the problem.
-  return read_record(path);
+  std::istringstream in(text);
+  return read_record(in, path);
 }
 
 CompareEntry entry_from_record(const json& r, const std::string& file) {
@@ -167,13 +184,13 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
   e.steps = text(r, {"steps"});
   // A resumed run's times cover only the epochs after its checkpoint: never the same work as a
   // whole run's, so the settings check tells them apart.
-  const int64_t resumed_epochs = int64_t(num(r, {"resumed_epochs"}).value_or(0));
-  const int64_t resumed_steps = int64_t(num(r, {"resumed_steps"}).value_or(0));
+  const int64_t resumed_epochs = count(r, {"resumed_epochs"});
+  const int64_t resumed_steps = count(r, {"resumed_steps"});
   if (resumed_epochs > 0 || resumed_steps > 0)
     e.steps += resumed_steps == 0 ? fmt::format(" after {} resumed epochs", resumed_epochs)
                                   : fmt::format(" after {} resumed epochs and {} steps",
                                                 resumed_epochs, resumed_steps);
-  if (r.value("interrupted", false)) e.steps += " (interrupted)";
+  if (text(r, {"interrupted"}) == "true") e.steps += " (interrupted)";
   e.augment = augment_of(r);
   e.partial = r.value("stopped_by_steps", false) || r.value("interrupted", false) ||
               find_path(r, {"projected"});
@@ -389,7 +406,7 @@ void finish_table(CompareTable& t, const std::string& across, const CompareSetti
 }
 
 void attach_profile(Comparison& c, json p, const std::string& file) {
-  const std::string workload = p.value("workload", "");
+  const std::string workload = text(p, {"workload"});
   CompareTable* t = table_for(c, workload);
   TB_CHECK(t, "{}: a profile of '{}', but no record of that workload among the inputs", file,
            workload);

@@ -68,6 +68,8 @@ struct CompareSettings {
 // Reads a record or a profile JSON; throws Error naming the file when it is missing, truncated,
 // not JSON, or neither.
 nlohmann::json read_compare_input(const std::string& path);
+// The same from a file's text, named `path` in messages.
+nlohmann::json parse_compare_input(const std::string& text, const std::string& path);
 bool is_profile_json(const nlohmann::json& j);
 
 // One row from a record (trainbench or PyTorch peer).

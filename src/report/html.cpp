@@ -69,9 +69,15 @@ std::vector<double> ticks(double lo, double hi) {
       step = m * mag;
       break;
     }
+  // Counted (seven at most), not stepped until past hi: where the values are too large for the
+  // step to move them (1e16 and 1e16 + 2), that loop would never end.
   std::vector<double> out;
-  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step)
+  const double first = std::ceil(lo / step) * step;
+  for (int k = 0; k < 8; ++k) {
+    const double v = first + k * step;
+    if (!(v <= hi + step * 1e-9)) break;
     out.push_back(std::abs(v) < step * 1e-9 ? 0 : v);
+  }
   return out;
 }
 

@@ -302,6 +302,12 @@ double num_or0(const json& j, const char* key) {
   return opt_num(j, key).value_or(0);
 }
 
+// 0 also where the number is negative or too large for a count (a damaged file).
+int64_t count_or0(const json& j, const char* key) {
+  const double v = num_or0(j, key);
+  return v > 0 && v < 0x1p63 ? int64_t(v) : 0;
+}
+
 std::string str_or(const json& j, const char* key, const std::string& dflt = "") {
   auto it = j.find(key);
   return it != j.end() && it->is_string() ? it->get<std::string>() : dflt;
@@ -315,8 +321,8 @@ ProfileReport profile_from_json(const json& j) {
   ProfileReport r;
   r.workload = str_or(j, "workload"), r.device = str_or(j, "device");
   r.device_kind = str_or(j, "device_kind"), r.precision = str_or(j, "precision");
-  r.batch = int64_t(num_or0(j, "batch")), r.steps = int64_t(num_or0(j, "steps"));
-  r.warmup = int64_t(num_or0(j, "warmup_steps")), r.threads = int(num_or0(j, "threads"));
+  r.batch = count_or0(j, "batch"), r.steps = count_or0(j, "steps");
+  r.warmup = count_or0(j, "warmup_steps"), r.threads = int(count_or0(j, "threads"));
   r.step_ms = num_or0(j, "step_ms"), r.instrumented_step_ms = num_or0(j, "instrumented_step_ms");
   r.node_timing = str_or(j, "node_timing");
   r.roof.peak_flops = opt_num(j, "peak_flops_per_s");

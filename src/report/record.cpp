@@ -13,6 +13,7 @@
 #include "bench/machine.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json_depth.h"
 #include "core/version.h"
 #include "models/cost.h"
 #include "train/checkpoint.h"
@@ -246,13 +247,19 @@ void write_json_atomic(const std::string& path, const nlohmann::json& j) {
 nlohmann::json read_record(const std::string& path) {
   std::ifstream in(path);
   TB_CHECK(in.good(), "{}: cannot open", path);
+  return read_record(in, path);
+}
+
+nlohmann::json read_record(std::istream& in, const std::string& path) {
   nlohmann::json j;
   try {
     in >> j;
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON ({})", path, std::string(e.what()).substr(0, 120));
   }
-  TB_CHECK(!j.is_object() || j.value("kind", "") != "evaluation",
+  TB_CHECK(!json_nests_deeper(j), "{}: nested more than {} levels deep (not a result record)", path,
+           kMaxJsonDepth);
+  TB_CHECK(!j.is_object() || j.value("kind", nlohmann::json()) != "evaluation",
            "{}: the record of `trainbench evaluate`, not of a run", path);
   TB_CHECK(j.is_object() && j.contains("workload") && j.contains("times_s"),
            "{}: not a trainbench result record (no 'workload' / 'times_s')", path);

@@ -2,6 +2,7 @@
 // a checkpoint (make_evaluation_record). Every key of either is written here and nowhere else.
 // Written atomically (temp file, fsync, rename) so a crash never leaves half a record.
 #pragma once
+#include <istream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -93,5 +94,7 @@ nlohmann::json make_evaluation_record(const Workload& w, const EvaluationFacts& 
 void write_json_atomic(const std::string& path, const nlohmann::json& j);
 // Reads a record; throws Error naming the file if it is missing, truncated or not a record.
 nlohmann::json read_record(const std::string& path);
+// The same from a stream (a file's, or a test's), named `path` in messages.
+nlohmann::json read_record(std::istream& in, const std::string& path);
 
 }  // namespace tb

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json_depth.h"
 
 namespace tb {
 
@@ -99,6 +100,13 @@ void write_checkpoint(const std::string& path, const Checkpoint& c) {
 Checkpoint read_checkpoint(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("checkpoint {}: cannot open ({})", path, std::strerror(errno));
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) fail("checkpoint {}: cannot open ({})", path, ec.message());
+  return read_checkpoint(in, size, path);
+}
+
+Checkpoint read_checkpoint(std::istream& in, uint64_t size, const std::string& path) {
   uint32_t crc = uint32_t(crc32(0, nullptr, 0));
   auto get = [&](void* p, size_t bytes, const char* what) {
     in.read(static_cast<char*>(p), std::streamsize(bytes));
@@ -115,57 +123,69 @@ Checkpoint read_checkpoint(const std::string& path) {
   get(&header_len, sizeof(header_len), "header length");
   if (header_len > (64u << 20))
     fail("checkpoint {}: corrupt (header of {} bytes)", path, header_len);
+  if (sizeof(kMagic) + sizeof(header_len) + header_len > size)
+    fail("checkpoint {}: truncated (in its header)", path);
   std::string text(header_len, '\0');
   get(text.data(), text.size(), "header");
   nlohmann::json h = nlohmann::json::parse(text, nullptr, false);
-  if (h.is_discarded() || !h.is_object() || !h.contains("format") ||
+  if (h.is_discarded() || !h.is_object() || json_nests_deeper(h) || !h.contains("format") ||
       h["format"] != "trainbench checkpoint")
     fail("checkpoint {}: corrupt (its header is not the expected JSON)", path);
 
   // JSON has no NaN: a diverged epoch's loss was written as null.
   auto number = [](const nlohmann::json& v) { return v.is_null() ? NAN : v.get<double>(); };
+  // Counts must be JSON integers: converting one such as 1e300 to int64_t is undefined.
+  auto integer = [&](const nlohmann::json& object, const char* key) {
+    const nlohmann::json& v = object.at(key);
+    if (!v.is_number_integer())
+      fail("checkpoint {}: corrupt header ({} is not an integer)", path, key);
+    return v.get<int64_t>();
+  };
   Checkpoint c;
   try {
     c.workload = h.at("workload").get<std::string>();
-    c.param_count = h.at("param_count").get<int64_t>();
-    c.state_count = h.at("state_count").get<int64_t>();
-    c.train_count = h.at("train_count").get<int64_t>();
+    c.param_count = integer(h, "param_count");
+    c.state_count = integer(h, "state_count");
+    c.train_count = integer(h, "train_count");
     c.hyper = h.at("hyper");
     c.device = h.at("device").get<std::string>();
-    c.epochs_done = h.at("epochs_done").get<int>();
+    c.epochs_done = int(integer(h, "epochs_done"));
     if (h.contains("epoch_so_far")) {  // absent: an epoch's end
       const nlohmann::json& p = h["epoch_so_far"];
       EpochSoFar& f = c.epoch_so_far;
-      f.steps = p.at("steps").get<int64_t>(), f.images = p.at("images").get<int64_t>();
+      f.steps = integer(p, "steps"), f.images = integer(p, "images");
       f.seconds = p.at("seconds").get<double>();
       f.loss_sum = float(number(p.at("loss_sum"))), f.correct = p.at("correct").get<float>();
     }
-    c.updates = h.at("updates").get<int64_t>();
+    c.updates = integer(h, "updates");
     c.shuffle_rng = h.at("shuffle_rng").get<std::string>();
     for (const nlohmann::json& e : h.at("epochs")) {
       EpochResult r;
       r.seconds = number(e.at("seconds")), r.loss = number(e.at("loss"));
       r.accuracy = number(e.at("accuracy"));
-      r.steps = e.at("steps").get<int64_t>(), r.images = e.at("images").get<int64_t>();
+      r.steps = integer(e, "steps"), r.images = integer(e, "images");
       c.epochs.push_back(r);
     }
     // Sizes before any allocation: a damaged header must not ask for gigabytes.
     const nlohmann::json& a = h.at("arrays");
     const uint64_t P = uint64_t(c.param_count), S = uint64_t(c.state_count);
-    if (c.param_count < 0 || c.state_count < 0 || a.at("params").get<uint64_t>() != P ||
-        a.at("opt_m").get<uint64_t>() != P || a.at("opt_v").get<uint64_t>() != P ||
-        a.at("state").get<uint64_t>() != S || int(c.epochs.size()) != c.epochs_done)
+    if (c.param_count < 0 || c.state_count < 0 || integer(a, "params") != c.param_count ||
+        integer(a, "opt_m") != c.param_count || integer(a, "opt_v") != c.param_count ||
+        integer(a, "state") != c.state_count || int(c.epochs.size()) != c.epochs_done)
       fail("checkpoint {}: corrupt (array sizes disagree with its header)", path);
+    if (P > size / (3 * sizeof(float)) || S > size / sizeof(float))
+      fail(
+          "checkpoint {}: truncated ({} bytes where its header declares {} parameters and {} "
+          "state values)",
+          path, size, P, S);
     const uint64_t expected = sizeof(kMagic) + sizeof(header_len) + header_len +
                               (3 * P + S) * sizeof(float) + sizeof(uint32_t);
-    std::error_code ec;
-    const uint64_t size = std::filesystem::file_size(path, ec);
-    if (ec || size != expected)
+    if (size != expected)
       fail("checkpoint {}: {} ({} bytes where its header says {})", path,
            size < expected ? "truncated" : "corrupt", size, expected);
     for (auto [name, v] : {std::pair{"params", &c.params}, std::pair{"opt_m", &c.opt_m},
                            std::pair{"opt_v", &c.opt_v}, std::pair{"state", &c.state}}) {
-      v->resize(size_t(a.at(name).get<uint64_t>()));
+      v->resize(v == &c.state ? S : P);
       get(v->data(), v->size() * sizeof(float), name);
     }
   } catch (const nlohmann::json::exception& e) {

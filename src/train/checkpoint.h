@@ -11,6 +11,7 @@
 // checkpoint stays whole until the new one is.
 #pragma once
 #include <cstdint>
+#include <istream>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,8 @@ void release_arrays(Checkpoint& c);
 void write_checkpoint(const std::string& path, const Checkpoint& c);
 // Throws Error naming the file: missing, not a checkpoint, truncated, or its CRC does not match.
 Checkpoint read_checkpoint(const std::string& path);
+// The same from a stream of `size` bytes (a file's, or a test's), named `path` in messages.
+Checkpoint read_checkpoint(std::istream& in, uint64_t size, const std::string& path);
 
 // Throws Error naming the first thing that differs where a run resumed from c would not train
 // what an uninterrupted run does: workload, batch, seed, augmentation, optimizer and its

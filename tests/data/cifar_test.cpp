@@ -392,12 +392,61 @@ TEST(CifarTest, TarHardLinksAndSymlinks) {
   auto m = read_tar(dir / "links.tar.gz");
   ASSERT_EQ(m.size(), 2u);
   EXPECT_EQ(m[1].path, "a/y.png");
-  EXPECT_EQ(m[1].data, png32(0));
+  EXPECT_EQ(*m[1].data, png32(0));
 
   TarWriter bad;
   bad.hard_link("a/y.png", "a/nothing.png");
   bad.finish(dir / "bad.tar.gz");
   EXPECT_TB_ERROR(read_tar(dir / "bad.tar.gz"), dir / "bad.tar.gz", "a/nothing.png");
+}
+
+// Hard links share their target's bytes: a .tar.gz of 1,000 links to a 1 MB member (a few KB)
+// holds 1 MB, where copies took 1 GB (tests/fuzz/corpus/tar/crash-hard-links: 4 GB from 10 KB).
+TEST(CifarTest, TarHardLinksShareTheirTargetsBytes) {
+  TempDir dir;
+  TarWriter tar;
+  tar.file("big.bin", std::vector<uint8_t>(1 << 20, 7));
+  for (int i = 0; i < 1000; i++) tar.hard_link("link" + std::to_string(i), "big.bin");
+  tar.finish(dir / "links.tar.gz");
+  const std::vector<TarMember> m = read_tar(dir / "links.tar.gz");
+  ASSERT_EQ(m.size(), 1001u);
+  EXPECT_EQ(m[1000].path, "link999");
+  for (const TarMember& link : m) ASSERT_EQ(link.data.get(), m[0].data.get()) << link.path;
+}
+
+// A member whose header claims more than the rest of the archive can hold (4 GB in a .tar.gz
+// of a few hundred bytes) is refused before anything is allocated for it.
+TEST(CifarTest, TarMemberBeyondTheArchiveRefusedBeforeAllocating) {
+  TempDir dir;
+  TarWriter tar;
+  const std::vector<uint8_t> h = tar_header("big.bin", uint64_t(4) << 30, '0');
+  tar.bytes.insert(tar.bytes.end(), h.begin(), h.end());
+  tar.finish(dir / "big.tar.gz");
+  EXPECT_TB_ERROR(read_tar(dir / "big.tar.gz"), dir / "big.tar.gz", "big.bin",
+                  "4294967296 bytes declared, at most");
+}
+
+// An empty GNU long name (an 'L' member of 0 bytes) leaves the next member its own name; reading
+// it passed a null pointer to strnlen, which the sanitizers' build reports.
+TEST(CifarTest, TarEmptyLongName) {
+  TempDir dir;
+  TarWriter tar;
+  tar.raw("././@LongLink", {}, 'L');
+  tar.file("short.bin", {1, 2, 3});
+  tar.finish(dir / "empty-name.tar.gz");
+  const std::vector<TarMember> m = read_tar(dir / "empty-name.tar.gz");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].path, "short.bin");
+  EXPECT_EQ(*m[0].data, std::vector<uint8_t>({1, 2, 3}));
+}
+
+// A name with a newline (tar allows one) still makes a one-line message: EXPECT_TB_ERROR checks.
+TEST(CifarTest, TarNamesWithControlCharactersStayOneLine) {
+  TempDir dir;
+  TarWriter tar;
+  tar.hard_link("a\nb\x1b.png", "missing.png");
+  tar.finish(dir / "names.tar.gz");
+  EXPECT_TB_ERROR(read_tar(dir / "names.tar.gz"), "a\\nb\\x1b.png", "missing.png");
 }
 
 TEST(CifarTest, TarBadChecksum) {

@@ -175,6 +175,17 @@ TEST(IdxTest, HugeCountWithoutDataFailsFast) {
   EXPECT_TB_ERROR(f.read(), f.images);
 }
 
+// A header that declares more than the file can hold is refused before anything is allocated
+// for it: 2^31 images of 1x1 (within the plausibility bounds) in a gzip file of a few dozen bytes,
+// which deflate cannot expand past 1032 times; and a plain file one byte short.
+TEST(IdxTest, DeclaredSizeBeyondTheFileRefusedBeforeAllocating) {
+  IdxFiles f;
+  write_gz(f.images, idx_bytes(0x803, {0x80000000u, 1, 1}, pixels(60)));
+  EXPECT_TB_ERROR(f.read(), f.images, "truncated", "2147483648 data bytes", "can hold at most");
+  write_raw(f.images, idx_bytes(0x803, {3, 4, 5}, pixels(59)));
+  EXPECT_TB_ERROR(f.read(), f.images, "truncated", "60 data bytes", "can hold at most 59");
+}
+
 TEST(IdxTest, MissingFile) {
   IdxFiles f;
   std::filesystem::remove(f.labels);

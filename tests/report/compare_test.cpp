@@ -7,9 +7,11 @@
 
 #include <array>
 #include <cstdio>
+#include <sstream>
 
 #include "bench/peaks.h"
 #include "core/error.h"
+#include "report/record.h"
 #include "report_test_util.h"
 
 namespace tb {
@@ -129,6 +131,29 @@ TEST(Compare, ResumedAndInterruptedRunsSaySo) {
   r.erase("resumed_steps");  // a record from before steps were kept
   r["resumed_epochs"] = 0, r["interrupted"] = false;
   EXPECT_EQ(entry_from_record(r, "r.json").steps, "18750");
+}
+
+// Records that are valid JSON but typed oddly are read leniently or refused in one line, never
+// an exception of the JSON library or undefined behaviour: a number for `kind`, a string for
+// `interrupted`, counts no integer can hold, a profile inside a record with a number for its
+// workload, nesting deeper than any record has (copying it recursed until the stack overflowed).
+TEST(Compare, OddlyTypedRecordsAreReadOrRefusedCleanly) {
+  json r = fake_record(FakeRun{});
+  r["kind"] = 2, r["interrupted"] = "yes", r["resumed_epochs"] = 1e300, r["resumed_steps"] = -3;
+  const json back = parse_compare_input(r.dump(), "odd.json");
+  EXPECT_EQ(entry_from_record(back, "odd.json").steps, "18750");
+
+  r["profile"] = {{"workload", 5}, {"layers", json::array()}};
+  EXPECT_EQ(error_of([&] { compare_inputs({r}, {"odd.json"}, {}); }),
+            "odd.json: a profile of '5', but no record of that workload among the inputs");
+
+  const std::string deep = R"({"workload": "w", "times_s": {"train_test": 1}, "x": )" +
+                           std::string(100000, '[') + std::string(100000, ']') + "}";
+  EXPECT_EQ(error_of([&] { parse_compare_input(deep, "deep.json"); }),
+            "deep.json: nested more than 64 levels deep (not a record or profile)");
+  std::istringstream in(deep);
+  EXPECT_EQ(error_of([&] { read_record(in, "deep.json"); }),
+            "deep.json: nested more than 64 levels deep (not a result record)");
 }
 
 TEST(Compare, PrecisionMayDiffer) {

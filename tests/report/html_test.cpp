@@ -140,6 +140,14 @@ TEST(Html, ChartsHandleEdgeCases) {
   EXPECT_EQ(one.find("inf"), std::string::npos);
 }
 
+// Values too large for their spread to move them (1e16 and 1e16 + 2): the axis ticks are
+// counted, so the chart is drawn instead of stepping in place until memory runs out.
+TEST(Html, ChartsOfValuesBeyondTheirPrecisionEnd) {
+  const std::string svg = svg_lines({{"t", {{1e16, 1}, {1e16 + 2, 2}}}}, {"s", "%", true, 100});
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_LT(svg.size(), 100000u);
+}
+
 // ---- Chromium ----
 
 std::string find_chromium() {

@@ -184,6 +184,15 @@ TEST(Profile, JsonRoundTrip) {
   EXPECT_EQ(profile_table(profile_from_json(j)), profile_table(r));
 }
 
+// Counts in a profile JSON that no integer holds are read as 0, not converted (undefined).
+TEST(Profile, JsonCountsOutOfRangeReadAsZero) {
+  const ProfileReport r = profile_from_json(
+      {{"layers", nlohmann::json::array()}, {"batch", 1e300}, {"steps", -1e300}, {"threads", 4}});
+  EXPECT_EQ(r.batch, 0);
+  EXPECT_EQ(r.steps, 0);
+  EXPECT_EQ(r.threads, 4);
+}
+
 TEST(Profile, GpuBandwidthTable) {
   std::string source;
   EXPECT_DOUBLE_EQ(*gpu_memory_bandwidth("NVIDIA H100 80GB HBM3", &source), 3.35e12);

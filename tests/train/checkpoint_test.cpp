@@ -3,12 +3,15 @@
 #include "train/checkpoint.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "../models/tiny_resnet.h"
@@ -404,6 +407,69 @@ TEST(Checkpoint, NanLossAndDamagedSizes) {
   EXPECT_NE(error_of([&] { read_checkpoint(path); }).find("array sizes disagree"),
             std::string::npos);
   std::filesystem::remove(path);
+}
+
+// Headers that parse as JSON but would break the reader, each refused in one line before
+// anything is allocated for their sizes: counts that are no integer (1e300 has no int64_t),
+// array sizes whose byte count wraps past 2^64, a header or arrays longer than the file, and
+// nesting deeper than any header has (copying it recursed until the stack overflowed).
+TEST(Checkpoint, HostileHeadersAreOneClearError) {
+  Checkpoint c;
+  c.workload = "fashion-mlp", c.hyper = {{"batch", 1}}, c.device = "reference";
+  c.param_count = 3, c.params = {1, 2, 3}, c.opt_m = {4, 5, 6}, c.opt_v = {7, 8, 9};
+  const std::string path = temp_path("tb_hostile");
+  write_checkpoint(path, c);
+  std::ifstream in(path, std::ios::binary);
+  const std::string good((std::istreambuf_iterator<char>(in)), {});
+  in.close();
+  std::filesystem::remove(path);
+  uint64_t header_len;
+  std::memcpy(&header_len, &good[8], sizeof(header_len));
+  const nlohmann::json header = nlohmann::json::parse(good.substr(16, header_len));
+  const std::string arrays = good.substr(16 + header_len, good.size() - 20 - header_len);
+
+  // The file write_checkpoint would make of this header text and these array bytes.
+  auto file = [](const std::string& text, const std::string& body) {
+    std::string f("TBCKPT\0\1", 8);
+    const uint64_t len = text.size();
+    f.append(reinterpret_cast<const char*>(&len), sizeof(len));
+    f += text + body;
+    const uint32_t crc =
+        uint32_t(crc32(0, reinterpret_cast<const Bytef*>(f.data()), uInt(f.size())));
+    return f.append(reinterpret_cast<const char*>(&crc), sizeof(crc));
+  };
+  // The error of reading `bytes` as a stream said to hold `size` of them (all by default).
+  auto read = [](const std::string& bytes, uint64_t size = UINT64_MAX) {
+    return error_of([&] {
+      std::istringstream s(bytes);
+      read_checkpoint(s, size == UINT64_MAX ? bytes.size() : size, "x.tbck");
+    });
+  };
+  ASSERT_EQ(read(file(header.dump(), arrays)), "(no error)");
+
+  for (const char* key : {"param_count", "epochs_done", "updates"}) {
+    nlohmann::json h = header;
+    h[key] = 1e300;
+    EXPECT_EQ(read(file(h.dump(), arrays)),
+              std::string("checkpoint x.tbck: corrupt header (") + key + " is not an integer)");
+  }
+  nlohmann::json wraps = header;  // (3 * (2^62 + 1) + 0) * 4 bytes = 12 bytes modulo 2^64
+  for (const char* key : {"params", "opt_m", "opt_v"}) wraps["arrays"][key] = (1ull << 62) + 1;
+  wraps["param_count"] = (1ull << 62) + 1;
+  EXPECT_NE(read(file(wraps.dump(), arrays.substr(0, 12)))
+                .find("declares 4611686018427387905 parameters"),
+            std::string::npos);
+
+  // The header length is held against the file's size before the header is read: a stream said
+  // to be 40 bytes long is refused there, not after reading a header it does not have.
+  EXPECT_EQ(read(good, 40), "checkpoint x.tbck: truncated (in its header)");
+
+  nlohmann::json deep = header;
+  deep["hyper"] = "DEEP";
+  std::string text = deep.dump();
+  text.replace(text.find("\"DEEP\""), 6, std::string(100000, '[') + std::string(100000, ']'));
+  EXPECT_NE(read(file(text, arrays)).find("its header is not the expected JSON"),
+            std::string::npos);
 }
 
 }  // namespace tb
