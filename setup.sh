@@ -21,7 +21,8 @@ esac
 
 packages=(cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev dataset-fashion-mnist
   libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev
-  libgtest-dev libgmock-dev libbenchmark-dev chromium fonts-dejavu-core)
+  libgtest-dev libgmock-dev libbenchmark-dev chromium fonts-dejavu-core libopenmpi-dev
+  openmpi-bin)
 [ "$mode" = bench ] && packages+=(python3-torch libopenblas0-pthread)
 # The safetensors round trip with PyTorch (tests/train/torch_roundtrip.py).
 [ "$mode" = test ] && packages+=(python3-torch python3-torchvision)
