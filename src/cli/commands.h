@@ -65,6 +65,7 @@ struct RunOptions {
   double checkpoint_minutes = 0;  // --checkpoint-every: also inside epochs, this often
   std::string resume;             // --resume: go on from this checkpoint
   std::string init;               // --init: start from these weights (.safetensors)
+  double bucket_mb = 4;           // --bucket-mb: gradient buckets over ranks (0: one allreduce)
 };
 CLI::App* add_run_command(CLI::App& app, RunOptions& o);
 int run_command(const RunOptions& o);

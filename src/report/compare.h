@@ -37,6 +37,11 @@ struct CompareEntry {
   std::string batch, epochs, steps, augment;
   // Filled by compare_entries: relative to the first row of the table.
   std::optional<double> time_ratio, peak_ratio, delivered;
+  int world_size = 1;  // data-parallel ranks (records before them: 1)
+  // Against a 1-rank row on the same device: throughput / (world_size x its throughput), and
+  // which row (1-based).
+  std::optional<double> scaling_efficiency;
+  int scaling_against = 0;
   nlohmann::json record;  // the whole record (timeline, loss per epoch), null for seed rows
 };
 

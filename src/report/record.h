@@ -23,6 +23,13 @@ struct RepeatTimes {
   std::vector<double> train_s, test_s, train_test_s, steady, accuracy;
 };
 
+// The ranks of a data-parallel run (one rank: world 1, engine "none").
+struct RanksFacts {
+  int world = 1, local = 1;  // ranks in all, on this node
+  std::string engine = "none";
+  int64_t bucket_bytes = 0;
+};
+
 struct RunFacts {
   DeviceFacts device;
   BackendConfig config;  // what the backend was made with (the CUDA paths go into the record)
@@ -48,6 +55,8 @@ struct RunFacts {
   std::string init_path;
   nlohmann::json init_metadata;
   RepeatTimes repeats;
+  RanksFacts ranks;
+  ExchangeStats exchange;  // rank 0's gradient exchange
 };
 
 // MFU against the datasheet (or estimated) peak, and against the measured one. Where the
