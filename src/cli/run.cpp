@@ -258,6 +258,7 @@ int run_ranks(const RunOptions& o, StopOnSignal& stop, Comm* comm) {
         w.name, o.device, backend->name, o.precision, data.train.count, data.test.count,
         model.param_count, model.macs_per_image(), facts.train_flops_per_image / 1e6, hp.batch,
         hp.epochs);
+  std::fflush(stdout);  // training starts now: a log read through a pipe (mpirun's) says so
 
   ProgressPrinter printer(stdout);
   std::function<void(const Progress&)> progress;

@@ -10,6 +10,7 @@
 #include "../models/tiny_resnet.h"
 #include "../train/synthetic_data.h"
 #include "comm/comm.h"
+#include "train/checkpoint.h"
 #include "train/executor.h"
 #include "train/runner.h"
 
@@ -84,6 +85,37 @@ TEST(Ranks, MlpFollowsTheSingleProcessTrajectory) {
     EXPECT_EQ(x.steps, 300);
     EXPECT_EQ(x.buckets, bucket_bytes ? 2 * 300 : 300);
   }
+}
+
+// A checkpoint written by one process, resumed on two ranks (rank 0's state broadcast), ends
+// where the straight single-process run does.
+TEST(Ranks, ResumeOnAnotherRankCount) {
+  SKIP_WITHOUT_RANKS();
+  const DatasetPair data = testing::synthetic(200, 1, 8, 8, 9);  // 6 batches of 32 and one of 8
+  const Workload& w = find_workload("fashion-mlp");
+  const Model m = build_mlp(1, 8, 8, {32}, 10);
+  Hyper hp = w.defaults;
+  hp.batch = 32, hp.epochs = 10, hp.steps = 40;
+  auto be_alone = one_thread_backend();
+  Executor straight(m, *be_alone, hp, w, data);
+  train(straight, nullptr);
+  Hyper first_hp = hp;
+  first_hp.steps = 17;  // stops inside the third epoch
+  Executor first(m, *be_alone, first_hp, w, data);
+  Checkpoint saved;
+  CheckpointPlan writes;
+  writes.write = [&](const Checkpoint& c) { return saved = c, true; };
+  train(first, nullptr, writes);
+  ASSERT_EQ(saved.epoch_so_far.steps, 3);
+  auto be = one_thread_backend();
+  Executor ranked(m, *be, hp, w, data, ExecutorUse::train, {comm, 0});
+  if (comm->rank() != 0)  // only rank 0's arrays count: the others' are overwritten
+    for (float& v : saved.params) v = 0;
+  CheckpointPlan resumes;
+  resumes.resume = &saved, resumes.resume_path = "saved";
+  const TrainResult r = train(ranked, nullptr, resumes);
+  EXPECT_EQ(r.steps, 40 - 17);
+  EXPECT_LT(max_abs_diff(ranked.download_params(), straight.download_params()), 1e-6f);
 }
 
 // The toy ResNet (batch norm: statistics per rank, so not the single process's numbers) learns
