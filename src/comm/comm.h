@@ -56,6 +56,12 @@ class Comm {
 // launched this process.
 int launcher_world_size();
 
+#ifdef TRAINBENCH_HAVE_NCCL
+// GPU ranks: gradient sums through NCCL on `stream` (a cudaStream_t), the rest through host
+// (comm/nccl/nccl_comm.cpp; compiled, not yet run: it needs two GPUs).
+std::unique_ptr<Comm> make_nccl_comm(std::unique_ptr<Comm> host, void* stream);
+#endif
+
 // The communicator of a launched process, null for a plain one. Throws Error where a launcher
 // started several ranks but this build has no MPI.
 std::unique_ptr<Comm> make_comm();
