@@ -102,6 +102,8 @@ void fill_mfu(CompareEntry& e, const json& r) {
 
 void fill_peak_and_mfu(CompareEntry& e, const json& r) {
   e.peak = num(r, {"flops", "peak_datasheet_per_s"});
+  // A record's peak is one rank's device's: the run had world_size of them.
+  if (e.peak) *e.peak *= e.world_size;
   e.peak_source = text(r, {"flops", "peak_datasheet_source"});
   if (!e.peak && e.device_kind == "cuda") {
     if (auto p = gpu_peak(e.device, precision_or_fp32(e.precision))) {
@@ -162,6 +164,7 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
   TB_CHECK(e.train_test_s && *e.train_test_s > 0, "{}: no positive times_s.train_test", file);
   e.images_per_s = num(r, {"throughput", "train_images_per_s_steady"});
   e.test_accuracy = num(r, {"accuracy", "test"});
+  e.world_size = int(num(r, {"ranks", "world_size"}).value_or(1));
   fill_peak_and_mfu(e, r);
   fill_utilisation(e, r);
   e.batch = text(r, {"batch"});
@@ -177,7 +180,6 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
                                                 resumed_epochs, resumed_steps);
   if (r.value("interrupted", false)) e.steps += " (interrupted)";
   e.augment = augment_of(r);
-  e.world_size = int(num(r, {"ranks", "world_size"}).value_or(1));
   return e;
 }
 

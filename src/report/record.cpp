@@ -106,8 +106,10 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
     epochs_acc.push_back(e.accuracy);
   }
   const DeviceFacts& d = f.device;
-  const MfuFacts mf =
-      mfu_facts(f.train_flops_per_image * t.images_per_s_steady, d.peak_datasheet, d.peak_measured);
+  // The peaks are one rank's device's: over several ranks, each rank's share of the throughput
+  // is set against them.
+  const MfuFacts mf = mfu_facts(f.train_flops_per_image * t.images_per_s_steady / f.ranks.world,
+                                d.peak_datasheet, d.peak_measured);
 
   json r = {
       {"algorithms", f.algorithms},
@@ -170,6 +172,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
         {"peak_datasheet_low", mf.datasheet_low},
         {"peak_measured_per_s", opt(d.peak_measured)},
         {"peak_measured_source", d.peak_measured_source},
+        {"per_rank", f.ranks.world > 1},  // achieved and peaks are one rank's
         {"mfu", opt(mf.mfu)},
         {"mfu_datasheet", opt(mf.mfu_datasheet)},
         {"mfu_measured", opt(mf.mfu_measured)}}},

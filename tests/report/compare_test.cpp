@@ -135,6 +135,7 @@ TEST(Compare, ScalingEfficiencyAgainstOneRank) {
   ASSERT_TRUE(row.scaling_efficiency);
   EXPECT_DOUBLE_EQ(*row.scaling_efficiency, 1500.0 / (2 * 1000.0));
   EXPECT_EQ(row.scaling_against, 3);
+  EXPECT_DOUBLE_EQ(*row.peak, 2 * 10e12);  // the record's peak is one rank's device's
   EXPECT_NE(format_compare_text(c).find("#2 2 ranks: scaling efficiency 0.750 against #3"),
             std::string::npos)
       << format_compare_text(c);
