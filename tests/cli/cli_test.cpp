@@ -183,6 +183,10 @@ TEST(Cli, ShortRunWritesRecord) {
   EXPECT_EQ(j["steps"], 40);
   EXPECT_EQ(j["stopped_by_steps"], true);
   EXPECT_GT(j["throughput"]["train_images_per_s"].get<double>(), 0);
+  // Started without mpirun: one rank, MPI untouched, no allreduce.
+  EXPECT_EQ(j["ranks"]["world_size"], 1);
+  EXPECT_EQ(j["ranks"]["engine"], "none");
+  EXPECT_FALSE(j["ranks"].contains("allreduce"));
   std::filesystem::remove(out);
 }
 
