@@ -66,6 +66,7 @@ struct RunOptions {
   double checkpoint_minutes = 0;  // --checkpoint-every: also inside epochs, this often
   std::string resume;             // --resume: go on from this checkpoint
   std::string init;               // --init: start from these weights (.safetensors)
+  double bucket_mb = 4;           // --bucket-mb: gradient buckets over ranks (0: one allreduce)
   // For `suite` (no flags): test on the first test_images only (a sampled test pass, whose
   // record projects the whole pass); no summary or record line (it prints one line a run).
   int64_t test_images = -1;
@@ -81,7 +82,9 @@ struct RunOutcome {
   int status = 0;         // the process exit status `run` gives
 };
 // `run`'s work, for `suite` too (several runs under one StopOnSignal, made before any thread).
-RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop);
+class Comm;  // comm/comm.h
+// comm: this rank's communicator under mpirun, null for one process.
+RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop, Comm* comm = nullptr);
 
 struct CompareCommandOptions {
   std::vector<std::string> files;  // records, and profile JSONs for the HTML

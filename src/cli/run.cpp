@@ -8,11 +8,14 @@
 #include <filesystem>
 #include <optional>
 
+#include <unistd.h>
+
 #include "bench/device_facts.h"
 #include "bench/machine.h"
 #include "bench/sampler.h"
 #include "cli/commands.h"
 #include "cli/stop_on_signal.h"
+#include "comm/comm.h"
 #include "core/error.h"
 #include "models/cost.h"
 #include "report/progress.h"
@@ -69,6 +72,11 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& o) {
   cmd->add_option("--init", o.init,
                   "start from these weights instead of the seed's: a .safetensors file in "
                   "PyTorch's names (trainbench export, or PyTorch's own)");
+  cmd->add_option("--bucket-mb", o.bucket_mb,
+                  "under mpirun: gradients go to the allreduce in buckets of this many MB as "
+                  "backward finishes them (0: one allreduce after backward)")
+      ->check(finite_in(0, 1e4))
+      ->capture_default_str();
   add_cuda_path_flags(cmd, o.paths);
   return cmd;
 }
@@ -118,19 +126,79 @@ std::string write_record(const std::string& path, const nlohmann::json& record) 
   }
 }
 
+// Threads of a CPU rank: the node's cores shared among its ranks, within what the launcher bound
+// it to. Open MPI binds each of two ranks to one core by default, whatever else is free.
+int rank_threads(const Comm& comm, bool speaks) {
+  const int bound = cpu_threads_available();
+  const int online = int(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  const int share = std::max(1, online / comm.local_size());
+  if (bound < share && speaks)
+    fmt::print(stderr,
+               "trainbench: warning: rank 0 may use {} of the {} cores its share of this node "
+               "would give it: mpirun bound it (add --bind-to none, or --map-by slot:PE={})\n",
+               bound, share, share);
+  return std::min(bound, share);
+}
+
+// What every rank must share to train the same model on the same batches.
+std::vector<std::pair<std::string, std::string>> rank_settings(const RunOptions& o, Hyper hp,
+                                                               const DatasetPair& data) {
+  hp.threads = 0;   // each rank's own
+  hp.data.clear();  // the path may differ between nodes; the contents may not
+  std::vector<std::pair<std::string, std::string>> s;
+  const nlohmann::json hyper = hyper_json(hp);
+  for (const auto& [key, value] : hyper.items()) s.emplace_back(key, value.dump());
+  // The data by its size and a hash of its labels and of its first and last images.
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  auto hash = [&h](const std::vector<uint8_t>& v, size_t from, size_t to) {
+    for (size_t i = from; i < std::min(to, v.size()); ++i) h = (h ^ v[i]) * 1099511628211ull;
+  };
+  for (const Dataset* d : {&data.train, &data.test}) {
+    hash(d->labels, 0, d->labels.size());
+    hash(d->images, 0, 1 << 16);
+    hash(d->images, d->images.size() - std::min<size_t>(d->images.size(), 1 << 16),
+         d->images.size());
+  }
+  s.emplace_back(
+      "data", fmt::format("of {}+{} images (hash {:016x})", data.train.count, data.test.count, h));
+  s.emplace_back("--device", o.device);
+  s.emplace_back("--deterministic", o.deterministic ? "on" : "off");
+  s.emplace_back("--reference", o.reference ? "on" : "off");
+  s.emplace_back("--resume", o.resume.empty() ? "(none)" : o.resume);
+  s.emplace_back("--init", o.init.empty() ? "(none)" : o.init);
+  s.emplace_back("--bucket-mb", fmt::format("{}", o.bucket_mb));
+  return s;
+}
+
 }  // namespace
 
 int run_command(const RunOptions& o) {
-  StopOnSignal stop;  // first: before any thread starts
-  return run_workload(o, stop).status;
+  StopOnSignal stop;  // first: before any thread starts (MPI's included)
+  // Under mpirun: one rank of a data-parallel run; otherwise null, and MPI stays untouched.
+  const std::unique_ptr<Comm> comm = make_comm();
+  if (!comm || comm->size() == 1) return run_workload(o, stop, comm.get()).status;
+  try {
+    return run_workload(o, stop, comm.get()).status;
+  } catch (const RanksDisagree& e) {
+    if (e.what()[0]) fmt::print(stderr, "trainbench: error: {}\n", e.what());
+    return 1;  // every rank knows: they end together
+  } catch (const std::exception& e) {
+    comm->abort(e.what());  // the other ranks would wait for this one forever
+  }
 }
 
-RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop) {
+RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop, Comm* comm) {
   using Clock = std::chrono::steady_clock;
+  const bool speaks = !comm || comm->rank() == 0;  // other ranks print errors only
   const Workload& w = find_workload(o.workload);
   Hyper hp = hyper_of(o, w);
   BackendConfig cfg;
   parse_device(o.device, &cfg.device, &cfg.device_index);
+  TB_CHECK(!comm || o.repeat == 1, "--repeat: one run at a time under mpirun");
+  TB_CHECK(!comm || cfg.device == DeviceKind::cpu,
+           "under mpirun: CPU ranks only for now (the GPUs' NCCL ranks are not built in)");
+  if (comm && o.threads <= 0 && cfg.device == DeviceKind::cpu)
+    hp.threads = rank_threads(*comm, speaks);
   cfg.precision = hp.precision = parse_precision(o.precision);
   cfg.threads = hp.threads;
   cfg.reference = o.reference;
@@ -140,11 +208,14 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop) {
   std::unique_ptr<Backend> backend = make_backend(cfg);
   hp.threads = cpu_threads_of(cfg);
   const std::string out_path = o.out.empty() ? default_out_path(o) : o.out;
+  const bool quiet = o.quiet || !speaks;
   TB_CHECK(o.repeat == 1 || (o.checkpoint.empty() && o.resume.empty()),
            "--checkpoint and --resume take one run, not --repeat");
   // A checkpoint that cannot be resumed or written fails before the data loads.
   CheckpointFile checkpoint(o.checkpoint, o.resume, o.checkpoint_minutes, hp);
-  const CheckpointPlan checkpoints = checkpoint.plan();
+  CheckpointPlan checkpoints = checkpoint.plan();
+  // Every rank takes part in a checkpoint (the sums are all ranks'); rank 0 writes it.
+  if (!speaks && checkpoints.write) checkpoints.write = [](const Checkpoint&) { return true; };
   // --init: the file's header and workload before the data loads, its tensors once the data
   // has given the model its shape.
   std::optional<SafeTensorsReader> init;
@@ -170,6 +241,8 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop) {
   const auto t_load = Clock::now();
   DatasetPair data = load_workload_data(w, hp.data);
   facts.load_seconds = std::chrono::duration<double>(Clock::now() - t_load).count();
+  if (comm) agree_settings(*comm, rank_settings(o, hp, data));
+  DataParallel dp{comm, int64_t(o.bucket_mb * 1e6)};
   facts.train_images = data.train.count, facts.test_images = data.test.count;
   if (o.test_images > 0 && o.test_images < data.test.count)
     data.test = evenly_spaced(data.test, o.test_images);
@@ -178,24 +251,25 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop) {
   facts.train_flops_per_image = train_flops_per_image(model);
   std::optional<Checkpoint> init_weights;
   if (init) init_weights = read_torch_weights(*init, model, w.name);
-  if (!o.quiet)
+  if (!quiet)
     fmt::print(
         "{} on {} ({}, {}): {} train / {} test images, {} parameters, {} multiply-adds per "
         "image forward ({:.1f} MFLOP per training image), batch {}, {} epochs\n",
         w.name, o.device, backend->name, o.precision, data.train.count, data.test.count,
         model.param_count, model.macs_per_image(), facts.train_flops_per_image / 1e6, hp.batch,
         hp.epochs);
+  std::fflush(stdout);  // training starts now: a log read through a pipe (mpirun's) says so
 
   ProgressPrinter printer(stdout);
   std::function<void(const Progress&)> progress;
-  if (!o.quiet) progress = [&printer](const Progress& p) { printer(p); };
+  if (!quiet) progress = [&printer](const Progress& p) { printer(p); };
   // --repeat N: N runs from the same seed, each with fresh parameters; the record keeps the last
   // run in full and every run's times, with median and spread.
   RepeatTimes& rep = facts.repeats;
   stop.armed.store(true);
   for (int r = 0; r < o.repeat && !stop.raised.load(); ++r) {
-    if (o.repeat > 1 && !o.quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
-    Executor ex(model, *backend, hp, w, data);
+    if (o.repeat > 1 && !quiet) fmt::print("run {}/{}\n", r + 1, o.repeat);
+    Executor ex(model, *backend, hp, w, data, ExecutorUse::train, dp);
     if (init_weights) load_model(ex, *init_weights, o.init);
     sampler.set_phase("train");
     TrainResult trained = train(ex, progress, checkpoints, &stop.raised);
@@ -203,11 +277,14 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop) {
     if (Checkpoint* c = checkpoint.resumed()) release_arrays(*c);
     if (trained.interrupted && trained.steps == 0) {
       if (r > 0) break;  // between repeats: the record keeps the whole runs before
-      fmt::print(stderr, "trainbench: interrupted before the first training step; no record\n");
+      if (speaks)
+        fmt::print(stderr, "trainbench: interrupted before the first training step; no record\n");
       return {nullptr, "", 130};
     }
     facts.train = std::move(trained);
-    if (facts.train.interrupted && !o.quiet)
+    facts.exchange = ex.exchange_stats();
+    if (!speaks) continue;  // rank 0 tests and writes the record
+    if (facts.train.interrupted && !quiet)
       fmt::print("\ninterrupted after {} steps: testing the model as it stands (again to quit)\n",
                  facts.train.steps);
     sampler.set_phase("test");
@@ -231,6 +308,12 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop) {
     rep.accuracy.push_back(facts.test.accuracy);
   }
   sampler.stop();
+  if (!speaks) return {nullptr, "", stop.raised.load() ? 130 : 0};
+  if (comm) {
+    facts.ranks.world = comm->size(), facts.ranks.local = comm->local_size();
+    facts.ranks.engine = comm->engine();
+  }
+  facts.ranks.bucket_bytes = dp.bucket_bytes;
   facts.utilisation = sampler.to_json();
   // Read once: a signal from here on is taken but changes nothing (a second one still ends the
   // process).

@@ -14,7 +14,7 @@ void gather_batch(const BatchSpec& s, const uint8_t* images, const uint8_t* labe
     int dy = 0, dx = 0;
     bool flip = false;
     if (s.augment) {
-      uint64_t r = mix64(at.seed ^ mix64(uint64_t(i)));
+      uint64_t r = mix64(at.seed ^ mix64(uint64_t(at.row + i)));
       const int span = 2 * s.pad + 1;
       dy = int(r % span) - s.pad;
       dx = int((r >> 16) % span) - s.pad;

@@ -27,6 +27,9 @@ struct StepCursor {
   int64_t updates = 0;  // optimizer updates before this step (Adam's t is updates + 1)
   int64_t epoch = 0;
   uint64_t seed = 0;  // the run's seed; a step's augmentation seed is step_seed(cursor)
+  // Data-parallel ranks: this rank cuts rows [n * rank / ranks, n * (rank + 1) / ranks) of each
+  // step's n images (the last, partial batch too), from the permutation every rank shares.
+  int32_t rank = 0, ranks = 1;
 };
 
 // The step's last op: the next step of the epoch, one more optimizer update.
@@ -64,19 +67,28 @@ struct BatchSpec {
 };
 
 // The index of the batch's first image, the seed and, read by the host-side backends that
-// prefetch, how many indices after the batch's n are valid. Only where s.cursor is readable here
-// (host memory, or device code).
+// prefetch, how many indices after the batch's n are valid; `row`: the first image's row in the
+// whole step's batch (a rank's shard starts inside it), so augmentation draws what one process
+// would for that image. Only where s.cursor is readable here (host memory, or device code).
 struct BatchAt {
   int64_t first = 0;
   uint64_t seed = 0;
   int64_t lookahead = 0;
+  int64_t row = 0;
 };
 TB_HOST_DEVICE inline BatchAt batch_at(const BatchSpec& s) {
-  if (!s.cursor) return {0, s.seed, 0};
+  if (!s.cursor) return {0, s.seed, 0, 0};
   const StepCursor& c = *s.cursor;
-  const int64_t first = c.step * c.stride;
+  const int64_t step_first = c.step * c.stride;
+  const int64_t step_n = c.count - step_first < c.stride ? c.count - step_first : c.stride;
+  const int64_t row = step_n * c.rank / c.ranks, first = step_first + row;
   const int64_t after = c.count - first - s.n;
-  return {first, step_seed(c), after < c.stride ? (after > 0 ? after : 0) : c.stride};
+  return {first, step_seed(c), after < c.stride ? (after > 0 ? after : 0) : c.stride, row};
+}
+
+// Rank `rank` of `ranks`'s share of a step of n images (what batch_at cuts for it).
+TB_HOST_DEVICE inline int64_t shard_count(int64_t n, int rank, int ranks) {
+  return n * (rank + 1) / ranks - n * rank / ranks;
 }
 
 namespace ref {

@@ -91,6 +91,8 @@ std::string record_label(const json& r) {
   const std::string backend = text(r, {"device", "backend"});
   if (!backend.empty()) label += " " + backend;
   if (text(r, {"conv_layout"}) == "nhwc") label += " nhwc";
+  if (const int n = int(num(r, {"ranks", "world_size"}).value_or(1)); n > 1)
+    label += fmt::format(" x{} ranks", n);
   return label;
 }
 
@@ -109,6 +111,8 @@ void fill_mfu(CompareEntry& e, const json& r) {
 
 void fill_peak_and_mfu(CompareEntry& e, const json& r) {
   e.peak = num(r, {"flops", "peak_datasheet_per_s"});
+  // A record's peak is one rank's device's: the run had world_size of them.
+  if (e.peak) *e.peak *= e.world_size;
   e.peak_source = text(r, {"flops", "peak_datasheet_source"});
   if (!e.peak && e.device_kind == "cuda") {
     if (auto p = gpu_peak(e.device, precision_or_fp32(e.precision))) {
@@ -177,6 +181,7 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
   TB_CHECK(e.train_test_s && *e.train_test_s > 0, "{}: no positive times_s.train_test", file);
   e.images_per_s = num(r, {"throughput", "train_images_per_s_steady"});
   e.test_accuracy = num(r, {"accuracy", "test"});
+  e.world_size = int(num(r, {"ranks", "world_size"}).value_or(1));
   fill_peak_and_mfu(e, r);
   fill_utilisation(e, r);
   e.batch = text(r, {"batch"});
@@ -192,7 +197,7 @@ CompareEntry entry_from_record(const json& r, const std::string& file) {
                                                 resumed_epochs, resumed_steps);
   if (text(r, {"interrupted"}) == "true") e.steps += " (interrupted)";
   e.augment = augment_of(r);
-  e.partial = r.value("stopped_by_steps", false) || r.value("interrupted", false) ||
+  e.partial = text(r, {"stopped_by_steps"}) == "true" || text(r, {"interrupted"}) == "true" ||
               find_path(r, {"projected"});
   e.projected_train_test_s = num(r, {"projected", "times_s", "train_test"});
   if (e.projected_train_test_s) {
@@ -347,6 +352,36 @@ void share_peaks(CompareTable& t) {
   }
 }
 
+// Scaling efficiency = throughput_N / (N x throughput_1), against the first 1-rank row on the
+// same device (WORKLOADS.md).
+void add_scaling(CompareTable& t) {
+  for (CompareEntry& e : t.rows) {
+    if (e.world_size <= 1 || !e.images_per_s) continue;
+    for (size_t j = 0; j < t.rows.size(); ++j) {
+      const CompareEntry& one = t.rows[j];
+      if (one.world_size != 1 || one.record.is_null() || !one.images_per_s ||
+          *one.images_per_s <= 0 || one.device != e.device || one.device_kind != e.device_kind)
+        continue;
+      e.scaling_efficiency = *e.images_per_s / (e.world_size * *one.images_per_s);
+      e.scaling_against = int(j) + 1;
+      break;
+    }
+  }
+  for (size_t i = 0; i < t.rows.size(); ++i) {
+    const CompareEntry& e = t.rows[i];
+    if (e.scaling_efficiency)
+      t.notes.push_back(
+          fmt::format("#{} {} ranks: scaling efficiency {:.3f} against #{} (1 rank, same device): "
+                      "throughput / ({} x #{}'s)",
+                      i + 1, e.world_size, *e.scaling_efficiency, e.scaling_against, e.world_size,
+                      e.scaling_against));
+    else if (e.world_size > 1)
+      t.notes.push_back(fmt::format(
+          "#{} {} ranks: no 1-rank record of the same device to give its scaling efficiency", i + 1,
+          e.world_size));
+  }
+}
+
 void add_peak_notes(CompareTable& t) {
   for (size_t i = 0; i < t.rows.size(); ++i) {
     const CompareEntry& e = t.rows[i];
@@ -403,6 +438,7 @@ void finish_table(CompareTable& t, const std::string& across, const CompareSetti
   if (s.with_seed) add_seed_rows(t);
   fill_ratios(t.rows);
   add_peak_notes(t);
+  add_scaling(t);
 }
 
 void attach_profile(Comparison& c, json p, const std::string& file) {

@@ -25,7 +25,7 @@ struct CompareEntry {
   std::string label;  // "trainbench 0.1.0 cuda", "pytorch 2.11.0+cu130", "seed article: TF 2.4"
   std::string device, device_kind, precision, workload;
   std::optional<double> train_test_s, images_per_s, test_accuracy;
-  std::optional<double> peak;  // FLOP/s for the precision used
+  std::optional<double> peak;  // FLOP/s for the precision used (all ranks' devices)
   std::string peak_source;
   bool peak_looked_up = false;  // the record had none; found by device name in peaks.h
   int peak_shared_from = 0;     // the record had none; taken from this row (1-based) of the table
@@ -45,6 +45,11 @@ struct CompareEntry {
   bool images_per_s_derived = false;  // seed rows: 10 epochs' images over train+test time
   // Filled by compare_entries: relative to the first row of the table.
   std::optional<double> time_ratio, peak_ratio, delivered;
+  int world_size = 1;  // data-parallel ranks (records before them: 1)
+  // Against a 1-rank row on the same device: throughput / (world_size x its throughput), and
+  // which row (1-based).
+  std::optional<double> scaling_efficiency;
+  int scaling_against = 0;
   nlohmann::json record;  // the whole record (timeline, loss per epoch), null for seed rows
 };
 

@@ -43,6 +43,45 @@ nlohmann::json device_json(const DeviceFacts& d, const std::string& backend) {
   return j;
 }
 
+// Data-parallel ranks: who, how the batch is cut, throughput, and the gradient exchange with
+// nccl-tests' bandwidths (algbw = bytes / time, busbw = algbw * 2(n-1)/n: what each rank sends
+// and receives in a ring allreduce, comparable across rank counts).
+nlohmann::json ranks_json(const Hyper& hp, const Model& m, const RunFacts& f) {
+  const RanksFacts& rk = f.ranks;
+  const TrainResult& t = f.train;
+  const int n = rk.world;
+  nlohmann::json j = {{"world_size", n},
+                      {"ranks_per_node", rk.local},
+                      {"engine", rk.engine},
+                      {"batch_global", hp.batch},
+                      {"batch_per_rank", shard_count(hp.batch, 0, n)},
+                      {"images_per_s_total", t.images_per_s_steady},
+                      {"images_per_s_per_rank", t.images_per_s_steady / n}};
+  const ExchangeStats& x = f.exchange;
+  if (n == 1 || x.steps == 0) return j;
+  const double bytes = double(m.param_count) * sizeof(float), ring = 2.0 * (n - 1) / n;
+  const double span_ms = x.span_ms / double(x.steps), exposed_ms = x.exposed_ms / double(x.steps);
+  const double step_ms = t.steps ? 1e3 * t.train_seconds / double(t.steps) : 0;
+  const double algbw = span_ms > 0 ? bytes / (span_ms / 1e3) : 0;
+  j["allreduce"] = {
+      {"bucket_bytes", rk.bucket_bytes},
+      {"buckets_per_step", double(x.buckets) / double(x.steps)},
+      {"ms_per_step", span_ms},
+      {"exposed_ms_per_step", exposed_ms},
+      {"exposed_share", span_ms > 0 ? exposed_ms / span_ms : 0.0},
+      {"exposed_share_of_step", step_ms > 0 ? exposed_ms / step_ms : 0.0},
+      {"gradient_bytes_per_step", bytes},
+      {"bytes_sent_per_rank_per_step", bytes * ring},
+      {"bytes_sent_per_rank", bytes * ring * double(x.steps)},
+      {"algbw_GB_per_s", algbw / 1e9},
+      {"busbw_GB_per_s", algbw * ring / 1e9},
+      {"timed",
+       "rank 0, per step: from its first bucket's start to the last one's end (with buckets this "
+       "span holds the backward between them: --bucket-mb 0 times the allreduce alone); exposed: "
+       "waited for after backward; bytes sent as a ring allreduce sends them"}};
+  return j;
+}
+
 }  // namespace
 
 MfuFacts mfu_facts(double achieved, std::optional<double> datasheet,
@@ -86,8 +125,10 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
     epochs_acc.push_back(e.accuracy);
   }
   const DeviceFacts& d = f.device;
-  const MfuFacts mf =
-      mfu_facts(f.train_flops_per_image * t.images_per_s_steady, d.peak_datasheet, d.peak_measured);
+  // The peaks are one rank's device's: over several ranks, each rank's share of the throughput
+  // is set against them.
+  const MfuFacts mf = mfu_facts(f.train_flops_per_image * t.images_per_s_steady / f.ranks.world,
+                                d.peak_datasheet, d.peak_measured);
 
   json r = {
       {"algorithms", f.algorithms},
@@ -128,6 +169,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
         {"forward", t.split.forward_ms},
         {"loss", t.split.loss_ms},
         {"backward", t.split.backward_ms},
+        {"exchange", t.split.exchange_ms},
         {"optimizer", t.split.optimizer_ms},
         {"sampled_steps", t.split.samples},
         {"host_issue", t.split.host_ms},
@@ -149,6 +191,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
         {"peak_datasheet_low", mf.datasheet_low},
         {"peak_measured_per_s", opt(d.peak_measured)},
         {"peak_measured_source", d.peak_measured_source},
+        {"per_rank", f.ranks.world > 1},  // achieved and peaks are one rank's
         {"mfu", opt(mf.mfu)},
         {"mfu_datasheet", opt(mf.mfu_datasheet)},
         {"mfu_measured", opt(mf.mfu_measured)}}},
@@ -166,6 +209,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
                                      {"layer", t.diverged_layer}}
                               : json(false)},
   };
+  r["ranks"] = ranks_json(hp, m, f);
   if (!f.checkpoint_path.empty())
     r["checkpoint"] = {{"path", f.checkpoint_path},
                        {"every_minutes", f.checkpoint_minutes},

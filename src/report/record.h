@@ -24,6 +24,13 @@ struct RepeatTimes {
   std::vector<double> train_s, test_s, train_test_s, steady, accuracy;
 };
 
+// The ranks of a data-parallel run (one rank: world 1, engine "none").
+struct RanksFacts {
+  int world = 1, local = 1;  // ranks in all, on this node
+  std::string engine = "none";
+  int64_t bucket_bytes = 0;
+};
+
 struct RunFacts {
   DeviceFacts device;
   BackendConfig config;  // what the backend was made with (the CUDA paths go into the record)
@@ -52,6 +59,8 @@ struct RunFacts {
   // The whole data set's sizes: a run that trained or tested on part of it (--steps, the suite's
   // sampled test pass) projects the whole run's times from them.
   int64_t train_images = 0, test_images = 0;
+  RanksFacts ranks;
+  ExchangeStats exchange;  // rank 0's gradient exchange
 };
 
 // What a partial run would have taken whole (the record's "projected"): its training time plus

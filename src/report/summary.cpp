@@ -74,9 +74,14 @@ void print_run_summary(const nlohmann::json& record, const RunFacts& f) {
   if (t.split.samples > 0)
     fmt::print(
         "step split (ms, {} sampled steps): data {:.3f}, forward {:.3f}, loss {:.3f}, backward "
-        "{:.3f}, optimizer {:.3f}\n",
+        "{:.3f}, {}optimizer {:.3f}\n",
         t.split.samples, t.split.data_ms, t.split.forward_ms, t.split.loss_ms, t.split.backward_ms,
+        f.ranks.world > 1 ? fmt::format("gradient exchange {:.3f}, ", t.split.exchange_ms) : "",
         t.split.optimizer_ms);
+  if (f.ranks.world > 1 && f.exchange.steps > 0)
+    fmt::print("{} ranks ({}): allreduce {:.3f} ms a step, {:.3f} of it exposed after backward\n",
+               f.ranks.world, f.ranks.engine, f.exchange.span_ms / double(f.exchange.steps),
+               f.exchange.exposed_ms / double(f.exchange.steps));
   if (t.split.host_samples > 0)
     fmt::print("host issues a step in {:.3f} ms of its {:.3f} ({} sampled steps)\n",
                t.split.host_ms, t.split.whole_ms, t.split.host_samples);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <numeric>
 
+#include "comm/comm.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "train/init.h"
@@ -16,9 +17,14 @@ using Clock = std::chrono::steady_clock;
 // Setup: the plan, the arena carved into buffers, the data set uploaded.
 
 Executor::Executor(const Model& m, Backend& b, const Hyper& h, const Workload& w,
-                   const DatasetPair& data, ExecutorUse u)
-    : model_(m), be_(b), hp_(h), workload_(w), use_(u) {
+                   const DatasetPair& data, ExecutorUse u, const DataParallel& dp)
+    : model_(m), be_(b), dp_(dp), hp_(h), workload_(w), use_(u) {
   TB_CHECK(hp_.batch > 0, "--batch must be positive");
+  if (dp_.comm) rank_ = dp_.comm->rank(), ranks_ = dp_.comm->size();
+  TB_CHECK(ranks_ == 1 || hp_.batch >= ranks_,
+           "--batch {} is the global batch: at least one image "
+           "for each of the {} ranks",
+           hp_.batch, ranks_);
   TB_CHECK(data.train.count > 0 && data.test.count > 0, "empty data set");
   TB_CHECK(data.train.image_size() == m.nodes[0].out_size(),
            "data images are {}x{}x{}, the model expects {}x{}x{}", data.train.channels,
@@ -26,7 +32,11 @@ Executor::Executor(const Model& m, Backend& b, const Hyper& h, const Workload& w
   train_count_ = data.train.count, test_count_ = data.test.count;
   max_batch_ =
       std::min<int64_t>(hp_.batch, trains() ? std::max(train_count_, test_count_) : test_count_);
-  plan_ = compile_plan(m, plan_caps(be_), trains(), hp_.optimizer != "sgd" && !hp_.augment);
+  // The fused MLP step updates the weights itself: no point between backward and the optimizer
+  // for other ranks' gradients.
+  plan_ = compile_plan(m, plan_caps(be_), trains(),
+                       hp_.optimizer != "sgd" && !hp_.augment && ranks_ == 1);
+  if (trains()) plan_buckets();
 
   // The arena, then the data set (uint8, as read), in one try: on running out of memory,
   // everything taken so far goes back and the error says which batch would fit.
@@ -105,6 +115,7 @@ void Executor::fill_initial_state(const DatasetPair& data) {
   }
   StepCursor c;
   c.stride = hp_.batch, c.count = train_count_, c.epoch = 1, c.seed = hp_.seed;
+  c.rank = rank_, c.ranks = ranks_;
   be_.upload(be_.ctx, buf_.cursor, &c, sizeof(c));
 
   BatchSpec spec;
@@ -149,7 +160,7 @@ std::vector<std::unique_ptr<OpCache>>& Executor::caches_for(int64_t n) {
 
 const std::vector<std::unique_ptr<OpCache>>& Executor::training_caches() const {
   static const std::vector<std::unique_ptr<OpCache>> none;
-  const auto it = caches_.find(std::min<int64_t>(hp_.batch, train_count_));
+  const auto it = caches_.find(shard(std::min<int64_t>(hp_.batch, train_count_)));
   return it == caches_.end() ? none : it->second;
 }
 
@@ -248,26 +259,91 @@ void Executor::forward(int64_t n, bool training, NodeTimes* times) {
   timer.finish();
 }
 
-void Executor::loss(int64_t n) {
+void Executor::loss(int64_t n, int64_t step_n) {
   const size_t last = model_.nodes.size() - 1;
-  be_.softmax_ce(be_.ctx, n, model_.classes, buf_.out[last], buf_.labels, 1.f / float(n),
-                 buf_.grad[last], buf_.metrics);
+  be_.softmax_ce(be_.ctx, n, model_.classes, buf_.out[last], buf_.labels,
+                 1.f / float(step_n > 0 ? step_n : n), buf_.grad[last], buf_.metrics);
 }
 
 void Executor::backward(int64_t n, NodeTimes* times) {
   require_training("backward");
+  if (n == 0) {  // a rank with no image in the last batch: its gradients count zero
+    be_.fill(be_.ctx, buf_.grads, 0.f, model_.param_count);
+    if (ranks_ > 1)  // the same buckets as the other ranks start, or the sums would not pair
+      for (int64_t ready : ready_from_) start_buckets(ready, false);
+    return;
+  }
   auto& cache = caches_for(n);
   PassTimer timer(*this, times ? &times->backward_ms : nullptr);
-  for (const BackwardStep& s : plan_.backward) {
+  for (size_t k = 0; k < plan_.backward.size(); ++k) {
+    const BackwardStep& s = plan_.backward[k];
     timer.begin();
     issue_backward_step(s, n, cache);
     timer.end(s.node);
+    if (ranks_ > 1) start_buckets(ready_from_[k], false);
   }
   timer.finish();
 }
 
-// Where gradients from other ranks join this one's: nothing on one rank.
-void Executor::exchange_gradients() {}
+// ---------------------------------------------------------------------------------------------
+// Gradients over ranks. Backward runs the nodes last to first and the parameters lie in node
+// order, so the finished gradients grow from the end of the array towards its start: each
+// bucket is the next contiguous range below the ones started, once it holds bucket_bytes.
+
+int64_t Executor::shard(int64_t n) const {
+  return shard_count(n, rank_, ranks_);
+}
+
+void Executor::plan_buckets() {
+  const int64_t P = model_.param_count;
+  std::vector<int> owners;  // nodes with parameters, by offset, last first
+  for (size_t i = 0; i < model_.nodes.size(); ++i)
+    if (model_.nodes[i].param_count > 0) owners.push_back(int(i));
+  std::sort(owners.begin(), owners.end(), [&](int a, int b) {
+    return model_.nodes[size_t(a)].param_offset > model_.nodes[size_t(b)].param_offset;
+  });
+  std::vector<uint8_t> done(model_.nodes.size(), 0);
+  ready_from_.clear();
+  for (const BackwardStep& s : plan_.backward) {
+    done[size_t(s.node)] = 1;
+    int64_t ready = P;
+    for (int i : owners) {
+      if (!done[size_t(i)]) break;
+      ready = model_.nodes[size_t(i)].param_offset;
+    }
+    ready_from_.push_back(ready);
+  }
+  started_from_ = P;
+}
+
+void Executor::start_buckets(int64_t ready_from, bool all) {
+  Comm& comm = *dp_.comm;
+  const int64_t bucket = dp_.bucket_bytes / int64_t(sizeof(float));
+  if (all) ready_from = 0;
+  const int64_t ready = started_from_ - ready_from;
+  if (ready > 0 && (all || (bucket > 0 && ready >= bucket))) {
+    // The backend's writes must be done before MPI reads the memory (the CPU's already are).
+    be_.synchronize(be_.ctx);
+    if (pending_.empty()) first_bucket_at_ = Clock::now();
+    pending_.push_back(comm.start_sum(buf_.grads + ready_from, ready));
+    started_from_ = ready_from;
+    exchange_.buckets++;
+  }
+  for (int r : pending_) comm.test(r);  // MPI moves a started sum on only inside its calls
+}
+
+void Executor::exchange_gradients() {
+  if (ranks_ == 1) return;
+  const auto t0 = Clock::now();
+  start_buckets(0, true);
+  for (int r : pending_) dp_.comm->wait(r);
+  const auto t1 = Clock::now();
+  exchange_.exposed_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
+  exchange_.span_ms += std::chrono::duration<double, std::milli>(t1 - first_bucket_at_).count();
+  exchange_.steps++;
+  pending_.clear();
+  started_from_ = model_.param_count;
+}
 
 void Executor::optimizer_update() {
   const int64_t P = model_.param_count;
@@ -297,15 +373,19 @@ void Executor::issue_step(int64_t n, StepSplit* split, NodeTimes* times) {
     t0 = Clock::now();
   };
   if (split) be_.synchronize(be_.ctx), t0 = Clock::now();
-  load_train_batch(n);
-  lap(&StepSplit::data_ms);
-  forward(n, true, times);
-  lap(&StepSplit::forward_ms);
-  loss(n);
-  lap(&StepSplit::loss_ms);
-  backward(n, times);
+  const int64_t m = shard(n);  // this rank's images (all of them on one rank)
+  if (m > 0) {
+    load_train_batch(m);
+    lap(&StepSplit::data_ms);
+    forward(m, true, times);
+    lap(&StepSplit::forward_ms);
+    loss(m, n);
+    lap(&StepSplit::loss_ms);
+  }
+  backward(m, times);
   lap(&StepSplit::backward_ms);
   exchange_gradients();
+  lap(&StepSplit::exchange_ms);
   optimizer_update();
   lap(&StepSplit::optimizer_ms);
   if (split) split->samples++;
@@ -328,6 +408,7 @@ bool Executor::fused_mlp_step(int64_t n) {
 }
 
 void Executor::step(int64_t n, StepSplit* split) {
+  if (ranks_ > 1) return issue_step(n, split);  // a graph cannot hold the exchange's MPI calls
   if (!split) return run_graphed(step_graphs_, n, [&] { issue_step(n, nullptr); });
   if (be_.graph_begin) step_graphs_.issued_sizes.insert(n);  // a sampled step runs as issued
   issue_step(n, split);
@@ -468,6 +549,26 @@ std::string Executor::graph_summary() const {
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
+
+void Executor::broadcast_state() {
+  if (ranks_ == 1) return;
+  const DeviceBuffers& b = buf_;
+  const int64_t P = model_.param_count;
+  std::vector<float> host;
+  for (auto [device, count] : {std::pair{b.params, P}, std::pair{b.opt_m, P}, std::pair{b.opt_v, P},
+                               std::pair{b.state, model_.state_count}}) {
+    if (!count || !device) continue;
+    host.resize(size_t(count));
+    be_.download(be_.ctx, host.data(), device, host.size() * sizeof(float));
+    dp_.comm->broadcast(host.data(), host.size() * sizeof(float));
+    be_.upload(be_.ctx, device, host.data(), host.size() * sizeof(float));
+  }
+  int64_t updates = 0;
+  be_.download(be_.ctx, &updates, &b.cursor->updates, sizeof(updates));
+  dp_.comm->broadcast(&updates, sizeof(updates));
+  be_.upload(be_.ctx, &b.cursor->updates, &updates, sizeof(updates));
+  be_.synchronize(be_.ctx);
+}
 
 std::vector<float> Executor::download_params() const {
   std::vector<float> p(model_.param_count);

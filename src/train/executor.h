@@ -7,6 +7,7 @@
 // written once, in issue_step(). What changes between steps (batch offset, augmentation seed,
 // Adam's step count) the ops read from the StepCursor on the device, so a recorded step replays.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -25,6 +26,22 @@
 
 namespace tb {
 
+class Comm;
+
+// Data-parallel ranks: the communicator (null: one process) and the size of the gradient buckets
+// handed to it as backward finishes them (0: one allreduce of all gradients after backward).
+struct DataParallel {
+  Comm* comm = nullptr;
+  int64_t bucket_bytes = 0;
+};
+
+// The gradient exchange over the steps so far (totals; the record divides by steps).
+struct ExchangeStats {
+  int64_t steps = 0, buckets = 0;
+  double span_ms = 0;     // first bucket started -> last one done
+  double exposed_ms = 0;  // waited for after backward (the rest hid behind it)
+};
+
 struct EvalResult {
   double seconds = 0, loss = 0, accuracy = 0;
   int64_t images = 0;
@@ -38,6 +55,7 @@ struct EvalResult {
 // the two are the same.
 struct StepSplit {
   double data_ms = 0, forward_ms = 0, loss_ms = 0, backward_ms = 0, optimizer_ms = 0;
+  double exchange_ms = 0;  // waiting for the other ranks' gradients after backward
   int64_t samples = 0;
   double host_ms = 0, whole_ms = 0;
   int64_t host_samples = 0;
@@ -75,7 +93,7 @@ struct DeviceBuffers {
 class Executor {
  public:
   Executor(const Model& m, Backend& b, const Hyper& h, const Workload& w, const DatasetPair& data,
-           ExecutorUse use = ExecutorUse::train);
+           ExecutorUse use = ExecutorUse::train, const DataParallel& dp = {});
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -90,8 +108,15 @@ class Executor {
   int64_t max_batch() const { return max_batch_; }
   const DeviceBuffers& buffers() const { return buf_; }
   const ArenaLayout& arena_layout() const { return layout_; }
+  Comm* comm() const { return dp_.comm; }
+  int rank() const { return rank_; }
+  int ranks() const { return ranks_; }
+  // This rank's images of a step of n (the global batch's shard).
+  int64_t shard(int64_t n) const;
+  const ExchangeStats& exchange_stats() const { return exchange_; }
 
   // ---- one training step ----
+  // n: the step's images over all ranks (this rank takes shard(n) of them).
   // On the n images where the cursor stands: replayed from a graph where one is recorded, else
   // issued. split: time the parts (synchronizing between them; then op by op, never fused).
   void step(int64_t n, StepSplit* split);
@@ -103,8 +128,12 @@ class Executor {
   // The parts of issue_step, in its order (tests call them one by one).
   void load_train_batch(int64_t n);
   void forward(int64_t n, bool training, NodeTimes* times = nullptr);
-  void loss(int64_t n);
+  // The gradient is scaled 1/step_n (the step's images over all ranks; 0: n), so that the ranks'
+  // sum is the mean over the whole batch.
+  void loss(int64_t n, int64_t step_n = 0);
   void backward(int64_t n, NodeTimes* times = nullptr);
+  // Over several ranks: sums the gradients (the buckets backward started, then the rest) and
+  // waits for them. Nothing on one rank.
   void exchange_gradients();
   void optimizer_update();  // the update, then the cursor advances
 
@@ -134,6 +163,9 @@ class Executor {
   void test_batch(int64_t n);
 
   // ---- state ----
+  // Rank 0's parameters, optimizer state, batch-norm statistics and update count to every rank
+  // (at the start and after a resume: every rank then steps from the same weights).
+  void broadcast_state();
   std::vector<float> download_params() const;
   void upload_params(const std::vector<float>& p);
   // Per node, how the backend runs it at the training batch (its OpCache::note), "" where it
@@ -160,6 +192,14 @@ class Executor {
 
   const Model& model_;
   Backend& be_;
+  DataParallel dp_;
+  int rank_ = 0, ranks_ = 1;
+  // Gradient buckets: after backward step k, the gradients [ready_from_[k], P) are final.
+  std::vector<int64_t> ready_from_;
+  int64_t started_from_ = 0;  // buckets are under way for [started_from_, P)
+  std::vector<int> pending_;  // their requests
+  std::chrono::steady_clock::time_point first_bucket_at_;
+  ExchangeStats exchange_;
   Hyper hp_;
   Workload workload_;
   ExecutorUse use_;
@@ -180,6 +220,8 @@ class Executor {
   int64_t host_paced_passes_ = 0;
 
   void require_training(const char* what) const;
+  void plan_buckets();
+  void start_buckets(int64_t ready_from, bool all);
   void free_buffers();
   void fill_initial_state(const DatasetPair& data);
   std::vector<std::unique_ptr<OpCache>>& caches_for(int64_t n);

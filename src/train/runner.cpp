@@ -8,6 +8,7 @@
 #include <random>
 #include <sstream>
 
+#include "comm/comm.h"
 #include "core/error.h"
 #include "train/checkpoint.h"
 
@@ -70,6 +71,17 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
     for (const EpochResult& e : c.epochs) r.resumed_seconds += e.seconds;
     first_epoch = c.epochs_done + 1;
   }
+  // Every rank steps from rank 0's weights (its seed's, its --init's or its checkpoint's).
+  ex.broadcast_state();
+  Comm* comm = ex.comm();
+  // The epoch's loss and correct sums over all ranks (each sums its own shards).
+  auto all_sums = [&] {
+    std::array<float, 2> s = ex.train_sums();
+    if (!comm) return s;
+    double both[2] = {s[0], s[1]};
+    comm->sum(both, 2);
+    return std::array<float, 2>{float(both[0]), float(both[1])};
+  };
   int64_t planned = steps_per_epoch * (hp.epochs - first_epoch + 1) - so_far.steps;
   // --steps counts the whole run's steps, a checkpoint's included.
   const int64_t steps_before = steps_per_epoch * (first_epoch - 1) + so_far.steps;
@@ -90,7 +102,10 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
   // The loss is checked where the device's running sums are read: after every step on the CPU
   // (a copy of two floats), else at every report, sampled step, loss sample, checkpoint and
   // epoch end, since reading them waits for the device.
-  const bool check_every_step = ex.backend().device == DeviceKind::cpu;
+  // Over several ranks only where all have the same sums (an epoch's end): a rank that stopped
+  // alone would leave the others waiting.
+  const bool one_rank = ex.ranks() == 1;
+  const bool check_every_step = one_rank && ex.backend().device == DeviceKind::cpu;
   const int64_t loss_period = std::max<int64_t>(1, planned / 200);
   Clock::time_point t_warm{};
   int64_t images_at_warm = 0;
@@ -130,7 +145,11 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
     std::shuffle(perm.begin(), perm.end(), shuffle_rng);
     // A checkpoint cut inside this epoch: on from its step, its sums and time.
     const EpochSoFar before = epoch == first_epoch ? so_far : EpochSoFar{};
-    ex.begin_epoch(epoch, perm, before.steps, before.loss_sum, before.correct);
+    // The sums so far are the ranks' total: rank 0 carries them on.
+    if (ex.rank() == 0)
+      ex.begin_epoch(epoch, perm, before.steps, before.loss_sum, before.correct);
+    else
+      ex.begin_epoch(epoch, perm, before.steps);
     EpochResult e;
     e.steps = before.steps, e.images = before.images;
     double paused_in_epoch = 0;  // its checkpoints' time: not the epoch's
@@ -156,10 +175,11 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
                                   (loss_sum - loss_sum_at) / double(e.images - images_at));
       loss_sum_at = loss_sum, images_at = e.images;
     };
-    auto report = [&](bool epoch_done) {
+    // Inside an epoch: this rank's sums as an estimate of all (no collective at a time the
+    // ranks do not share); at its end, all ranks' sums.
+    auto report = [&](bool epoch_done, std::array<float, 2> host) {
       if (!on_progress) return;
-      const std::array<float, 2> host = ex.train_sums();
-      if (!epoch_done && diverges(host)) return;
+      if (!epoch_done) host = ex.train_sums(), host[0] *= ex.ranks(), host[1] *= ex.ranks();
       Progress p;
       p.epoch = epoch, p.epochs = hp.epochs, p.step = e.steps;
       p.steps = std::min(steps_per_epoch, planned - (r.steps - e.steps));
@@ -171,7 +191,20 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
       last_report = Clock::now();
     };
     for (int64_t s = before.steps; s < steps_per_epoch && r.steps < planned; ++s) {
-      if (stop && stop->load(std::memory_order_relaxed)) {
+      // Stop, and a checkpoint due inside the epoch: decided by time or a signal, so on several
+      // ranks any rank's decision is every rank's, at the same step.
+      enum : int { kStop = 1, kSave = 2 };
+      int flags = (stop && stop->load(std::memory_order_relaxed)) ? kStop : 0;
+      if (periodic && e.steps > before.steps &&
+          seconds_since(last_checkpoint) >= checkpoints.every_s)
+        flags |= kSave;
+      if (comm) flags = comm->any(flags);
+      if (flags & kSave) {
+        const std::array<float, 2> sums_now = all_sums();  // synchronizes: the step's time
+        if (diverges(sums_now)) break;                     // every rank sees the same sums
+        save_inside(epoch_seconds(), sums_now.data());
+      }
+      if (flags & kStop) {
         r.interrupted = true;
         break;
       }
@@ -196,22 +229,15 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
         t_warm = Clock::now(), images_at_warm = r.images;
       }
       const bool sample = r.steps % loss_period == 0 && e.steps < steps_per_epoch;
-      if (sample || check_every_step || r.steps % period == 0) {
+      if (sample || check_every_step || (one_rank && r.steps % period == 0)) {
         const std::array<float, 2> sums = ex.train_sums();  // synchronizes off the CPU
-        if (diverges(sums)) break;
+        if (one_rank && diverges(sums)) break;
         if (sample) sample_loss(sums[0]);  // every 1/200 of the run
       }
-      if (on_progress && seconds_since(last_report) > 0.1) report(false);
-      if (r.diverged) break;
-      if (periodic && e.steps < steps_per_epoch &&
-          seconds_since(last_checkpoint) >= checkpoints.every_s) {
-        const std::array<float, 2> sums_now = ex.train_sums();  // synchronizes: the step's time
-        if (diverges(sums_now)) break;
-        save_inside(epoch_seconds(), sums_now.data());
-      }
+      if (on_progress && seconds_since(last_report) > 0.1) report(false, {});
     }
     if (e.steps == before.steps) break;  // stopped before this run's first step of the epoch
-    const std::array<float, 2> host = ex.train_sums();  // synchronizes
+    const std::array<float, 2> host = all_sums();  // synchronizes
     e.seconds = epoch_seconds();
     if (!diverges(host)) sample_loss(host[0]);
     // Stopped inside the epoch (Ctrl-C, --steps): the checkpoint holds it as it stands.
@@ -220,7 +246,7 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
     e.loss = host[0] / double(e.images);
     e.accuracy = host[1] / double(e.images);
     r.epochs.push_back(e);
-    report(true);
+    report(true, host);
     if (r.diverged) break;
     // The generator's state after this shuffle is the next epoch's before its own.
     if (checkpoints.write && e.steps == steps_per_epoch) save(rng_text(), {});
@@ -238,7 +264,7 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
   if (r.split.samples) {
     const double k = 1.0 / r.split.samples;
     r.split.data_ms *= k, r.split.forward_ms *= k, r.split.loss_ms *= k, r.split.backward_ms *= k,
-        r.split.optimizer_ms *= k;
+        r.split.optimizer_ms *= k, r.split.exchange_ms *= k;
   }
   if (r.split.host_samples) {
     r.split.host_ms /= r.split.host_samples;

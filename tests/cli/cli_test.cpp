@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -183,6 +184,10 @@ TEST(Cli, ShortRunWritesRecord) {
   EXPECT_EQ(j["steps"], 40);
   EXPECT_EQ(j["stopped_by_steps"], true);
   EXPECT_GT(j["throughput"]["train_images_per_s"].get<double>(), 0);
+  // Started without mpirun: one rank, MPI untouched, no allreduce.
+  EXPECT_EQ(j["ranks"]["world_size"], 1);
+  EXPECT_EQ(j["ranks"]["engine"], "none");
+  EXPECT_FALSE(j["ranks"].contains("allreduce"));
   std::filesystem::remove(out);
 }
 
@@ -524,6 +529,95 @@ TEST(Cli, DivergedRunStopsAndKeepsTheLastCheckpoint) {
   EXPECT_TRUE(j["accuracy"]["test"].is_null());
   EXPECT_EQ(j["checkpoint"]["written"], 0);
   EXPECT_EQ(file_text(ck), before) << "the last good checkpoint was replaced";
+  std::filesystem::remove_all(dir);
+}
+
+// ---- Several ranks (mpiexec -np 2), where the build has MPI and mpiexec is there ----
+
+#ifdef TRAINBENCH_MPIEXEC
+#define SKIP_WITHOUT_MPIEXEC() static_assert(true)
+#else
+#define SKIP_WITHOUT_MPIEXEC() GTEST_SKIP() << "built without MPI or no mpiexec"
+#define TRAINBENCH_MPIEXEC ""
+#endif
+
+// The lines trainbench itself printed on stderr (mpiexec adds its own banners).
+std::vector<std::string> trainbench_lines(const std::string& err) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < err.size()) {
+    const size_t end = std::min(err.find('\n', at), err.size());
+    if (err.compare(at, 11, "trainbench:") == 0) out.push_back(err.substr(at, end - at));
+    at = end + 1;
+  }
+  return out;
+}
+
+TEST(CliRanks, MismatchedSettingsAreRefusedInOneLine) {
+  SKIP_WITHOUT_MPIEXEC();
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_ranks_mismatch_");
+  const std::string run = std::string(TRAINBENCH_BINARY) + " run fashion-mlp --steps 5 --quiet " +
+                          "--no-peak --out " + (dir / "r.json").string();
+  const std::string err = (dir / "err").string();
+  const std::string status = shell(std::string(TRAINBENCH_MPIEXEC) + " -np 1 " + run + " : -np 1 " +
+                                   run + " --batch 64 >/dev/null 2>" + err + "; echo $?");
+  EXPECT_NE(status, "0\n");
+  const std::vector<std::string> said = trainbench_lines(file_text(err));
+  ASSERT_EQ(said.size(), 1u) << file_text(err);
+  EXPECT_NE(said[0].find("rank 1 of 2 was started with batch 64 where rank 0 has 32"),
+            std::string::npos)
+      << said[0];
+  EXPECT_FALSE(std::filesystem::exists(dir / "r.json"));
+  std::filesystem::remove_all(dir);
+}
+
+// A rank killed mid-training ends the job within the bound, and the message names it (Open MPI's
+// runtime notices the death and ends the other ranks; the test measures how long that takes).
+TEST(CliRanks, KilledRankEndsTheOthers) {
+  SKIP_WITHOUT_MPIEXEC();
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_ranks_kill_");
+  const std::string out = (dir / "r.json").string(), log = (dir / "log").string();
+  const std::string status =
+      shell(std::string(TRAINBENCH_MPIEXEC) + " -np 2 " + TRAINBENCH_BINARY +
+            " run fashion-mlp --epochs 100 --no-peak --out " + out + " >" + log + " 2>&1 & m=$!; " +
+            // rank 1 once it trains (rank 0 has printed its header: training starts)
+            "for i in $(seq 600); do grep -q 'fashion-mlp on cpu' " + log +
+            " && break; sleep 0.1; " + "done; sleep 2; " + "for p in $(pgrep -f '" + out +
+            "'); do grep -qz '^OMPI_COMM_WORLD_RANK=1$' " +
+            "/proc/$p/environ 2>/dev/null && kill -KILL $p; done; t0=$(date +%s); wait $m; " +
+            "echo $? $(( $(date +%s) - t0 ))");
+  int rc = -1, seconds = -1;
+  ASSERT_EQ(std::sscanf(status.c_str(), "%d %d", &rc, &seconds), 2) << status;
+  EXPECT_NE(rc, 0) << file_text(log);
+  EXPECT_LE(seconds, 60);
+  EXPECT_NE(file_text(log).find("rank 1"), std::string::npos) << file_text(log);
+  EXPECT_FALSE(std::filesystem::exists(out));
+  std::filesystem::remove_all(dir);
+}
+
+// Ctrl-C on mpiexec: every rank stops at the same step (they agree before each), rank 0 tests the
+// model and writes the record.
+TEST(CliRanks, InterruptWritesTheRecord) {
+  SKIP_WITHOUT_MPIEXEC();
+  SKIP_WITHOUT_FASHION_MNIST();
+  const auto dir = scratch_dir("tb_ranks_int_");
+  const std::string out = (dir / "r.json").string(), log = (dir / "log").string();
+  shell(std::string(TRAINBENCH_MPIEXEC) + " -np 2 " + TRAINBENCH_BINARY +
+        " run fashion-mlp --epochs 100 --steps 40000 --no-peak --out " + out + " >" + log +
+        " 2>&1 & m=$!; for i in $(seq 600); do grep -q 'fashion-mlp on cpu' " + log +
+        " && break; sleep 0.1; done; sleep 2; kill -INT $m; wait $m");
+  std::ifstream in(out);
+  ASSERT_TRUE(in.good()) << "no record after the interrupt; the run printed:\n" << file_text(log);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["interrupted"], true);
+  EXPECT_GT(j["steps"].get<int64_t>(), 0);
+  EXPECT_LT(j["steps"].get<int64_t>(), 40000);
+  EXPECT_EQ(j["ranks"]["world_size"], 2);
+  EXPECT_EQ(j["ranks"]["batch_per_rank"], 16);
+  EXPECT_GT(j["ranks"]["allreduce"]["ms_per_step"].get<double>(), 0);
+  EXPECT_EQ(j["ranks"]["allreduce"]["gradient_bytes_per_step"], 101770 * 4);
   std::filesystem::remove_all(dir);
 }
 

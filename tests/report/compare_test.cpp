@@ -120,6 +120,33 @@ TEST(Compare, PeakSharedOnTheSameDevice) {
   EXPECT_FALSE(c.tables[0].rows[0].mfu);
 }
 
+// An N-rank record against a 1-rank one on the same device: throughput_N / (N x throughput_1);
+// none against another device's.
+TEST(Compare, ScalingEfficiencyAgainstOneRank) {
+  FakeRun one, two, other;
+  one.kind = two.kind = other.kind = "cpu";
+  one.device = two.device = "CPU X", other.device = "CPU Y";
+  one.images_per_s = 1000, two.images_per_s = 1500, other.images_per_s = 900;
+  json a = fake_record(other), b = fake_record(two), c1 = fake_record(one);
+  b["ranks"] = {{"world_size", 2}};
+  c1["ranks"] = {{"world_size", 1}};
+  Comparison c = compare_inputs({a, b, c1}, {"other.json", "two.json", "one.json"}, {});
+  const CompareEntry& row = c.tables[0].rows[1];
+  EXPECT_EQ(row.world_size, 2);
+  EXPECT_NE(row.label.find("x2 ranks"), std::string::npos) << row.label;
+  ASSERT_TRUE(row.scaling_efficiency);
+  EXPECT_DOUBLE_EQ(*row.scaling_efficiency, 1500.0 / (2 * 1000.0));
+  EXPECT_EQ(row.scaling_against, 3);
+  EXPECT_DOUBLE_EQ(*row.peak, 2 * 10e12);  // the record's peak is one rank's device's
+  EXPECT_NE(format_compare_text(c).find("#2 2 ranks: scaling efficiency 0.750 against #3"),
+            std::string::npos)
+      << format_compare_text(c);
+  b["device"]["name"] = "CPU Z";  // no 1-rank record of its device
+  c = compare_inputs({a, b, c1}, {"other.json", "two.json", "one.json"}, {});
+  EXPECT_FALSE(c.tables[0].rows[1].scaling_efficiency);
+  EXPECT_NE(format_compare_text(c).find("no 1-rank record of the same device"), std::string::npos);
+}
+
 // A resumed or interrupted run did other work than a whole one: its steps say so, and the
 // settings check tells them apart.
 TEST(Compare, ResumedAndInterruptedRunsSaySo) {

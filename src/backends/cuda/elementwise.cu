@@ -139,7 +139,7 @@ __global__ void gather_batch_kernel(BatchSpec s, const uint8_t* images, const ui
     int dy = 0, dx = 0;
     bool flip = false;
     if (s.augment) {
-      const uint64_t r = mix64(at.seed ^ mix64(uint64_t(i)));
+      const uint64_t r = mix64(at.seed ^ mix64(uint64_t(at.row + i)));
       const uint64_t span = uint64_t(2 * s.pad + 1);
       dy = int(r % span) - s.pad;
       dx = int((r >> 16) % span) - s.pad;
