@@ -1,8 +1,8 @@
 // The training loop: the oneDNN backend follows the reference backend step for step; real
 // Fashion-MNIST learns; the record holds what WORKLOADS.md asks for.
+#include "train/executor.h"
 #include "train/arena.h"
 #include "train/checkpoint.h"
-#include "train/executor.h"
 #include "train/runner.h"
 
 #include <gtest/gtest.h>

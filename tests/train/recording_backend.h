@@ -1,8 +1,8 @@
 // A backend that records graphs the way CUDA graphs do, on top of any other backend, so the
-// The executor's graph logic is tested on the CPU. Between graph_begin and graph_end every op is stored
-// with the arguments it was issued with (sizes, scalars and small structs copied; pointers and
-// OpCaches kept) and runs only when graph_launch replays it. Waiting for the device, uploading or
-// allocating while recording throws, as stream capture forbids them. A step that recorded an
+// The executor's graph logic is tested on the CPU. Between graph_begin and graph_end every op is
+// stored with the arguments it was issued with (sizes, scalars and small structs copied; pointers
+// and OpCaches kept) and runs only when graph_launch replays it. Waiting for the device, uploading
+// or allocating while recording throws, as stream capture forbids them. A step that recorded an
 // argument which changes from step to step (a seed, Adam's step count, a batch offset) replays a
 // stale value and no longer matches the same run without graphs: such values must be read from
 // device memory at run time (the executor's StepCursor).

@@ -80,10 +80,8 @@ constexpr int64_t kIm2colMaxMap = 4;
 std::vector<ConvMode> conv2d_candidates(const ConvDims& d, bool bf16) {
   const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), taps = d.r * d.s;
   // Small maps (ResNet-50/CIFAR's layer3 at 2x2 and layer4 at 1x1): oneDNN's kernels are built
-  // for large maps; at 2x2 or 1x1 they ran at 7-30% of peak, their backward passes 3-6x slower
-  // than the forward (`trainbench profile`: 116 ms for the backward of the 1x1 1024->2048
-  // stride-2 projection on 2x2, 69 ms for the 3x3 512->512 on 2x2 -> 1x1). There a convolution
-  // is a plain matrix product over a few positions, so it runs as oneDNN matmuls:
+  // for large maps and run far below peak there, their backward passes slowest (BENCHMARKS.md,
+  // "Small-map convolutions as matmuls"). There a convolution is a plain matrix product over a few positions, so it runs as oneDNN matmuls:
   //   unfold  kernel > 1x1 and an input map no larger than the kernel: a dense layer from
   //           x [n, c*h*w] to y [n, k*oh*ow] through an unfolded weight matrix holding each
   //           (output, input) position pair's tap. No padding taps are multiplied, and both
@@ -92,8 +90,7 @@ std::vector<ConvMode> conv2d_candidates(const ConvDims& d, bool bf16) {
   //           patches of all images as rows [n*oh*ow, c*r*s] (for 1x1 a transpose), one
   //           matmul with W [k, c*r*s], and y transposed back. oneDNN's own gemm convolution
   //           does this one image at a time, a matmul with 4 or 1 columns.
-  // After the change the same step took 714 ms instead of 1137. Raising kIm2colMaxMap to 16
-  // (ResNet's 4x4 layer2) measured slower: 762-782 ms a step against 686-749.
+  // kIm2colMaxMap stays at 4: at 16 (ResNet's 4x4 layer2) the step measured slower.
   if (taps > 1 && map_in <= taps) return {ConvMode::unfold};
   // 1x1 kernels (two thirds of ResNet-50's multiply-adds) are matrix products whichever way
   // they run, and no one way won everywhere (BackendOpsPerf, batch 128, ms fwd / bwd-data /
