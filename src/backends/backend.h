@@ -86,6 +86,9 @@ struct BackendConfig {
   // gradient, dy from the weight gradient for the data gradient). Off: every call converts its own
   // operands, which the tests compare against; the numbers are the same.
   bool reuse_bf16 = true;
+  // CPU (oneDNN): take NHWC activations, which the plan then uses for the run (Backend::nhwc);
+  // off: NCHW, as every other backend.
+  bool cpu_nhwc = true;
   CudaConfig cuda{};
 };
 
@@ -93,6 +96,9 @@ struct Backend {
   std::string name;  // "reference", "cpu-onednn", "cuda"
   DeviceKind device = DeviceKind::cpu;
   Precision precision = Precision::fp32;
+  // The ops take activations in NHWC as well (the dims' layout; gather_batch's spec): the plan
+  // then lays every 4-D activation out so. Others are handed NCHW only.
+  bool nhwc = false;
   void* ctx = nullptr;  // backend-owned context
   void (*destroy)(void* ctx) = nullptr;
 
@@ -173,10 +179,11 @@ struct Backend {
                           int32_t* argmax) = nullptr;
   void (*maxpool_backward)(void* ctx, OpCache& c, const PoolDims& d, const float* dy,
                            const int32_t* argmax, float* dx) = nullptr;
-  void (*global_avgpool_forward)(void* ctx, int64_t n, int64_t c, int64_t hw, const float* x,
-                                 float* y) = nullptr;
-  void (*global_avgpool_backward)(void* ctx, int64_t n, int64_t c, int64_t hw, const float* dy,
-                                  float* dx) = nullptr;
+  // x [n, c, hw] (nchw) or [n, hw, c] (nhwc) -> y [n, c]
+  void (*global_avgpool_forward)(void* ctx, int64_t n, int64_t c, int64_t hw, Layout layout,
+                                 const float* x, float* y) = nullptr;
+  void (*global_avgpool_backward)(void* ctx, int64_t n, int64_t c, int64_t hw, Layout layout,
+                                  const float* dy, float* dx) = nullptr;
 
   // ---- parameters (optional) ----
   // The run's flat parameter array is params[0 .. count), with its values in place; count 0: the

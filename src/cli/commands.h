@@ -27,6 +27,7 @@ struct CudaPaths {
   bool bn_slices = true;   // CudaConfig::bn_slices (--no-bn-slices)
   bool nhwc = false;       // CudaConfig::bf16_nhwc (--nhwc)
   bool fused_mlp = false;  // CudaConfig::fused_mlp (--fused-mlp)
+  bool cpu_nhwc = true;    // BackendConfig::cpu_nhwc (--nchw)
 };
 void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p);
 // Sets cfg's paths from p (cfg's device and precision already set). A flag that does not apply

@@ -44,6 +44,8 @@ void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p) {
                 "CUDA bf16: convolutions on channels-last (NHWC) copies, to compare layouts");
   cmd->add_flag("--fused-mlp", p.fused_mlp,
                 "CUDA fp32: a one-hidden-layer MLP's step in three kernels instead of ~9 ops");
+  cmd->add_flag("!--nchw", p.cpu_nhwc,
+                "CPU: activations in NCHW instead of NHWC (the layout before; to compare layouts)");
 }
 
 void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
@@ -56,7 +58,10 @@ void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
   TB_CHECK(p.bn_slices || cuda, "--no-bn-slices: only for --device cuda (its batch norm kernels)");
   TB_CHECK(!p.fused_mlp || (cuda && cfg.precision == Precision::fp32),
            "--fused-mlp: only for --device cuda --precision fp32 (its kernels compute in fp32)");
+  TB_CHECK(p.cpu_nhwc || cfg.device == DeviceKind::cpu,
+           "--nchw: only for --device cpu (the other backends take NCHW only)");
   cfg.graphs = p.graphs;
+  cfg.cpu_nhwc = p.cpu_nhwc;
   cfg.reuse_bf16 = p.bf16_reuse;
   cfg.cuda.bn_slices = p.bn_slices;
   cfg.cuda.bf16_nhwc = p.nhwc;

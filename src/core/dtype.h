@@ -15,6 +15,10 @@ inline constexpr DeviceKind kDeviceKinds[] = {DeviceKind::cpu, DeviceKind::cuda,
 // What the math runs in. fp32: plain fp32. tf32: fp32 storage, tensor-core tf32 products.
 // bf16: bf16 products with fp32 accumulation, fp32 master weights and optimizer state.
 enum class Precision : uint8_t { fp32, tf32, bf16 };
+// How a 4-D activation [n, c, h, w] lies in memory: NCHW (every backend), or NHWC, channels
+// innermost (the CPU backend, where 1x1 convolutions are then plain matrix products). The plan
+// picks one for the whole run (plan.h); ops carry it in their dims.
+enum class Layout : uint8_t { nchw, nhwc };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
@@ -52,6 +56,9 @@ inline const char* device_kind_name(DeviceKind d) {
       return "vulkan";
   }
   return "?";
+}
+inline const char* layout_name(Layout l) {
+  return l == Layout::nhwc ? "nhwc" : "nchw";
 }
 inline const char* precision_name(Precision p) {
   switch (p) {

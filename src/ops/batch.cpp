@@ -1,9 +1,12 @@
 #include "ops/batch.h"
 
+#include "core/error.h"
+
 namespace tb::ref {
 
 void gather_batch(const BatchSpec& s, const uint8_t* images, const uint8_t* labels,
                   const int32_t* indices, float* x, int32_t* y) {
+  TB_CHECK(s.layout == Layout::nchw, "the reference ops take NCHW activations only");
   const int64_t plane = int64_t(s.height) * s.width, image = plane * s.channels;
   const BatchAt at = batch_at(s);
   indices += at.first;

@@ -6,6 +6,8 @@
 #pragma once
 #include <cstdint>
 
+#include "core/dtype.h"
+
 // Functions that CUDA kernels call too.
 #ifdef __CUDACC__
 #define TB_HOST_DEVICE __host__ __device__
@@ -64,6 +66,7 @@ struct BatchSpec {
   // indices[step * stride ..] and its seed step_seed(*cursor); `seed` is not read. Null: the
   // batch is indices[0 .. n) with `seed` (evaluation, tests).
   const StepCursor* cursor = nullptr;
+  Layout layout = Layout::nchw;  // of x: [n, c, h, w] or [n, h, w, c]
 };
 
 // The index of the batch's first image, the seed and, read by the host-side backends that

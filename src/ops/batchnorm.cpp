@@ -3,11 +3,14 @@
 
 #include <cmath>
 
+#include "core/error.h"
+
 namespace tb::ref {
 
 void batchnorm_forward_train(const BnDims& d, const BnParams& p, const float* x, const float* gamma,
                              const float* beta, float* y, float* save_mean, float* save_invstd,
                              float* running_mean, float* running_var) {
+  TB_CHECK(d.layout == Layout::nchw, "the reference ops take NCHW activations only");
   const double m = double(d.n) * d.hw;
   for (int64_t c = 0; c < d.c; ++c) {
     double sum = 0, sq = 0;
@@ -37,6 +40,7 @@ void batchnorm_forward_train(const BnDims& d, const BnParams& p, const float* x,
 void batchnorm_forward_eval(const BnDims& d, const BnParams& p, const float* x, const float* gamma,
                             const float* beta, const float* running_mean, const float* running_var,
                             float* y) {
+  TB_CHECK(d.layout == Layout::nchw, "the reference ops take NCHW activations only");
   for (int64_t c = 0; c < d.c; ++c) {
     const double invstd = 1.0 / std::sqrt(double(running_var[c]) + p.eps);
     for (int64_t n = 0; n < d.n; ++n)
@@ -50,6 +54,7 @@ void batchnorm_forward_eval(const BnDims& d, const BnParams& p, const float* x, 
 void batchnorm_backward(const BnDims& d, const float* x, const float* dy, const float* gamma,
                         const float* save_mean, const float* save_invstd, float* dx, float* dgamma,
                         float* dbeta) {
+  TB_CHECK(d.layout == Layout::nchw, "the reference ops take NCHW activations only");
   const double m = double(d.n) * d.hw;
   for (int64_t c = 0; c < d.c; ++c) {
     double sum_dy = 0, sum_dy_xhat = 0;

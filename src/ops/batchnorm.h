@@ -5,10 +5,13 @@
 #pragma once
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace tb {
 
 struct BnDims {
   int64_t n = 0, c = 0, hw = 0;
+  Layout layout = Layout::nchw;  // nchw: x [n, c, hw]; nhwc: x [n, hw, c]
 };
 struct BnParams {
   float eps = 1e-5f, momentum = 0.1f;

@@ -4,9 +4,12 @@
 #include <cstddef>
 #include <vector>
 
+#include "core/error.h"
+
 namespace tb::ref {
 
 void conv2d_forward(const ConvDims& d, const float* x, const float* w, float* y) {
+  TB_CHECK(d.layout == Layout::nchw, "the reference ops take NCHW activations only");
   const int64_t oh = d.oh(), ow = d.ow();
   for (int64_t n = 0; n < d.n; ++n)
     for (int64_t k = 0; k < d.k; ++k)
@@ -29,6 +32,7 @@ void conv2d_forward(const ConvDims& d, const float* x, const float* w, float* y)
 }
 
 void conv2d_backward_data(const ConvDims& d, const float* dy, const float* w, float* dx) {
+  TB_CHECK(d.layout == Layout::nchw, "the reference ops take NCHW activations only");
   const int64_t oh = d.oh(), ow = d.ow();
   std::vector<double> acc(std::size_t(d.n * d.c * d.h * d.w), 0.0);
   for (int64_t n = 0; n < d.n; ++n)
@@ -52,6 +56,7 @@ void conv2d_backward_data(const ConvDims& d, const float* dy, const float* w, fl
 }
 
 void conv2d_backward_weights(const ConvDims& d, const float* x, const float* dy, float* dw) {
+  TB_CHECK(d.layout == Layout::nchw, "the reference ops take NCHW activations only");
   const int64_t oh = d.oh(), ow = d.ow();
   for (int64_t k = 0; k < d.k; ++k)
     for (int64_t c = 0; c < d.c; ++c)

@@ -4,12 +4,15 @@
 #include <array>
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace tb {
 
 struct ConvDims {
   int64_t n = 0, c = 0, h = 0, w = 0;  // input
   int64_t k = 0, r = 0, s = 0;         // output channels, kernel height, width
   int64_t stride = 1, pad = 0;
+  Layout layout = Layout::nchw;  // of x and y (and dx, dy); W is always [k, c, r, s]
   int64_t oh() const { return (h + 2 * pad - r) / stride + 1; }
   int64_t ow() const { return (w + 2 * pad - s) / stride + 1; }
   double macs() const { return double(n) * k * oh() * ow() * c * r * s; }
@@ -19,8 +22,8 @@ struct ConvDims {
 
 // A shape and a direction (0 forward, 1 backward data, 2 backward weights) as one map key: the
 // backends choose an algorithm once per key and share it between the nodes of that shape.
-inline std::array<int64_t, 10> conv_choice_key(const ConvDims& d, int direction) {
-  return {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride, d.pad, direction};
+inline std::array<int64_t, 11> conv_choice_key(const ConvDims& d, int direction) {
+  return {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride, d.pad, int64_t(d.layout), direction};
 }
 
 namespace ref {

@@ -3,9 +3,12 @@
 
 #include <limits>
 
+#include "core/error.h"
+
 namespace tb::ref {
 
 void maxpool_forward(const PoolDims& d, const float* x, float* y, int32_t* argmax) {
+  TB_CHECK(d.layout == Layout::nchw, "the reference ops take NCHW activations only");
   const int64_t oh = d.oh(), ow = d.ow();
   for (int64_t nc = 0; nc < d.n * d.c; ++nc)
     for (int64_t i = 0; i < oh; ++i)
@@ -28,6 +31,7 @@ void maxpool_forward(const PoolDims& d, const float* x, float* y, int32_t* argma
 }
 
 void maxpool_backward(const PoolDims& d, const float* dy, const int32_t* argmax, float* dx) {
+  TB_CHECK(d.layout == Layout::nchw, "the reference ops take NCHW activations only");
   const int64_t in = d.n * d.c * d.h * d.w, out = d.n * d.c * d.oh() * d.ow();
   for (int64_t i = 0; i < in; ++i) dx[i] = 0.f;
   for (int64_t o = 0; o < out; ++o) dx[argmax[o]] += dy[o];

@@ -3,11 +3,14 @@
 #pragma once
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace tb {
 
 struct PoolDims {
   int64_t n = 0, c = 0, h = 0, w = 0;
   int64_t kernel = 3, stride = 2, pad = 1;
+  Layout layout = Layout::nchw;  // of x, y and their gradients; argmax indexes x as laid out
   int64_t oh() const { return (h + 2 * pad - kernel) / stride + 1; }
   int64_t ow() const { return (w + 2 * pad - kernel) / stride + 1; }
 };

@@ -121,6 +121,7 @@ void Executor::fill_initial_state(const DatasetPair& data) {
   BatchSpec spec;
   spec.channels = data.train.channels, spec.height = data.train.height,
   spec.width = data.train.width;
+  spec.layout = plan_.layout;
   for (int k = 0; k < std::min(spec.channels, 3); ++k)
     spec.mean[k] = workload_.mean[k], spec.inv_std[k] = 1.f / workload_.std[k];
   train_spec_ = test_spec_ = spec;

@@ -8,19 +8,21 @@ namespace {
 
 constexpr BnParams kBn{1e-5f, 0.1f};  // WORKLOADS.md: eps 1e-5, momentum 0.1
 
-ConvDims conv_dims(const Model& m, const Node& n, int64_t batch) {
+ConvDims conv_dims(const Model& m, const Node& n, int64_t batch, Layout layout) {
   const Node& src = m.nodes[size_t(n.in0)];
   ConvDims d;
   d.n = batch, d.c = src.c, d.h = src.h, d.w = src.w;
   d.k = n.c, d.r = d.s = n.kernel, d.stride = n.stride, d.pad = n.pad;
+  d.layout = layout;
   return d;
 }
 
-PoolDims pool_dims(const Model& m, const Node& n, int64_t batch) {
+PoolDims pool_dims(const Model& m, const Node& n, int64_t batch, Layout layout) {
   const Node& src = m.nodes[size_t(n.in0)];
   PoolDims d;
   d.n = batch, d.c = src.c, d.h = src.h, d.w = src.w;
   d.kernel = n.kernel, d.stride = n.stride, d.pad = n.pad;
+  d.layout = layout;
   return d;
 }
 
@@ -28,8 +30,8 @@ DenseDims dense_dims(const Model& m, const Node& n, int64_t batch) {
   return DenseDims{batch, m.nodes[size_t(n.in0)].out_size(), n.c};
 }
 
-BnDims bn_dims(const Node& n, int64_t batch) {
-  return BnDims{batch, n.c, int64_t(n.h) * n.w};
+BnDims bn_dims(const Node& n, int64_t batch, Layout layout) {
+  return BnDims{batch, n.c, int64_t(n.h) * n.w, layout};
 }
 
 }  // namespace
@@ -60,7 +62,7 @@ void Executor::issue_forward_step(const ForwardStep& s, int64_t n, bool training
       // The batch norm feeding the add, the add and the ReLU after it, in one pass.
       const Node& bn = model_.nodes[size_t(s.bn)];
       OpCache& bc = *cache[size_t(s.bn)];
-      const BnDims d = bn_dims(bn, n);
+      const BnDims d = bn_dims(bn, n, plan_.layout);
       const float* gamma = buf_.params + bn.param_offset;
       float* rs = buf_.state + bn.state_offset;
       const float* skip = buf_.out[size_t(s.skip)];
@@ -74,11 +76,11 @@ void Executor::issue_forward_step(const ForwardStep& s, int64_t n, bool training
       break;
     }
     case ForwardOp::conv2d:
-      be_.conv2d_forward(ctx, c, conv_dims(model_, node, n), x, p, y);
+      be_.conv2d_forward(ctx, c, conv_dims(model_, node, n, plan_.layout), x, p, y);
       break;
     case ForwardOp::batchnorm:
     case ForwardOp::bn_relu: {
-      const BnDims d = bn_dims(node, n);
+      const BnDims d = bn_dims(node, n, plan_.layout);
       float* rs = buf_.state + node.state_offset;
       float* saved = buf_.saved[size_t(s.node)];
       const bool relu = s.op == ForwardOp::bn_relu;
@@ -95,11 +97,12 @@ void Executor::issue_forward_step(const ForwardStep& s, int64_t n, bool training
       break;
     }
     case ForwardOp::maxpool:
-      be_.maxpool_forward(ctx, c, pool_dims(model_, node, n), x, y, buf_.argmax[size_t(s.node)]);
+      be_.maxpool_forward(ctx, c, pool_dims(model_, node, n, plan_.layout), x, y,
+                          buf_.argmax[size_t(s.node)]);
       break;
     case ForwardOp::global_avgpool: {
       const Node& src = model_.nodes[size_t(node.in0)];
-      be_.global_avgpool_forward(ctx, n, src.c, int64_t(src.h) * src.w, x, y);
+      be_.global_avgpool_forward(ctx, n, src.c, int64_t(src.h) * src.w, plan_.layout, x, y);
       break;
     }
   }
@@ -145,30 +148,32 @@ void Executor::issue_backward_step(const BackwardStep& s, int64_t n,
       return;
     }
     case BackwardOp::conv2d: {
-      const ConvDims d = conv_dims(model_, node, n);
+      const ConvDims d = conv_dims(model_, node, n, plan_.layout);
       be_.conv2d_backward_weights(ctx, c, d, x, dy, g);
       if (dx) be_.conv2d_backward_data(ctx, c, d, dy, p, dx);
       break;
     }
     case BackwardOp::batchnorm: {
       const float* saved = buf_.saved[size_t(s.node)];
-      be_.batchnorm_backward(ctx, c, bn_dims(node, n), x, dy, p, saved, saved + node.c, dx, g,
-                             g + node.c);
+      be_.batchnorm_backward(ctx, c, bn_dims(node, n, plan_.layout), x, dy, p, saved,
+                             saved + node.c, dx, g, g + node.c);
       break;
     }
     case BackwardOp::bn_relu: {
       // From the ReLU's output z and its gradient: BN's own output and gradient never exist.
       const float* saved = buf_.saved[size_t(s.node)];
-      be_.batchnorm_relu_backward(ctx, c, bn_dims(node, n), x, buf_.out[size_t(s.dy_node)], dy, p,
-                                  saved, saved + node.c, dx, g, g + node.c);
+      be_.batchnorm_relu_backward(ctx, c, bn_dims(node, n, plan_.layout), x,
+                                  buf_.out[size_t(s.dy_node)], dy, p, saved, saved + node.c, dx, g,
+                                  g + node.c);
       break;
     }
     case BackwardOp::maxpool:
-      be_.maxpool_backward(ctx, c, pool_dims(model_, node, n), dy, buf_.argmax[size_t(s.node)], dx);
+      be_.maxpool_backward(ctx, c, pool_dims(model_, node, n, plan_.layout), dy,
+                           buf_.argmax[size_t(s.node)], dx);
       break;
     case BackwardOp::global_avgpool: {
       const Node& src = model_.nodes[size_t(node.in0)];
-      be_.global_avgpool_backward(ctx, n, src.c, int64_t(src.h) * src.w, dy, dx);
+      be_.global_avgpool_backward(ctx, n, src.c, int64_t(src.h) * src.w, plan_.layout, dy, dx);
       break;
     }
   }

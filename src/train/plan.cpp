@@ -15,6 +15,7 @@ PlanCaps plan_caps(const Backend& be) {
               be.batchnorm_relu_backward;
   c.bn_add_relu = be.batchnorm_add_relu_forward_train && be.batchnorm_add_relu_forward_eval;
   c.mlp_step = be.mlp_step != nullptr;
+  c.nhwc = be.nhwc;
   return c;
 }
 
@@ -288,6 +289,13 @@ Plan compile_plan(const Model& m, const PlanCaps& caps, bool trains, bool mlp_al
       p.grad_buffer[i] = f.grad_of_add[i] >= 0 ? own(size_t(f.grad_of_add[i])) : own(i);
   }
 
+  bool flattens_a_map = false;
+  for (const Node& n : m.nodes) {
+    const Node* src = n.kind == OpKind::dense ? &m.nodes[size_t(n.in0)] : nullptr;
+    flattens_a_map |= src && src->c > 1 && src->h * src->w > 1;
+  }
+  p.layout = caps.nhwc && !flattens_a_map ? Layout::nhwc : Layout::nchw;
+
   p.forward_of.assign(nodes, -1), p.backward_of.assign(nodes, -1);
   for (size_t s = 0; s < p.forward.size(); ++s)
     for (int n : p.forward[s].covers) p.forward_of[size_t(n)] = int(s);
@@ -335,7 +343,7 @@ double Plan::train_flops_per_image(const Model& m) const {
 }
 
 std::string describe_plan(const Model& m, const Plan& p) {
-  std::string out;
+  std::string out = fmt::format("activations {}\n", layout_name(p.layout));
   for (const ForwardStep& s : p.forward) {
     std::string names;
     for (int n : s.covers) names += (names.empty() ? "" : "+") + m.nodes[size_t(n)].name;

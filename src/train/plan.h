@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "models/cost.h"
 #include "models/model.h"
 
@@ -23,6 +24,7 @@ struct PlanCaps {
   bool bn_relu = false;      // batchnorm_relu_{forward_train,forward_eval,backward}
   bool bn_add_relu = false;  // batchnorm_add_relu_forward_{train,eval}
   bool mlp_step = false;     // Backend::mlp_step
+  bool nhwc = false;         // Backend::nhwc: the ops take NHWC activations
 };
 PlanCaps plan_caps(const Backend& be);
 
@@ -83,6 +85,10 @@ struct MlpShape {
 };
 
 struct Plan {
+  // How every 4-D activation and its gradient lies (the network's input included): NHWC where
+  // the backend takes it and no dense layer reads a map of several channels (its weights are
+  // laid out for NCHW's flattening, as PyTorch's are); NCHW otherwise.
+  Layout layout = Layout::nchw;
   std::vector<ForwardStep> forward;
   std::vector<BackwardStep> backward;
   // Per node: whether its output has a buffer (fused-away outputs never exist), and the node

@@ -30,6 +30,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../test_util.h"
@@ -87,6 +88,11 @@ struct BufSpec {
   Type type;
   int64_t count;
   double lo = -1, hi = 1;  // random initial values; integer types draw integers in [lo, hi]
+  // An activation [n, act_c, act_hw] (NCHW as stored; act_hw 0: not one); index_hw > 0: its
+  // int32 values are flat indices into an activation [n, act_c, index_hw] (max-pool's argmax).
+  // A case run under NHWC gets these transposed on the way in and back on the way out
+  // (relayout()), so that it compares in NCHW. mark() sets them.
+  int64_t act_c = 0, act_hw = 0, index_hw = 0;
   size_t bytes() const { return size_t(count) * (type == Type::u8 ? 1 : 4); }
 };
 
@@ -139,6 +145,14 @@ BufSpec in_u8(std::string n, int64_t count, int64_t lo = 0, int64_t hi = 255) {
 }
 BufSpec out_i32(std::string n, int64_t count) {
   return {std::move(n), Role::out, Type::i32, count};
+}
+
+// Marks the named buffers of c (those it has) as activations [n, ch, hw] (BufSpec::act_hw).
+void mark(OpCase& c, std::initializer_list<const char*> names, int64_t ch, int64_t hw,
+          int64_t index_hw = 0) {
+  for (BufSpec& s : c.bufs)
+    for (const char* n : names)
+      if (s.name == n) s.act_c = ch, s.act_hw = hw, s.index_hw = index_hw;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -481,26 +495,26 @@ OpCase maxpool_bwd(const PoolDims& d) {
             b.maxpool_backward(b.ctx, c, d, a.f("dy"), a.i("argmax"), a.f("dx"));
           }};
 }
-OpCase avgpool_fwd(int64_t n, int64_t c, int64_t hw) {
+OpCase avgpool_fwd(int64_t n, int64_t c, int64_t hw, Layout l = Layout::nchw) {
   const std::string tag =
       "n" + std::to_string(n) + "_c" + std::to_string(c) + "_hw" + std::to_string(hw);
   return {"global_avgpool_fwd_" + tag,
           kTolElementwise,
           double(n * c * hw),
           {in("x", n * c * hw), out("y", n * c)},
-          [n, c, hw](Backend& b, OpCache&, const Args& a) {
-            b.global_avgpool_forward(b.ctx, n, c, hw, a.f("x"), a.f("y"));
+          [n, c, hw, l](Backend& b, OpCache&, const Args& a) {
+            b.global_avgpool_forward(b.ctx, n, c, hw, l, a.f("x"), a.f("y"));
           }};
 }
-OpCase avgpool_bwd(int64_t n, int64_t c, int64_t hw) {
+OpCase avgpool_bwd(int64_t n, int64_t c, int64_t hw, Layout l = Layout::nchw) {
   const std::string tag =
       "n" + std::to_string(n) + "_c" + std::to_string(c) + "_hw" + std::to_string(hw);
   return {"global_avgpool_bwd_" + tag,
           kTolElementwise,
           double(n * c * hw),
           {in("dy", n * c), out("dx", n * c * hw)},
-          [n, c, hw](Backend& b, OpCache&, const Args& a) {
-            b.global_avgpool_backward(b.ctx, n, c, hw, a.f("dy"), a.f("dx"));
+          [n, c, hw, l](Backend& b, OpCache&, const Args& a) {
+            b.global_avgpool_backward(b.ctx, n, c, hw, l, a.f("dy"), a.f("dx"));
           }};
 }
 
@@ -524,10 +538,12 @@ struct CursorOn {
 
 // at_step >= 0: a training batch, the one at step at_step of an epoch (a cursor says where; the
 // indices hold that epoch's 3 batches and 2 more).
-OpCase gather(int64_t n, int channels, int hw, bool augment, int64_t at_step = -1) {
+OpCase gather(int64_t n, int channels, int hw, bool augment, int64_t at_step = -1,
+              Layout l = Layout::nchw) {
   const int64_t count = 50, image = int64_t(channels) * hw * hw;
   BatchSpec s;
   s.n = n, s.channels = channels, s.height = s.width = hw, s.augment = augment, s.pad = 4;
+  s.layout = l;
   s.seed = 0x1234abcdull;
   const float mean[3] = {0.4914f, 0.4822f, 0.4465f}, sd[3] = {0.2470f, 0.2435f, 0.2616f};
   for (int c = 0; c < channels; ++c) s.mean[c] = mean[c], s.inv_std[c] = 1.f / sd[c];
@@ -769,6 +785,35 @@ std::vector<HostBufs> run_on(Backend& be, const OpCase& c, const HostBufs& init,
 
 using testing::rel_err;
 
+// The NCHW contents of a case's buffers as an NHWC run wants them (to_nhwc) or back: every
+// activation transposed between [n, c, hw] and [n, hw, c], and argmax indices remapped alike.
+HostBufs relayout(const OpCase& c, const HostBufs& bufs, bool to_nhwc) {
+  HostBufs out = bufs;
+  for (size_t b = 0; b < c.bufs.size(); ++b) {
+    const BufSpec& s = c.bufs[b];
+    if (s.act_hw <= 1) continue;
+    const int64_t C = s.act_c, HW = s.act_hw, n = s.count / (C * HW), XHW = s.index_hw;
+    auto nchw_at = [&](int64_t i, int64_t ch, int64_t p) { return (i * C + ch) * HW + p; };
+    auto nhwc_at = [&](int64_t i, int64_t ch, int64_t p) { return (i * HW + p) * C + ch; };
+    auto map_index = [&](int32_t v) {           // a flat index into x, from one layout to the other
+      if (v < 0 || v >= n * C * XHW) return v;  // a poisoned or wrong value stays visible
+      const int64_t i = v / (C * XHW);
+      const int64_t ch = to_nhwc ? v / XHW % C : v % C, p = to_nhwc ? v % XHW : v / C % XHW;
+      return int32_t(to_nhwc ? (i * XHW + p) * C + ch : (i * C + ch) * XHW + p);
+    };
+    const auto* from = reinterpret_cast<const int32_t*>(bufs[b].data());  // f32 or i32 alike
+    auto* to = reinterpret_cast<int32_t*>(out[b].data());
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t ch = 0; ch < C; ++ch)
+        for (int64_t p = 0; p < HW; ++p) {
+          const int64_t a = nchw_at(i, ch, p), z = nhwc_at(i, ch, p);
+          const int32_t v = from[to_nhwc ? a : z];
+          to[to_nhwc ? z : a] = XHW > 0 ? map_index(v) : v;
+        }
+  }
+  return out;
+}
+
 // The backends under test: every built, usable one except the reference, made once per suite.
 struct Targets {
   std::unique_ptr<Backend> ref, bf16_ref;
@@ -826,9 +871,13 @@ bool is_bf16_case(const Backend& be, const OpCase& c) {
 // inputs unchanged, float outputs within the case's tolerance, int32 outputs exact. On a bf16
 // backend the GEMM and convolution cases are held to kTolBf16 against `want`, must show bf16's
 // rounding, and must match `want_bf16` (the reference on rounded operands) to kTolGemm.
+// nhwc: c runs under NHWC (its activations marked); init and want are NCHW.
 void expect_matches(Backend& be, const OpCase& c, const HostBufs& init, const HostBufs& want,
-                    const std::string& label, const HostBufs* want_bf16 = nullptr) {
-  const auto runs = run_on(be, c, init, 2);
+                    const std::string& label, const HostBufs* want_bf16 = nullptr,
+                    bool nhwc = false) {
+  auto runs = run_on(be, c, nhwc ? relayout(c, init, true) : init, 2);
+  if (nhwc)
+    for (HostBufs& r : runs) r = relayout(c, r, false);
   const bool bf16_case = is_bf16_case(be, c);
   ASSERT_TRUE(!bf16_case || want_bf16) << "a bf16 case needs the reference on bf16 operands";
   const double tol = bf16_case ? kTolBf16 : c.tol;
@@ -905,39 +954,105 @@ TEST(CpuConvModes, EveryCandidateMatchesReference) {
     auto& cx = *static_cast<cpu::Context*>(cpu->ctx);
     auto mode_label = [&](cpu::ConvMode m) { return label(*cpu) + " " + cpu::conv_mode_name(m); };
     std::set<cpu::ConvMode> seen;
-    for (const ConvDims& d : conv_table()) {
-      // The reference's results on the operands as they are and, under bf16, rounded.
-      auto wants = [&](const OpCase& c, const HostBufs& init) {
-        std::pair<HostBufs, std::optional<HostBufs>> w{run_on(*ref, c, init, 1)[0], std::nullopt};
-        if (prec == Precision::bf16) w.second = run_on(*bf16_ref, c, init, 1)[0];
-        return w;
-      };
-      for (const OpCase& c : {conv_fwd(d), conv_bwd_data(d), conv_bwd_weights(d)}) {
-        const auto init = make_host(c);
-        const auto [want, want_bf16] = wants(c, init);
-        for (cpu::ConvMode m : cpu::conv2d_candidates(d, prec == Precision::bf16)) {
-          SCOPED_TRACE(cpu::conv_mode_name(m));
-          cx.conv_mode = m;
-          expect_matches(*cpu, c, init, want, mode_label(m), want_bf16 ? &*want_bf16 : nullptr);
-          seen.insert(m);
+    for (const Layout layout : {Layout::nchw, Layout::nhwc}) {
+      SCOPED_TRACE(layout_name(layout));
+      const bool nhwc = layout == Layout::nhwc;
+      for (ConvDims d : conv_table()) {
+        d.layout = layout;
+        ConvDims plain = d;  // the reference's
+        plain.layout = Layout::nchw;
+        // The case under d's layout, its activations marked for the harness to transpose.
+        auto marked = [&](OpCase c) {
+          mark(c, {"x", "dx"}, d.c, d.h * d.w);
+          mark(c, {"y", "dy"}, d.k, d.oh() * d.ow());
+          return c;
+        };
+        // The reference's results on the operands as they are and, under bf16, rounded.
+        auto wants = [&](const OpCase& c, const HostBufs& init) {
+          std::pair<HostBufs, std::optional<HostBufs>> w{run_on(*ref, c, init, 1)[0], std::nullopt};
+          if (prec == Precision::bf16) w.second = run_on(*bf16_ref, c, init, 1)[0];
+          return w;
+        };
+        const OpCase cases[][2] = {{conv_fwd(plain), marked(conv_fwd(d))},
+                                   {conv_bwd_data(plain), marked(conv_bwd_data(d))},
+                                   {conv_bwd_weights(plain), marked(conv_bwd_weights(d))},
+                                   // The executor's order on one cache: the data gradient may reuse
+                                   // what the weight gradient left in the scratch (dy rearranged);
+                                   // run_on's second run moves dy, which must not be.
+                                   {conv_step(plain), marked(conv_step(d))}};
+        for (const auto& [c_ref, c] : cases) {
+          const auto init = make_host(c_ref);
+          const auto [want, want_bf16] = wants(c_ref, init);
+          for (cpu::ConvMode m : cpu::conv2d_candidates(d, prec == Precision::bf16)) {
+            SCOPED_TRACE(cpu::conv_mode_name(m));
+            cx.conv_mode = m;
+            expect_matches(*cpu, c, init, want, mode_label(m) + (nhwc ? " nhwc" : ""),
+                           want_bf16 ? &*want_bf16 : nullptr, nhwc);
+            seen.insert(m);
+          }
+          cx.conv_mode.reset();
         }
-        cx.conv_mode.reset();
       }
-      // The executor's order on one cache: the data gradient may reuse what the weight gradient
-      // left in the scratch (dy rearranged); run_on's second run moves dy, which must not be.
-      const OpCase step = conv_step(d);
-      const auto init = make_host(step);
-      const auto [want, want_bf16] = wants(step, init);
-      for (cpu::ConvMode m : cpu::conv2d_candidates(d, prec == Precision::bf16)) {
-        SCOPED_TRACE(cpu::conv_mode_name(m));
-        cx.conv_mode = m;
-        expect_matches(*cpu, step, init, want, mode_label(m), want_bf16 ? &*want_bf16 : nullptr);
-      }
-      cx.conv_mode.reset();
     }
     for (cpu::ConvMode m : {cpu::ConvMode::plain, cpu::ConvMode::blocked, cpu::ConvMode::unfold,
                             cpu::ConvMode::im2col, cpu::ConvMode::channels})
       EXPECT_TRUE(seen.count(m)) << "no table shape runs in mode " << cpu::conv_mode_name(m);
+  }
+}
+
+// The CPU's NHWC paths of every op that reads a map (the convolutions are above): each case built
+// under NCHW for the reference and under NHWC for the backend, which the harness feeds transposed.
+TEST(CpuNhwc, EveryMapOpMatchesReference) {
+  BackendConfig rc;
+  rc.reference = true;
+  auto ref = make_backend(rc);
+  auto cpu = make_backend(BackendConfig{});
+  ASSERT_TRUE(cpu->nhwc);
+  std::vector<std::pair<OpCase, OpCase>> cases;  // {reference's, backend's (marked)}
+  auto bn_pair = [&](OpCase (*make)(const BnDims&), BnDims d) {
+    OpCase c_ref = make(d);
+    d.layout = Layout::nhwc;
+    OpCase c = make(d);
+    mark(c, {"x", "y", "dy", "dx", "z", "dz", "skip"}, d.c, d.hw);
+    cases.emplace_back(std::move(c_ref), std::move(c));
+  };
+  for (const BnDims& d : {BnDims{2, 64, 256}, BnDims{2, 1024, 4}, BnDims{3, 37, 49},
+                          BnDims{2, 5, 81}, BnDims{3, 512, 1}, BnDims{8, 16, 1024}}) {
+    for (auto make : {bn_train, bn_eval, bn_bwd, bn_relu_train, bn_relu_eval, bn_relu_bwd,
+                      bn_add_relu_train, bn_add_relu_eval})
+      bn_pair(make, d);
+  }
+  for (PoolDims d : {pool(2, 64, 16, 3, 2, 1), pool(3, 5, 7, 3, 2, 1), pool(2, 4, 8, 2, 2, 0)}) {
+    for (auto make : {maxpool_fwd, maxpool_bwd}) {
+      OpCase c_ref = make(d);
+      PoolDims dn = d;
+      dn.layout = Layout::nhwc;
+      OpCase c = make(dn);
+      mark(c, {"x", "dx"}, d.c, d.h * d.w);
+      mark(c, {"y", "dy"}, d.c, d.oh() * d.ow());
+      mark(c, {"argmax"}, d.c, d.oh() * d.ow(), d.h * d.w);
+      cases.emplace_back(std::move(c_ref), std::move(c));
+    }
+  }
+  for (int64_t hw : {1, 16, 49}) {
+    for (auto make : {avgpool_fwd, avgpool_bwd}) {
+      OpCase c = make(3, 37, hw, Layout::nhwc);
+      mark(c, {"x", "dx"}, 37, hw);
+      cases.emplace_back(make(3, 37, hw, Layout::nchw), std::move(c));
+    }
+  }
+  for (const auto& [ch, hw, augment, step] :
+       {std::tuple{1, 28, false, -1}, {3, 32, false, -1}, {3, 32, true, 2}, {3, 32, false, 1}}) {
+    OpCase c = gather(5, ch, hw, augment, step, Layout::nhwc);
+    mark(c, {"x"}, ch, hw * hw);
+    cases.emplace_back(gather(5, ch, hw, augment, step), std::move(c));
+  }
+  for (const auto& [c_ref, c] : cases) {
+    SCOPED_TRACE(c.name);
+    ASSERT_EQ(c.name, c_ref.name);  // the same name: the same random inputs
+    const auto init = make_host(c_ref);
+    const HostBufs want = run_on(*ref, c_ref, init, 1)[0];
+    expect_matches(*cpu, c, init, want, label(*cpu) + " nhwc", nullptr, true);
   }
 }
 

@@ -570,12 +570,12 @@ TEST_F(CudaOps, GlobalAvgpool) {
     auto x = randv(k.n * k.c * k.hw, uint32_t(900 + k.hw)),
          dy = randv(k.n * k.c, uint32_t(901 + k.hw));
     std::vector<float> wy(k.n * k.c), wdx(x.size());
-    ref().global_avgpool_forward(ref().ctx, k.n, k.c, k.hw, x.data(), wy.data());
-    ref().global_avgpool_backward(ref().ctx, k.n, k.c, k.hw, dy.data(), wdx.data());
+    ref().global_avgpool_forward(ref().ctx, k.n, k.c, k.hw, Layout::nchw, x.data(), wy.data());
+    ref().global_avgpool_backward(ref().ctx, k.n, k.c, k.hw, Layout::nchw, dy.data(), wdx.data());
     Backend& g = gpu();
     DBuf gx = up(g, x), gdy = up(g, dy), gy = poisoned(g, wy.size()), gdx = poisoned(g, x.size());
-    g.global_avgpool_forward(g.ctx, k.n, k.c, k.hw, gx.f(), gy.f());
-    g.global_avgpool_backward(g.ctx, k.n, k.c, k.hw, gdy.f(), gdx.f());
+    g.global_avgpool_forward(g.ctx, k.n, k.c, k.hw, Layout::nchw, gx.f(), gy.f());
+    g.global_avgpool_backward(g.ctx, k.n, k.c, k.hw, Layout::nchw, gdy.f(), gdx.f());
     EXPECT_LE(rel_err(down(g, gy.p, wy.size()), wy), 1e-6);
     EXPECT_LE(rel_err(down(g, gdx.p, x.size()), wdx), 1e-7);
   }

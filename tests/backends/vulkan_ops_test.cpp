@@ -507,8 +507,8 @@ TEST_F(VulkanOps, PoolOddSizes) {
                 kTolElementwise,
                 {in("x", n * c * hw), in("dy", n * c), out("y", n * c), out("dx", n * c * hw)},
                 [n, c, hw](Backend& b, OpCache&, const Ptrs& p) {
-                  b.global_avgpool_forward(b.ctx, n, c, hw, p.f("x"), p.f("y"));
-                  b.global_avgpool_backward(b.ctx, n, c, hw, p.f("dy"), p.f("dx"));
+                  b.global_avgpool_forward(b.ctx, n, c, hw, Layout::nchw, p.f("x"), p.f("y"));
+                  b.global_avgpool_backward(b.ctx, n, c, hw, Layout::nchw, p.f("dy"), p.f("dx"));
                 });
   }
 }

@@ -81,6 +81,20 @@ const std::vector<float>& get(const Fixture& fx, const std::string& name) {
 
 using testing::rel_err;
 
+// v [n, c, hw] laid out as `from` says, in layout `to`.
+std::vector<float> relayout(const std::vector<float>& v, int64_t n, int64_t c, int64_t hw,
+                            Layout to, Layout from) {
+  if (to == from || hw == 1 || c == 1) return v;
+  std::vector<float> out(v.size());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t p = 0; p < hw; ++p) {
+        const size_t nchw = size_t((i * c + ch) * hw + p), nhwc = size_t((i * hw + p) * c + ch);
+        out[to == Layout::nhwc ? nhwc : nchw] = v[to == Layout::nhwc ? nchw : nhwc];
+      }
+  return out;
+}
+
 std::vector<float> download(Backend& be, const float* p, int64_t count) {
   std::vector<float> host(static_cast<size_t>(count));
   be.download(be.ctx, host.data(), p, size_t(count) * sizeof(float));
@@ -210,16 +224,24 @@ TEST(TorchParity, BottleneckBlockForwardBackward) {
     SCOPED_TRACE(be->name);
     Executor t(m, *be, hp, w, data);
     t.upload_params(params);
-    const auto& xs = get(fx, "x");
+    // The fixture's maps are NCHW; the executor's are laid out as its plan says.
+    const Layout layout = t.plan().layout;
+    auto relaid = [&](const std::vector<float>& v, const Node& node, bool to_plan) {
+      return relayout(v, n, node.c, int64_t(node.h) * node.w, to_plan ? layout : Layout::nchw,
+                      to_plan ? Layout::nchw : layout);
+    };
+    const Node &in = m.nodes[0], &out = m.nodes[size_t(last)];
+    const auto xs = relaid(get(fx, "x"), in, true);
     be->upload(be->ctx, t.buffers().out[0], xs.data(), xs.size() * sizeof(float));
     t.forward(n, /*training=*/true);
-    const auto y = download(*be, t.buffers().out[last], n * m.nodes[last].out_size());
+    const auto y = relaid(download(*be, t.buffers().out[last], n * out.out_size()), out, false);
     EXPECT_LT(rel_err(y.data(), get(fx, "y").data(), y.size()), 2e-6) << "y";
 
-    const auto& dy = get(fx, "dy");
+    const auto dy = relaid(get(fx, "dy"), out, true);
     be->upload(be->ctx, t.buffers().grad[last], dy.data(), dy.size() * sizeof(float));
     t.backward(n);
-    const auto dx = download(*be, t.buffers().grad[1], int64_t(xs.size()));
+    const auto dx =
+        relaid(download(*be, t.buffers().grad[1], int64_t(xs.size())), m.nodes[1], false);
     EXPECT_LT(rel_err(dx.data(), get(fx, "dx").data(), dx.size()), 2e-6) << "dx";
     expect_params_close(m, download(*be, t.buffers().grads, m.param_count), get(fx, "grads"), 2e-5,
                         "gradient");

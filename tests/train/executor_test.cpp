@@ -155,6 +155,34 @@ static GraphRun run_graphed(const Model& m, const Hyper& hp, const DatasetPair& 
   return r;
 }
 
+// The toy ResNet's two epochs on oneDNN with --deterministic: 40 images = 16 + 16 + 8.
+struct ToyResNetRun {
+  DatasetPair data = synthetic(40, 3, 16, 16, 8);
+  Hyper hp = find_workload("resnet50-cifar10").defaults;
+  Model m = tiny_resnet();
+  BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 2, false};
+  ToyResNetRun() {
+    hp.batch = 16, hp.epochs = 2, hp.augment = true;
+    cfg.deterministic = true;
+  }
+  GraphRun run(bool graphs) const { return run_graphed(m, hp, data, cfg, graphs); }
+};
+
+// The CPU's NHWC plan trains the toy ResNet as its NCHW plan does: the same ops on transposed
+// maps, summed in other orders (so close, not equal), the same test pass.
+TEST(Executor, NhwcTrainsAsNchw) {
+  ToyResNetRun toy;
+  const GraphRun nhwc = toy.run(false);
+  toy.cfg.cpu_nhwc = false;
+  const GraphRun nchw = toy.run(false);
+  ASSERT_EQ(nhwc.params.size(), nchw.params.size());
+  EXPECT_LT(testing::rel_err(nhwc.params.data(), nchw.params.data(), nhwc.params.size()), 1e-4);
+  EXPECT_NEAR(nhwc.result.epochs.back().loss, nchw.result.epochs.back().loss,
+              1e-4 * nchw.result.epochs.back().loss);
+  EXPECT_NEAR(nhwc.eval.loss, nchw.eval.loss, 1e-4 * nchw.eval.loss);
+  EXPECT_NE(nhwc.params, nchw.params);  // the two plans did differ: NHWC ran
+}
+
 TEST(Executor, GraphReplayMatchesIssuedStepsOnMlp) {
   DatasetPair data = synthetic(90, 1, 6, 6, 7);  // 90 = 2 x 32 + 26: two batch sizes
   Hyper hp = find_workload("fashion-mlp").defaults;
@@ -208,14 +236,9 @@ TEST(Executor, EvaluationCursorCutsTheTestSetInOrder) {
 // The same on a small ResNet through oneDNN with --deterministic: fused BN+ReLU, residual adds
 // (shared gradient buffers), convolutions whose scratch reuse depends on call order, augmentation.
 TEST(Executor, GraphReplayMatchesIssuedStepsOnResNet) {
-  DatasetPair data = synthetic(40, 3, 16, 16, 8);  // 40 = 16 + 16 + 8
-  Hyper hp = find_workload("resnet50-cifar10").defaults;
-  hp.batch = 16, hp.epochs = 2, hp.augment = true;
-  const Model m = tiny_resnet();
-  BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 2, false};
-  cfg.deterministic = true;
-  const GraphRun plain = run_graphed(m, hp, data, cfg, false);
-  const GraphRun graphed = run_graphed(m, hp, data, cfg, true);
+  const ToyResNetRun toy;
+  const GraphRun plain = toy.run(false);
+  const GraphRun graphed = toy.run(true);
   EXPECT_EQ(graphed.recorded, 3);  // steps of 16 and 8, the test pass's 16
   EXPECT_GT(graphed.launched, 0);
   EXPECT_EQ(graphed.params, plain.params);

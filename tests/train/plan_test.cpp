@@ -116,6 +116,24 @@ TEST(Plan, CapsComeFromTheBackendTable) {
   EXPECT_TRUE(c.bn_relu && c.bn_add_relu);
   EXPECT_FALSE(c.mlp_step);
   EXPECT_EQ(r.bn_relu, ref->batchnorm_relu_backward != nullptr);
+  EXPECT_TRUE(c.nhwc);
+  EXPECT_FALSE(r.nhwc);
+  BackendConfig nchw{DeviceKind::cpu, 0, Precision::fp32, 1, false};
+  nchw.cpu_nhwc = false;
+  EXPECT_FALSE(plan_caps(*make_backend(nchw)).nhwc);
+}
+
+// NHWC where the backend takes it, unless a dense layer flattens a map of several channels (its
+// weights are in NCHW's order): the MLP on one-channel images and ResNet (pooled to [n, c]) take
+// it; a dense layer on a 3-channel image does not.
+TEST(Plan, NhwcWhereNoDenseLayerFlattensAMap) {
+  PlanCaps caps{true, true, false};
+  caps.nhwc = true;
+  EXPECT_EQ(compile_plan(build_resnet50(10), caps, true, true).layout, Layout::nhwc);
+  EXPECT_EQ(compile_plan(build_mlp(1, 28, 28, {128}, 10), caps, true, true).layout, Layout::nhwc);
+  EXPECT_EQ(compile_plan(build_mlp(3, 8, 8, {16}, 10), caps, true, true).layout, Layout::nchw);
+  caps.nhwc = false;
+  EXPECT_EQ(compile_plan(build_resnet50(10), caps, true, true).layout, Layout::nchw);
 }
 
 }  // namespace

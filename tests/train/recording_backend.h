@@ -88,6 +88,7 @@ inline std::unique_ptr<Backend> make_recording_backend(std::unique_ptr<Backend> 
   b->name = in.name + "+recorded";
   b->device = in.device;
   b->precision = in.precision;
+  b->nhwc = in.nhwc;
 
   b->alloc = [](void* ctx, size_t bytes) {
     refuse_while_recording(ctx, "alloc");

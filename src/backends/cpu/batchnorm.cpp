@@ -27,8 +27,14 @@
 //   blocks  (hw < 64)   rows of 1..63 floats are too short to vectorise: a block of channels is
 //                       a contiguous run of every sample, accumulated per position over the
 //                       batch (vectorised across positions), then folded into channels.
+//   nhwc                x [n*hw rows, c]: each thread sums its share of the rows per channel
+//                       (vectorised across channels, float over runs of kRun rows, then double);
+//                       the threads' partial sums are added in a fixed order.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "backends/cpu/cpu_context.h"
 
@@ -351,13 +357,145 @@ void backward_blocks(const BnDims& d, const float* x, const float* dy, const flo
 }
 
 // ---------------------------------------------------------------------------------------------
+// NHWC: x [m = n*hw, c], the same three formulas with every channel's values a column.
+
+constexpr int64_t kRun = 64;  // rows summed in float before the sums move to double
+
+// The rows [r0, r1) of m that thread t of `threads` takes.
+inline void thread_rows(int64_t m, int t, int threads, int64_t& r0, int64_t& r1) {
+  r0 = m * t / threads, r1 = m * (t + 1) / threads;
+}
+
+// Per channel, over all rows: out1[c] = sum f1(row, c), out2[c] = sum f2(row, c), where
+// add(row, a1, a2) adds one row's terms into the float accumulators a1, a2 [c].
+template <class AddRow>
+void channel_sums(int64_t m, int64_t C, bool parallel, double* out1, double* out2, AddRow add) {
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  std::vector<double> part(size_t(threads) * 2 * size_t(C));  // [threads][2][C]
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    int64_t r0, r1;
+    thread_rows(m, t, omp_get_num_threads(), r0, r1);
+    std::vector<float> a(size_t(2 * C));
+    double* s1 = part.data() + size_t(t) * 2 * size_t(C);
+    double* s2 = s1 + C;
+    for (int64_t r = r0; r < r1; r += kRun) {
+      std::fill(a.begin(), a.end(), 0.f);
+      for (int64_t row = r; row < std::min(r1, r + kRun); ++row) add(row, a.data(), a.data() + C);
+      for (int64_t c = 0; c < C; ++c) s1[c] += a[size_t(c)], s2[c] += a[size_t(C + c)];
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    double v1 = 0, v2 = 0;
+    for (int t = 0; t < threads; ++t)
+      v1 += part[size_t(t * 2 * C + c)], v2 += part[size_t(t * 2 * C + C + c)];
+    out1[c] = v1, out2[c] = v2;
+  }
+}
+
+// Per row and channel: out = finish<E>((x - mean) * scale + shift), the rows over the threads.
+template <Epi E>
+void normalize_nhwc(int64_t m, int64_t C, const float* x, const float* skip, const float* mean,
+                    const float* scale, const float* shift, float* y) {
+#pragma omp parallel for schedule(static) if (m * C >= kParallelMin)
+  for (int64_t row = 0; row < m; ++row) {
+    const float* in = x + row * C;
+    const float* sk = E == Epi::add_relu ? skip + row * C : nullptr;
+    float* out = y + row * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c)
+      out[c] = finish<E>((in[c] - mean[c]) * scale[c] + shift[c], sk, c);
+  }
+}
+
+template <Epi E>
+void forward_train_nhwc(const BnDims& d, const BnParams& p, const float* x, const float* skip,
+                        const float* gamma, const float* beta, float* y, float* save_mean,
+                        float* save_invstd, float* running_mean, float* running_var) {
+  const int64_t m = d.n * d.hw, C = d.c;
+  const bool parallel = m * C >= kParallelMin;
+  std::vector<double> sum(static_cast<size_t>(C)), sq(static_cast<size_t>(C));
+  std::vector<float> mean(static_cast<size_t>(C)), scale(static_cast<size_t>(C));
+  channel_sums(m, C, parallel, sum.data(), sq.data(), [&](int64_t row, float* a, float*) {
+    const float* in = x + row * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) a[c] += in[c];
+  });
+  for (int64_t c = 0; c < C; ++c) mean[size_t(c)] = float(sum[size_t(c)] / double(m));
+  // Two passes, as the NCHW paths (each call's second sums are unused here).
+  channel_sums(m, C, parallel, sq.data(), sum.data(), [&](int64_t row, float* a, float*) {
+    const float* in = x + row * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) a[c] += (in[c] - mean[size_t(c)]) * (in[c] - mean[size_t(c)]);
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    const double var = sq[size_t(c)] / double(m), invstd = 1.0 / std::sqrt(var + p.eps);
+    scale[size_t(c)] = float(invstd * gamma[c]);
+    save_mean[c] = mean[size_t(c)], save_invstd[c] = float(invstd);
+    update_running(p, double(m), double(mean[size_t(c)]), var, running_mean[c], running_var[c]);
+  }
+  normalize_nhwc<E>(m, C, x, skip, mean.data(), scale.data(), beta, y);
+}
+
+template <Epi E>
+void forward_eval_nhwc(const BnDims& d, const BnParams& p, const float* x, const float* skip,
+                       const float* gamma, const float* beta, const float* running_mean,
+                       const float* running_var, float* y) {
+  const int64_t C = d.c;
+  std::vector<float> scale(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c)
+    scale[size_t(c)] = float(double(gamma[c]) / std::sqrt(double(running_var[c]) + p.eps));
+  normalize_nhwc<E>(d.n * d.hw, C, x, skip, running_mean, scale.data(), beta, y);
+}
+
+template <bool Relu>
+void backward_nhwc(const BnDims& d, const float* x, const float* dy, const float* z,
+                   const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
+                   float* dgamma, float* dbeta) {
+  const int64_t m = d.n * d.hw, C = d.c;
+  std::vector<double> sum_dy(static_cast<size_t>(C)), sum_dy_xc(static_cast<size_t>(C));
+  channel_sums(m, C, m * C >= kParallelMin, sum_dy.data(), sum_dy_xc.data(),
+               [&](int64_t row, float* a1, float* a2) {
+                 const float *xr = x + row * C, *gr = dy + row * C,
+                             *zr = Relu ? z + row * C : nullptr;
+#pragma omp simd
+                 for (int64_t c = 0; c < C; ++c) {
+                   const float g = grad_at<Relu>(gr, zr, c);
+                   a1[c] += g, a2[c] += g * (xr[c] - save_mean[c]);
+                 }
+               });
+  std::vector<float> k1(static_cast<size_t>(C)), k2(static_cast<size_t>(C)),
+      k3(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    const double invstd = save_invstd[c], sum_dy_xhat = sum_dy_xc[size_t(c)] * invstd,
+                 g = double(gamma[c]) * invstd;
+    dgamma[c] = float(sum_dy_xhat), dbeta[c] = float(sum_dy[size_t(c)]);
+    k1[size_t(c)] = float(g), k2[size_t(c)] = float(-g * invstd * sum_dy_xhat / double(m));
+    k3[size_t(c)] = float(-g * sum_dy[size_t(c)] / double(m));
+  }
+#pragma omp parallel for schedule(static) if (m * C >= kParallelMin)
+  for (int64_t row = 0; row < m; ++row) {
+    const float *xr = x + row * C, *gr = dy + row * C, *zr = Relu ? z + row * C : nullptr;
+    float* out = dx + row * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c)
+      out[c] = k1[size_t(c)] * grad_at<Relu>(gr, zr, c) +
+               (k2[size_t(c)] * (xr[c] - save_mean[c]) + k3[size_t(c)]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Table entries
 
 template <Epi E>
 void forward_train_any(const BnDims& d, const BnParams& p, const float* x, const float* skip,
                        const float* gamma, const float* beta, float* y, float* save_mean,
                        float* save_invstd, float* running_mean, float* running_var) {
-  if (d.hw < kSmallMap)
+  if (d.layout == Layout::nhwc)
+    forward_train_nhwc<E>(d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean,
+                          running_var);
+  else if (d.hw < kSmallMap)
     forward_train_blocks<E>(d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean,
                             running_var);
   else
@@ -377,7 +515,10 @@ template <Epi E>
 void forward_eval(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                   const float* gamma, const float* beta, const float* running_mean,
                   const float* running_var, float* y) {
-  forward_eval_any<E>(d, p, x, nullptr, gamma, beta, running_mean, running_var, y);
+  if (d.layout == Layout::nhwc)
+    forward_eval_nhwc<E>(d, p, x, nullptr, gamma, beta, running_mean, running_var, y);
+  else
+    forward_eval_any<E>(d, p, x, nullptr, gamma, beta, running_mean, running_var, y);
 }
 
 void forward_add_relu_train(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
@@ -391,7 +532,10 @@ void forward_add_relu_train(void*, OpCache&, const BnDims& d, const BnParams& p,
 void forward_add_relu_eval(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                            const float* skip, const float* gamma, const float* beta,
                            const float* running_mean, const float* running_var, float* z) {
-  forward_eval_any<Epi::add_relu>(d, p, x, skip, gamma, beta, running_mean, running_var, z);
+  if (d.layout == Layout::nhwc)
+    forward_eval_nhwc<Epi::add_relu>(d, p, x, skip, gamma, beta, running_mean, running_var, z);
+  else
+    forward_eval_any<Epi::add_relu>(d, p, x, skip, gamma, beta, running_mean, running_var, z);
 }
 
 // z, dz: the fused ReLU's output and its gradient (Relu), else unused and dy is BN's own.
@@ -399,7 +543,9 @@ template <bool Relu>
 void backward_any(const BnDims& d, const float* x, const float* dy, const float* z,
                   const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
                   float* dgamma, float* dbeta) {
-  if (d.hw < kSmallMap)
+  if (d.layout == Layout::nhwc)
+    backward_nhwc<Relu>(d, x, dy, z, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  else if (d.hw < kSmallMap)
     backward_blocks<Relu>(d, x, dy, z, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   else
     backward_rows<Relu>(d, x, dy, z, gamma, save_mean, save_invstd, dx, dgamma, dbeta);

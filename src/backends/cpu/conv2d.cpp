@@ -1,5 +1,6 @@
 // Convolution on oneDNN. Shapes (NCHW, weights OIHW): x [n, c, h, w], W [k, c, r, s],
 // y [n, k, oh, ow]; square stride and padding, no bias (BN follows every ResNet convolution).
+// Under NHWC (ConvDims::layout) x and y are [n, h, w, c] and [n, oh, ow, k], W stays OIHW.
 //   forward          y  = conv(x, W)
 //   backward data    dx = conv^T(dy, W)
 //   backward weights dW = corr(x, dy)
@@ -16,6 +17,9 @@
 //   unfold    a map no larger than the kernel: a dense layer through unfolded weights;
 //   im2col    the patches of all images as the rows of one matrix, one matmul;
 //   channels  a 1x1 kernel: one matmul over channel-major copies ([c, n*oh*ow]).
+// Under NHWC, im2col's patch rows [n*oh*ow, r*s*c] are copies of whole pixels and its output
+// rows [n*oh*ow, k] are y itself: a 1x1 convolution with stride 1 is one matmul on x and y in
+// place, with no copy at all. channels is not needed there.
 // Under bf16 every mode reads bf16 operands and writes fp32: plain and blocked ask oneDNN for
 // bf16 inputs (the reorders in convert, in the same pass that changes layout), the matmul modes
 // convert their two operands as they hand them over (run_matmul).
@@ -79,9 +83,18 @@ constexpr int64_t kIm2colMaxMap = 4;
 // (--deterministic); where there are more than one, choose() times them.
 std::vector<ConvMode> conv2d_candidates(const ConvDims& d, bool bf16) {
   const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), taps = d.r * d.s;
+  if (d.layout == Layout::nhwc) {
+    // oneDNN's NHWC kernels (brgconv) run 1x1 and 3x3 convolutions on 8x8-4x4 maps near its
+    // matmul rate; on smaller maps the matmul forms win, as under NCHW.
+    if (taps > 1 && map_in <= taps) return {ConvMode::unfold};
+    if ((taps == 1 && d.pad == 0) || map_out <= kIm2colMaxMap)
+      return {ConvMode::im2col, ConvMode::plain};
+    return {ConvMode::plain, ConvMode::blocked};
+  }
   // Small maps (ResNet-50/CIFAR's layer3 at 2x2 and layer4 at 1x1): oneDNN's kernels are built
   // for large maps and run far below peak there, their backward passes slowest (BENCHMARKS.md,
-  // "Small-map convolutions as matmuls"). There a convolution is a plain matrix product over a few positions, so it runs as oneDNN matmuls:
+  // "Small-map convolutions as matmuls"). There a convolution is a plain matrix product over a few
+  // positions, so it runs as oneDNN matmuls:
   //   unfold  kernel > 1x1 and an input map no larger than the kernel: a dense layer from
   //           x [n, c*h*w] to y [n, k*oh*ow] through an unfolded weight matrix holding each
   //           (output, input) position pair's tap. No padding taps are multiplied, and both
@@ -152,6 +165,9 @@ struct MatmulForm {
 // also the backward hint; the primitives and their ports are made on first use.
 struct ConvPrimitives {
   bool blocked = false;  // ask oneDNN for its own layout (tag::any)
+  // The weights in oneDNN's own layout even where the activations are the caller's: its NHWC
+  // kernels take no OIHW weights (it would run its reference loops, 1 GFLOP/s).
+  bool any_weights = false;
   dt operand = dt::f32;  // what the convolutions read: f32, or bf16 under bf16
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
@@ -165,8 +181,17 @@ struct ConvPrimitives {
   // (read: x, W, dy) in the operand type, an output (written: y, dx, dW) in fp32.
   dnnl::memory::desc in(const dnnl::memory::desc& plain) const { return conv_md(plain, operand); }
   dnnl::memory::desc out(const dnnl::memory::desc& plain) const { return conv_md(plain, dt::f32); }
+  // The weights W (read) and dW (written).
+  dnnl::memory::desc w_in(const dnnl::memory::desc& plain) const {
+    return any_weights ? dnnl::memory::desc(plain.dims(), operand, tag::any) : in(plain);
+  }
+  dnnl::memory::desc w_out(const dnnl::memory::desc& plain) const {
+    return any_weights ? dnnl::memory::desc(plain.dims(), dt::f32, tag::any) : out(plain);
+  }
   dnnl::memory::desc conv_md(const dnnl::memory::desc& plain, dt type) const {
-    return {plain.dims(), type, blocked ? tag::any : tag::abcd};
+    if (blocked) return {plain.dims(), type, tag::any};
+    const dnnl_dims_t& strides = plain.data.format_desc.blocking.strides;
+    return {plain.dims(), type, dnnl::memory::dims(strides, strides + plain.data.ndims)};
   }
 };
 
@@ -174,11 +199,13 @@ struct ConvPrims {
   ConvDims dims;
   std::vector<ConvMode> cands;
   std::optional<ConvMode> mode[3];      // by Dir, once chosen
-  dnnl::memory::desc x_md, w_md, y_md;  // plain fp32, the caller's
+  dnnl::memory::desc x_md, w_md, y_md;  // fp32 in the caller's layout
   dnnl::memory::dims strides, pad;
   ConvPrimitives conv[2];  // [blocked]: plain, blocked
-  // unfold: x [n, c*h*w], y [n, k*oh*ow], w the unfolded weights [k*oh*ow, c*h*w].
-  // im2col: x the patches [n*oh*ow, c*r*s], y rows [n*oh*ow, k], w = W [k, c*r*s] as it is.
+  // unfold: x [n, c*h*w], y [n, k*oh*ow], w the unfolded weights [k*oh*ow, c*h*w] (NHWC: the
+  // same matrices with position-major rows and columns).
+  // im2col: x the patches [n*oh*ow, c*r*s], y rows [n*oh*ow, k], w = W [k, c*r*s] as it is
+  // (NHWC: patches [n*oh*ow, r*s*c] and W permuted to [k, r*s*c], unless 1x1).
   MatmulForm rows;
   // channels: x [c, n*oh*ow], y [k, n*oh*ow], w = W [k, c].
   MatmulForm chan;
@@ -209,7 +236,9 @@ void init_rows(ConvPrims* p) {
     f.scratch_floats = size_t(y_cols * x_cols);
   } else {
     rows = d.n * map_out, x_cols = d.c * d.r * d.s, y_cols = d.k;
-    f.scratch_floats = size_t(rows * (x_cols + y_cols));
+    // NCHW: patches and y's rows; NHWC: patches and the permuted weights.
+    f.scratch_floats =
+        size_t(rows * x_cols + (d.layout == Layout::nhwc ? y_cols * x_cols : rows * y_cols));
   }
   f.x = {{rows, x_cols}, dt::f32, tag::ab};
   f.y = {{rows, y_cols}, dt::f32, tag::ab};
@@ -236,9 +265,10 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   p->cands = conv2d_candidates(d, cx.bf16());
   const dnnl::memory::dims xd = {d.n, d.c, d.h, d.w}, wd = {d.k, d.c, d.r, d.s},
                            yd = {d.n, d.k, d.oh(), d.ow()};
-  p->x_md = {xd, dt::f32, tag::nchw};
+  const tag act = d.layout == Layout::nhwc ? tag::nhwc : tag::nchw;
+  p->x_md = {xd, dt::f32, act};
   p->w_md = {wd, dt::f32, tag::oihw};
-  p->y_md = {yd, dt::f32, tag::nchw};
+  p->y_md = {yd, dt::f32, act};
   if (has(p->cands, ConvMode::unfold) || has(p->cands, ConvMode::im2col)) init_rows(p);
   if (has(p->cands, ConvMode::channels)) init_channels(p);
   p->strides = {d.stride, d.stride};
@@ -247,9 +277,10 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
     if (!has(p->cands, blocked ? ConvMode::blocked : ConvMode::plain)) continue;
     ConvPrimitives& c = p->conv[blocked];
     c.blocked = blocked, c.operand = cx.operand_type();
-    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training,
-                                         dnnl::algorithm::convolution_direct, c.in(p->x_md),
-                                         c.in(p->w_md), c.out(p->y_md), p->strides, p->pad, p->pad);
+    c.any_weights = d.layout == Layout::nhwc;
+    dnnl::convolution_forward::desc desc(
+        dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, c.in(p->x_md),
+        c.w_in(p->w_md), c.out(p->y_md), p->strides, p->pad, p->pad);
     c.fwd_pd = dnnl::convolution_forward::primitive_desc(desc, cx.engine);
   }
   return p;
@@ -270,19 +301,33 @@ dnnl::memory mem(const Context& cx, const dnnl::memory::desc& md, const void* pt
 
 // ---- unfold: a convolution on a map no larger than its kernel is a dense layer --------------
 
+// Where (k, o) and (c, i) sit in the unfolded matrix: its row is k * k_step + o * o_step, its
+// column c * c_step + i * i_step (channel-major under NCHW, position-major under NHWC: the
+// flattening of y and x).
+struct UnfoldSteps {
+  int64_t k_step, o_step, c_step, i_step;
+};
+UnfoldSteps unfold_steps(const ConvDims& d) {
+  if (d.layout == Layout::nhwc) return {1, d.k, 1, d.c};
+  return {d.oh() * d.ow(), 1, d.h * d.w, 1};
+}
+
 // wu[(k, o), (c, i)] = W[k, c, tap(o, i)], zero where output position o does not see input i.
 void unfold_weights(const ConvPrims& p, const float* w, float* wu) {
   const ConvDims& d = p.dims;
   const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), rs = d.r * d.s;
+  const int64_t cols = d.c * map_in;
+  const UnfoldSteps u = unfold_steps(d);
   const int32_t* tap_of = p.tap_of.data();
 #pragma omp parallel for schedule(static) if (d.k * d.c * map_in * map_out >= (1 << 16))
   for (int64_t k = 0; k < d.k; ++k)
     for (int64_t o = 0; o < map_out; ++o) {
-      float* row = wu + (k * map_out + o) * d.c * map_in;
+      float* row = wu + (k * u.k_step + o * u.o_step) * cols;
       const int32_t* taps = tap_of + o * map_in;
       for (int64_t c = 0; c < d.c; ++c) {
         const float* wkc = w + (k * d.c + c) * rs;
-        for (int64_t i = 0; i < map_in; ++i) row[c * map_in + i] = taps[i] < 0 ? 0.f : wkc[taps[i]];
+        for (int64_t i = 0; i < map_in; ++i)
+          row[c * u.c_step + i * u.i_step] = taps[i] < 0 ? 0.f : wkc[taps[i]];
       }
     }
 }
@@ -291,17 +336,18 @@ void unfold_weights(const ConvPrims& p, const float* w, float* wu) {
 void fold_weight_grad(const ConvPrims& p, const float* dwu, float* dw) {
   const ConvDims& d = p.dims;
   const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), rs = d.r * d.s;
+  const UnfoldSteps u = unfold_steps(d);
   const int32_t* tap_of = p.tap_of.data();
 #pragma omp parallel for schedule(static) if (d.k * d.c * map_in * map_out >= (1 << 16))
   for (int64_t k = 0; k < d.k; ++k) {
     float* dwk = dw + k * d.c * rs;
     for (int64_t t = 0; t < d.c * rs; ++t) dwk[t] = 0.f;
     for (int64_t o = 0; o < map_out; ++o) {
-      const float* row = dwu + (k * map_out + o) * d.c * map_in;
+      const float* row = dwu + (k * u.k_step + o * u.o_step) * d.c * map_in;
       const int32_t* taps = tap_of + o * map_in;
       for (int64_t c = 0; c < d.c; ++c)
         for (int64_t i = 0; i < map_in; ++i)
-          if (taps[i] >= 0) dwk[c * rs + taps[i]] += row[c * map_in + i];
+          if (taps[i] >= 0) dwk[c * rs + taps[i]] += row[c * u.c_step + i * u.i_step];
     }
   }
 }
@@ -463,6 +509,103 @@ void im2col_backward_weights(Context& cx, ConvPrims& p, const float* x, const fl
   if (rows == s.y) cx.scratch_key = &f, cx.scratch_source = dy;
 }
 
+// ---- im2col under NHWC: patches are whole pixels, y is the rows ----------------------------
+
+// xcol[(n, oy, ox), (ty, tx, c)] = x[n, oy*stride - pad + ty, ox*stride - pad + tx, c], zero in
+// the padding: one copy of c floats per tap.
+void im2col_nhwc(const ConvDims& d, const float* x, float* xcol) {
+  const int64_t oh = d.oh(), ow = d.ow(), cols = d.r * d.s * d.c;
+  const size_t pixel = size_t(d.c) * sizeof(float);
+#pragma omp parallel for schedule(static) if (d.n * oh * ow * cols >= (1 << 16))
+  for (int64_t row = 0; row < d.n * oh * ow; ++row) {
+    const int64_t n = row / (oh * ow), oy = row / ow % oh, ox = row % ow;
+    float* out = xcol + row * cols;
+    for (int64_t ty = 0; ty < d.r; ++ty)
+      for (int64_t tx = 0; tx < d.s; ++tx, out += d.c) {
+        const int64_t iy = oy * d.stride - d.pad + ty, ix = ox * d.stride - d.pad + tx;
+        if (iy >= 0 && iy < d.h && ix >= 0 && ix < d.w)
+          std::memcpy(out, x + ((n * d.h + iy) * d.w + ix) * d.c, pixel);
+        else
+          std::memset(out, 0, pixel);
+      }
+  }
+}
+
+// The adjoint: dx[n, iy, ix, c] = sum of the dxcol entries im2col_nhwc copied it to. One image
+// per iteration: its patches only touch its own pixels.
+void col2im_nhwc(const ConvDims& d, const float* dxcol, float* dx) {
+  const int64_t oh = d.oh(), ow = d.ow(), cols = d.r * d.s * d.c, image = d.h * d.w * d.c;
+#pragma omp parallel for schedule(static) if (d.n * oh * ow * cols >= (1 << 16))
+  for (int64_t n = 0; n < d.n; ++n) {
+    float* dxn = dx + n * image;
+    std::memset(dxn, 0, size_t(image) * sizeof(float));
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox = 0; ox < ow; ++ox) {
+        const float* in = dxcol + ((n * oh + oy) * ow + ox) * cols;
+        for (int64_t ty = 0; ty < d.r; ++ty)
+          for (int64_t tx = 0; tx < d.s; ++tx, in += d.c) {
+            const int64_t iy = oy * d.stride - d.pad + ty, ix = ox * d.stride - d.pad + tx;
+            if (iy < 0 || iy >= d.h || ix < 0 || ix >= d.w) continue;
+            float* out = dxn + (iy * d.w + ix) * d.c;
+#pragma omp simd
+            for (int64_t c = 0; c < d.c; ++c) out[c] += in[c];
+          }
+      }
+  }
+}
+
+// W [k, c, t] <-> [k, t, c], the patches' column order (t = ty * s + tx).
+void weights_to_tap_major(const ConvDims& d, const float* w, float* wt) {
+  const int64_t rs = d.r * d.s;
+#pragma omp parallel for schedule(static) if (d.k * d.c * rs >= (1 << 16))
+  for (int64_t k = 0; k < d.k; ++k)
+    for (int64_t c = 0; c < d.c; ++c)
+      for (int64_t t = 0; t < rs; ++t) wt[(k * rs + t) * d.c + c] = w[(k * d.c + c) * rs + t];
+}
+void weights_from_tap_major(const ConvDims& d, const float* wt, float* w) {
+  const int64_t rs = d.r * d.s;
+#pragma omp parallel for schedule(static) if (d.k * d.c * rs >= (1 << 16))
+  for (int64_t k = 0; k < d.k; ++k)
+    for (int64_t c = 0; c < d.c; ++c)
+      for (int64_t t = 0; t < rs; ++t) w[(k * d.c + c) * rs + t] = wt[(k * rs + t) * d.c + c];
+}
+
+// x is already the patches (and dx their adjoint) for a 1x1 kernel with stride 1.
+bool x_is_patches_nhwc(const ConvDims& d) {
+  return d.r * d.s == 1 && d.stride == 1 && d.pad == 0;
+}
+// y = patches · W^T
+void im2col_nhwc_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);  // patches, tap-major weights
+  const float* cols = x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x);
+  const float* wt = d.r * d.s == 1 ? w : (weights_to_tap_major(d, w, s.y), s.y);
+  run_matmul(cx, f.mm[kForward], f.x, cols, f.w_t, wt, f.y, y);
+}
+// dpatches = dy · W, folded back onto dx
+void im2col_nhwc_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w,
+                               float* dx) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);  // patches, tap-major weights
+  const float* wt = d.r * d.s == 1 ? w : (weights_to_tap_major(d, w, s.y), s.y);
+  float* cols = x_is_patches_nhwc(d) ? dx : s.x;
+  run_matmul(cx, f.mm[kBackwardData], f.y, dy, f.w, wt, f.x, cols);
+  if (cols != dx) col2im_nhwc(d, cols, dx);
+}
+// dW = dy^T · patches
+void im2col_nhwc_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
+                                  float* dw) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);  // patches, tap-major weights
+  const float* cols = x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x);
+  float* dwt = d.r * d.s == 1 ? dw : s.y;
+  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, dy, f.x, cols, f.w, dwt);
+  if (dwt != dw) weights_from_tap_major(d, dwt, dw);
+}
+
 // ---- channels: a 1x1 convolution is one matmul over channel-major copies -------------------
 
 // out[c, n, :] = in[n, c, :] for runs of `map` floats (NCHW to CNHW), and back.
@@ -572,7 +715,8 @@ void conv_backward_data(Context& cx, ConvPrims& p, const float* dy, const float*
   ConvPrimitives& c = p.conv[kBlocked];
   if (!c.bwd_data) {
     dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, c.out(p.x_md),
-                                               c.in(p.w_md), c.in(p.y_md), p.strides, p.pad, p.pad);
+                                               c.w_in(p.w_md), c.in(p.y_md), p.strides, p.pad,
+                                               p.pad);
     dnnl::convolution_backward_data::primitive_desc pd(desc, cx.engine, c.fwd_pd);
     c.bwd_data = dnnl::convolution_backward_data(pd);
     c.d_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
@@ -593,7 +737,7 @@ void conv_backward_weights(Context& cx, ConvPrims& p, const float* x, const floa
   ConvPrimitives& c = p.conv[kBlocked];
   if (!c.bwd_weights) {
     dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, c.in(p.x_md),
-                                                  c.out(p.w_md), c.in(p.y_md), p.strides, p.pad,
+                                                  c.w_out(p.w_md), c.in(p.y_md), p.strides, p.pad,
                                                   p.pad);
     dnnl::convolution_backward_weights::primitive_desc pd(desc, cx.engine, c.fwd_pd);
     c.bwd_weights = dnnl::convolution_backward_weights(pd);
@@ -616,7 +760,12 @@ void conv_backward_weights(Context& cx, ConvPrims& p, const float* x, const floa
 // weights (x, dy) -> dW.
 using DirFn = void (*)(Context&, ConvPrims&, const float*, const float*, float*);
 
-DirFn impl(ConvMode m, Dir dir) {
+DirFn impl(ConvMode m, Dir dir, Layout layout) {
+  if (m == ConvMode::im2col && layout == Layout::nhwc) {
+    static constexpr DirFn f[] = {im2col_nhwc_forward, im2col_nhwc_backward_data,
+                                  im2col_nhwc_backward_weights};
+    return f[dir];
+  }
   switch (m) {
     case ConvMode::plain: {
       static constexpr DirFn f[] = {conv_forward<false>, conv_backward_data<false>,
@@ -661,11 +810,11 @@ ConvMode choose(Context& cx, ConvPrims& p, Dir dir, const float* a, const float*
   constexpr int kTuneRounds = 3;
   using Clock = std::chrono::steady_clock;
   std::vector<double> best_s(c.size(), INFINITY);
-  for (ConvMode m : c) impl(m, dir)(cx, p, a, b, out);
+  for (ConvMode m : c) impl(m, dir, p.dims.layout)(cx, p, a, b, out);
   for (int r = 0; r < kTuneRounds; ++r)
     for (size_t i = 0; i < c.size(); ++i) {
       const auto t0 = Clock::now();
-      impl(c[i], dir)(cx, p, a, b, out);
+      impl(c[i], dir, p.dims.layout)(cx, p, a, b, out);
       cx.stream.wait();
       best_s[i] = std::min(best_s[i], std::chrono::duration<double>(Clock::now() - t0).count());
     }
@@ -702,7 +851,7 @@ void run(void* ctx, OpCache& c, const ConvDims& d, Dir dir, const float* a, cons
     p.mode[dir] = choose(cx, p, dir, a, b, out);
     c.note = describe(p);
   }
-  impl(*p.mode[dir], dir)(cx, p, a, b, out);
+  impl(*p.mode[dir], dir, p.dims.layout)(cx, p, a, b, out);
 }
 
 void conv2d_forward(void* ctx, OpCache& c, const ConvDims& d, const float* x, const float* w,

@@ -75,6 +75,7 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   omp_set_num_threads(cx->threads);
   b->name = "cpu-onednn";
   b->precision = cfg.precision;
+  b->nhwc = cfg.cpu_nhwc;
   b->ctx = cx;
   b->destroy = [](void* p) { delete static_cast<cpu::Context*>(p); };
   if (cx->bf16() && cfg.reuse_bf16) {

@@ -36,7 +36,7 @@ struct Context {
   bool deterministic = false;  // --deterministic: no timed choice, the first candidate always
   // The timed choices, by shape and direction: ResNet-50's 53 convolutions have 23 shapes, so
   // most nodes reuse a choice (and nodes of one shape run alike).
-  std::map<std::array<int64_t, 10>, ConvMode> conv_chosen;
+  std::map<std::array<int64_t, 11>, ConvMode> conv_chosen;
   // What the scratch still holds for reuse by the next call, if anything: the key of the op
   // state that left it and the input it came from (a convolution's weight gradient leaves dy
   // rearranged for its data gradient, the next call). Every scratch() call clears it.

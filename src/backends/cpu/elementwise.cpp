@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <vector>
 
 #include "backends/cpu/cpu_context.h"
 #include "ops/batch.h"
@@ -56,14 +57,27 @@ void softmax_ce(void*, int64_t n, int64_t classes, const float* logits, const in
 void gather_batch(void*, const BatchSpec& s, const uint8_t* images, const uint8_t* labels,
                   const int32_t* indices, float* x, int32_t* y) {
   const int64_t image = int64_t(s.channels) * s.height * s.width;
+  const int64_t plane = int64_t(s.height) * s.width;
   if (s.augment) {
-    // Crop and flip are cheap next to a step that needs them (ResNet): the reference loop does.
-    ref::gather_batch(s, images, labels, indices, x, y);
+    // Crop and flip are cheap next to a step that needs them (ResNet): the reference loop does,
+    // in NCHW; under NHWC into a copy that is then transposed.
+    if (s.layout == Layout::nchw) return ref::gather_batch(s, images, labels, indices, x, y);
+    static thread_local std::vector<float> nchw;
+    nchw.resize(size_t(s.n * image));
+    BatchSpec plain = s;
+    plain.layout = Layout::nchw;
+    ref::gather_batch(plain, images, labels, indices, nchw.data(), y);
+    for (int64_t i = 0; i < s.n; ++i)
+      for (int c = 0; c < s.channels; ++c)
+        for (int64_t j = 0; j < plane; ++j)
+          x[(i * plane + j) * s.channels + c] = nchw[size_t((i * s.channels + c) * plane + j)];
     return;
   }
   const BatchAt at = batch_at(s);
   indices += at.first;
-  const int64_t plane = int64_t(s.height) * s.width;
+  // Under NHWC channel c of pixel j goes to j * channels + c.
+  const int64_t c_step = s.layout == Layout::nhwc ? 1 : plane,
+                j_step = s.layout == Layout::nhwc ? s.channels : 1;
 #pragma omp parallel for if (s.n * image >= kParallelMin) schedule(static)
   for (int64_t i = 0; i < s.n; ++i) {
     const uint8_t* src = images + int64_t(indices[i]) * image;
@@ -74,7 +88,7 @@ void gather_batch(void*, const BatchSpec& s, const uint8_t* images, const uint8_
       // (v * scale - mean) * inv_std (CUDA rounds as the reference), not to the bit.
       const float a = s.scale * s.inv_std[c], b = -s.mean[c] * s.inv_std[c];
 #pragma omp simd
-      for (int64_t j = 0; j < plane; ++j) dst[c * plane + j] = src[c * plane + j] * a + b;
+      for (int64_t j = 0; j < plane; ++j) dst[c * c_step + j * j_step] = src[c * plane + j] * a + b;
     }
   }
   // The next batch's images sit at random places in a large array: ask for their cache lines

@@ -1,5 +1,6 @@
 // Pooling on the CPU: OpenMP loops, one (n, c) plane per iteration.
-// Shapes: x [n, c, h, w], y [n, c, oh, ow]; global average: x [n, c, hw] -> y [n, c].
+// Shapes: x [n, c, h, w], y [n, c, oh, ow]; global average: x [n, c, hw] -> y [n, c]
+// (NHWC: x [n, h, w, c], y [n, oh, ow, c]; x [n, hw, c]).
 //   max-pool forward   y = max over the k x k window (padded cells never win); argmax holds the
 //                      FLAT input index of the winner (int32), the first in row-major window
 //                      order on ties, exactly as the reference: the trainer keeps it for the
@@ -9,6 +10,8 @@
 //   global average     y = mean over hw; backward dx = dy / hw.
 // oneDNN's pooling keeps its own workspace format, not our int32 flat index; the loops are
 // memory-bound either way, so they are kept (and match the reference bit for bit).
+// Under NHWC the same, one output pixel's c channels at a time (vectorised across channels;
+// argmax indexes the NHWC input; the window is scanned in the same order, so ties resolve alike).
 #include <algorithm>
 
 #include "backends/cpu/cpu_context.h"
@@ -19,8 +22,33 @@ namespace {
 
 constexpr int64_t kParallelMin = 1 << 16;
 
+void maxpool_forward_nhwc(const PoolDims& d, const float* x, float* y, int32_t* argmax) {
+  const int64_t oh = d.oh(), ow = d.ow(), C = d.c;
+#pragma omp parallel for schedule(static) if (d.n * d.c * d.h * d.w >= kParallelMin)
+  for (int64_t row = 0; row < d.n * oh * ow; ++row) {
+    const int64_t n = row / (oh * ow), i = row / ow % oh, j = row % ow;
+    const int64_t h0 = std::max<int64_t>(0, i * d.stride - d.pad),
+                  h1 = std::min<int64_t>(d.h, i * d.stride - d.pad + d.kernel);
+    const int64_t w0 = std::max<int64_t>(0, j * d.stride - d.pad),
+                  w1 = std::min<int64_t>(d.w, j * d.stride - d.pad + d.kernel);
+    float* yp = y + row * C;
+    int32_t* ap = argmax + row * C;
+    const int64_t first = ((n * d.h + h0) * d.w + w0) * C;
+    for (int64_t c = 0; c < C; ++c) yp[c] = x[first + c], ap[c] = int32_t(first + c);
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t at = ((n * d.h + h) * d.w + w) * C;
+        const float* xp = x + at;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c)
+          if (xp[c] > yp[c]) yp[c] = xp[c], ap[c] = int32_t(at + c);
+      }
+  }
+}
+
 void maxpool_forward(void*, OpCache&, const PoolDims& d, const float* x, float* y,
                      int32_t* argmax) {
+  if (d.layout == Layout::nhwc) return maxpool_forward_nhwc(d, x, y, argmax);
   const int64_t oh = d.oh(), ow = d.ow(), plane = d.h * d.w;
 #pragma omp parallel for schedule(static) if (d.n * d.c * plane >= kParallelMin)
   for (int64_t nc = 0; nc < d.n * d.c; ++nc) {
@@ -47,6 +75,16 @@ void maxpool_forward(void*, OpCache&, const PoolDims& d, const float* x, float* 
 
 void maxpool_backward(void*, OpCache&, const PoolDims& d, const float* dy, const int32_t* argmax,
                       float* dx) {
+  if (d.layout == Layout::nhwc) {
+    // An image's winners lie in that image.
+    const int64_t out = d.oh() * d.ow() * d.c, image = d.h * d.w * d.c;
+#pragma omp parallel for schedule(static) if (d.n * image >= kParallelMin)
+    for (int64_t n = 0; n < d.n; ++n) {
+      std::fill(dx + n * image, dx + (n + 1) * image, 0.f);
+      for (int64_t o = n * out; o < (n + 1) * out; ++o) dx[argmax[o]] += dy[o];
+    }
+    return;
+  }
   const int64_t out = d.oh() * d.ow(), plane = d.h * d.w;
 #pragma omp parallel for schedule(static) if (d.n * d.c * plane >= kParallelMin)
   for (int64_t nc = 0; nc < d.n * d.c; ++nc) {
@@ -55,9 +93,24 @@ void maxpool_backward(void*, OpCache&, const PoolDims& d, const float* dy, const
   }
 }
 
-void global_avgpool_forward(void*, int64_t n, int64_t c, int64_t hw, const float* x, float* y) {
+void global_avgpool_forward(void*, int64_t n, int64_t c, int64_t hw, Layout layout, const float* x,
+                            float* y) {
   if (hw == 1) {  // ResNet-50 on CIFAR ends on a 1x1 map: the mean of one value is that value
     std::copy(x, x + n * c, y);
+    return;
+  }
+  if (layout == Layout::nhwc) {
+#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+      float* out = y + i * c;
+      std::fill(out, out + c, 0.f);
+      for (int64_t j = 0; j < hw; ++j) {
+        const float* in = x + (i * hw + j) * c;
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) out[k] += in[k];
+      }
+      for (int64_t k = 0; k < c; ++k) out[k] = float(double(out[k]) / double(hw));
+    }
     return;
   }
 #pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
@@ -70,9 +123,20 @@ void global_avgpool_forward(void*, int64_t n, int64_t c, int64_t hw, const float
   }
 }
 
-void global_avgpool_backward(void*, int64_t n, int64_t c, int64_t hw, const float* dy, float* dx) {
+void global_avgpool_backward(void*, int64_t n, int64_t c, int64_t hw, Layout layout,
+                             const float* dy, float* dx) {
   if (hw == 1) {
     std::copy(dy, dy + n * c, dx);
+    return;
+  }
+  if (layout == Layout::nhwc) {
+#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < hw; ++j) {
+        float* out = dx + (i * hw + j) * c;
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) out[k] = dy[i * c + k] / float(hw);
+      }
     return;
   }
 #pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)

@@ -44,7 +44,7 @@ struct Context {
     cudnnMathType_t math = CUDNN_FMA_MATH;
     bool borrowed = false;  // taken from another batch size, not chosen at this one
   };
-  std::map<std::array<int64_t, 10>, ConvAlgo> conv_algos;
+  std::map<std::array<int64_t, 11>, ConvAlgo> conv_algos;
 
   // Batch norm's per-slice partial results (batchnorm.cu), allocated with the context at the
   // most that its slicing can ask for: bn_partials_for(sm_count) floats.

@@ -107,7 +107,8 @@ __global__ void avgpool_backward_kernel(int64_t rows, int64_t hw, const float* d
     dx[e] = dy[e / hw] / float(hw);
 }
 
-void global_avgpool_forward(void* ctx, int64_t n, int64_t c, int64_t hw, const float* x, float* y) {
+void global_avgpool_forward(void* ctx, int64_t n, int64_t c, int64_t hw, Layout, const float* x,
+                            float* y) {
   Context& cx = context(ctx);
   const int64_t rows = n * c;
   if (rows <= 0 || hw <= 0) return;
@@ -118,7 +119,7 @@ void global_avgpool_forward(void* ctx, int64_t n, int64_t c, int64_t hw, const f
   TB_CUDA_LAUNCH_CHECK("global_avgpool_forward", rows_str(rows, hw));
 }
 
-void global_avgpool_backward(void* ctx, int64_t n, int64_t c, int64_t hw, const float* dy,
+void global_avgpool_backward(void* ctx, int64_t n, int64_t c, int64_t hw, Layout, const float* dy,
                              float* dx) {
   Context& cx = context(ctx);
   const int64_t total = n * c * hw;

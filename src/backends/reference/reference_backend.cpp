@@ -117,10 +117,16 @@ std::unique_ptr<Backend> make_reference_backend(const BackendConfig& cfg) {
                           int32_t* am) { ref::maxpool_forward(d, x, y, am); };
   b->maxpool_backward = [](void*, OpCache&, const PoolDims& d, const float* dy, const int32_t* am,
                            float* dx) { ref::maxpool_backward(d, dy, am, dx); };
-  b->global_avgpool_forward = [](void*, int64_t n, int64_t c, int64_t hw, const float* x,
-                                 float* y) { ref::global_avgpool_forward(n, c, hw, x, y); };
-  b->global_avgpool_backward = [](void*, int64_t n, int64_t c, int64_t hw, const float* dy,
-                                  float* dx) { ref::global_avgpool_backward(n, c, hw, dy, dx); };
+  b->global_avgpool_forward = [](void*, int64_t n, int64_t c, int64_t hw, Layout l, const float* x,
+                                 float* y) {
+    TB_CHECK(l == Layout::nchw, "the reference ops take NCHW activations only");
+    ref::global_avgpool_forward(n, c, hw, x, y);
+  };
+  b->global_avgpool_backward = [](void*, int64_t n, int64_t c, int64_t hw, Layout l,
+                                  const float* dy, float* dx) {
+    TB_CHECK(l == Layout::nchw, "the reference ops take NCHW activations only");
+    ref::global_avgpool_backward(n, c, hw, dy, dx);
+  };
   b->adam_update = [](void*, int64_t n, float* p, const float* g, float* m, float* v,
                       const AdamParams& hp, const StepCursor* at) {
     ref::adam_update(n, p, g, m, v, hp, at->updates + 1);

@@ -37,15 +37,15 @@ void register_pool(Backend& b) {
     dispatch(context(ctx), "maxpool_bwd", maxpool_pc(d, dy, argmax, dx, "maxpool_backward"),
              groups_for(d.n * d.c * d.h * d.w, 256));
   };
-  b.global_avgpool_forward = [](void* ctx, int64_t n, int64_t c, int64_t hw, const float* x,
+  b.global_avgpool_forward = [](void* ctx, int64_t n, int64_t c, int64_t hw, Layout, const float* x,
                                 float* y) {
     const uint32_t rows = u32(n * c, "global_avgpool_forward");
     u32(n * c * hw, "global_avgpool_forward");
     dispatch(context(ctx), "avgpool", AvgpoolPC{addr(x), addr(y), rows, uint32_t(hw), 0},
              groups_for(rows, 256));
   };
-  b.global_avgpool_backward = [](void* ctx, int64_t n, int64_t c, int64_t hw, const float* dy,
-                                 float* dx) {
+  b.global_avgpool_backward = [](void* ctx, int64_t n, int64_t c, int64_t hw, Layout,
+                                 const float* dy, float* dx) {
     const uint32_t rows = u32(n * c, "global_avgpool_backward");
     const uint32_t total = u32(n * c * hw, "global_avgpool_backward");
     dispatch(context(ctx), "avgpool", AvgpoolPC{addr(dy), addr(dx), rows, uint32_t(hw), 1},
