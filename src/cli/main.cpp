@@ -1,6 +1,7 @@
 // trainbench: train the workloads of WORKLOADS.md on this machine's CPU or GPU and measure how
 // well the software uses the hardware. See README.md for the commands; each is one file here.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 
 #include "cli/commands.h"
@@ -9,6 +10,9 @@
 
 int main(int argc, char** argv) {
   using namespace tb;
+  // A file-size limit (ulimit -f) would end the process mid-write; ignored, the write fails
+  // (EFBIG) and the run says so as for a full disk, keeping what it measured.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"trainbench: how fast does this machine train, and is the software using it?"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(TRAINBENCH_VERSION) + " (" + git_revision() + ")");

@@ -113,7 +113,8 @@ std::string default_out_path(const RunOptions& o) {
 }
 
 // The record is the run's result: where its path cannot be written (full disk, a folder that is
-// not there), it goes to the temp folder and the run still fails at the end, saying where.
+// not there), it goes to the temp folder and the run still fails at the end, saying where. Where
+// that fails too, the summary printed after it is what is left of the run.
 std::string write_record(const std::string& path, const nlohmann::json& record) {
   try {
     write_json_atomic(path, record);
@@ -121,7 +122,14 @@ std::string write_record(const std::string& path, const nlohmann::json& record) 
   } catch (const Error& e) {
     const std::string fallback =
         (std::filesystem::temp_directory_path() / std::filesystem::path(path).filename()).string();
-    write_json_atomic(fallback, record);
+    try {
+      write_json_atomic(fallback, record);
+    } catch (const Error& again) {
+      return fmt::format(
+          "{}; nor in the temp folder ({}): the record is lost, the summary above "
+          "holds its figures",
+          e.what(), again.what());
+    }
     return fmt::format("{}; the record went to {} instead", e.what(), fallback);
   }
 }
@@ -322,7 +330,8 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop, Comm* comm) {
 
   const nlohmann::json record = make_record(w, hp, model, facts);
   const std::string record_failure = write_record(out_path, record);  // before anything prints
-  if (o.summary) print_run_summary(record, facts);
+  // A record that did not go where asked: its figures are printed whatever the caller wanted.
+  if (o.summary || !record_failure.empty()) print_run_summary(record, facts);
   if (!record_failure.empty()) fail("{}", record_failure);
   if (o.summary) fmt::print("record: {}\n", out_path);
 
@@ -341,7 +350,7 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop, Comm* comm) {
     return {record, out_path, 3};
   }
   if (checkpoint.failures() > 0) {
-    fmt::print(stderr, "trainbench: {} of {} checkpoints could not be written to {} ({})\n",
+    fmt::print(stderr, "trainbench: error: {} of {} checkpoints could not be written to {} ({})\n",
                checkpoint.failures(), checkpoint.failures() + t.checkpoints, o.checkpoint,
                checkpoint.last_error());
     status = 1;

@@ -1,9 +1,11 @@
 #include "core/file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -24,6 +26,13 @@ void write_file_atomic(const std::string& path,
     ::unlink(tmp.c_str());
     fail("{}: write failed ({})", path, err ? std::strerror(err) : "disk full?");
   }
+  // Test hook (tests/cli/faults_test.cpp): a kill -9 in the middle of writing a file whose path
+  // holds this text, with half the temp file written and before the rename.
+  const char* kill_in = std::getenv("TRAINBENCH_TEST_KILL_IN_WRITE");
+  if (kill_in && *kill_in && path.find(kill_in) != std::string::npos) {
+    std::error_code size_ec;
+    if (::truncate(tmp.c_str(), off_t(fs::file_size(tmp, size_ec) / 2)) == 0) ::raise(SIGKILL);
+  }
   // fsync through a fresh descriptor covers writers (zlib, stdio) that keep theirs private.
   const int fd = ::open(tmp.c_str(), O_RDONLY);
   const bool synced = fd >= 0 && ::fsync(fd) == 0;
@@ -32,6 +41,23 @@ void write_file_atomic(const std::string& path,
     const int err = errno;
     ::unlink(tmp.c_str());
     fail("{}: cannot put the file in place ({})", path, std::strerror(err));
+  }
+}
+
+void remove_stale_temps(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code ec;
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string pid = name.substr(prefix.size());
+    if (pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (::kill(pid_t(std::stol(pid)), 0) == 0 || errno == EPERM) continue;  // its writer lives
+    std::error_code remove_ec;
+    fs::remove(it->path(), remove_ec);
   }
 }
 

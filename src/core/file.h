@@ -12,6 +12,9 @@ namespace tb {
 void write_file_atomic(const std::string& path,
                        const std::function<bool(const std::string&)>& fill);
 void write_text_atomic(const std::string& path, const std::string& text);
+// Removes the temp files of write_file_atomic(path) that a writer killed mid-write (kill -9, a
+// power cut) left beside `path`: those whose process is gone. Each may be as large as the file.
+void remove_stale_temps(const std::string& path);
 // Writes all `bytes` to fd, retrying short writes; false on an error (errno says which).
 bool write_all(int fd, const void* data, size_t bytes);
 }  // namespace tb

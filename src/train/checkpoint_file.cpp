@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/file.h"
 
 namespace tb {
 
@@ -20,6 +21,7 @@ CheckpointFile::CheckpointFile(const std::string& path, const std::string& resum
              "to start over",
              path);
   }
+  if (!path.empty()) remove_stale_temps(path);  // a run killed mid-write left them
   if (!resume.empty()) {
     resume_ = read_checkpoint(resume);
     check_resumable(*resume_, resume, hp);

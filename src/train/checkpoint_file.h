@@ -4,6 +4,8 @@
 //   - a --resume checkpoint is read and checked before any data loads;
 //   - a write that fails (full disk) ends neither the run nor the previous checkpoint (written
 //     whole or not at all): a warning now, counted, and a non-zero exit at the end.
+//   - a writer killed mid-write (kill -9) leaves the previous checkpoint whole and its temp file
+//     beside it: the next run with the same --checkpoint removes that.
 #pragma once
 #include <optional>
 #include <string>

@@ -4,6 +4,8 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -109,6 +111,10 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
   const int64_t loss_period = std::max<int64_t>(1, planned / 200);
   Clock::time_point t_warm{};
   int64_t images_at_warm = 0;
+  // Test hook (tests/cli/faults_test.cpp): a kill -9 once the run's step N (a checkpoint's steps
+  // counted) has trained.
+  const char* kill_after = std::getenv("TRAINBENCH_TEST_KILL_AFTER_STEP");
+  const int64_t kill_after_step = kill_after ? std::atoll(kill_after) : -1;
 
   int64_t last_n = 0;  // the last step's images
   std::vector<int32_t> perm(train_count);
@@ -224,6 +230,7 @@ TrainResult train(Executor& ex, const std::function<void(const Progress&)>& on_p
         ex.step(n, (r.steps % period == period / 2) ? &r.split : nullptr);
       }
       e.steps++, e.images += n, r.steps++, r.images += n;
+      if (steps_before + r.steps == kill_after_step) std::raise(SIGKILL);
       if (r.steps == warm_steps) {
         ex.synchronize();
         t_warm = Clock::now(), images_at_warm = r.images;

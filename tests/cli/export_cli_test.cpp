@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +18,7 @@
 namespace {
 
 using tb::testing::TempDir;
+using tb::testing::write_fashion_like;
 
 struct Result {
   int status = -1;
@@ -44,34 +44,6 @@ void expect_one_line_error(const Result& r, const std::string& mentions) {
   EXPECT_NE(r.status, 0);
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_NE(r.err.find(mentions), std::string::npos) << r.err;
-}
-
-// The four gzip'd IDX files of a 28x28 set: each class a pattern under noise.
-std::vector<uint8_t> write_fashion_like(const std::string& dir, int train, int test) {
-  std::mt19937 rng(5);
-  std::vector<uint8_t> pattern(10 * 784);
-  for (uint8_t& v : pattern) v = uint8_t(rng() % 64);
-  std::vector<uint8_t> test_labels;
-  for (auto [prefix, count] : {std::pair{"train", train}, std::pair{"t10k", test}}) {
-    auto header = [](std::vector<uint32_t> magic_and_dims) {  // big-endian
-      std::vector<uint8_t> h;
-      for (uint32_t v : magic_and_dims)
-        for (int s = 24; s >= 0; s -= 8) h.push_back(uint8_t(v >> s));
-      return h;
-    };
-    std::vector<uint8_t> images = header({0x803, uint32_t(count), 28, 28}),
-                         labels = header({0x801, uint32_t(count)});
-    for (int i = 0; i < count; ++i) {
-      const int label = int(rng() % 10);
-      labels.push_back(uint8_t(label));
-      if (std::string(prefix) == "t10k") test_labels.push_back(uint8_t(label));
-      for (int j = 0; j < 784; ++j)
-        images.push_back(uint8_t(pattern[label * 784 + j] + rng() % 160));
-    }
-    tb::testing::write_gz(dir + "/" + prefix + "-images-idx3-ubyte.gz", images);
-    tb::testing::write_gz(dir + "/" + prefix + "-labels-idx1-ubyte.gz", labels);
-  }
-  return test_labels;
 }
 
 nlohmann::json json_file(const std::string& path) {
