@@ -120,12 +120,16 @@ X86Features x86_features() {
 
 std::vector<int> usable_cpu_ids() {
   std::vector<int> ids;
+#ifdef __linux__
   cpu_set_t set;
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof set, &set) != 0) return ids;
   for (int i = 0; i < CPU_SETSIZE; ++i) {
     if (CPU_ISSET(i, &set)) ids.push_back(i);
   }
+#else  // no affinity masks (macOS): every CPU
+  for (int i = 0; i < int(std::thread::hardware_concurrency()); ++i) ids.push_back(i);
+#endif
   return ids;
 }
 

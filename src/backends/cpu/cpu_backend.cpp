@@ -52,8 +52,10 @@ const uint16_t* Context::to_bf16(int slot, const float* src, size_t count) {
 }  // namespace cpu
 
 int cpu_threads_available() {
+#ifdef __linux__
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+#endif
   return omp_get_num_procs();
 }
 
