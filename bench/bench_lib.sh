@@ -37,6 +37,12 @@ setup_torch_blas() {
         echo "TORCH_BLAS=system: leaving the BLAS as the system resolves it"
     else
         dir="$(find_openblas_dir)"
+        # The peer's fastest setting needs OpenBLAS; a bench script may install what peers need.
+        if [ -z "$dir" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "installing libopenblas0-pthread for the PyTorch peer (apt-get)"
+            apt-get install -y -qq libopenblas0-pthread >/dev/null 2>&1 || true
+            dir="$(find_openblas_dir)"
+        fi
         if [ -n "$dir" ]; then
             TORCH_ENV+=(LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
             echo "torch run: LD_LIBRARY_PATH=$dir (OpenBLAS first), OPENBLAS_NUM_THREADS=${TORCH_BLAS_THREADS:-1}"
