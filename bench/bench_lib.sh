@@ -15,6 +15,26 @@ pick_python() {
     fi
 }
 
+# Python of the Keras peers: results/venv-keras (python3 -m venv), created on first use with
+# TensorFlow from PyPI (tensorflow-cpu, else tensorflow) and pillow (JPEG CIFAR-10); prints the versions to stderr and the
+# interpreter path to stdout. Override with KERAS_PYTHON=...; KERAS_VENV, KERAS_PIP_SPEC (e.g.
+# "tensorflow-cpu==2.20.0") choose where and what.
+keras_python() {
+    if [ -n "${KERAS_PYTHON:-}" ]; then echo "$KERAS_PYTHON"; return; fi
+    local venv="${KERAS_VENV:-$REPO_ROOT/results/venv-keras}" spec
+    if ! "$venv/bin/python" -c 'import tensorflow, PIL' >/dev/null 2>&1; then
+        echo "creating $venv with TensorFlow from PyPI (once)" >&2
+        python3 -m venv "$venv" >&2 || return 1
+        "$venv/bin/python" -m pip install -q --upgrade pip >&2
+        for spec in ${KERAS_PIP_SPEC:-tensorflow-cpu tensorflow}; do
+            "$venv/bin/python" -m pip install -q "$spec" pillow >&2 && break
+        done
+        "$venv/bin/python" -c 'import tensorflow' >/dev/null 2>&1 || { echo "keras_python: TensorFlow did not install into $venv" >&2; return 1; }
+    fi
+    TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/python" -c 'import sys, numpy, tensorflow as tf, keras; print(f"keras venv: {sys.executable}, python {sys.version.split()[0]}, tensorflow {tf.__version__}, keras {keras.__version__}, numpy {numpy.__version__}")' 2>&1 | tail -1 >&2
+    echo "$venv/bin/python"
+}
+
 # Directory whose libblas.so.3 is OpenBLAS (Debian: openblas-pthread, -openmp or -serial),
 # empty if none. Putting it first on LD_LIBRARY_PATH for the torch run makes PyTorch's sgemm_
 # come from OpenBLAS whatever update-alternatives says (Debian's reference BLAS is 5-6x slower).
@@ -143,12 +163,12 @@ run_logged() {
     return $rc
 }
 
-# print_table PT_JSON TB_JSON
+# print_table PT_JSON TB_JSON [KERAS_JSON]  (the keras row and ratios only with KERAS_JSON)
 print_table() {
-    local pt="$1" tb="$2" side f
+    local pt="$1" tb="$2" kr="${3:-}" side f
     printf "%-11s %12s %10s %10s %12s %12s %9s\n" "" "train+test s" "train s" "test s" "images/s" "img/s steady" "test acc"
-    for side in pytorch trainbench; do
-        if [ $side = pytorch ]; then f="$pt"; else f="$tb"; fi
+    for side in pytorch ${kr:+keras} trainbench; do
+        case $side in pytorch) f="$pt" ;; keras) f="$kr" ;; *) f="$tb" ;; esac
         printf "%-11s %12s %10s %10s %12s %12s %9s\n" "$side" \
             "$(fmt "$(jget "$f" times_s.train_test)" 2)" "$(fmt "$(jget "$f" times_s.train)" 2)" \
             "$(fmt "$(jget "$f" times_s.test)" 2)" \
@@ -160,25 +180,51 @@ print_table() {
     echo "ratio trainbench/pytorch, train+test time:  $(ratio "$(jget "$tb" times_s.train_test)" "$(jget "$pt" times_s.train_test)" 3)   (< 1: trainbench faster)"
     echo "ratio trainbench/pytorch, images/s:         $(ratio "$(jget "$tb" throughput.train_images_per_s)" "$(jget "$pt" throughput.train_images_per_s)" 3)   (> 1: trainbench faster)"
     echo "ratio trainbench/pytorch, images/s steady:  $(ratio "$(jget "$tb" throughput.train_images_per_s_steady)" "$(jget "$pt" throughput.train_images_per_s_steady)" 3)   (> 1: trainbench faster)"
+    [ -n "$kr" ] || return 0
+    echo "ratio trainbench/keras, train+test time:    $(ratio "$(jget "$tb" times_s.train_test)" "$(jget "$kr" times_s.train_test)" 3)   (< 1: trainbench faster)"
+    echo "ratio trainbench/keras, images/s steady:    $(ratio "$(jget "$tb" throughput.train_images_per_s_steady)" "$(jget "$kr" throughput.train_images_per_s_steady)" 3)   (> 1: trainbench faster)"
 }
 
-# compare_cpu ARGS... : runs the PyTorch peer ($PEER) then trainbench ($TRAINBENCH run $WORKLOAD),
+# has_peer NAME : true when PEERS (default "torch") names NAME
+has_peer() {
+    case " ${PEERS:-torch} " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+
+# compare_cpu ARGS... : runs the PyTorch peer ($PEER), with PEERS="torch keras" also the Keras
+# peer ($KERAS_PEER, python from keras_python), then trainbench ($TRAINBENCH run $WORKLOAD),
 # each with ${DEFAULTS[@]} then ARGS, and prints the table. Needs WORKLOAD PEER TRAINBENCH
-# OUTDIR PY DEFAULTS TORCH_ENV THREADS; PEER_ONLY_ARGS (array) go to the peer only.
+# OUTDIR PY DEFAULTS TORCH_ENV THREADS; PEER_ONLY_ARGS (array) go to the PyTorch peer only,
+# KERAS_ONLY_ARGS (array) and $KERAS_ARGS to the Keras peer only.
 compare_cpu() {
     local pt_json="$OUTDIR/pytorch.json" tb_json="$OUTDIR/trainbench.json" rc_pt=0 rc_tb=0
-    local -a cmd_pt cmd_tb
+    local kr_json="" rc_kr=0 kpy
+    local -a cmd_pt cmd_tb cmd_kr=()
     # shellcheck disable=SC2206
     cmd_pt=(env "${TORCH_ENV[@]}" "$PY" "$PEER" "${DEFAULTS[@]}"
             ${PEER_ONLY_ARGS[@]+"${PEER_ONLY_ARGS[@]}"} ${PEER_ARGS:-} "$@" --out "$pt_json")
     # shellcheck disable=SC2206
     cmd_tb=("$TRAINBENCH" run "$WORKLOAD" "${DEFAULTS[@]}" ${TB_ARGS:-} "$@" --out "$tb_json")
-    rm -f "$pt_json" "$tb_json"
+    rm -f "$pt_json" "$tb_json" "$OUTDIR/keras.json"
 
-    if [ "${ONLY:-pytorch}" = pytorch ]; then
+    if has_peer torch && [ "${ONLY:-pytorch}" = pytorch ]; then
         check_idle pytorch
         echo "-- PyTorch peer"
         run_logged "$OUTDIR/pytorch.log" "${cmd_pt[@]}" || { rc_pt=$?; echo "PyTorch peer failed (exit $rc_pt)" >&2; }
+        echo
+    fi
+    if has_peer keras && [ "${ONLY:-keras}" = keras ]; then
+        kr_json="$OUTDIR/keras.json"
+        if kpy="$(keras_python)"; then
+            # shellcheck disable=SC2206
+            cmd_kr=(env TF_CPP_MIN_LOG_LEVEL=2 "$kpy" "$KERAS_PEER" "${DEFAULTS[@]}"
+                    ${KERAS_ONLY_ARGS[@]+"${KERAS_ONLY_ARGS[@]}"} ${KERAS_ARGS:-} "$@" --out "$kr_json")
+            check_idle keras
+            echo "-- Keras peer"
+            run_logged "$OUTDIR/keras.log" "${cmd_kr[@]}" || { rc_kr=$?; echo "Keras peer failed (exit $rc_kr)" >&2; }
+        else
+            rc_kr=1
+        fi
         echo
     fi
     if [ "${ONLY:-trainbench}" = trainbench ]; then
@@ -195,12 +241,15 @@ compare_cpu() {
 
     echo "== $WORKLOAD, CPU, $(date -Iseconds) =="
     echo "machine: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores, load average now $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "PyTorch $(jget "$pt_json" torch_version), BLAS $(jget "$pt_json" blas.kind), OPENBLAS_NUM_THREADS ${TORCH_BLAS_THREADS:-1}, threads $THREADS"
-    print_table "$pt_json" "$tb_json" | tee "$OUTDIR/table.txt"
+    has_peer torch && echo "PyTorch $(jget "$pt_json" torch_version), BLAS $(jget "$pt_json" blas.kind), OPENBLAS_NUM_THREADS ${TORCH_BLAS_THREADS:-1}, threads $THREADS"
+    [ -z "$kr_json" ] || echo "TensorFlow $(jget "$kr_json" tensorflow_version), Keras $(jget "$kr_json" keras_version), threads $THREADS"
+    print_table "$pt_json" "$tb_json" "$kr_json" | tee "$OUTDIR/table.txt"
     echo
     echo "commands:"
     echo "  ${cmd_pt[*]}"
+    [ ${#cmd_kr[@]} -eq 0 ] || echo "  ${cmd_kr[*]}"
     echo "  ${cmd_tb[*]}"
-    { echo; echo "commands:"; echo "  ${cmd_pt[*]}"; echo "  ${cmd_tb[*]}"; } >> "$OUTDIR/table.txt"
-    [ $rc_pt -eq 0 ] && { [ $rc_tb -eq 0 ] || [ $rc_tb -eq 127 ]; }
+    { echo; echo "commands:"; echo "  ${cmd_pt[*]}"; [ ${#cmd_kr[@]} -eq 0 ] || echo "  ${cmd_kr[*]}"
+      echo "  ${cmd_tb[*]}"; } >> "$OUTDIR/table.txt"
+    [ $rc_pt -eq 0 ] && [ $rc_kr -eq 0 ] && { [ $rc_tb -eq 0 ] || [ $rc_tb -eq 127 ]; }
 }

@@ -13,7 +13,10 @@
 #   TORCH_BLAS=openblas|system    openblas: put OpenBLAS's libblas.so.3 first for torch
 #   OUTDIR=results/cpu-fashion-mlp-DATE   where the JSON records and logs go
 #   PEER_ARGS=... / TB_ARGS=...   extra args for the PyTorch peer / for trainbench only
-#   ONLY=pytorch|trainbench       run just one side
+#   ONLY=pytorch|trainbench       run just one side (or keras)
+#   PEERS="torch keras"           also run the Keras peer (default: torch only); its python is
+#                                 results/venv-keras, made with TensorFlow from PyPI on first use
+#   KERAS_ARGS=...                extra args for the Keras peer only
 set -u
 # shellcheck source=bench/bench_lib.sh disable=SC2034  # (variables are read by compare_cpu)
 source "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
@@ -21,6 +24,7 @@ cd "$REPO_ROOT" || exit 1
 
 WORKLOAD=fashion-mlp
 PEER="$BENCH_DIR/peers/fashion_mlp_torch.py"
+KERAS_PEER="$BENCH_DIR/peers/fashion_mlp_keras.py"
 TRAINBENCH="${TRAINBENCH:-build/trainbench}"
 THREADS="${THREADS:-$(nproc)}"
 OUTDIR="${OUTDIR:-results/cpu-$WORKLOAD-$(date +%Y%m%d-%H%M%S)}"
@@ -32,7 +36,7 @@ default_opt --epochs 10 "$@"
 default_opt --batch 32 "$@"
 default_opt --threads "$THREADS" "$@"
 
-echo "== $WORKLOAD on CPU: PyTorch peer vs trainbench =="
+echo "== $WORKLOAD on CPU: ${PEERS:-torch} peer(s) vs trainbench =="
 machine_banner
 echo "python:   $PY ($("$PY" -c 'import torch; print("torch", torch.__version__)' 2>&1 | tail -1))"
 setup_torch_blas "$PY"

@@ -11,6 +11,7 @@
 #                  shared/data/cifar10-jpeg.tar.gz, /work/shared/data/cifar10-jpeg.tar.gz)
 #   STEPS=20       default --steps (0: no --steps, the full run)
 #   CACHE=results/cache/cifar10-u8.pt   the peer's decoded-JPEG cache (CACHE= to disable)
+#   KERAS_CACHE=results/cache/cifar10-u8-nhwc.npz   the Keras peer's cache (KERAS_CACHE= to disable)
 #   PEER_CHANNELS_LAST=1   the peer runs --channels-last (its fastest CPU layout); 0: NCHW
 set -u
 # shellcheck source=bench/bench_lib.sh disable=SC2034  # (variables are read by compare_cpu)
@@ -19,6 +20,7 @@ cd "$REPO_ROOT" || exit 1
 
 WORKLOAD=resnet50-cifar10
 PEER="$BENCH_DIR/peers/resnet50_cifar10_torch.py"
+KERAS_PEER="$BENCH_DIR/peers/resnet50_cifar10_keras.py"
 TRAINBENCH="${TRAINBENCH:-build/trainbench}"
 THREADS="${THREADS:-$(nproc)}"
 OUTDIR="${OUTDIR:-results/cpu-$WORKLOAD-$(date +%Y%m%d-%H%M%S)}"
@@ -49,8 +51,14 @@ if [ -n "$CACHE" ]; then
     mkdir -p "$(dirname "$CACHE")"
     PEER_ONLY_ARGS+=(--cache "$CACHE")
 fi
+KERAS_ONLY_ARGS=()
+KERAS_CACHE="${KERAS_CACHE-results/cache/cifar10-u8-nhwc.npz}"
+if [ -n "$KERAS_CACHE" ]; then
+    mkdir -p "$(dirname "$KERAS_CACHE")"
+    KERAS_ONLY_ARGS+=(--cache "$KERAS_CACHE")
+fi
 
-echo "== $WORKLOAD on CPU: PyTorch peer vs trainbench =="
+echo "== $WORKLOAD on CPU: ${PEERS:-torch} peer(s) vs trainbench =="
 machine_banner
 echo "python:   $PY ($("$PY" -c 'import torch; print("torch", torch.__version__)' 2>&1 | tail -1))"
 setup_torch_blas "$PY"

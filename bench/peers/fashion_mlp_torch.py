@@ -13,9 +13,7 @@ per-epoch shuffled copy (no DataLoader: the fastest honest way to feed this mode
 Runs with PyTorch 1.13 (CPU) and 2.x (CUDA, --compile, --precision tf32|bf16).
 """
 
-import gzip
 import os
-import struct
 import sys
 import time
 
@@ -23,62 +21,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peer_common as pc  # noqa: E402
 
 WORKLOAD = "fashion-mlp"
-DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
-FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-         "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+DEFAULT_DATA = pc.FASHION_DEFAULT
 # forward multiply-adds per image: 784*128 + 128*10
 MACS_FORWARD = 784 * 128 + 128 * 10          # 101,632
 MACS_FIRST_LAYER = 784 * 128                 # its input gradient is not computed
 
 
-def find_file(d, stem):
-    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz"):
-        p = os.path.join(d, name)
-        if os.path.isfile(p):
-            return p
-    pc.die(f"--data {d}: {stem}.gz not found")
-
-
-def read_idx(path, want_dims):
-    torch = pc.torch
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        pc.die(f"{path}: cannot read: {e}")
-    if len(raw) < 4:
-        pc.die(f"{path}: truncated IDX header")
-    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08 or ndim != want_dims:
-        pc.die(f"{path}: not a uint8 IDX file with {want_dims} dimension(s) "
-               f"(magic {raw[:4].hex()})")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
-    off = 4 + 4 * ndim
-    count = 1
-    for d in dims:
-        count *= d
-    if len(raw) - off != count:
-        pc.die(f"{path}: expected {count} data bytes for shape {dims}, found {len(raw) - off}")
-    t = torch.frombuffer(bytearray(raw[off:]), dtype=torch.uint8)
-    return t.reshape(*dims)
-
-
 def load(data_dir, dev):
+    """The checked IDX files (pc.load_fashion_raw) -> tensors on dev; pixels / 255 as float32,
+    no other normalisation."""
     torch = pc.torch
-    if not os.path.isdir(data_dir):
-        pc.die(f"--data {data_dir}: not a directory")
-    xtr = read_idx(find_file(data_dir, FILES["train_x"]), 3)
-    ytr = read_idx(find_file(data_dir, FILES["train_y"]), 1)
-    xte = read_idx(find_file(data_dir, FILES["test_x"]), 3)
-    yte = read_idx(find_file(data_dir, FILES["test_y"]), 1)
-    if xtr.shape[0] != ytr.shape[0] or xte.shape[0] != yte.shape[0]:
-        pc.die(f"--data {data_dir}: image and label counts differ")
-    if xtr.shape[1:] != (28, 28) or xte.shape[1:] != (28, 28):
-        pc.die(f"--data {data_dir}: images are not 28x28")
-    if int(ytr.max()) > 9 or int(yte.max()) > 9:
-        pc.die(f"--data {data_dir}: label above 9")
-    # pixels / 255 as float32, no other normalisation
+    xtr, ytr, xte, yte = (torch.frombuffer(buf, dtype=torch.uint8).reshape(*dims)
+                          for buf, dims in pc.load_fashion_raw(data_dir))
     xtr = xtr.to(dev).float().div_(255.0).contiguous()
     xte = xte.to(dev).float().div_(255.0).contiguous()
     ytr = ytr.to(dev).long()

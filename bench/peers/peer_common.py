@@ -17,13 +17,17 @@ Timing rules (WORKLOADS.md, "What every run measures and records"):
 
 import argparse
 import datetime
+import gzip
+import io
 import json
 import math
 import os
 import platform
 import socket
+import struct
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 
@@ -33,7 +37,8 @@ torch = None  # set by import_torch()
 # --------------------------------------------------------------------------------------------
 # options
 
-def base_parser(description, workload, batch, epochs):
+def base_parser(description, workload, batch, epochs, framework="torch"):
+    """framework "torch" or "keras": the options of one framework only are added."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", default=None, help="data set location (see --help of each script)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
@@ -46,12 +51,24 @@ def base_parser(description, workload, batch, epochs):
                    help="batch of the test pass (default: same as --batch)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=0,
-                   help="torch.set_num_threads(N) (default: leave PyTorch's choice)")
+                   help="torch.set_num_threads(N); Keras: TensorFlow's intra- and inter-op "
+                        "thread pools (default: leave the framework's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=0, help="stop training after N steps (0: all)")
+    p.add_argument("--no-train-metrics", action="store_true",
+                   help="do not accumulate training loss/accuracy (they are recorded as NaN)")
+    p.add_argument("--no-util", action="store_true",
+                   help="do not sample CPU/GPU utilisation in a background thread")
+    p.add_argument("--out", default=None, help="write the result record (JSON) here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(workload=workload, blas_threads=0)
+    if framework == "keras":
+        p.add_argument("--jit-compile", action="store_true",
+                       help="tf.function(jit_compile=True): XLA-compile the train step")
+        return p
     p.add_argument("--blas-threads", type=int, default=0,
                    help="sets OPENBLAS_NUM_THREADS / MKL_NUM_THREADS before torch is imported "
                         "(default: leave the environment alone)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=0, help="stop training after N steps (0: all)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (PyTorch 2.x)")
     p.add_argument("--compile-mode", default=None,
                    help="mode for torch.compile (default | reduce-overhead | max-autotune)")
@@ -61,13 +78,6 @@ def base_parser(description, workload, batch, epochs):
     p.add_argument("--flush-denormal", action="store_true",
                    help="torch.set_flush_denormal(True): CPU flushes denormals to zero (FTZ/DAZ), "
                         "as TensorFlow does on CPU; PyTorch's default is off")
-    p.add_argument("--no-train-metrics", action="store_true",
-                   help="do not accumulate training loss/accuracy (they are recorded as NaN)")
-    p.add_argument("--no-util", action="store_true",
-                   help="do not sample CPU/GPU utilisation in a background thread")
-    p.add_argument("--out", default=None, help="write the result record (JSON) here")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(workload=workload)
     return p
 
 
@@ -174,6 +184,200 @@ def maybe_compile(model, args):
     if args.compile_mode:
         kw["mode"] = args.compile_mode
     return torch.compile(model, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# data files, read without any framework: raw uint8 bytes + shape, each peer wraps them
+# (torch.frombuffer / numpy.frombuffer). Checks and messages are shared by every peer.
+
+FASHION_DEFAULT = "/usr/share/datasets/fashion-mnist"
+FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"]
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+RESNET50_PARAMS = 23_528_522
+RESNET50_MACS = 83_431_424              # forward, per 32x32 image (83,410,944 in convolutions)
+RESNET50_MACS_CONV1 = 7 * 7 * 3 * 64 * 16 * 16   # stem conv: its input gradient is not needed
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CIFAR_DEFAULT = [
+    os.path.join(_REPO, "data", "cifar-10-batches-bin"),
+    "/usr/share/datasets/cifar10/cifar-10-batches-bin",
+    os.path.join(_REPO, "shared", "data", "cifar10-jpeg.tar.gz"),
+    os.path.join(os.path.dirname(_REPO), "shared", "data", "cifar10-jpeg.tar.gz"),
+    "/work/shared/data/cifar10-jpeg.tar.gz",
+]
+
+
+def _find_idx(d, stem):
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz"):
+        p = os.path.join(d, name)
+        if os.path.isfile(p):
+            return p
+    die(f"--data {d}: {stem}.gz not found")
+
+
+def read_idx(path, want_dims):
+    """uint8 IDX file -> (bytes, dims)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        die(f"{path}: cannot read: {e}")
+    if len(raw) < 4:
+        die(f"{path}: truncated IDX header")
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08 or ndim != want_dims:
+        die(f"{path}: not a uint8 IDX file with {want_dims} dimension(s) "
+            f"(magic {raw[:4].hex()})")
+    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    off = 4 + 4 * ndim
+    count = 1
+    for d in dims:
+        count *= d
+    if len(raw) - off != count:
+        die(f"{path}: expected {count} data bytes for shape {dims}, found {len(raw) - off}")
+    return bytearray(raw[off:]), dims
+
+
+def load_fashion_raw(data_dir):
+    """Fashion-MNIST IDX files -> [(bytes, dims)] for train images, train labels, test images,
+    test labels, checked (counts agree, 28x28, labels 0..9)."""
+    if not os.path.isdir(data_dir):
+        die(f"--data {data_dir}: not a directory")
+    out = [read_idx(_find_idx(data_dir, stem), 3 if "images" in stem else 1)
+           for stem in FASHION_FILES]
+    (_, dxtr), (ytr, dytr), (_, dxte), (yte, dyte) = out
+    if dxtr[0] != dytr[0] or dxte[0] != dyte[0]:
+        die(f"--data {data_dir}: image and label counts differ")
+    if tuple(dxtr[1:]) != (28, 28) or tuple(dxte[1:]) != (28, 28):
+        die(f"--data {data_dir}: images are not 28x28")
+    if max(ytr) > 9 or max(yte) > 9:
+        die(f"--data {data_dir}: label above 9")
+    return out
+
+
+def _bin_records(name, raw, want):
+    if len(raw) != want * 3073:
+        die(f"{name}: {len(raw)} bytes, expected {want} records of 3073 bytes")
+    labels = list(raw[0::3073])
+    if max(labels) > 9:
+        die(f"{name}: label above 9")
+    mv = memoryview(raw)
+    return b"".join(mv[i * 3073 + 1:(i + 1) * 3073] for i in range(want)), labels
+
+
+def _from_bin(read, names, where):
+    """read(name) -> bytes. Official layout: data_batch_1..5.bin, test_batch.bin."""
+    xs, ys = bytearray(), []
+    for i in range(1, 6):
+        n = f"data_batch_{i}.bin"
+        if n not in names:
+            die(f"--data {where}: {n} missing")
+        x, y = _bin_records(n, read(n), 10000)
+        xs += x
+        ys += y
+    if "test_batch.bin" not in names:
+        die(f"--data {where}: test_batch.bin missing")
+    xt, yt = _bin_records("test_batch.bin", read("test_batch.bin"), 10000)
+    return [(xs, "chw", ys), (bytearray(xt), "chw", yt)]
+
+
+def _decode_images(items, where):
+    """items: list of (split, class_index, sort_key, bytes-or-path) -> (bytes, "hwc", labels)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        die(f"--data {where}: decoding JPEG needs PIL (apt-get install python3-pil or "
+            f"pip install pillow), or give the binary cifar-10-batches-bin folder")
+    n = len(items)
+    buf = bytearray(n * 3072)
+    labels = []
+    for i, (_, cls, _, src) in enumerate(items):
+        try:
+            im = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+            im = im.convert("RGB")
+        except Exception as e:
+            die(f"--data {where}: cannot decode image {i}: {e}")
+        if im.size != (32, 32):
+            die(f"--data {where}: image {i} is {im.size[0]}x{im.size[1]}, not 32x32")
+        buf[i * 3072:(i + 1) * 3072] = im.tobytes()
+        labels.append(cls)
+    return buf, "hwc", labels
+
+
+def _split_images(entries, where):
+    """entries: list of (relative path parts, src). Keeps .../{train,test}/<class>/<file>."""
+    by = {"train": [], "test": []}
+    for parts, src in entries:
+        if len(parts) < 3 or not parts[-1].lower().endswith(IMAGE_EXT):
+            continue
+        split, cname, fname = parts[-3], parts[-2], parts[-1]
+        if split not in by:
+            continue
+        if cname not in CIFAR_CLASSES:
+            die(f"--data {where}: unknown class folder {split}/{cname}")
+        by[split].append((split, CIFAR_CLASSES.index(cname), fname, src))
+    for split in by:
+        if not by[split]:
+            die(f"--data {where}: no images under {split}/<class>/")
+        by[split].sort(key=lambda e: (e[1], e[2]))
+    return [_decode_images(by["train"], where), _decode_images(by["test"], where)]
+
+
+def load_cifar_raw(where):
+    """CIFAR-10 from the binary batches (folder or .tar.gz), an image-folder root or its .tar.gz
+    -> [(bytes, layout, labels)] for train and test; layout "chw" (N x 3 x 32 x 32, binary
+    batches) or "hwc" (N x 32 x 32 x 3, decoded images)."""
+    if os.path.isfile(where):
+        try:
+            tf = tarfile.open(where, "r:*")
+        except (tarfile.TarError, OSError) as e:
+            die(f"--data {where}: not a readable tar archive: {e}")
+        with tf:
+            members = [m for m in tf.getmembers() if m.isfile()]
+            base = {os.path.basename(m.name): m for m in members}
+            if "data_batch_1.bin" in base:
+                return _from_bin(lambda n: tf.extractfile(base[n]).read(), set(base), where)
+            entries = [(m.name.split("/"), tf.extractfile(m).read()) for m in members
+                       if m.name.lower().endswith(IMAGE_EXT)]
+        return _split_images(entries, where)
+    if not os.path.isdir(where):
+        die(f"--data {where}: no such file or directory")
+    for sub in ("", "cifar-10-batches-bin"):
+        d = os.path.join(where, sub)
+        if os.path.isfile(os.path.join(d, "data_batch_1.bin")):
+            names = set(os.listdir(d))
+
+            def read(n, d=d):
+                with open(os.path.join(d, n), "rb") as f:
+                    return f.read()
+            return _from_bin(read, names, where)
+    root = where
+    if not os.path.isdir(os.path.join(root, "train")) and \
+            os.path.isdir(os.path.join(root, "cifar10-jpeg", "train")):
+        root = os.path.join(root, "cifar10-jpeg")
+    entries = []
+    for split in ("train", "test"):
+        sd = os.path.join(root, split)
+        if not os.path.isdir(sd):
+            die(f"--data {where}: neither cifar-10-batches-bin nor {split}/<class>/ found")
+        for cname in sorted(os.listdir(sd)):
+            cd = os.path.join(sd, cname)
+            if os.path.isdir(cd):
+                for fname in os.listdir(cd):
+                    entries.append(([split, cname, fname], os.path.join(cd, fname)))
+    return _split_images(entries, where)
+
+
+def cifar_default_data():
+    for p in CIFAR_DEFAULT:
+        if os.path.exists(p):
+            return p
+    die("no CIFAR-10 found; give --data (tried " + ", ".join(CIFAR_DEFAULT) + ")")
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,11 +627,7 @@ def run_training(*, model, opt, dev, args, x_train, y_train, x_test, y_test, pre
     Returns a dict with times, losses, accuracies, step counts."""
     n = x_train.shape[0]
     b = args.batch
-    steps_per_epoch = math.ceil(n / b)          # last partial batch kept
-    planned = steps_per_epoch * args.epochs
-    if args.steps:
-        planned = min(planned, args.steps)
-    steady_from = math.ceil(0.05 * planned)     # first step counted as steady state
+    steps_per_epoch, planned, steady_from = plan_steps(n, args)
     gen = torch.Generator()                     # CPU generator: same shuffle on every device
     gen.manual_seed(args.seed)
     ac = autocast_ctx(dev, args.precision)
@@ -486,10 +686,7 @@ def run_training(*, model, opt, dev, args, x_train, y_train, x_test, y_test, pre
         epoch_losses.append(el)
         epoch_acc.append(ea)
         if not args.quiet:
-            log(f"epoch {epoch + 1}/{args.epochs}: {seen} images, {te:.3f} s, "
-                f"{seen / te:.1f} img/s, loss {el:.4f}, accuracy {ea:.4f}"
-                + (f" (stopped after {step} steps)" if step >= planned and args.steps else ""),
-                flush=True)
+            log(epoch_line(args, epoch, seen, te, el, ea, step, planned), flush=True)
     t_train_end = time.perf_counter()
     train_s = t_train_end - t_train0
     steady_s = (t_train_end - t_steady) if t_steady is not None else None
@@ -511,8 +708,16 @@ def run_training(*, model, opt, dev, args, x_train, y_train, x_test, y_test, pre
             tc += (logits.argmax(1) == yb).sum()
     sync(dev)
     test_s = time.perf_counter() - tt0
-    test_loss = tl.item() / nt
-    test_acc = tc.item() / nt
+    return training_result(args, log, step, planned, steps_per_epoch, steady_from, train_s,
+                           steady_s, epoch_times, epoch_losses, epoch_acc, images_total,
+                           images_steady, nt, test_s, tl.item(), tc.item())
+
+
+def training_result(args, log, step, planned, steps_per_epoch, steady_from, train_s, steady_s,
+                    epoch_times, epoch_losses, epoch_acc, images_total, images_steady, nt, test_s,
+                    test_loss_sum, test_correct):
+    """Logs the test line; returns the dict of both training loops (run_training*)."""
+    test_loss, test_acc = test_loss_sum / nt, test_correct / nt
     if not args.quiet:
         log(f"test: {nt} images, {test_s:.3f} s, loss {test_loss:.4f}, accuracy {test_acc:.4f}",
             flush=True)
@@ -524,15 +729,46 @@ def run_training(*, model, opt, dev, args, x_train, y_train, x_test, y_test, pre
             "test_loss": test_loss, "test_acc": test_acc}
 
 
-def build_record(*, args, dev, workload, load_s, r, flops_per_train_image, util, extra):
+def finish_record(rec, args, flops):
+    """Adds the workload's FLOP counts to rec["flops"], writes the record, prints its summary."""
+    rec["flops"].update(flops)
+    write_record(rec, args.out)
+    print(summary_line(rec), flush=True)
+
+
+def torch_fields(dev):
+    """What build_record records of the framework (PyTorch here; keras_fields for Keras)."""
+    return {"peer": "pytorch", "version": {"torch_version": torch.__version__},
+            "device": device_record(dev), "threads": torch.get_num_threads(),
+            "versions": versions(), "blas": blas_info()}
+
+
+def plan_steps(n, args):
+    """-> (steps per epoch, planned steps, first steady step) for n training images."""
+    steps_per_epoch = math.ceil(n / args.batch)   # last partial batch kept
+    planned = steps_per_epoch * args.epochs
+    if args.steps:
+        planned = min(planned, args.steps)
+    return steps_per_epoch, planned, math.ceil(0.05 * planned)
+
+
+def epoch_line(args, epoch, seen, te, el, ea, step, planned):
+    return (f"epoch {epoch + 1}/{args.epochs}: {seen} images, {te:.3f} s, "
+            f"{seen / te:.1f} img/s, loss {el:.4f}, accuracy {ea:.4f}"
+            + (f" (stopped after {step} steps)" if step >= planned and args.steps else ""))
+
+
+def build_record(*, args, dev, workload, load_s, r, flops_per_train_image, util, extra,
+                 framework=None):
+    fw = framework or torch_fields(dev)
     thr = r["images_total"] / r["train_s"] if r["train_s"] > 0 else None
     thr_steady = (r["images_steady"] / r["steady_s"]
                   if r["steady_s"] and r["images_steady"] else None)
     rec = {
-        "peer": "pytorch",
-        "torch_version": torch.__version__,
+        "peer": fw["peer"],
+        **fw["version"],
         "workload": workload,
-        "device": device_record(dev),
+        "device": fw["device"],
         "precision": args.precision,
         "batch": args.batch,
         "test_batch": args.test_batch,
@@ -544,7 +780,7 @@ def build_record(*, args, dev, workload, load_s, r, flops_per_train_image, util,
         "stopped_early": r["stopped_early"],
         "lr": args.lr,
         "seed": args.seed,
-        "threads": torch.get_num_threads(),
+        "threads": fw["threads"],
         "times_s": {"load": load_s, "train": r["train_s"], "test": r["test_s"],
                     "train_test": r["train_s"] + r["test_s"], "epochs": r["epoch_times"]},
         "throughput": {"train_images_per_s": thr, "train_images_per_s_steady": thr_steady,
@@ -558,8 +794,8 @@ def build_record(*, args, dev, workload, load_s, r, flops_per_train_image, util,
                   "achieved_per_s": (flops_per_train_image * thr_steady) if thr_steady else None},
         "utilisation": util,
         "machine": machine_info(dev),
-        "versions": versions(),
-        "blas": blas_info(),
+        "versions": fw["versions"],
+        "blas": fw["blas"],
         "command": " ".join([sys.executable] + sys.argv),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "trainbench_git_revision": git_revision(),
@@ -591,9 +827,149 @@ def write_record(rec, path):
 
 def summary_line(rec):
     t = rec["times_s"]
-    return (f"{rec['workload']} pytorch {rec['torch_version']} on {rec['device']['name']} "
+    version = rec.get("torch_version") or rec.get("tensorflow_version")
+    return (f"{rec['workload']} {rec['peer']} {version} on {rec['device']['name']} "
             f"({rec['device']['kind']}, {rec['precision']}): train {t['train']:.2f} s, "
             f"test {t['test']:.2f} s, train+test {t['train_test']:.2f} s, "
             f"{rec['throughput']['train_images_per_s']:.1f} img/s "
             f"(steady {rec['throughput']['train_images_per_s_steady'] or float('nan'):.1f}), "
             f"test accuracy {rec['accuracy']['test']:.4f}")
+
+
+# --------------------------------------------------------------------------------------------
+# Keras peers (bench/peers/*_keras.py): TensorFlow 2 + Keras 3, CPU
+
+tf = None      # set by import_tf()
+keras = None
+
+
+class CpuDevice:
+    """What machine_info() and UtilSampler need of a device, for the Keras peers."""
+    type = "cpu"
+    index = None
+
+
+def import_tf(args):
+    """Imports TensorFlow and Keras after the options are parsed; applies --threads (intra- and
+    inter-op pools), the seed and --precision. Returns a CpuDevice."""
+    global tf, keras
+    if args.device != "cpu":
+        die(f"--device {args.device}: the Keras peers run on the CPU only (tensorflow-cpu)")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    import tensorflow as _tf
+    import keras as _keras
+    tf, keras = _tf, _keras
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    keras.utils.set_random_seed(args.seed)
+    if args.precision == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    return CpuDevice()
+
+
+def make_keras_adam(args):
+    # Keras adds eps to sqrt(v) before the bias correction of the step size ("epsilon hat");
+    # PyTorch adds it to sqrt(v_hat). WORKLOADS.md's eps 1e-7 is Keras' own default.
+    opt = keras.optimizers.Adam(learning_rate=args.lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
+    return opt
+
+
+def keras_fields(args):
+    import numpy
+    threads = args.threads or os.cpu_count()
+    return {"peer": "keras",
+            "version": {"tensorflow_version": tf.__version__, "keras_version": keras.__version__},
+            "device": {"kind": "cpu", "name": cpu_model(), "threads": threads},
+            "threads": threads,
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                         "numpy": numpy.__version__, "python": sys.version.split()[0],
+                         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")},
+            "blas": {"kind": "TensorFlow built-in (Eigen / oneDNN)", "sgemm_provider": None,
+                     "libraries": loaded_libraries()}}
+
+
+def run_training_keras(*, model, opt, args, x_train, y_train, x_test, y_test, prepare,
+                       log=print):
+    """The Keras twin of run_training: x_*, y_* are tf tensors holding the whole set (raw form),
+    prepare(xb, train) runs inside the compiled step. Each epoch: a seeded numpy permutation,
+    one tf.gather into a shuffled copy, contiguous batch slices (last partial batch kept), one
+    tf.function train step per batch (GradientTape + Adam); loss and accuracy accumulate in
+    variables and are read once per epoch. Returns the same dict as run_training."""
+    import numpy as np
+    n = int(x_train.shape[0])
+    b = args.batch
+    steps_per_epoch, planned, steady_from = plan_steps(n, args)
+    rng = np.random.default_rng(args.seed)
+    metrics = not args.no_train_metrics
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss_sum = tf.Variable(0.0, dtype=tf.float32, trainable=False)
+    correct = tf.Variable(0, dtype=tf.int64, trainable=False)
+    tvars = model.trainable_variables
+    opt.build(tvars)
+    xspec = tf.TensorSpec([None] + list(x_train.shape[1:]), x_train.dtype)
+    yspec = tf.TensorSpec([None], y_train.dtype)
+
+    def hits(logits, yb):
+        return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=yb.dtype), yb),
+                                     tf.int64))
+
+    @tf.function(input_signature=[xspec, yspec], jit_compile=args.jit_compile)
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            logits = tf.cast(model(prepare(xb, True), training=True), tf.float32)
+            loss = loss_fn(yb, logits)
+        opt.apply_gradients(zip(tape.gradient(loss, tvars), tvars))
+        if metrics:
+            loss_sum.assign_add(loss * tf.cast(tf.shape(yb)[0], tf.float32))
+            correct.assign_add(hits(logits, yb))
+
+    @tf.function(input_signature=[xspec, yspec])
+    def test_step(xb, yb):
+        logits = tf.cast(model(prepare(xb, False), training=False), tf.float32)
+        return (tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(yb, logits,
+                                                                           from_logits=True)),
+                hits(logits, yb))
+
+    epoch_times, epoch_losses, epoch_acc = [], [], []
+    step = images_total = images_steady = 0
+    t_steady = None
+    t_train0 = time.perf_counter()
+    for epoch in range(args.epochs):
+        if step >= planned:
+            break
+        te0 = time.perf_counter()
+        perm = tf.constant(rng.permutation(n))
+        xs, ys = tf.gather(x_train, perm), tf.gather(y_train, perm)
+        loss_sum.assign(0.0)
+        correct.assign(0)
+        seen = 0
+        for i in range(0, n, b):
+            if step >= planned:
+                break
+            if step == steady_from:
+                t_steady = time.perf_counter()
+            train_step(xs[i:i + b], ys[i:i + b])    # on CPU the call returns when it is done
+            nb = min(b, n - i)
+            seen, step, images_total = seen + nb, step + 1, images_total + nb
+            images_steady += nb if t_steady is not None else 0
+        epoch_losses.append(float(loss_sum.numpy()) / max(seen, 1) if metrics else float("nan"))
+        epoch_acc.append(int(correct.numpy()) / max(seen, 1) if metrics else float("nan"))
+        epoch_times.append(time.perf_counter() - te0)
+        if not args.quiet:
+            log(epoch_line(args, epoch, seen, epoch_times[-1], epoch_losses[-1], epoch_acc[-1],
+                           step, planned), flush=True)
+    t_end = time.perf_counter()
+    train_s, steady_s = t_end - t_train0, (t_end - t_steady) if t_steady is not None else None
+
+    tt0 = time.perf_counter()
+    nt = int(x_test.shape[0])
+    tl, tc = 0.0, 0
+    for i in range(0, nt, args.test_batch):
+        l, c = test_step(x_test[i:i + args.test_batch], y_test[i:i + args.test_batch])
+        tl += float(l.numpy())
+        tc += int(c.numpy())
+    test_s = time.perf_counter() - tt0
+    return training_result(args, log, step, planned, steps_per_epoch, steady_from, train_s,
+                           steady_s, epoch_times, epoch_losses, epoch_acc, images_total,
+                           images_steady, nt, test_s, tl, tc)

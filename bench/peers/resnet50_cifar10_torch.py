@@ -17,161 +17,33 @@ sliced, augmented and normalised there.
         [--device cuda] [--precision fp32|tf32|bf16] [--channels-last] [--compile] [--steps N]
 """
 
-import io
 import os
 import sys
-import tarfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peer_common as pc  # noqa: E402
 
 WORKLOAD = "resnet50-cifar10"
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck"]
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
-PARAMS = 23_528_522
-MACS_FORWARD = 83_431_424          # per 32x32 image (83,410,944 in convolutions)
-MACS_CONV1 = 7 * 7 * 3 * 64 * 16 * 16   # stem conv: its input gradient is not needed
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_REPO = os.path.dirname(os.path.dirname(_HERE))
-DEFAULT_DATA = [
-    os.path.join(_REPO, "data", "cifar-10-batches-bin"),
-    "/usr/share/datasets/cifar10/cifar-10-batches-bin",
-    os.path.join(_REPO, "shared", "data", "cifar10-jpeg.tar.gz"),
-    os.path.join(os.path.dirname(_REPO), "shared", "data", "cifar10-jpeg.tar.gz"),
-    "/work/shared/data/cifar10-jpeg.tar.gz",
-]
+MEAN, STD = pc.CIFAR_MEAN, pc.CIFAR_STD
+PARAMS, MACS_FORWARD, MACS_CONV1 = pc.RESNET50_PARAMS, pc.RESNET50_MACS, pc.RESNET50_MACS_CONV1
 
 
 # --------------------------------------------------------------------------------------------
-# data
-
-def _bin_records(name, raw, want):
-    torch = pc.torch
-    if len(raw) != want * 3073:
-        pc.die(f"{name}: {len(raw)} bytes, expected {want} records of 3073 bytes")
-    t = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(want, 3073)
-    y = t[:, 0].long().clone()
-    if int(y.max()) > 9:
-        pc.die(f"{name}: label above 9")
-    x = t[:, 1:].reshape(want, 3, 32, 32).clone()
-    return x, y
-
-
-def _from_bin(read, names, where):
-    """read(name) -> bytes. Official layout: data_batch_1..5.bin, test_batch.bin."""
-    torch = pc.torch
-    xs, ys = [], []
-    for i in range(1, 6):
-        n = f"data_batch_{i}.bin"
-        if n not in names:
-            pc.die(f"--data {where}: {n} missing")
-        x, y = _bin_records(n, read(n), 10000)
-        xs.append(x)
-        ys.append(y)
-    if "test_batch.bin" not in names:
-        pc.die(f"--data {where}: test_batch.bin missing")
-    xt, yt = _bin_records("test_batch.bin", read("test_batch.bin"), 10000)
-    return torch.cat(xs), torch.cat(ys), xt, yt
-
-
-def _decode_images(items, where):
-    """items: list of (split, class_index, sort_key, bytes-or-path). Returns uint8 NCHW."""
-    torch = pc.torch
-    try:
-        from PIL import Image
-    except ImportError:
-        pc.die(f"--data {where}: decoding JPEG needs PIL (apt-get install python3-pil or "
-               f"pip install pillow), or give the binary cifar-10-batches-bin folder")
-    n = len(items)
-    buf = bytearray(n * 3072)
-    labels = []
-    for i, (_, cls, _, src) in enumerate(items):
-        try:
-            im = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
-            im = im.convert("RGB")
-        except Exception as e:
-            pc.die(f"--data {where}: cannot decode image {i}: {e}")
-        if im.size != (32, 32):
-            pc.die(f"--data {where}: image {i} is {im.size[0]}x{im.size[1]}, not 32x32")
-        buf[i * 3072:(i + 1) * 3072] = im.tobytes()
-        labels.append(cls)
-    x = torch.frombuffer(buf, dtype=torch.uint8).view(n, 32, 32, 3).permute(0, 3, 1, 2)
-    return x.contiguous(), torch.tensor(labels, dtype=torch.long)
-
-
-def _split_images(entries, where):
-    """entries: list of (relative path parts, src). Keeps .../{train,test}/<class>/<file>."""
-    by = {"train": [], "test": []}
-    for parts, src in entries:
-        if len(parts) < 3 or not parts[-1].lower().endswith(IMAGE_EXT):
-            continue
-        split, cname, fname = parts[-3], parts[-2], parts[-1]
-        if split not in by:
-            continue
-        if cname not in CLASSES:
-            pc.die(f"--data {where}: unknown class folder {split}/{cname}")
-        by[split].append((split, CLASSES.index(cname), fname, src))
-    for split in by:
-        if not by[split]:
-            pc.die(f"--data {where}: no images under {split}/<class>/")
-        by[split].sort(key=lambda e: (e[1], e[2]))
-    xtr, ytr = _decode_images(by["train"], where)
-    xte, yte = _decode_images(by["test"], where)
-    return xtr, ytr, xte, yte
-
+# data: read by pc.load_cifar_raw (shared with the Keras peer), wrapped as uint8 NCHW tensors
 
 def load_cifar(where):
-    if os.path.isfile(where):
-        try:
-            tf = tarfile.open(where, "r:*")
-        except (tarfile.TarError, OSError) as e:
-            pc.die(f"--data {where}: not a readable tar archive: {e}")
-        with tf:
-            members = [m for m in tf.getmembers() if m.isfile()]
-            base = {os.path.basename(m.name): m for m in members}
-            if "data_batch_1.bin" in base:
-                return _from_bin(lambda n: tf.extractfile(base[n]).read(), set(base), where)
-            entries = [(m.name.split("/"), tf.extractfile(m).read()) for m in members
-                       if m.name.lower().endswith(IMAGE_EXT)]
-        return _split_images(entries, where)
-    if not os.path.isdir(where):
-        pc.die(f"--data {where}: no such file or directory")
-    for sub in ("", "cifar-10-batches-bin"):
-        d = os.path.join(where, sub)
-        if os.path.isfile(os.path.join(d, "data_batch_1.bin")):
-            names = set(os.listdir(d))
-
-            def read(n, d=d):
-                with open(os.path.join(d, n), "rb") as f:
-                    return f.read()
-            return _from_bin(read, names, where)
-    root = where
-    if not os.path.isdir(os.path.join(root, "train")) and \
-            os.path.isdir(os.path.join(root, "cifar10-jpeg", "train")):
-        root = os.path.join(root, "cifar10-jpeg")
-    entries = []
-    for split in ("train", "test"):
-        sd = os.path.join(root, split)
-        if not os.path.isdir(sd):
-            pc.die(f"--data {where}: neither cifar-10-batches-bin nor {split}/<class>/ found")
-        for cname in sorted(os.listdir(sd)):
-            cd = os.path.join(sd, cname)
-            if os.path.isdir(cd):
-                for fname in os.listdir(cd):
-                    entries.append(([split, cname, fname], os.path.join(cd, fname)))
-    return _split_images(entries, where)
+    torch = pc.torch
+    out = []
+    for buf, layout, labels in pc.load_cifar_raw(where):
+        n = len(labels)
+        x = torch.frombuffer(buf, dtype=torch.uint8)
+        x = x.view(n, 3, 32, 32) if layout == "chw" else x.view(n, 32, 32, 3).permute(0, 3, 1, 2)
+        out += [x.contiguous(), torch.tensor(labels, dtype=torch.long)]
+    return out
 
 
-def default_data():
-    for p in DEFAULT_DATA:
-        if os.path.exists(p):
-            return p
-    pc.die("no CIFAR-10 found; give --data (tried " + ", ".join(DEFAULT_DATA) + ")")
+default_data = pc.cifar_default_data
 
 
 # --------------------------------------------------------------------------------------------
