@@ -304,6 +304,7 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop, Comm* comm) {
       facts.test = ex.evaluate();
     facts.step_graphs = ex.graph_summary();
     facts.fused_mlp_step = ex.fused_mlp_taken();
+    facts.activations = ex.plan().layout;
     facts.algorithms = nlohmann::json::object();
     const std::vector<std::string> notes = ex.node_notes();
     for (size_t i = 0; i < notes.size(); ++i)

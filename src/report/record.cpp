@@ -201,7 +201,10 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
       {"interrupted", f.interrupted},
       {"deterministic", f.config.deterministic},
       {"step_graphs", f.step_graphs},
+      // conv_layout: what CUDA's bf16 convolutions read (--nhwc); activations: how the run's maps
+      // lie between ops (the plan's layout: NHWC on the CPU by default).
       {"conv_layout", f.config.cuda.bf16_nhwc ? "nhwc" : "nchw"},
+      {"activations", layout_name(f.activations)},
       {"fused_mlp_step", f.fused_mlp_step},
       {"diverged", t.diverged ? json{{"step", t.diverged_step},
                                      {"epoch", t.diverged_epoch},

@@ -44,6 +44,7 @@ struct RunFacts {
   nlohmann::json algorithms = nlohmann::json::object();  // node -> how the backend ran it
   std::string step_graphs;                               // Executor::graph_summary
   bool fused_mlp_step = false;                           // the backend's fused MLP step was taken
+  Layout activations = Layout::nchw;                     // the plan's layout of the maps
   bool interrupted = false;                              // a signal ended training or the repeats
   // --checkpoint: where, how often, how many written and failed.
   std::string checkpoint_path;

@@ -180,6 +180,7 @@ TEST(Cli, ShortRunWritesRecord) {
   EXPECT_EQ(j["workload"], "fashion-mlp");
   EXPECT_EQ(j["deterministic"], true);
   EXPECT_EQ(j["step_graphs"], "off (the backend records no graphs)");  // the CPU records none
+  EXPECT_EQ(j["activations"], "nhwc");       // the CPU's plan; one-channel images flatten alike
   EXPECT_TRUE(j["algorithms"].is_object());  // the MLP's dense layers choose nothing: empty
   EXPECT_EQ(j["steps"], 40);
   EXPECT_EQ(j["stopped_by_steps"], true);
