@@ -110,6 +110,8 @@ struct Backend {
   void (*copy)(void* ctx, void* dst, const void* src, size_t bytes) = nullptr;  // device to device
   void (*fill)(void* ctx, float* dst, float value, int64_t count) = nullptr;
   void (*synchronize)(void* ctx) = nullptr;
+  // CUDA: the context's cudaStream_t, for NCCL's sums to run in its order (comm/comm.h).
+  void* (*native_stream)(void* ctx) = nullptr;
 
   // ---- data ----
   // ref::gather_batch; s.cursor, when set, is read on the device.

@@ -203,8 +203,10 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop, Comm* comm) {
   BackendConfig cfg;
   parse_device(o.device, &cfg.device, &cfg.device_index);
   TB_CHECK(!comm || o.repeat == 1, "--repeat: one run at a time under mpirun");
-  TB_CHECK(!comm || cfg.device == DeviceKind::cpu,
-           "under mpirun: CPU ranks only for now (the GPUs' NCCL ranks are not built in)");
+  TB_CHECK(!comm || cfg.device != DeviceKind::vulkan,
+           "under mpirun: CPU or CUDA ranks (Vulkan has no collective here)");
+  // One GPU a rank: the node's ranks take its GPUs in order, from the one --device names.
+  if (comm && cfg.device == DeviceKind::cuda) cfg.device_index += comm->local_rank();
   if (comm && o.threads <= 0 && cfg.device == DeviceKind::cpu)
     hp.threads = rank_threads(*comm, speaks);
   cfg.precision = hp.precision = parse_precision(o.precision);
@@ -215,6 +217,12 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop, Comm* comm) {
   // The device first: a missing GPU fails before minutes of data loading.
   std::unique_ptr<Backend> backend = make_backend(cfg);
   hp.threads = cpu_threads_of(cfg);
+  // CUDA ranks sum gradients through NCCL on the backend's stream; the rest stays on MPI.
+  std::unique_ptr<Comm> gpu_comm;
+  if (comm && cfg.device == DeviceKind::cuda) {
+    gpu_comm = make_nccl_comm(*comm, backend->native_stream(backend->ctx));
+    comm = gpu_comm.get();
+  }
   const std::string out_path = o.out.empty() ? default_out_path(o) : o.out;
   const bool quiet = o.quiet || !speaks;
   TB_CHECK(o.repeat == 1 || (o.checkpoint.empty() && o.resume.empty()),

@@ -1,6 +1,7 @@
 // The ranks of a data-parallel run: one process per device, started by mpirun (or srun). The
 // executor sums gradients through this interface and the runner agrees on when to stop; MPI
-// implements it on the CPU (src/comm/mpi), NCCL is to slot in for GPUs behind the same calls.
+// implements it on the CPU (src/comm/mpi), NCCL (src/comm/nccl) sums GPU ranks'
+// gradients behind the same calls.
 // A process started without a launcher has no Comm at all (make_comm returns null): nothing
 // here runs, MPI is never initialised.
 #pragma once
@@ -22,6 +23,7 @@ class Comm {
   int rank() const { return rank_; }
   int size() const { return size_; }
   int local_size() const { return local_size_; }  // ranks on this node (sharing its cores)
+  int local_rank() const { return local_rank_; }  // this rank's place among them (its GPU)
   // "Open MPI v4.1.4": the library and its version, for the record.
   virtual std::string engine() const = 0;
 
@@ -49,18 +51,17 @@ class Comm {
 
  protected:
   virtual void abort_all(const std::string& why) = 0;
-  int rank_ = 0, size_ = 1, local_size_ = 1;
+  int rank_ = 0, size_ = 1, local_size_ = 1, local_rank_ = 0;
 };
 
 // The launcher's world size from its environment (Open MPI, MPICH/PMI, Slurm), 0 where none
 // launched this process.
 int launcher_world_size();
 
-#ifdef TRAINBENCH_HAVE_NCCL
-// GPU ranks: gradient sums through NCCL on `stream` (a cudaStream_t), the rest through host
-// (comm/nccl/nccl_comm.cpp; compiled, not yet run: it needs two GPUs).
-std::unique_ptr<Comm> make_nccl_comm(std::unique_ptr<Comm> host, void* stream);
-#endif
+// GPU ranks: gradient sums through NCCL on `stream` (the CUDA backend's cudaStream_t), the rest
+// through `host`, which must outlive it (comm/nccl/nccl_comm.cpp; built where nccl.h is found,
+// not yet run: it needs two GPUs). Throws Error where this build has no NCCL.
+std::unique_ptr<Comm> make_nccl_comm(Comm& host, void* stream);
 
 // The communicator of a launched process, null for a plain one. Throws Error where a launcher
 // started several ranks but this build has no MPI.

@@ -391,6 +391,7 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendConfig& cfg) {
   b->copy = cuda::copy;
   b->fill = cuda::fill;
   b->synchronize = cuda::synchronize;
+  b->native_stream = [](void* ctx) -> void* { return cuda::context(ctx).stream; };
   b->set_param_array = cuda::set_param_array;
   if (cfg.graphs) {
     b->graph_begin = cuda::graph_begin;

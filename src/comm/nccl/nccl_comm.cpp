@@ -1,8 +1,9 @@
 // GPU ranks: gradients summed by NCCL on the backend's stream, everything small and host-side
 // (flags, the epoch's sums, settings, the start's broadcast) through the MPI communicator that
 // launched the ranks. NCCL is loaded at run time as elsewhere (cmake/cuda_libs.cmake), so a
-// binary built with it starts where it is missing. Built where nccl.h is found; not yet wired into
-// `run` (which refuses CUDA under mpirun) and not yet run: it needs two GPUs.
+// binary built with it starts where it is missing. Built where nccl.h is found (elsewhere
+// make_nccl_comm says so); `run` takes it for CUDA ranks under mpirun. Not yet run: it needs two
+// GPUs.
 #ifdef TRAINBENCH_HAVE_NCCL
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -52,9 +53,9 @@ class NcclComm final : public Comm {
  public:
   // host: the launcher's communicator (rank 0's NCCL id goes through it); stream: the backend's,
   // so a sum starts after the backward kernels before it and the optimizer runs after it.
-  NcclComm(std::unique_ptr<Comm> host, cudaStream_t stream)
-      : host_(std::move(host)), stream_(stream) {
+  NcclComm(Comm& host, cudaStream_t stream) : host_(&host), stream_(stream) {
     rank_ = host_->rank(), size_ = host_->size(), local_size_ = host_->local_size();
+    local_rank_ = host_->local_rank();
     ncclUniqueId id{};
     if (rank_ == 0) nccl_.check(nccl_.get_unique_id(&id), "ncclGetUniqueId");
     host_->broadcast(&id, sizeof(id));
@@ -103,7 +104,7 @@ class NcclComm final : public Comm {
   }
 
   NcclApi nccl_;
-  std::unique_ptr<Comm> host_;
+  Comm* host_;
   cudaStream_t stream_;
   ncclComm_t comm_ = nullptr;
   std::vector<cudaEvent_t> done_;
@@ -112,9 +113,17 @@ class NcclComm final : public Comm {
 
 }  // namespace
 
-std::unique_ptr<Comm> make_nccl_comm(std::unique_ptr<Comm> host, void* stream) {
-  return std::make_unique<NcclComm>(std::move(host), static_cast<cudaStream_t>(stream));
+std::unique_ptr<Comm> make_nccl_comm(Comm& host, void* stream) {
+  return std::make_unique<NcclComm>(host, static_cast<cudaStream_t>(stream));
 }
 
+}  // namespace tb
+#else
+#include "comm/comm.h"
+
+namespace tb {
+std::unique_ptr<Comm> make_nccl_comm(Comm&, void*) {
+  fail("CUDA ranks under mpirun need NCCL, and this build has none (nccl.h was not found)");
+}
 }  // namespace tb
 #endif  // TRAINBENCH_HAVE_NCCL
