@@ -4,10 +4,21 @@
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 
-# Python that has torch: Debian's /usr/bin/python3 if it imports torch, else python3 on PATH.
+# Python that has torch: Debian's /usr/bin/python3 (PyTorch 1.13) if it imports torch, else
+# python3 on PATH. TORCH=pypi: the current PyTorch from PyPI, in results/venv-torch, made on
+# first use (about 5 GB with its CUDA libraries; the CPU peer runs on the CPU either way).
 # Override with PYTHON=...
 pick_python() {
     if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
+    if [ "${TORCH:-}" = pypi ]; then
+        local venv="$REPO_ROOT/results/venv-torch"
+        if ! "$venv/bin/python" -c 'import torch' >/dev/null 2>&1; then
+            echo "creating $venv with PyTorch from PyPI (once)" >&2
+            python3 -m venv "$venv" >&2 && "$venv/bin/python" -m pip install -q torch numpy >&2
+        fi
+        echo "$venv/bin/python"
+        return
+    fi
     if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
         echo /usr/bin/python3
     else
