@@ -91,6 +91,9 @@ std::string record_label(const json& r) {
   const std::string backend = text(r, {"device", "backend"});
   if (!backend.empty()) label += " " + backend;
   if (text(r, {"conv_layout"}) == "nhwc") label += " nhwc";
+  // A CPU run on the layout before NHWC became its default (--nchw) says so; older records,
+  // which have no `activations`, do not.
+  if (backend == "cpu-onednn" && text(r, {"activations"}) == "nchw") label += " nchw";
   if (const int n = int(num(r, {"ranks", "world_size"}).value_or(1)); n > 1)
     label += fmt::format(" x{} ranks", n);
   return label;

@@ -391,6 +391,12 @@ TEST(Compare, LabelsNameLayoutAndCompile) {
   EXPECT_EQ(entry_from_record(tb, "tb.json").label, "trainbench 0.5 cuda nhwc");
   tb["conv_layout"] = "nchw";
   EXPECT_EQ(entry_from_record(tb, "tb.json").label, "trainbench 0.5 cuda");
+  tb["activations"] = "nchw";  // CUDA's maps are always NCHW: nothing to tell apart
+  EXPECT_EQ(entry_from_record(tb, "tb.json").label, "trainbench 0.5 cuda");
+  tb["device"]["backend"] = "cpu-onednn";
+  EXPECT_EQ(entry_from_record(tb, "tb.json").label, "trainbench 0.5 cpu-onednn nchw");  // --nchw
+  tb["activations"] = "nhwc";
+  EXPECT_EQ(entry_from_record(tb, "tb.json").label, "trainbench 0.5 cpu-onednn");
 }
 
 TEST(Compare, ProfileInputsGoToTheirWorkload) {
