@@ -1,0 +1,448 @@
+// The convolution modes that are matrix products (conv2d.cpp says when each runs): unfold (a
+// map no larger than the kernel: a dense layer through unfolded weights), im2col (the patches of
+// all images as the rows of one matrix; under NHWC whole pixels, and a 1x1 stride-1 convolution
+// is one matmul on x and y in place) and channels (a 1x1 kernel as one matmul over channel-major
+// copies). Each direction rearranges what it must into the context's scratch and runs a oneDNN
+// matmul made on first use; under bf16 the matmul reads bf16 copies of its two operands.
+#include <cstring>
+
+#include "backends/cpu/conv2d_forms.h"
+
+namespace tb::cpu::conv {
+
+void init_rows(ConvPrims* p) {
+  const ConvDims& d = p->dims;
+  const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow();
+  int64_t rows, x_cols, y_cols;  // rows of x and y; columns of x and y
+  MatmulForm& f = p->rows;
+  if (has(p->cands, ConvMode::unfold)) {
+    rows = d.n, x_cols = d.c * map_in, y_cols = d.k * map_out;
+    p->tap_of.assign(size_t(map_out * map_in), -1);
+    for (int64_t oy = 0; oy < d.oh(); ++oy)
+      for (int64_t ox = 0; ox < d.ow(); ++ox)
+        for (int64_t iy = 0; iy < d.h; ++iy)
+          for (int64_t ix = 0; ix < d.w; ++ix) {
+            const int64_t ty = iy - oy * d.stride + d.pad, tx = ix - ox * d.stride + d.pad;
+            if (ty >= 0 && ty < d.r && tx >= 0 && tx < d.s)
+              p->tap_of[size_t((oy * d.ow() + ox) * map_in + iy * d.w + ix)] =
+                  int32_t(ty * d.s + tx);
+          }
+    f.scratch_floats = size_t(y_cols * x_cols);
+  } else {
+    rows = d.n * map_out, x_cols = d.c * d.r * d.s, y_cols = d.k;
+    // NCHW: patches and y's rows; NHWC: patches and the permuted weights.
+    f.scratch_floats =
+        size_t(rows * x_cols + (d.layout == Layout::nhwc ? y_cols * x_cols : rows * y_cols));
+  }
+  f.x = {{rows, x_cols}, dt::f32, tag::ab};
+  f.y = {{rows, y_cols}, dt::f32, tag::ab};
+  f.w = {{y_cols, x_cols}, dt::f32, tag::ab};
+  f.w_t = {{x_cols, y_cols}, dt::f32, tag::ba};
+  f.y_t = {{y_cols, rows}, dt::f32, tag::ba};
+}
+
+void init_channels(ConvPrims* p) {
+  const ConvDims& d = p->dims;
+  const int64_t cols = d.n * d.oh() * d.ow();
+  MatmulForm& f = p->chan;
+  f.x = {{d.c, cols}, dt::f32, tag::ab};
+  f.x_t = {{cols, d.c}, dt::f32, tag::ba};
+  f.y = {{d.k, cols}, dt::f32, tag::ab};
+  f.w = {{d.k, d.c}, dt::f32, tag::ab};
+  f.w_t = {{d.c, d.k}, dt::f32, tag::ba};
+  f.scratch_floats = size_t(cols * (d.c + d.k));
+}
+
+// ---- unfold: a convolution on a map no larger than its kernel is a dense layer --------------
+
+// Where (k, o) and (c, i) sit in the unfolded matrix: its row is k * k_step + o * o_step, its
+// column c * c_step + i * i_step (channel-major under NCHW, position-major under NHWC: the
+// flattening of y and x).
+struct UnfoldSteps {
+  int64_t k_step, o_step, c_step, i_step;
+};
+UnfoldSteps unfold_steps(const ConvDims& d) {
+  if (d.layout == Layout::nhwc) return {1, d.k, 1, d.c};
+  return {d.oh() * d.ow(), 1, d.h * d.w, 1};
+}
+
+// wu[(k, o), (c, i)] = W[k, c, tap(o, i)], zero where output position o does not see input i.
+void unfold_weights(const ConvPrims& p, const float* w, float* wu) {
+  const ConvDims& d = p.dims;
+  const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), rs = d.r * d.s;
+  const int64_t cols = d.c * map_in;
+  const UnfoldSteps u = unfold_steps(d);
+  const int32_t* tap_of = p.tap_of.data();
+#pragma omp parallel for schedule(static) if (d.k * d.c * map_in * map_out >= (1 << 16))
+  for (int64_t k = 0; k < d.k; ++k)
+    for (int64_t o = 0; o < map_out; ++o) {
+      float* row = wu + (k * u.k_step + o * u.o_step) * cols;
+      const int32_t* taps = tap_of + o * map_in;
+      for (int64_t c = 0; c < d.c; ++c) {
+        const float* wkc = w + (k * d.c + c) * rs;
+        for (int64_t i = 0; i < map_in; ++i)
+          row[c * u.c_step + i * u.i_step] = taps[i] < 0 ? 0.f : wkc[taps[i]];
+      }
+    }
+}
+
+// The reverse: dW[k, c, t] = sum of dwu[(k, o), (c, i)] over the pairs that use tap t.
+void fold_weight_grad(const ConvPrims& p, const float* dwu, float* dw) {
+  const ConvDims& d = p.dims;
+  const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), rs = d.r * d.s;
+  const UnfoldSteps u = unfold_steps(d);
+  const int32_t* tap_of = p.tap_of.data();
+#pragma omp parallel for schedule(static) if (d.k * d.c * map_in * map_out >= (1 << 16))
+  for (int64_t k = 0; k < d.k; ++k) {
+    float* dwk = dw + k * d.c * rs;
+    for (int64_t t = 0; t < d.c * rs; ++t) dwk[t] = 0.f;
+    for (int64_t o = 0; o < map_out; ++o) {
+      const float* row = dwu + (k * u.k_step + o * u.o_step) * d.c * map_in;
+      const int32_t* taps = tap_of + o * map_in;
+      for (int64_t c = 0; c < d.c; ++c)
+        for (int64_t i = 0; i < map_in; ++i)
+          if (taps[i] >= 0) dwk[c * rs + taps[i]] += row[c * u.c_step + i * u.i_step];
+    }
+  }
+}
+
+// ---- im2col: all images' patches as the rows of one matrix ----------------------------------
+
+// xcol[(n, oy, ox), (c, ty, tx)] = x[n, c, oy*stride - pad + ty, ox*stride - pad + tx], zero
+// in the padding. For a 1x1 kernel this is a transpose that takes every stride-th position.
+void im2col(const ConvDims& d, const float* x, float* xcol) {
+  const int64_t oh = d.oh(), ow = d.ow(), map_out = oh * ow, cols = d.c * d.r * d.s;
+#pragma omp parallel for schedule(static) if (d.n * map_out * cols >= (1 << 16))
+  for (int64_t n = 0; n < d.n; ++n)
+    for (int64_t c = 0; c < d.c; ++c) {
+      const float* xc = x + (n * d.c + c) * d.h * d.w;
+      for (int64_t ty = 0; ty < d.r; ++ty)
+        for (int64_t tx = 0; tx < d.s; ++tx) {
+          float* out = xcol + n * map_out * cols + (c * d.r + ty) * d.s + tx;
+          for (int64_t oy = 0; oy < oh; ++oy) {
+            const int64_t iy = oy * d.stride - d.pad + ty;
+            for (int64_t ox = 0; ox < ow; ++ox) {
+              const int64_t ix = ox * d.stride - d.pad + tx;
+              const bool inside = iy >= 0 && iy < d.h && ix >= 0 && ix < d.w;
+              out[(oy * ow + ox) * cols] = inside ? xc[iy * d.w + ix] : 0.f;
+            }
+          }
+        }
+    }
+}
+
+// The adjoint: dx[n, c, iy, ix] = sum of the dxcol entries im2col copied x[n, c, iy, ix] to.
+void col2im(const ConvDims& d, const float* dxcol, float* dx) {
+  const int64_t oh = d.oh(), ow = d.ow(), map_out = oh * ow, cols = d.c * d.r * d.s;
+#pragma omp parallel for schedule(static) if (d.n * map_out * cols >= (1 << 16))
+  for (int64_t n = 0; n < d.n; ++n)
+    for (int64_t c = 0; c < d.c; ++c) {
+      float* dxc = dx + (n * d.c + c) * d.h * d.w;
+      for (int64_t t = 0; t < d.h * d.w; ++t) dxc[t] = 0.f;
+      for (int64_t ty = 0; ty < d.r; ++ty)
+        for (int64_t tx = 0; tx < d.s; ++tx) {
+          const float* in = dxcol + n * map_out * cols + (c * d.r + ty) * d.s + tx;
+          for (int64_t oy = 0; oy < oh; ++oy) {
+            const int64_t iy = oy * d.stride - d.pad + ty;
+            if (iy < 0 || iy >= d.h) continue;
+            for (int64_t ox = 0; ox < ow; ++ox) {
+              const int64_t ix = ox * d.stride - d.pad + tx;
+              if (ix >= 0 && ix < d.w) dxc[iy * d.w + ix] += in[(oy * ow + ox) * cols];
+            }
+          }
+        }
+    }
+}
+
+// out[i, b, a] = in[i, a, b] for each of `count` [rows, cols] matrices: NCHW y [n, k, map] to
+// the matmul's rows [n*map, k] (rows = k, cols = map) and back (rows = map, cols = k).
+void transpose_each(int64_t count, int64_t rows, int64_t cols, const float* in, float* out) {
+#pragma omp parallel for schedule(static) if (count * rows * cols >= (1 << 16))
+  for (int64_t i = 0; i < count; ++i)
+    for (int64_t a = 0; a < rows; ++a)
+      for (int64_t b = 0; b < cols; ++b)
+        out[(i * cols + b) * rows + a] = in[(i * rows + a) * cols + b];
+}
+
+// ---- unfold and im2col as matmuls -----------------------------------------------------------
+
+// The same plain (strided, unblocked) matrix with elements of another type.
+dnnl::memory::desc as_type(const dnnl::memory::desc& md, dt type) {
+  const dnnl_dims_t& strides = md.data.format_desc.blocking.strides;
+  return {md.dims(), type, dnnl::memory::dims(strides, strides + md.data.ndims)};
+}
+
+// c = a x b on one of the node's matmuls, made on first use. Under bf16 it reads bf16 copies of
+// a and b (their layout unchanged: an element-wise conversion of the whole buffer).
+void run_matmul(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, const float* a,
+                const dnnl::memory::desc& b_md, const float* b, const dnnl::memory::desc& c_md,
+                float* c) {
+  const dt op = cx.operand_type();
+  const dnnl::memory::desc a_op = as_type(a_md, op), b_op = as_type(b_md, op);
+  if (!mm) mm = dnnl::matmul({{a_op, b_op, c_md}, cx.engine});
+  const size_t a_count = a_md.get_size() / sizeof(float), b_count = b_md.get_size() / sizeof(float);
+  mm.execute(cx.stream, {{DNNL_ARG_SRC, mem(cx, a_op, cx.operand(0, a, a_count))},
+                         {DNNL_ARG_WEIGHTS, mem(cx, b_op, cx.operand(1, b, b_count))},
+                         {DNNL_ARG_DST, mem(cx, c_md, c)}});
+}
+
+// The scratch of a matmul-form call: the x side, then the y side (im2col: patches, y rows).
+struct Scratch {
+  float *x, *y;
+};
+Scratch scratch(Context& cx, const MatmulForm& f) {
+  float* s = cx.scratch(f.scratch_floats);
+  return {s, s + f.x.get_size() / sizeof(float)};
+}
+
+// y_mat = x_mat · w_mat^T
+void unfold_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+  MatmulForm& f = p.rows;
+  float* wu = cx.scratch(f.scratch_floats);
+  unfold_weights(p, w, wu);
+  run_matmul(cx, f.mm[kForward], f.x, x, f.w_t, wu, f.y, y);
+}
+// With a single output position y [n, k, 1] is already the rows [n, k]; with a 1x1 kernel on a
+// 1x1 map x [n, c, 1] is already the patches. Those are used in place, not copied.
+bool y_is_rows(const ConvDims& d) {
+  return d.oh() * d.ow() == 1;
+}
+bool x_is_patches(const ConvDims& d) {
+  return d.r * d.s == 1 && d.h * d.w == 1;
+}
+
+void im2col_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);
+  const float* cols = x_is_patches(d) ? x : (im2col(d, x, s.x), s.x);
+  float* rows = y_is_rows(d) ? y : s.y;
+  run_matmul(cx, f.mm[kForward], f.x, cols, f.w_t, w, f.y, rows);
+  if (rows != y) transpose_each(d.n, d.oh() * d.ow(), d.k, rows, y);
+}
+
+// dx_mat = dy_mat · w_mat
+void unfold_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
+  MatmulForm& f = p.rows;
+  float* wu = cx.scratch(f.scratch_floats);
+  unfold_weights(p, w, wu);
+  run_matmul(cx, f.mm[kBackwardData], f.y, dy, f.w, wu, f.x, dx);
+}
+void im2col_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.rows;
+  // As in channels mode: the weight gradient, just before, may have left dy's rows here.
+  const bool have_dy = cx.scratch_key == &f && cx.scratch_source == dy;
+  const Scratch s = scratch(cx, f);
+  const float* rows = dy;
+  if (!y_is_rows(d)) {
+    if (!have_dy) transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y);
+    rows = s.y;
+  }
+  float* cols = x_is_patches(d) ? dx : s.x;
+  run_matmul(cx, f.mm[kBackwardData], f.y, rows, f.w, w, f.x, cols);
+  if (cols != dx) col2im(d, cols, dx);
+}
+
+// dw_mat = dy_mat^T · x_mat
+void unfold_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
+                             float* dw) {
+  MatmulForm& f = p.rows;
+  float* dwu = cx.scratch(f.scratch_floats);
+  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, dy, f.x, x, f.w, dwu);
+  fold_weight_grad(p, dwu, dw);
+}
+void im2col_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
+                             float* dw) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);
+  const float* cols = x_is_patches(d) ? x : (im2col(d, x, s.x), s.x);
+  const float* rows = y_is_rows(d) ? dy : (transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y), s.y);
+  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, rows, f.x, cols, f.w, dw);
+  if (rows == s.y) cx.scratch_key = &f, cx.scratch_source = dy;
+}
+
+// ---- im2col under NHWC: patches are whole pixels, y is the rows ----------------------------
+
+// xcol[(n, oy, ox), (ty, tx, c)] = x[n, oy*stride - pad + ty, ox*stride - pad + tx, c], zero in
+// the padding: one copy of c floats per tap.
+void im2col_nhwc(const ConvDims& d, const float* x, float* xcol) {
+  const int64_t oh = d.oh(), ow = d.ow(), cols = d.r * d.s * d.c;
+  const size_t pixel = size_t(d.c) * sizeof(float);
+#pragma omp parallel for schedule(static) if (d.n * oh * ow * cols >= (1 << 16))
+  for (int64_t row = 0; row < d.n * oh * ow; ++row) {
+    const int64_t n = row / (oh * ow), oy = row / ow % oh, ox = row % ow;
+    float* out = xcol + row * cols;
+    for (int64_t ty = 0; ty < d.r; ++ty)
+      for (int64_t tx = 0; tx < d.s; ++tx, out += d.c) {
+        const int64_t iy = oy * d.stride - d.pad + ty, ix = ox * d.stride - d.pad + tx;
+        if (iy >= 0 && iy < d.h && ix >= 0 && ix < d.w)
+          std::memcpy(out, x + ((n * d.h + iy) * d.w + ix) * d.c, pixel);
+        else
+          std::memset(out, 0, pixel);
+      }
+  }
+}
+
+// The adjoint: dx[n, iy, ix, c] = sum of the dxcol entries im2col_nhwc copied it to. One image
+// per iteration: its patches only touch its own pixels.
+void col2im_nhwc(const ConvDims& d, const float* dxcol, float* dx) {
+  const int64_t oh = d.oh(), ow = d.ow(), cols = d.r * d.s * d.c, image = d.h * d.w * d.c;
+#pragma omp parallel for schedule(static) if (d.n * oh * ow * cols >= (1 << 16))
+  for (int64_t n = 0; n < d.n; ++n) {
+    float* dxn = dx + n * image;
+    std::memset(dxn, 0, size_t(image) * sizeof(float));
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox = 0; ox < ow; ++ox) {
+        const float* in = dxcol + ((n * oh + oy) * ow + ox) * cols;
+        for (int64_t ty = 0; ty < d.r; ++ty)
+          for (int64_t tx = 0; tx < d.s; ++tx, in += d.c) {
+            const int64_t iy = oy * d.stride - d.pad + ty, ix = ox * d.stride - d.pad + tx;
+            if (iy < 0 || iy >= d.h || ix < 0 || ix >= d.w) continue;
+            float* out = dxn + (iy * d.w + ix) * d.c;
+#pragma omp simd
+            for (int64_t c = 0; c < d.c; ++c) out[c] += in[c];
+          }
+      }
+  }
+}
+
+// W [k, c, t] <-> [k, t, c], the patches' column order (t = ty * s + tx).
+void weights_to_tap_major(const ConvDims& d, const float* w, float* wt) {
+  const int64_t rs = d.r * d.s;
+#pragma omp parallel for schedule(static) if (d.k * d.c * rs >= (1 << 16))
+  for (int64_t k = 0; k < d.k; ++k)
+    for (int64_t c = 0; c < d.c; ++c)
+      for (int64_t t = 0; t < rs; ++t) wt[(k * rs + t) * d.c + c] = w[(k * d.c + c) * rs + t];
+}
+void weights_from_tap_major(const ConvDims& d, const float* wt, float* w) {
+  const int64_t rs = d.r * d.s;
+#pragma omp parallel for schedule(static) if (d.k * d.c * rs >= (1 << 16))
+  for (int64_t k = 0; k < d.k; ++k)
+    for (int64_t c = 0; c < d.c; ++c)
+      for (int64_t t = 0; t < rs; ++t) w[(k * d.c + c) * rs + t] = wt[(k * rs + t) * d.c + c];
+}
+
+// x is already the patches (and dx their adjoint) for a 1x1 kernel with stride 1.
+bool x_is_patches_nhwc(const ConvDims& d) {
+  return d.r * d.s == 1 && d.stride == 1 && d.pad == 0;
+}
+// y = patches · W^T
+void im2col_nhwc_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);  // patches, tap-major weights
+  const float* cols = x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x);
+  const float* wt = d.r * d.s == 1 ? w : (weights_to_tap_major(d, w, s.y), s.y);
+  run_matmul(cx, f.mm[kForward], f.x, cols, f.w_t, wt, f.y, y);
+}
+// dpatches = dy · W, folded back onto dx
+void im2col_nhwc_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w,
+                               float* dx) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);  // patches, tap-major weights
+  const float* wt = d.r * d.s == 1 ? w : (weights_to_tap_major(d, w, s.y), s.y);
+  float* cols = x_is_patches_nhwc(d) ? dx : s.x;
+  run_matmul(cx, f.mm[kBackwardData], f.y, dy, f.w, wt, f.x, cols);
+  if (cols != dx) col2im_nhwc(d, cols, dx);
+}
+// dW = dy^T · patches
+void im2col_nhwc_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
+                                  float* dw) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.rows;
+  const Scratch s = scratch(cx, f);  // patches, tap-major weights
+  const float* cols = x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x);
+  float* dwt = d.r * d.s == 1 ? dw : s.y;
+  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, dy, f.x, cols, f.w, dwt);
+  if (dwt != dw) weights_from_tap_major(d, dwt, dw);
+}
+
+// ---- channels: a 1x1 convolution is one matmul over channel-major copies -------------------
+
+// out[c, n, :] = in[n, c, :] for runs of `map` floats (NCHW to CNHW), and back.
+void to_channel_major(int64_t n, int64_t c, int64_t map, const float* in, float* out) {
+#pragma omp parallel for schedule(static) if (n * c * map >= (1 << 16))
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t ni = 0; ni < n; ++ni)
+      std::memcpy(out + (ci * n + ni) * map, in + (ni * c + ci) * map, size_t(map) * sizeof(float));
+}
+void from_channel_major(int64_t n, int64_t c, int64_t map, const float* in, float* out) {
+#pragma omp parallel for schedule(static) if (n * c * map >= (1 << 16))
+  for (int64_t ni = 0; ni < n; ++ni)
+    for (int64_t ci = 0; ci < c; ++ci)
+      std::memcpy(out + (ni * c + ci) * map, in + (ci * n + ni) * map, size_t(map) * sizeof(float));
+}
+
+// A strided 1x1 convolution reads every stride-th position: xcm[c, n, oy, ox] =
+// x[n, c, oy*stride, ox*stride]; its adjoint writes them back and zeroes the rest.
+void sample_to_channel_major(const ConvDims& d, const float* x, float* xcm) {
+  const int64_t oh = d.oh(), ow = d.ow();
+#pragma omp parallel for schedule(static) if (d.n * d.c * oh * ow >= (1 << 16))
+  for (int64_t c = 0; c < d.c; ++c)
+    for (int64_t n = 0; n < d.n; ++n) {
+      const float* in = x + (n * d.c + c) * d.h * d.w;
+      float* out = xcm + (c * d.n + n) * oh * ow;
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox)
+          out[oy * ow + ox] = in[oy * d.stride * d.w + ox * d.stride];
+    }
+}
+void unsample_from_channel_major(const ConvDims& d, const float* dxcm, float* dx) {
+  const int64_t oh = d.oh(), ow = d.ow();
+#pragma omp parallel for schedule(static) if (d.n * d.c * d.h * d.w >= (1 << 16))
+  for (int64_t n = 0; n < d.n; ++n)
+    for (int64_t c = 0; c < d.c; ++c) {
+      const float* in = dxcm + (c * d.n + n) * oh * ow;
+      float* out = dx + (n * d.c + c) * d.h * d.w;
+      std::memset(out, 0, size_t(d.h * d.w) * sizeof(float));
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox)
+          out[oy * d.stride * d.w + ox * d.stride] = in[oy * ow + ox];
+    }
+}
+
+void x_to_channel_major(const ConvDims& d, const float* x, float* xcm) {
+  if (d.stride == 1) return to_channel_major(d.n, d.c, d.h * d.w, x, xcm);
+  sample_to_channel_major(d, x, xcm);
+}
+
+// ycm = W · xcm
+void channels_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.chan;
+  const Scratch s = scratch(cx, f);
+  x_to_channel_major(d, x, s.x);
+  run_matmul(cx, f.mm[kForward], f.w, w, f.x, s.x, f.y, s.y);
+  from_channel_major(d.n, d.k, d.oh() * d.ow(), s.y, y);
+}
+
+// dxcm = W^T · dycm
+void channels_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.chan;
+  // The executor computes a node's weight gradient just before its data gradient; when that ran
+  // in channels mode too, the scratch still holds dy channel-major.
+  const bool have_dy = cx.scratch_key == &f && cx.scratch_source == dy;
+  const Scratch s = scratch(cx, f);
+  if (!have_dy) to_channel_major(d.n, d.k, d.oh() * d.ow(), dy, s.y);
+  run_matmul(cx, f.mm[kBackwardData], f.w_t, w, f.y, s.y, f.x, s.x);
+  if (d.stride == 1) return from_channel_major(d.n, d.c, d.h * d.w, s.x, dx);
+  unsample_from_channel_major(d, s.x, dx);
+}
+
+// dW = dycm · xcm^T
+void channels_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
+                               float* dw) {
+  const ConvDims& d = p.dims;
+  MatmulForm& f = p.chan;
+  const Scratch s = scratch(cx, f);
+  x_to_channel_major(d, x, s.x);
+  to_channel_major(d.n, d.k, d.oh() * d.ow(), dy, s.y);
+  run_matmul(cx, f.mm[kBackwardWeights], f.y, s.y, f.x_t, s.x, f.w, dw);
+  cx.scratch_key = &f, cx.scratch_source = dy;
+}
+
+}  // namespace tb::cpu::conv
