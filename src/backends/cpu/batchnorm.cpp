@@ -34,7 +34,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "backends/cpu/cpu_context.h"
 
@@ -228,9 +227,9 @@ void forward_train_blocks(const BnDims& d, const BnParams& p, const float* x, co
 // loop over the block's run of each sample.
 
 template <Epi E>
-void forward_eval_any(const BnDims& d, const BnParams& p, const float* x, const float* skip,
-                      const float* gamma, const float* beta, const float* running_mean,
-                      const float* running_var, float* y) {
+void forward_eval_nchw(const BnDims& d, const BnParams& p, const float* x, const float* skip,
+                       const float* gamma, const float* beta, const float* running_mean,
+                       const float* running_var, float* y) {
   const int64_t N = d.n, C = d.c, HW = d.hw;
   const int64_t cb = std::max<int64_t>(1, kBlock / HW), blocks = (C + cb - 1) / cb;
 #pragma omp parallel for schedule(static) if (N * C * HW >= kParallelMin)
@@ -366,31 +365,49 @@ inline void thread_rows(int64_t m, int t, int threads, int64_t& r0, int64_t& r1)
   r0 = m * t / threads, r1 = m * (t + 1) / threads;
 }
 
-// Per channel, over all rows: out1[c] = sum f1(row, c), out2[c] = sum f2(row, c), where
+// Buffers of one NHWC call, in the context (grown on first use, so a step allocates nothing):
+// per-channel floats, the threads' float accumulators [threads][2][C], and in double the
+// threads' partial sums [threads][2][C] then the two totals [2][C].
+struct NhwcScratch {
+  int threads;
+  float *f, *acc;
+  double *part, *out1, *out2;
+};
+NhwcScratch nhwc_scratch(Context& cx, int64_t m, int64_t C, int64_t floats) {
+  NhwcScratch s;
+  s.threads = m * C >= kParallelMin ? omp_get_max_threads() : 1;
+  const size_t per_thread = size_t(2 * C) * size_t(s.threads);
+  s.f = cx.scratch(size_t(floats) + per_thread);
+  s.acc = s.f + floats;
+  if (cx.sums.size() < per_thread + size_t(2 * C)) cx.sums.resize(per_thread + size_t(2 * C));
+  s.part = cx.sums.data(), s.out1 = s.part + per_thread, s.out2 = s.out1 + C;
+  return s;
+}
+
+// Per channel, over all rows: s.out1[c] = sum f1(row, c), s.out2[c] = sum f2(row, c), where
 // add(row, a1, a2) adds one row's terms into the float accumulators a1, a2 [c].
 template <class AddRow>
-void channel_sums(int64_t m, int64_t C, bool parallel, double* out1, double* out2, AddRow add) {
-  const int threads = parallel ? omp_get_max_threads() : 1;
-  std::vector<double> part(size_t(threads) * 2 * size_t(C));  // [threads][2][C]
-#pragma omp parallel num_threads(threads)
+void channel_sums(const NhwcScratch& s, int64_t m, int64_t C, AddRow add) {
+  std::fill(s.part, s.part + size_t(2 * C) * size_t(s.threads), 0.0);
+#pragma omp parallel num_threads(s.threads)
   {
     const int t = omp_get_thread_num();
     int64_t r0, r1;
     thread_rows(m, t, omp_get_num_threads(), r0, r1);
-    std::vector<float> a(size_t(2 * C));
-    double* s1 = part.data() + size_t(t) * 2 * size_t(C);
+    float* a = s.acc + t * 2 * C;
+    double* s1 = s.part + t * 2 * C;
     double* s2 = s1 + C;
     for (int64_t r = r0; r < r1; r += kRun) {
-      std::fill(a.begin(), a.end(), 0.f);
-      for (int64_t row = r; row < std::min(r1, r + kRun); ++row) add(row, a.data(), a.data() + C);
-      for (int64_t c = 0; c < C; ++c) s1[c] += a[size_t(c)], s2[c] += a[size_t(C + c)];
+      std::fill(a, a + 2 * C, 0.f);
+      for (int64_t row = r; row < std::min(r1, r + kRun); ++row) add(row, a, a + C);
+      for (int64_t c = 0; c < C; ++c) s1[c] += a[c], s2[c] += a[C + c];
     }
   }
   for (int64_t c = 0; c < C; ++c) {
     double v1 = 0, v2 = 0;
-    for (int t = 0; t < threads; ++t)
-      v1 += part[size_t(t * 2 * C + c)], v2 += part[size_t(t * 2 * C + C + c)];
-    out1[c] = v1, out2[c] = v2;
+    for (int t = 0; t < s.threads; ++t)
+      v1 += s.part[t * 2 * C + c], v2 += s.part[t * 2 * C + C + c];
+    s.out1[c] = v1, s.out2[c] = v2;
   }
 }
 
@@ -410,69 +427,67 @@ void normalize_nhwc(int64_t m, int64_t C, const float* x, const float* skip, con
 }
 
 template <Epi E>
-void forward_train_nhwc(const BnDims& d, const BnParams& p, const float* x, const float* skip,
-                        const float* gamma, const float* beta, float* y, float* save_mean,
-                        float* save_invstd, float* running_mean, float* running_var) {
+void forward_train_nhwc(Context& cx, const BnDims& d, const BnParams& p, const float* x,
+                        const float* skip, const float* gamma, const float* beta, float* y,
+                        float* save_mean, float* save_invstd, float* running_mean,
+                        float* running_var) {
   const int64_t m = d.n * d.hw, C = d.c;
-  const bool parallel = m * C >= kParallelMin;
-  std::vector<double> sum(static_cast<size_t>(C)), sq(static_cast<size_t>(C));
-  std::vector<float> mean(static_cast<size_t>(C)), scale(static_cast<size_t>(C));
-  channel_sums(m, C, parallel, sum.data(), sq.data(), [&](int64_t row, float* a, float*) {
+  const NhwcScratch s = nhwc_scratch(cx, m, C, 2 * C);
+  float *mean = s.f, *scale = s.f + C;
+  // Two passes, as the NCHW paths: the sums, then the squared deviations (a2 unused in both).
+  channel_sums(s, m, C, [&](int64_t row, float* a, float*) {
     const float* in = x + row * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) a[c] += in[c];
   });
-  for (int64_t c = 0; c < C; ++c) mean[size_t(c)] = float(sum[size_t(c)] / double(m));
-  // Two passes, as the NCHW paths (each call's second sums are unused here).
-  channel_sums(m, C, parallel, sq.data(), sum.data(), [&](int64_t row, float* a, float*) {
+  for (int64_t c = 0; c < C; ++c) mean[c] = float(s.out1[c] / double(m));
+  channel_sums(s, m, C, [&](int64_t row, float* a, float*) {
     const float* in = x + row * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) a[c] += (in[c] - mean[size_t(c)]) * (in[c] - mean[size_t(c)]);
+    for (int64_t c = 0; c < C; ++c) a[c] += (in[c] - mean[c]) * (in[c] - mean[c]);
   });
   for (int64_t c = 0; c < C; ++c) {
-    const double var = sq[size_t(c)] / double(m), invstd = 1.0 / std::sqrt(var + p.eps);
-    scale[size_t(c)] = float(invstd * gamma[c]);
-    save_mean[c] = mean[size_t(c)], save_invstd[c] = float(invstd);
-    update_running(p, double(m), double(mean[size_t(c)]), var, running_mean[c], running_var[c]);
+    const double var = s.out1[c] / double(m), invstd = 1.0 / std::sqrt(var + p.eps);
+    scale[c] = float(invstd * gamma[c]);
+    save_mean[c] = mean[c], save_invstd[c] = float(invstd);
+    update_running(p, double(m), double(mean[c]), var, running_mean[c], running_var[c]);
   }
-  normalize_nhwc<E>(m, C, x, skip, mean.data(), scale.data(), beta, y);
+  normalize_nhwc<E>(m, C, x, skip, mean, scale, beta, y);
 }
 
 template <Epi E>
-void forward_eval_nhwc(const BnDims& d, const BnParams& p, const float* x, const float* skip,
-                       const float* gamma, const float* beta, const float* running_mean,
-                       const float* running_var, float* y) {
+void forward_eval_nhwc(Context& cx, const BnDims& d, const BnParams& p, const float* x,
+                       const float* skip, const float* gamma, const float* beta,
+                       const float* running_mean, const float* running_var, float* y) {
   const int64_t C = d.c;
-  std::vector<float> scale(static_cast<size_t>(C));
+  float* scale = cx.scratch(size_t(C));
   for (int64_t c = 0; c < C; ++c)
-    scale[size_t(c)] = float(double(gamma[c]) / std::sqrt(double(running_var[c]) + p.eps));
-  normalize_nhwc<E>(d.n * d.hw, C, x, skip, running_mean, scale.data(), beta, y);
+    scale[c] = float(double(gamma[c]) / std::sqrt(double(running_var[c]) + p.eps));
+  normalize_nhwc<E>(d.n * d.hw, C, x, skip, running_mean, scale, beta, y);
 }
 
 template <bool Relu>
-void backward_nhwc(const BnDims& d, const float* x, const float* dy, const float* z,
+void backward_nhwc(Context& cx, const BnDims& d, const float* x, const float* dy, const float* z,
                    const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
                    float* dgamma, float* dbeta) {
   const int64_t m = d.n * d.hw, C = d.c;
-  std::vector<double> sum_dy(static_cast<size_t>(C)), sum_dy_xc(static_cast<size_t>(C));
-  channel_sums(m, C, m * C >= kParallelMin, sum_dy.data(), sum_dy_xc.data(),
-               [&](int64_t row, float* a1, float* a2) {
-                 const float *xr = x + row * C, *gr = dy + row * C,
-                             *zr = Relu ? z + row * C : nullptr;
+  const NhwcScratch s = nhwc_scratch(cx, m, C, 3 * C);
+  channel_sums(s, m, C, [&](int64_t row, float* a1, float* a2) {
+    const float *xr = x + row * C, *gr = dy + row * C, *zr = Relu ? z + row * C : nullptr;
 #pragma omp simd
-                 for (int64_t c = 0; c < C; ++c) {
-                   const float g = grad_at<Relu>(gr, zr, c);
-                   a1[c] += g, a2[c] += g * (xr[c] - save_mean[c]);
-                 }
-               });
-  std::vector<float> k1(static_cast<size_t>(C)), k2(static_cast<size_t>(C)),
-      k3(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      const float g = grad_at<Relu>(gr, zr, c);
+      a1[c] += g, a2[c] += g * (xr[c] - save_mean[c]);
+    }
+  });
+  const double *sum_dy = s.out1, *sum_dy_xc = s.out2;
+  float *k1 = s.f, *k2 = s.f + C, *k3 = s.f + 2 * C;
   for (int64_t c = 0; c < C; ++c) {
-    const double invstd = save_invstd[c], sum_dy_xhat = sum_dy_xc[size_t(c)] * invstd,
+    const double invstd = save_invstd[c], sum_dy_xhat = sum_dy_xc[c] * invstd,
                  g = double(gamma[c]) * invstd;
-    dgamma[c] = float(sum_dy_xhat), dbeta[c] = float(sum_dy[size_t(c)]);
-    k1[size_t(c)] = float(g), k2[size_t(c)] = float(-g * invstd * sum_dy_xhat / double(m));
-    k3[size_t(c)] = float(-g * sum_dy[size_t(c)] / double(m));
+    dgamma[c] = float(sum_dy_xhat), dbeta[c] = float(sum_dy[c]);
+    k1[c] = float(g), k2[c] = float(-g * invstd * sum_dy_xhat / double(m));
+    k3[c] = float(-g * sum_dy[c] / double(m));
   }
 #pragma omp parallel for schedule(static) if (m * C >= kParallelMin)
   for (int64_t row = 0; row < m; ++row) {
@@ -480,21 +495,22 @@ void backward_nhwc(const BnDims& d, const float* x, const float* dy, const float
     float* out = dx + row * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c)
-      out[c] = k1[size_t(c)] * grad_at<Relu>(gr, zr, c) +
-               (k2[size_t(c)] * (xr[c] - save_mean[c]) + k3[size_t(c)]);
+      out[c] = k1[c] * grad_at<Relu>(gr, zr, c) + (k2[c] * (xr[c] - save_mean[c]) + k3[c]);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Table entries
 
+// Each entry picks its loop shape: NHWC, or under NCHW blocks (maps under kSmallMap) or rows.
 template <Epi E>
-void forward_train_any(const BnDims& d, const BnParams& p, const float* x, const float* skip,
-                       const float* gamma, const float* beta, float* y, float* save_mean,
-                       float* save_invstd, float* running_mean, float* running_var) {
+void forward_train_any(void* ctx, const BnDims& d, const BnParams& p, const float* x,
+                       const float* skip, const float* gamma, const float* beta, float* y,
+                       float* save_mean, float* save_invstd, float* running_mean,
+                       float* running_var) {
   if (d.layout == Layout::nhwc)
-    forward_train_nhwc<E>(d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean,
-                          running_var);
+    forward_train_nhwc<E>(context(ctx), d, p, x, skip, gamma, beta, y, save_mean, save_invstd,
+                          running_mean, running_var);
   else if (d.hw < kSmallMap)
     forward_train_blocks<E>(d, p, x, skip, gamma, beta, y, save_mean, save_invstd, running_mean,
                             running_var);
@@ -504,63 +520,68 @@ void forward_train_any(const BnDims& d, const BnParams& p, const float* x, const
 }
 
 template <Epi E>
-void forward_train(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
+void forward_eval_any(void* ctx, const BnDims& d, const BnParams& p, const float* x,
+                      const float* skip, const float* gamma, const float* beta,
+                      const float* running_mean, const float* running_var, float* y) {
+  if (d.layout == Layout::nhwc)
+    forward_eval_nhwc<E>(context(ctx), d, p, x, skip, gamma, beta, running_mean, running_var, y);
+  else
+    forward_eval_nchw<E>(d, p, x, skip, gamma, beta, running_mean, running_var, y);
+}
+
+template <Epi E>
+void forward_train(void* ctx, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                    const float* gamma, const float* beta, float* y, float* save_mean,
                    float* save_invstd, float* running_mean, float* running_var) {
-  forward_train_any<E>(d, p, x, nullptr, gamma, beta, y, save_mean, save_invstd, running_mean,
+  forward_train_any<E>(ctx, d, p, x, nullptr, gamma, beta, y, save_mean, save_invstd, running_mean,
                        running_var);
 }
 
 template <Epi E>
-void forward_eval(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
+void forward_eval(void* ctx, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                   const float* gamma, const float* beta, const float* running_mean,
                   const float* running_var, float* y) {
-  if (d.layout == Layout::nhwc)
-    forward_eval_nhwc<E>(d, p, x, nullptr, gamma, beta, running_mean, running_var, y);
-  else
-    forward_eval_any<E>(d, p, x, nullptr, gamma, beta, running_mean, running_var, y);
+  forward_eval_any<E>(ctx, d, p, x, nullptr, gamma, beta, running_mean, running_var, y);
 }
 
-void forward_add_relu_train(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
+void forward_add_relu_train(void* ctx, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                             const float* skip, const float* gamma, const float* beta, float* z,
                             float* save_mean, float* save_invstd, float* running_mean,
                             float* running_var) {
-  forward_train_any<Epi::add_relu>(d, p, x, skip, gamma, beta, z, save_mean, save_invstd,
+  forward_train_any<Epi::add_relu>(ctx, d, p, x, skip, gamma, beta, z, save_mean, save_invstd,
                                    running_mean, running_var);
 }
 
-void forward_add_relu_eval(void*, OpCache&, const BnDims& d, const BnParams& p, const float* x,
+void forward_add_relu_eval(void* ctx, OpCache&, const BnDims& d, const BnParams& p, const float* x,
                            const float* skip, const float* gamma, const float* beta,
                            const float* running_mean, const float* running_var, float* z) {
-  if (d.layout == Layout::nhwc)
-    forward_eval_nhwc<Epi::add_relu>(d, p, x, skip, gamma, beta, running_mean, running_var, z);
-  else
-    forward_eval_any<Epi::add_relu>(d, p, x, skip, gamma, beta, running_mean, running_var, z);
+  forward_eval_any<Epi::add_relu>(ctx, d, p, x, skip, gamma, beta, running_mean, running_var, z);
 }
 
 // z, dz: the fused ReLU's output and its gradient (Relu), else unused and dy is BN's own.
 template <bool Relu>
-void backward_any(const BnDims& d, const float* x, const float* dy, const float* z,
+void backward_any(void* ctx, const BnDims& d, const float* x, const float* dy, const float* z,
                   const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
                   float* dgamma, float* dbeta) {
   if (d.layout == Layout::nhwc)
-    backward_nhwc<Relu>(d, x, dy, z, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+    backward_nhwc<Relu>(context(ctx), d, x, dy, z, gamma, save_mean, save_invstd, dx, dgamma,
+                        dbeta);
   else if (d.hw < kSmallMap)
     backward_blocks<Relu>(d, x, dy, z, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   else
     backward_rows<Relu>(d, x, dy, z, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
-void backward(void*, OpCache&, const BnDims& d, const float* x, const float* dy, const float* gamma,
-              const float* save_mean, const float* save_invstd, float* dx, float* dgamma,
-              float* dbeta) {
-  backward_any<false>(d, x, dy, nullptr, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+void backward(void* ctx, OpCache&, const BnDims& d, const float* x, const float* dy,
+              const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
+              float* dgamma, float* dbeta) {
+  backward_any<false>(ctx, d, x, dy, nullptr, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
-void backward_relu(void*, OpCache&, const BnDims& d, const float* x, const float* z,
+void backward_relu(void* ctx, OpCache&, const BnDims& d, const float* x, const float* z,
                    const float* dz, const float* gamma, const float* save_mean,
                    const float* save_invstd, float* dx, float* dgamma, float* dbeta) {
-  backward_any<true>(d, x, dz, z, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  backward_any<true>(ctx, d, x, dz, z, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
 }  // namespace

@@ -47,6 +47,8 @@ struct Context {
     if (scratch_buf.size() < floats) scratch_buf.resize(floats);
     return scratch_buf.data();
   }
+  // Batch norm's per-thread channel sums under NHWC (batchnorm.cpp), grown like the scratch.
+  std::vector<double> sums;
   // bf16 copies of an op call's operands, one buffer per operand slot (0, 1), grown like the
   // scratch. Never touches the float scratch, so what that holds for reuse stays.
   std::vector<uint16_t> bf16_buf[2];
