@@ -22,15 +22,22 @@ namespace {
 
 constexpr int64_t kParallelMin = 1 << 16;
 
+// The input rows [h0, h1) and columns [w0, w1) that output (i, j)'s window covers, padding cut off.
+struct Window {
+  int64_t h0, h1, w0, w1;
+};
+Window window(const PoolDims& d, int64_t i, int64_t j) {
+  const int64_t top = i * d.stride - d.pad, left = j * d.stride - d.pad;
+  return {std::max<int64_t>(0, top), std::min<int64_t>(d.h, top + d.kernel),
+          std::max<int64_t>(0, left), std::min<int64_t>(d.w, left + d.kernel)};
+}
+
 void maxpool_forward_nhwc(const PoolDims& d, const float* x, float* y, int32_t* argmax) {
   const int64_t oh = d.oh(), ow = d.ow(), C = d.c;
 #pragma omp parallel for schedule(static) if (d.n * d.c * d.h * d.w >= kParallelMin)
   for (int64_t row = 0; row < d.n * oh * ow; ++row) {
-    const int64_t n = row / (oh * ow), i = row / ow % oh, j = row % ow;
-    const int64_t h0 = std::max<int64_t>(0, i * d.stride - d.pad),
-                  h1 = std::min<int64_t>(d.h, i * d.stride - d.pad + d.kernel);
-    const int64_t w0 = std::max<int64_t>(0, j * d.stride - d.pad),
-                  w1 = std::min<int64_t>(d.w, j * d.stride - d.pad + d.kernel);
+    const int64_t n = row / (oh * ow);
+    const auto [h0, h1, w0, w1] = window(d, row / ow % oh, row % ow);
     float* yp = y + row * C;
     int32_t* ap = argmax + row * C;
     const int64_t first = ((n * d.h + h0) * d.w + w0) * C;
@@ -56,11 +63,8 @@ void maxpool_forward(void*, OpCache&, const PoolDims& d, const float* x, float* 
     float* yp = y + nc * oh * ow;
     int32_t* ap = argmax + nc * oh * ow;
     for (int64_t i = 0; i < oh; ++i) {
-      const int64_t h0 = std::max<int64_t>(0, i * d.stride - d.pad),
-                    h1 = std::min<int64_t>(d.h, i * d.stride - d.pad + d.kernel);
       for (int64_t j = 0; j < ow; ++j) {
-        const int64_t w0 = std::max<int64_t>(0, j * d.stride - d.pad),
-                      w1 = std::min<int64_t>(d.w, j * d.stride - d.pad + d.kernel);
+        const auto [h0, h1, w0, w1] = window(d, i, j);
         int64_t best_at = h0 * d.w + w0;
         float best = xp[best_at];
         for (int64_t h = h0; h < h1; ++h)
