@@ -28,6 +28,18 @@ inline double rel_err(const std::vector<float>& got, const std::vector<float>& w
   return got.size() != want.size() ? INFINITY : rel_err(got.data(), want.data(), got.size());
 }
 
+// Maps [n, c, hw] between NCHW and NHWC (to_nhwc: NCHW in, NHWC out; else the reverse), for
+// tests that feed a backend's NHWC ops NCHW data. T: float, or int32 moved as bits.
+template <typename T>
+void transpose_maps(const T* in, T* out, int64_t n, int64_t c, int64_t hw, bool to_nhwc) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t p = 0; p < hw; ++p) {
+        const int64_t nchw = (i * c + ch) * hw + p, nhwc = (i * hw + p) * c + ch;
+        out[to_nhwc ? nhwc : nchw] = in[to_nhwc ? nchw : nhwc];
+      }
+}
+
 // A fresh directory under the system temp directory, removed with everything in it.
 struct TempDir {
   std::filesystem::path path;

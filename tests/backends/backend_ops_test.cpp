@@ -793,23 +793,18 @@ HostBufs relayout(const OpCase& c, const HostBufs& bufs, bool to_nhwc) {
     const BufSpec& s = c.bufs[b];
     if (s.act_hw <= 1) continue;
     const int64_t C = s.act_c, HW = s.act_hw, n = s.count / (C * HW), XHW = s.index_hw;
-    auto nchw_at = [&](int64_t i, int64_t ch, int64_t p) { return (i * C + ch) * HW + p; };
-    auto nhwc_at = [&](int64_t i, int64_t ch, int64_t p) { return (i * HW + p) * C + ch; };
     auto map_index = [&](int32_t v) {           // a flat index into x, from one layout to the other
       if (v < 0 || v >= n * C * XHW) return v;  // a poisoned or wrong value stays visible
       const int64_t i = v / (C * XHW);
       const int64_t ch = to_nhwc ? v / XHW % C : v % C, p = to_nhwc ? v % XHW : v / C % XHW;
       return int32_t(to_nhwc ? (i * XHW + p) * C + ch : (i * C + ch) * XHW + p);
     };
-    const auto* from = reinterpret_cast<const int32_t*>(bufs[b].data());  // f32 or i32 alike
+    // f32 or i32 alike: moved as 32-bit words.
     auto* to = reinterpret_cast<int32_t*>(out[b].data());
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t ch = 0; ch < C; ++ch)
-        for (int64_t p = 0; p < HW; ++p) {
-          const int64_t a = nchw_at(i, ch, p), z = nhwc_at(i, ch, p);
-          const int32_t v = from[to_nhwc ? a : z];
-          to[to_nhwc ? z : a] = XHW > 0 ? map_index(v) : v;
-        }
+    testing::transpose_maps(reinterpret_cast<const int32_t*>(bufs[b].data()), to, n, C, HW,
+                            to_nhwc);
+    if (XHW > 0)
+      for (int64_t k = 0; k < s.count; ++k) to[k] = map_index(to[k]);
   }
   return out;
 }

@@ -84,14 +84,9 @@ using testing::rel_err;
 // v [n, c, hw] laid out as `from` says, in layout `to`.
 std::vector<float> relayout(const std::vector<float>& v, int64_t n, int64_t c, int64_t hw,
                             Layout to, Layout from) {
-  if (to == from || hw == 1 || c == 1) return v;
+  if (to == from) return v;
   std::vector<float> out(v.size());
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t p = 0; p < hw; ++p) {
-        const size_t nchw = size_t((i * c + ch) * hw + p), nhwc = size_t((i * hw + p) * c + ch);
-        out[to == Layout::nhwc ? nhwc : nchw] = v[to == Layout::nhwc ? nchw : nhwc];
-      }
+  testing::transpose_maps(v.data(), out.data(), n, c, hw, to == Layout::nhwc);
   return out;
 }
 
