@@ -105,7 +105,7 @@ X86Features x86_features() {
     __cpuid_count(7, 1, a, b, c, d);
     f.avx512_bf16 = f.avx512f && (a & (1u << 5));
   }
-  if (__get_cpuid_max(0x80000000, nullptr) >= 0x80000004) {
+  if (unsigned(__get_cpuid_max(0x80000000, nullptr)) >= 0x80000004u) {
     unsigned regs[12];
     for (unsigned i = 0; i < 3; ++i) {
       __cpuid(0x80000002 + i, regs[4 * i], regs[4 * i + 1], regs[4 * i + 2], regs[4 * i + 3]);

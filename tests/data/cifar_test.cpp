@@ -13,6 +13,7 @@
 
 #include "data/tar.h"
 #include "data_test_util.h"
+#include "tar_header.h"
 
 namespace fs = std::filesystem;
 
@@ -97,31 +98,7 @@ std::vector<uint8_t> png32(int seed) {
 
 // --- a minimal tar writer (ustar headers, GNU long names, pax path records) ---
 
-std::vector<uint8_t> tar_header(const std::string& name, uint64_t size, char type,
-                                const std::string& link = "") {
-  std::vector<uint8_t> h(512, 0);
-  std::memcpy(&h[0], name.data(), std::min<size_t>(name.size(), 100));
-  std::memcpy(&h[157], link.data(), std::min<size_t>(link.size(), 100));
-  auto octal = [&](size_t at, size_t n, uint64_t v) {
-    std::snprintf(reinterpret_cast<char*>(&h[at]), n, "%0*llo", int(n - 1), (unsigned long long)v);
-  };
-  octal(100, 8, 0644);
-  octal(108, 8, 0);
-  octal(116, 8, 0);
-  octal(124, 12, size);
-  octal(136, 12, 1700000000);
-  h[156] = uint8_t(type);
-  std::memcpy(&h[257],
-              "ustar\0"
-              "00",
-              8);
-  std::memset(&h[148], ' ', 8);
-  unsigned sum = 0;
-  for (uint8_t c : h) sum += c;
-  std::snprintf(reinterpret_cast<char*>(&h[148]), 8, "%06o", sum);
-  h[155] = ' ';
-  return h;
-}
+using testing::tar_header;
 
 struct TarWriter {
   std::vector<uint8_t> bytes;
