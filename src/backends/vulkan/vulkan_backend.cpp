@@ -664,16 +664,8 @@ struct Graph {
 void graph_begin(void* ctx) {
   Context& cx = context(ctx);
   TB_CHECK(!cx.graph, "vulkan graph_begin: a graph is already being recorded");
-  VkCommandBuffer cmd = VK_NULL_HANDLE;
-  auto ai = make<VkCommandBufferAllocateInfo>(VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO);
-  ai.commandPool = cx.pool;
-  ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  ai.commandBufferCount = 1;
-  TB_VK_CHECK(vkAllocateCommandBuffers(cx.device, &ai, &cmd), "graph_begin");
-  auto bi = make<VkCommandBufferBeginInfo>(VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO);
-  bi.flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT;  // launched again before it finishes
-  TB_VK_CHECK(vkBeginCommandBuffer(cmd, &bi), "graph_begin");
-  cx.graph = cmd;
+  // Launched again before it finishes; graph_destroy frees it (a spare one is not given back).
+  cx.graph = new_command_buffer(cx, VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT);
 }
 
 void graph_destroy(void* ctx, void* p) {
