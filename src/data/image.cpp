@@ -3,6 +3,7 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include <algorithm>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -100,8 +101,27 @@ void png_read_mem(png_structp png, png_bytep out, size_t n) {
   s->at += n;
 }
 
+// libpng allocates a chunk's declared length before reading it, and only warns when that length
+// is absurd: walk the lengths first, so that a corrupt one of gigabytes is refused, not allocated.
+bool png_chunks_fit(const uint8_t* data, size_t size, char* why) {
+  for (size_t at = 8; size - at >= 8;) {
+    const uint8_t* p = data + at;
+    const uint64_t len = uint64_t(p[0]) << 24 | uint64_t(p[1]) << 16 | uint64_t(p[2]) << 8 | p[3];
+    if (len > size - at - 8) {
+      std::snprintf(why, kWhy,
+                    "cannot decode PNG: chunk at byte %zu declares %llu bytes, %zu remain", at,
+                    (unsigned long long)len, size - at - 8);
+      return false;
+    }
+    if (std::memcmp(p + 4, "IEND", 4) == 0) break;
+    at += 8 + len + std::min<size_t>(4, size - at - 8 - len);  // the CRC, when it is there
+  }
+  return true;
+}
+
 bool decode_png(const uint8_t* data, size_t size, int h, int w, uint8_t* hwc, png_bytep* rows,
                 char* why) {
+  if (!png_chunks_fit(data, size, why)) return false;
   PngErr err;
   PngSrc src{data, size, 0};
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, png_fatal, png_warn);
@@ -117,6 +137,9 @@ bool decode_png(const uint8_t* data, size_t size, int h, int w, uint8_t* hwc, pn
     return false;
   }
   png_set_read_fn(png, &src, png_read_mem);
+  // Inflated text and ICC chunks: none of a real file outgrows the file or 1 MiB.
+  png_set_chunk_malloc_max(png, std::max<size_t>(size, size_t(1) << 20));
+  png_set_chunk_cache_max(png, 1000);
   png_read_info(png, info);
   png_uint_32 pw = png_get_image_width(png, info), ph = png_get_image_height(png, info);
   int type = png_get_color_type(png, info);

@@ -651,6 +651,19 @@ TEST(ImageFolderTest, TruncatedJpegAndPng) {
                   "cannot decode PNG");
 }
 
+// A chunk whose length field says 1.7 GB: libpng allocated the length before reading it, which
+// the fuzzer found as an out-of-memory. It must be refused before libpng sees it.
+TEST(ImageFolderTest, PngChunkLongerThanTheFileRefusedBeforeAllocating) {
+  TempDir dir;
+  make_folder(dir, {"a", "b"}, 2);
+  std::vector<uint8_t> png = png32(0);
+  const uint8_t chunk[] = {0x67, 0x00, 0x00, 0x00, 's', 'P', 'L', 'T', 'p', 'a', 'l', 0, 8};
+  png.insert(png.begin() + 33, chunk, chunk + sizeof chunk);  // after the signature and IHDR
+  write_raw(dir / "train/a/big.png", png);
+  EXPECT_TB_ERROR(read_image_folder(dir.path.string(), {}, "x"), "train/a/big.png",
+                  "cannot decode PNG", "chunk at byte 33 declares 1728053248 bytes");
+}
+
 TEST(ImageFolderTest, LoadCifar10FromFolder) {
   TempDir dir;
   make_folder(dir, cifar10_classes(), 1);
