@@ -5,6 +5,9 @@
 //
 // Pointers passed to ops are device pointers of that backend. Ops run in order on the backend's
 // stream; only synchronize() and download() wait. Gradients overwrite their outputs.
+// A convolution node's directions run in the order forward, weight gradient, data gradient (the
+// last two back to back), and nothing writes the node's x, W or dy in between: a backend may keep
+// what one direction made of them for a later one (CUDA and CPU keep bf16 copies).
 //
 // OpCache: state a backend keeps per node between steps (oneDNN primitives, cuDNN descriptors
 // and the algorithm chosen). The run owns one per node; the backend fills it on first use and

@@ -1153,6 +1153,80 @@ TEST(CpuBf16, WeightMirrorFollowsEveryWrite) {
     for (float* p : {r->params, r->x, r->y, r->g, r->m, r->v}) r->be->free(r->be->ctx, p);
 }
 
+// CPU bf16 with reuse_bf16 keeps a convolution's converted operands from one direction for the
+// next of the same step (x, W, dy: conv2d.cpp, conv2d_forms.cpp). Over two steps on the same
+// buffers, with new values written between them as the optimizer and the next batch do, every
+// mode must give the results of a backend that converts at every call, to the bit.
+TEST(CpuBf16, ConvKeptCopiesFollowNewValues) {
+  if (!cpu::cpu_has_bf16_kernels()) GTEST_SKIP() << "this CPU has no bf16 instructions";
+  auto make = [](bool reuse) {
+    BackendConfig cfg;
+    cfg.precision = Precision::bf16, cfg.reuse_bf16 = reuse;
+    return make_backend(cfg);
+  };
+  auto keep = make(true), convert = make(false);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  const ConvDims shapes[] = {conv(4, 32, 2, 48, 3, 1, 1), conv(4, 32, 4, 48, 1, 1, 0),
+                             conv(4, 32, 4, 48, 3, 2, 1), conv(4, 16, 8, 32, 3, 1, 1),
+                             conv(4, 16, 8, 32, 1, 2, 0)};
+  std::set<cpu::ConvMode> seen;
+  for (const Layout layout : {Layout::nhwc, Layout::nchw})
+    for (ConvDims d : shapes) {
+      d.layout = layout;
+      for (cpu::ConvMode m : cpu::conv2d_candidates(d, true)) {
+        SCOPED_TRACE(conv_tag(d) + " " + layout_name(layout) + " " + cpu::conv_mode_name(m));
+        seen.insert(m);
+        const size_t nx = size_t(x_count(d)), nw = size_t(w_count(d)), ny = size_t(y_count(d));
+        struct Run {
+          Backend* be = nullptr;
+          float *x = nullptr, *w = nullptr, *dy = nullptr, *y = nullptr, *dw = nullptr,
+                *dx = nullptr;
+          OpCache cache;
+        };
+        Run runs[2];
+        runs[0].be = keep.get(), runs[1].be = convert.get();
+        for (Run& r : runs) {
+          static_cast<cpu::Context*>(r.be->ctx)->conv_mode = m;
+          auto alloc = [&r](size_t n) {
+            return static_cast<float*>(r.be->alloc(r.be->ctx, n * 4));
+          };
+          r.x = alloc(nx), r.w = alloc(nw), r.dy = alloc(ny);
+          r.y = alloc(ny), r.dw = alloc(nw), r.dx = alloc(nx);
+        }
+        for (int step = 0; step < 2; ++step) {
+          std::vector<float> x(nx), w(nw), dy(ny);
+          for (auto* v : {&x, &w, &dy})
+            for (float& e : *v) e = u(rng);
+          std::vector<float> out[2][3];
+          for (int i = 0; i < 2; ++i) {
+            Run& r = runs[i];
+            Backend& b = *r.be;
+            b.upload(b.ctx, r.x, x.data(), nx * 4);
+            b.upload(b.ctx, r.w, w.data(), nw * 4);
+            b.upload(b.ctx, r.dy, dy.data(), ny * 4);
+            b.conv2d_forward(b.ctx, r.cache, d, r.x, r.w, r.y);
+            b.conv2d_backward_weights(b.ctx, r.cache, d, r.x, r.dy, r.dw);
+            b.conv2d_backward_data(b.ctx, r.cache, d, r.dy, r.w, r.dx);
+            const std::pair<const float*, size_t> got[] = {{r.y, ny}, {r.dw, nw}, {r.dx, nx}};
+            for (int k = 0; k < 3; ++k) {
+              out[i][k].resize(got[k].second);
+              b.download(b.ctx, out[i][k].data(), got[k].first, got[k].second * 4);
+            }
+          }
+          EXPECT_EQ(out[0][0], out[1][0]) << "y, step " << step;
+          EXPECT_EQ(out[0][1], out[1][1]) << "dw, step " << step;
+          EXPECT_EQ(out[0][2], out[1][2]) << "dx, step " << step;
+        }
+        for (Run& r : runs)
+          for (float* p : {r.x, r.w, r.dy, r.y, r.dw, r.dx}) r.be->free(r.be->ctx, p);
+      }
+    }
+  for (cpu::ConvMode m : {cpu::ConvMode::plain, cpu::ConvMode::blocked, cpu::ConvMode::unfold,
+                          cpu::ConvMode::im2col, cpu::ConvMode::channels})
+    EXPECT_TRUE(seen.count(m)) << "no shape here runs in mode " << cpu::conv_mode_name(m);
+}
+
 TEST(BackendOps, CpuBackendIsListedAndUsable) {
   bool found = false;
   for (const BackendInfo& info : list_backends())

@@ -23,7 +23,9 @@
 // place, with no copy at all. channels is not needed there.
 // Under bf16 every mode reads bf16 operands and writes fp32: plain and blocked ask oneDNN for
 // bf16 inputs (the reorders in convert, in the same pass that changes layout), the matmul modes
-// convert their two operands as they hand them over (run_matmul).
+// convert their two operands as they hand them over (run_matmul). With reuse_bf16 a conversion
+// serves every direction of the step that reads it (hold/take_input here, Kept in the forms):
+// x is converted once, dy once, W by the forward only.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -49,6 +51,7 @@ std::vector<ConvMode> conv2d_candidates(const ConvDims& d, bool bf16) {
     if (taps > 1 && map_in <= taps) return {ConvMode::unfold};
     if ((taps == 1 && d.pad == 0) || map_out <= kIm2colMaxMap)
       return {ConvMode::im2col, ConvMode::plain};
+    if (d.stride > 1) return {ConvMode::plain, ConvMode::blocked, ConvMode::im2col};
     return {ConvMode::plain, ConvMode::blocked};
   }
   // Small maps (ResNet-50/CIFAR's layer3 at 2x2 and layer4 at 1x1): oneDNN's kernels are built
@@ -151,6 +154,26 @@ ConvPrims& prims(OpCache& c, const Context& cx, const ConvDims& d) {
 
 // ---- plain and blocked: oneDNN convolution primitives ----------------------------------------
 
+// Under BackendConfig::reuse_bf16 a conversion one direction made serves a later one of the same
+// step that wants the same layout (backend.h: nothing writes a node's inputs between its
+// directions): x from the forward to the weight gradient, W from the forward to the data
+// gradient, dy from the weight gradient to the data gradient. hold() marks what a port
+// converted; take_input() reads it through another port, or converts anew.
+void hold(const Context& cx, Port& port, const void* p) {
+  port.held = cx.reuse_bf16 && port.needs_reorder ? p : nullptr;
+}
+// The memory the primitive reads for input p through port `to`: the copy `from` holds of p where
+// it has to's layout (from lets go of it either way), else to's own conversion.
+const dnnl::memory& take_input(Context& cx, Port& to, const void* p, Port& from) {
+  const bool same =
+      from.held == p && to.needs_reorder && from.inner.get_desc() == to.inner.get_desc();
+  from.held = nullptr;
+  if (same) return from.inner;
+  const dnnl::memory& m = to.bind(p);
+  to.in(cx.stream);
+  return m;
+}
+
 template <bool kBlocked>
 void conv_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
   ConvPrimitives& c = p.conv[kBlocked];
@@ -164,6 +187,7 @@ void conv_forward(Context& cx, ConvPrims& p, const float* x, const float* w, flo
   const auto& mw = c.f_w.bind(w);
   const auto& my = c.f_y.bind(y);
   c.f_x.in(cx.stream), c.f_w.in(cx.stream);
+  hold(cx, c.f_x, x), hold(cx, c.f_w, w);
   c.fwd.execute(cx.stream, {{DNNL_ARG_SRC, mx}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, my}});
   c.f_y.out(cx.stream);
 }
@@ -181,10 +205,9 @@ void conv_backward_data(Context& cx, ConvPrims& p, const float* dy, const float*
     c.d_w.init(cx, p.w_md, pd.weights_desc(), true);
     c.d_dx.init(cx, p.x_md, pd.diff_src_desc(), false);
   }
-  const auto& mdy = c.d_dy.bind(dy);
-  const auto& mw = c.d_w.bind(w);
+  const auto& mdy = take_input(cx, c.d_dy, dy, c.w_dy);
+  const auto& mw = take_input(cx, c.d_w, w, c.f_w);
   const auto& mdx = c.d_dx.bind(dx);
-  c.d_dy.in(cx.stream), c.d_w.in(cx.stream);
   c.bwd_data.execute(cx.stream,
                      {{DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DIFF_SRC, mdx}});
   c.d_dx.out(cx.stream);
@@ -203,10 +226,11 @@ void conv_backward_weights(Context& cx, ConvPrims& p, const float* x, const floa
     c.w_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
     c.w_dw.init(cx, p.w_md, pd.diff_weights_desc(), false);
   }
-  const auto& mx = c.w_x.bind(x);
+  const auto& mx = take_input(cx, c.w_x, x, c.f_x);
   const auto& mdy = c.w_dy.bind(dy);
   const auto& mdw = c.w_dw.bind(dw);
-  c.w_x.in(cx.stream), c.w_dy.in(cx.stream);
+  c.w_dy.in(cx.stream);
+  hold(cx, c.w_dy, dy);
   c.bwd_weights.execute(
       cx.stream, {{DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_WEIGHTS, mdw}});
   c.w_dw.out(cx.stream);
@@ -304,7 +328,7 @@ void run(void* ctx, OpCache& c, const ConvDims& d, Dir dir, const float* a, cons
   Context& cx = context(ctx);
   ConvPrims& p = prims(c, cx, d);
   // What a weight gradient leaves in the scratch is for the data gradient called right after it.
-  if (dir != kBackwardData) cx.scratch_key = nullptr;
+  if (dir != kBackwardData) cx.scratch_key = nullptr, cx.bf16_left[0] = cx.bf16_left[1] = {};
   if (!p.mode[dir]) {
     p.mode[dir] = choose(cx, p, dir, a, b, out);
     c.note = describe(p);

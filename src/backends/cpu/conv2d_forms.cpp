@@ -66,8 +66,10 @@ UnfoldSteps unfold_steps(const ConvDims& d) {
   return {d.oh() * d.ow(), 1, d.h * d.w, 1};
 }
 
-// wu[(k, o), (c, i)] = W[k, c, tap(o, i)], zero where output position o does not see input i.
-void unfold_weights(const ConvPrims& p, const float* w, float* wu) {
+// wu[(k, o), (c, i)] = W[k, c, tap(o, i)], zero where output position o does not see input i;
+// in fp32 or (T = uint16_t) bf16.
+template <typename T>
+void unfold_weights(const ConvPrims& p, const T* w, T* wu) {
   const ConvDims& d = p.dims;
   const int64_t map_in = d.h * d.w, map_out = d.oh() * d.ow(), rs = d.r * d.s;
   const int64_t cols = d.c * map_in;
@@ -76,13 +78,24 @@ void unfold_weights(const ConvPrims& p, const float* w, float* wu) {
 #pragma omp parallel for schedule(static) if (d.k * d.c * map_in * map_out >= (1 << 16))
   for (int64_t k = 0; k < d.k; ++k)
     for (int64_t o = 0; o < map_out; ++o) {
-      float* row = wu + (k * u.k_step + o * u.o_step) * cols;
+      T* row = wu + (k * u.k_step + o * u.o_step) * cols;
       const int32_t* taps = tap_of + o * map_in;
-      for (int64_t c = 0; c < d.c; ++c) {
-        const float* wkc = w + (k * d.c + c) * rs;
-        for (int64_t i = 0; i < map_in; ++i)
-          row[c * u.c_step + i * u.i_step] = taps[i] < 0 ? 0.f : wkc[taps[i]];
+      const T* wk = w + k * d.c * rs;
+      if (d.layout == Layout::nhwc) {  // position-major columns: each position's run of channels
+        for (int64_t i = 0; i < map_in; ++i) {
+          T* out = row + i * d.c;
+          if (taps[i] < 0) {
+            std::memset(out, 0, size_t(d.c) * sizeof(T));
+            continue;
+          }
+          const T* in = wk + taps[i];
+          for (int64_t c = 0; c < d.c; ++c) out[c] = in[c * rs];
+        }
+        continue;
       }
+      for (int64_t c = 0; c < d.c; ++c)
+        for (int64_t i = 0; i < map_in; ++i)
+          row[c * u.c_step + i * u.i_step] = taps[i] < 0 ? T(0) : wk[c * rs + taps[i]];
     }
 }
 
@@ -172,18 +185,46 @@ dnnl::memory::desc as_type(const dnnl::memory::desc& md, dt type) {
   return {md.dims(), type, dnnl::memory::dims(strides, strides + md.data.ndims)};
 }
 
-// c = a x b on one of the node's matmuls, made on first use. Under bf16 it reads bf16 copies of
-// a and b (their layout unchanged: an element-wise conversion of the whole buffer).
-void run_matmul(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, const float* a,
-                const dnnl::memory::desc& b_md, const float* b, const dnnl::memory::desc& c_md,
-                float* c) {
+// c = a x b on one of the node's matmuls, made on first use; a and b are what the matmul reads
+// (in_operand()).
+void run_matmul_on(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, const void* a,
+                   const dnnl::memory::desc& b_md, const void* b, const dnnl::memory::desc& c_md,
+                   float* c) {
   const dt op = cx.operand_type();
   const dnnl::memory::desc a_op = as_type(a_md, op), b_op = as_type(b_md, op);
   if (!mm) mm = dnnl::matmul({{a_op, b_op, c_md}, cx.engine});
-  const size_t a_count = a_md.get_size() / sizeof(float), b_count = b_md.get_size() / sizeof(float);
-  mm.execute(cx.stream, {{DNNL_ARG_SRC, mem(cx, a_op, cx.operand(0, a, a_count))},
-                         {DNNL_ARG_WEIGHTS, mem(cx, b_op, cx.operand(1, b, b_count))},
+  mm.execute(cx.stream, {{DNNL_ARG_SRC, mem(cx, a_op, a)},
+                         {DNNL_ARG_WEIGHTS, mem(cx, b_op, b)},
                          {DNNL_ARG_DST, mem(cx, c_md, c)}});
+}
+// What a matmul reads for the fp32 matrix src of descriptor md: src itself, or under bf16 its
+// bf16 copy (an element-wise conversion of the whole buffer, the layout unchanged) in slot.
+const void* in_operand(Context& cx, int slot, const dnnl::memory::desc& md, const float* src) {
+  return cx.operand(slot, src, md.get_size() / sizeof(float));
+}
+// in_operand(), or the copy of src that the call before left in slot for key (leave_bf16).
+const void* left_operand(Context& cx, int slot, const void* key, const dnnl::memory::desc& md,
+                         const float* src) {
+  if (const uint16_t* left = cx.left_bf16(slot, key, src)) return left;
+  return in_operand(cx, slot, md, src);
+}
+void run_matmul(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, const float* a,
+                const dnnl::memory::desc& b_md, const float* b, const dnnl::memory::desc& c_md,
+                float* c) {
+  run_matmul_on(cx, mm, a_md, in_operand(cx, 0, a_md, a), b_md, in_operand(cx, 1, b_md, b), c_md,
+                c);
+}
+
+// Under bf16 with reuse (Context::keeps_bf16): the forward keeps its copy of the x-side matrix
+// (x, or the patches made from x) for the node's weight gradient, which then neither converts
+// nor rebuilds it. Returns what the forward's matmul reads.
+const void* x_side_for_forward(Context& cx, MatmulForm& f, const float* x, const float* cols) {
+  if (!cx.keeps_bf16()) return in_operand(cx, 0, f.x, cols);
+  const size_t count = f.x.get_size() / sizeof(float);
+  auto* copy = static_cast<uint16_t*>(f.x_kept.make(count * sizeof(uint16_t)));
+  convert_to_bf16(cols, copy, int64_t(count));
+  f.x_kept.of = x;
+  return copy;
 }
 
 // The scratch of a matmul-form call: the x side, then the y side (im2col: patches, y rows).
@@ -195,12 +236,39 @@ Scratch scratch(Context& cx, const MatmulForm& f) {
   return {s, s + f.x.get_size() / sizeof(float)};
 }
 
+// W as a matmul form reads it (unfolded; under NHWC im2col, tap-major), in the operand type.
+// The forward makes it and leaves it to the data gradient of the same step (W is not written in
+// between); a data gradient that finds none makes its own. Under bf16 it is arranged from the
+// weights' bf16 copy (the mirror's, normally), not converted after.
+template <void (*Arrange16)(const ConvPrims&, const uint16_t*, uint16_t*),
+          void (*Arrange32)(const ConvPrims&, const float*, float*)>
+const void* arranged_weights(Context& cx, ConvPrims& p, Dir dir, const float* w) {
+  MatmulForm& f = p.rows;
+  if (dir == kBackwardData)
+    if (const void* kept = f.w_kept.take(w)) return kept;
+  const ConvDims& d = p.dims;
+  const size_t count = f.w.get_size() / sizeof(float);
+  void* arranged;
+  if (cx.bf16()) {
+    const auto* w16 = static_cast<const uint16_t*>(cx.operand(1, w, size_t(d.k * d.c * d.r * d.s)));
+    arranged = f.w_kept.make(count * sizeof(uint16_t));
+    Arrange16(p, w16, static_cast<uint16_t*>(arranged));
+  } else {
+    arranged = f.w_kept.make(count * sizeof(float));
+    Arrange32(p, w, static_cast<float*>(arranged));
+  }
+  f.w_kept.of = dir == kForward ? w : nullptr;
+  return arranged;
+}
+const void* unfolded_weights(Context& cx, ConvPrims& p, Dir dir, const float* w) {
+  return arranged_weights<unfold_weights<uint16_t>, unfold_weights<float>>(cx, p, dir, w);
+}
+
 // y_mat = x_mat · w_mat^T
 void unfold_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
   MatmulForm& f = p.rows;
-  float* wu = cx.scratch(f.scratch_floats);
-  unfold_weights(p, w, wu);
-  run_matmul(cx, f.mm[kForward], f.x, x, f.w_t, wu, f.y, y);
+  const void* wu = unfolded_weights(cx, p, kForward, w);
+  run_matmul_on(cx, f.mm[kForward], f.x, x_side_for_forward(cx, f, x, x), f.w_t, wu, f.y, y);
 }
 // With a single output position y [n, k, 1] is already the rows [n, k]; with a 1x1 kernel on a
 // 1x1 map x [n, c, 1] is already the patches. Those are used in place, not copied.
@@ -217,16 +285,16 @@ void im2col_forward(Context& cx, ConvPrims& p, const float* x, const float* w, f
   const Scratch s = scratch(cx, f);
   const float* cols = x_is_patches(d) ? x : (im2col(d, x, s.x), s.x);
   float* rows = y_is_rows(d) ? y : s.y;
-  run_matmul(cx, f.mm[kForward], f.x, cols, f.w_t, w, f.y, rows);
+  run_matmul_on(cx, f.mm[kForward], f.x, x_side_for_forward(cx, f, x, cols), f.w_t,
+                in_operand(cx, 1, f.w_t, w), f.y, rows);
   if (rows != y) transpose_each(d.n, d.oh() * d.ow(), d.k, rows, y);
 }
 
 // dx_mat = dy_mat · w_mat
 void unfold_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   MatmulForm& f = p.rows;
-  float* wu = cx.scratch(f.scratch_floats);
-  unfold_weights(p, w, wu);
-  run_matmul(cx, f.mm[kBackwardData], f.y, dy, f.w, wu, f.x, dx);
+  const void* wu = unfolded_weights(cx, p, kBackwardData, w);
+  run_matmul_on(cx, f.mm[kBackwardData], f.y, left_operand(cx, 0, &f, f.y, dy), f.w, wu, f.x, dx);
 }
 void im2col_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   const ConvDims& d = p.dims;
@@ -240,7 +308,8 @@ void im2col_backward_data(Context& cx, ConvPrims& p, const float* dy, const floa
     rows = s.y;
   }
   float* cols = x_is_patches(d) ? dx : s.x;
-  run_matmul(cx, f.mm[kBackwardData], f.y, rows, f.w, w, f.x, cols);
+  run_matmul_on(cx, f.mm[kBackwardData], f.y, left_operand(cx, 0, &f, f.y, rows), f.w,
+                in_operand(cx, 1, f.w, w), f.x, cols);
   if (cols != dx) col2im(d, cols, dx);
 }
 
@@ -248,8 +317,11 @@ void im2col_backward_data(Context& cx, ConvPrims& p, const float* dy, const floa
 void unfold_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
                              float* dw) {
   MatmulForm& f = p.rows;
+  const void* xs = f.x_kept.take(x);
+  if (!xs) xs = in_operand(cx, 1, f.x, x);
   float* dwu = cx.scratch(f.scratch_floats);
-  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, dy, f.x, x, f.w, dwu);
+  run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, in_operand(cx, 0, f.y_t, dy), f.x, xs, f.w, dwu);
+  cx.leave_bf16(0, &f, dy);  // for the data gradient, next
   fold_weight_grad(p, dwu, dw);
 }
 void im2col_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
@@ -257,10 +329,13 @@ void im2col_backward_weights(Context& cx, ConvPrims& p, const float* x, const fl
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
   const Scratch s = scratch(cx, f);
-  const float* cols = x_is_patches(d) ? x : (im2col(d, x, s.x), s.x);
+  const void* xs = f.x_kept.take(x);
+  if (!xs) xs = in_operand(cx, 1, f.x, x_is_patches(d) ? x : (im2col(d, x, s.x), s.x));
   const float* rows = y_is_rows(d) ? dy : (transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y), s.y);
-  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, rows, f.x, cols, f.w, dw);
+  run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, in_operand(cx, 0, f.y_t, rows), f.x, xs, f.w,
+                dw);
   if (rows == s.y) cx.scratch_key = &f, cx.scratch_source = dy;
+  cx.leave_bf16(0, &f, rows);  // for the data gradient, next
 }
 
 // ---- im2col under NHWC: patches are whole pixels, y is the rows ----------------------------
@@ -309,12 +384,20 @@ void col2im_nhwc(const ConvDims& d, const float* dxcol, float* dx) {
 }
 
 // W [k, c, t] <-> [k, t, c], the patches' column order (t = ty * s + tx).
-void weights_to_tap_major(const ConvDims& d, const float* w, float* wt) {
+template <typename T>
+void weights_to_tap_major(const ConvPrims& p, const T* w, T* wt) {
+  const ConvDims& d = p.dims;
   const int64_t rs = d.r * d.s;
 #pragma omp parallel for schedule(static) if (d.k * d.c * rs >= (1 << 16))
   for (int64_t k = 0; k < d.k; ++k)
     for (int64_t c = 0; c < d.c; ++c)
       for (int64_t t = 0; t < rs; ++t) wt[(k * rs + t) * d.c + c] = w[(k * d.c + c) * rs + t];
+}
+// What im2col's matmuls read for W under NHWC: W itself for 1x1, else tap-major (arranged_weights).
+const void* nhwc_weights(Context& cx, ConvPrims& p, Dir dir, const float* w) {
+  if (p.dims.r * p.dims.s == 1) return in_operand(cx, 1, p.rows.w, w);
+  return arranged_weights<weights_to_tap_major<uint16_t>, weights_to_tap_major<float>>(cx, p, dir,
+                                                                                       w);
 }
 void weights_from_tap_major(const ConvDims& d, const float* wt, float* w) {
   const int64_t rs = d.r * d.s;
@@ -332,20 +415,20 @@ bool x_is_patches_nhwc(const ConvDims& d) {
 void im2col_nhwc_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
-  const Scratch s = scratch(cx, f);  // patches, tap-major weights
+  const Scratch s = scratch(cx, f);  // patches, tap-major weight gradient
   const float* cols = x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x);
-  const float* wt = d.r * d.s == 1 ? w : (weights_to_tap_major(d, w, s.y), s.y);
-  run_matmul(cx, f.mm[kForward], f.x, cols, f.w_t, wt, f.y, y);
+  run_matmul_on(cx, f.mm[kForward], f.x, x_side_for_forward(cx, f, x, cols), f.w_t,
+                nhwc_weights(cx, p, kForward, w), f.y, y);
 }
 // dpatches = dy · W, folded back onto dx
 void im2col_nhwc_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w,
                                float* dx) {
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
-  const Scratch s = scratch(cx, f);  // patches, tap-major weights
-  const float* wt = d.r * d.s == 1 ? w : (weights_to_tap_major(d, w, s.y), s.y);
+  const Scratch s = scratch(cx, f);  // patches, tap-major weight gradient
+  const void* wt = nhwc_weights(cx, p, kBackwardData, w);
   float* cols = x_is_patches_nhwc(d) ? dx : s.x;
-  run_matmul(cx, f.mm[kBackwardData], f.y, dy, f.w, wt, f.x, cols);
+  run_matmul_on(cx, f.mm[kBackwardData], f.y, left_operand(cx, 0, &f, f.y, dy), f.w, wt, f.x, cols);
   if (cols != dx) col2im_nhwc(d, cols, dx);
 }
 // dW = dy^T · patches
@@ -353,10 +436,12 @@ void im2col_nhwc_backward_weights(Context& cx, ConvPrims& p, const float* x, con
                                   float* dw) {
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
-  const Scratch s = scratch(cx, f);  // patches, tap-major weights
-  const float* cols = x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x);
+  const Scratch s = scratch(cx, f);  // patches, tap-major weight gradient
+  const void* xs = f.x_kept.take(x);
+  if (!xs) xs = in_operand(cx, 1, f.x, x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x));
   float* dwt = d.r * d.s == 1 ? dw : s.y;
-  run_matmul(cx, f.mm[kBackwardWeights], f.y_t, dy, f.x, cols, f.w, dwt);
+  run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, in_operand(cx, 0, f.y_t, dy), f.x, xs, f.w, dwt);
+  cx.leave_bf16(0, &f, dy);  // for the data gradient, next
   if (dwt != dw) weights_from_tap_major(d, dwt, dw);
 }
 

@@ -20,6 +20,9 @@ struct Port {
   dnnl::memory user, inner;
   dnnl::reorder reorder;
   bool needs_reorder = false;
+  // The caller's pointer whose conversion `inner` holds for a later direction (hold, take_input
+  // in conv2d.cpp), or null.
+  const void* held = nullptr;
 
   void init(const Context& cx, const dnnl::memory::desc& user_md, const dnnl::memory::desc& prim_md,
             bool is_input) {
@@ -50,12 +53,35 @@ enum Dir : int { kForward, kBackwardData, kBackwardWeights };
 // Largest output map (oh*ow) whose convolution runs as one im2col matmul over all images.
 constexpr int64_t kIm2colMaxMap = 4;
 
+// A node's own copy of an operand as a matmul reads it (in the operand type), made by one
+// direction and read by a later one of the same step: backend.h promises that a node's inputs
+// are not written between its directions. `of` is the operand it was made from until the reader
+// takes it; a reader that finds another operand (or none) makes its own.
+struct Kept {
+  std::vector<uint64_t> words;  // room for fp32 or bf16 values, 8-byte aligned
+  const float* of = nullptr;
+  void* make(size_t bytes) {
+    if (words.size() * 8 < bytes) words.resize((bytes + 7) / 8);
+    return words.data();
+  }
+  // The copy, if it was made from src; let go of either way.
+  const void* take(const float* src) {
+    const void* copy = of && of == src ? words.data() : nullptr;
+    of = nullptr;
+    return copy;
+  }
+};
+
 // One matrix-product form of the convolution: its three matmuls (made on first use) and the
 // row-major matrices they read; "_t" descriptors read one transposed.
 struct MatmulForm {
   dnnl::matmul mm[3];  // by Dir
   dnnl::memory::desc x, y, w, w_t, y_t, x_t;
   size_t scratch_floats = 0;
+  // unfold: the unfolded weights, from the forward to the data gradient. Under bf16 with
+  // BackendConfig::reuse_bf16, the x-side matrix (x, or its patches) from the forward to the
+  // weight gradient.
+  Kept w_kept, x_kept;
 };
 
 // plain or blocked: one oneDNN convolution of the node. The forward pd (made with the node) is

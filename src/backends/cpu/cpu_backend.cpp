@@ -44,6 +44,7 @@ void Context::refresh_mirror(const void* dst, size_t bytes) {
 
 const uint16_t* Context::to_bf16(int slot, const float* src, size_t count) {
   std::vector<uint16_t>& buf = bf16_buf[slot];
+  bf16_left[slot] = {};
   if (buf.size() < count) buf.resize(count);
   convert_to_bf16(src, buf.data(), int64_t(count));
   return buf.data();
@@ -73,6 +74,7 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   cx->threads = cfg.threads > 0 ? cfg.threads : cpu_threads_available();
   cx->precision = cfg.precision;
   cx->deterministic = cfg.deterministic;
+  cx->reuse_bf16 = cfg.reuse_bf16;
   // oneDNN and our loops share OpenMP's pool; set its size once for the run.
   omp_set_num_threads(cx->threads);
   b->name = "cpu-onednn";

@@ -53,6 +53,25 @@ struct Context {
   // scratch. Never touches the float scratch, so what that holds for reuse stays.
   std::vector<uint16_t> bf16_buf[2];
   bool bf16() const { return precision == Precision::bf16; }
+  // BackendConfig::reuse_bf16: besides the weights' mirror below, a convolution keeps its
+  // forward's copy of x for its weight gradient, and the weight gradient's copy of dy for the
+  // data gradient (conv2d_forms.cpp); off, every call converts its own operands.
+  bool reuse_bf16 = false;
+  bool keeps_bf16() const { return bf16() && reuse_bf16; }
+  // What bf16_buf[slot] holds for the next call, if anything: the op state that left it and the
+  // operand it copies. Every to_bf16() into the slot clears it, as does the next convolution
+  // direction other than a data gradient (conv2d.cpp).
+  struct Left {
+    const void* key = nullptr;
+    const float* source = nullptr;
+  } bf16_left[2];
+  void leave_bf16(int slot, const void* key, const float* source) {
+    if (keeps_bf16()) bf16_left[slot] = {key, source};
+  }
+  const uint16_t* left_bf16(int slot, const void* key, const float* source) const {
+    const Left& l = bf16_left[slot];
+    return keeps_bf16() && l.key == key && l.source == source ? bf16_buf[slot].data() : nullptr;
+  }
   const uint16_t* to_bf16(int slot, const float* src, size_t count);
   // What a primitive reads for an fp32 operand: the operand itself, or under bf16 its bf16 copy:
   // the mirror's for weights, else one made now.

@@ -46,9 +46,13 @@ void maxpool_forward_nhwc(const PoolDims& d, const float* x, float* y, int32_t* 
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t at = ((n * d.h + h) * d.w + w) * C;
         const float* xp = x + at;
+        // Selects, not conditional stores: the compiler leaves those scalar.
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c)
-          if (xp[c] > yp[c]) yp[c] = xp[c], ap[c] = int32_t(at + c);
+        for (int64_t c = 0; c < C; ++c) {
+          const bool more = xp[c] > yp[c];
+          yp[c] = more ? xp[c] : yp[c];
+          ap[c] = more ? int32_t(at + c) : ap[c];
+        }
       }
   }
 }
