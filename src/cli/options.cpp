@@ -36,8 +36,8 @@ void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p) {
   cmd->add_flag("!--no-graphs", p.graphs,
                 "issue every op of every step (no CUDA graph replay; to measure what it saves)");
   cmd->add_flag("!--no-bf16-reuse", p.bf16_reuse,
-                "bf16: convert every operand at every call (no bf16 weights mirror; CUDA: no "
-                "copies kept between a convolution's directions)");
+                "bf16: convert every operand at every call (no bf16 weights mirror, no copies "
+                "kept between a convolution's directions)");
   cmd->add_flag("!--no-bn-slices", p.bn_slices,
                 "CUDA: batch norm one block per channel, also where few channels hold many values");
   cmd->add_flag("--nhwc", p.nhwc,

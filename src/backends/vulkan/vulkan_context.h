@@ -144,7 +144,19 @@ const char* result_name(VkResult r);
     if (tb_r_ != VK_SUCCESS) ::tb::vulkan::fail_vk(tb_r_, #call, (op), __FILE__, __LINE__); \
   } while (0)
 
+// ---- devices (devices.cpp) ----
+// Throws Error with the first message the validation layer reported since the last call.
+void check_validation(const char* op);
+std::vector<VkPhysicalDevice> physical_devices();  // throws without a loader or instance
+std::vector<VkExtensionProperties> device_extensions(VkPhysicalDevice pd);
+bool has_extension(const std::vector<VkExtensionProperties>& exts, const char* name);
+// What trainbench needs of a device; "" when it has it all, else the first missing piece.
+std::string missing_feature(VkPhysicalDevice pd);
+
 // ---- memory and commands (vulkan_backend.cpp) ----
+// The memory type buffers live in: device-local and host-visible (coherent) where that type sits
+// on the largest device-local heap (unified memory, or a full-size BAR), else device-local.
+void choose_memory(Context& cx);
 // The buffer holding device address p, and p's offset in it; throws for an address not ours.
 const Buffer& buffer_at(Context& cx, const void* p, VkDeviceSize* offset, const char* op);
 // The command buffer being recorded (the graph's while recording one), after a barrier that
