@@ -21,6 +21,7 @@
 
 #include "../models/tiny_resnet.h"
 #include "../test_util.h"
+#include "../train/synthetic_data.h"
 #include "backends/backend.h"
 #include "core/error.h"
 #include "ops/add.h"
@@ -808,19 +809,7 @@ TEST_F(CudaOps, MlpTrainingStepsMatchReference) {
   EXPECT_EQ(mgpu[1], mref[1]) << "correct count";
 }
 
-// Random side x side RGB images with random labels, train and test alike.
-DatasetPair random_images(int64_t count, uint32_t seed, int side = 16) {
-  DatasetPair data;
-  std::mt19937 rng(seed);
-  for (Dataset* s : {&data.train, &data.test}) {
-    s->name = "synthetic", s->count = count, s->channels = 3, s->height = side, s->width = side;
-    s->classes = 10;
-    s->images.resize(size_t(count * 3 * side * side)), s->labels.resize(size_t(count));
-    for (auto& v : s->images) v = uint8_t(rng() & 255);
-    for (auto& v : s->labels) v = uint8_t(rng() % 10);
-  }
-  return data;
-}
+using testing::random_images;
 
 // WORKLOADS.md's ResNet-50, one whole training step on 16 random CIFAR-sized images, through the
 // Executor on the oneDNN CPU backend and on the GPU in fp32, from the same initial weights (the

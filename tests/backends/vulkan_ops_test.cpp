@@ -28,6 +28,7 @@
 
 #include "../models/tiny_resnet.h"
 #include "../test_util.h"
+#include "../train/synthetic_data.h"
 #include "backends/backend.h"
 #include "core/error.h"
 #include "train/checkpoint.h"
@@ -640,18 +641,7 @@ TEST_F(VulkanOps, TimersTimeTheDevice) {
 // ---------------------------------------------------------------------------------------------
 // Training through the executor
 
-DatasetPair random_images(int64_t count, uint32_t seed, int side = 16) {
-  DatasetPair data;
-  std::mt19937 rng(seed);
-  for (Dataset* s : {&data.train, &data.test}) {
-    s->name = "synthetic", s->count = count, s->channels = 3, s->height = side, s->width = side;
-    s->classes = 10;
-    s->images.resize(size_t(count * 3 * side * side)), s->labels.resize(size_t(count));
-    for (auto& v : s->images) v = uint8_t(rng() & 255);
-    for (auto& v : s->labels) v = uint8_t(rng() % 10);
-  }
-  return data;
-}
+using testing::random_images;
 
 struct Trained {
   std::vector<float> params;

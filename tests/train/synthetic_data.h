@@ -1,5 +1,5 @@
-// A small made-up data set for training tests: 10 classes, each a noisy brightness pattern,
-// learnable in a few steps; train and test drawn alike.
+// Small made-up data sets for training tests, train and test drawn alike: synthetic() has 10
+// classes, each a noisy brightness pattern, learnable in a few steps; random_images() is noise.
 #pragma once
 #include <random>
 
@@ -24,6 +24,20 @@ inline DatasetPair synthetic(int count, int c, int h, int w, uint64_t seed) {
     }
   }
   return d;
+}
+
+// Random side x side RGB images with random labels (nothing to learn: for comparing backends).
+inline DatasetPair random_images(int64_t count, uint32_t seed, int side = 16) {
+  DatasetPair data;
+  std::mt19937 rng(seed);
+  for (Dataset* s : {&data.train, &data.test}) {
+    s->name = "synthetic", s->count = count, s->channels = 3, s->height = side, s->width = side;
+    s->classes = 10;
+    s->images.resize(size_t(count * 3 * side * side)), s->labels.resize(size_t(count));
+    for (auto& v : s->images) v = uint8_t(rng() & 255);
+    for (auto& v : s->labels) v = uint8_t(rng() % 10);
+  }
+  return data;
 }
 
 }  // namespace tb::testing
