@@ -328,7 +328,7 @@ void run(void* ctx, OpCache& c, const ConvDims& d, Dir dir, const float* a, cons
   Context& cx = context(ctx);
   ConvPrims& p = prims(c, cx, d);
   // What a weight gradient leaves in the scratch is for the data gradient called right after it.
-  if (dir != kBackwardData) cx.scratch_key = nullptr, cx.bf16_left[0] = cx.bf16_left[1] = {};
+  if (dir != kBackwardData) cx.scratch_left = cx.bf16_left[0] = cx.bf16_left[1] = {};
   if (!p.mode[dir]) {
     p.mode[dir] = choose(cx, p, dir, a, b, out);
     c.note = describe(p);

@@ -300,7 +300,7 @@ void im2col_backward_data(Context& cx, ConvPrims& p, const float* dy, const floa
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
   // As in channels mode: the weight gradient, just before, may have left dy's rows here.
-  const bool have_dy = cx.scratch_key == &f && cx.scratch_source == dy;
+  const bool have_dy = cx.scratch_left.is(&f, dy);
   const Scratch s = scratch(cx, f);
   const float* rows = dy;
   if (!y_is_rows(d)) {
@@ -334,7 +334,7 @@ void im2col_backward_weights(Context& cx, ConvPrims& p, const float* x, const fl
   const float* rows = y_is_rows(d) ? dy : (transpose_each(d.n, d.k, d.oh() * d.ow(), dy, s.y), s.y);
   run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, in_operand(cx, 0, f.y_t, rows), f.x, xs, f.w,
                 dw);
-  if (rows == s.y) cx.scratch_key = &f, cx.scratch_source = dy;
+  if (rows == s.y) cx.scratch_left = {&f, dy};
   cx.leave_bf16(0, &f, rows);  // for the data gradient, next
 }
 
@@ -510,7 +510,7 @@ void channels_backward_data(Context& cx, ConvPrims& p, const float* dy, const fl
   MatmulForm& f = p.chan;
   // The executor computes a node's weight gradient just before its data gradient; when that ran
   // in channels mode too, the scratch still holds dy channel-major.
-  const bool have_dy = cx.scratch_key == &f && cx.scratch_source == dy;
+  const bool have_dy = cx.scratch_left.is(&f, dy);
   const Scratch s = scratch(cx, f);
   if (!have_dy) to_channel_major(d.n, d.k, d.oh() * d.ow(), dy, s.y);
   run_matmul(cx, f.mm[kBackwardData], f.w_t, w, f.y, s.y, f.x, s.x);
@@ -527,7 +527,7 @@ void channels_backward_weights(Context& cx, ConvPrims& p, const float* x, const 
   x_to_channel_major(d, x, s.x);
   to_channel_major(d.n, d.k, d.oh() * d.ow(), dy, s.y);
   run_matmul(cx, f.mm[kBackwardWeights], f.y, s.y, f.x_t, s.x, f.w, dw);
-  cx.scratch_key = &f, cx.scratch_source = dy;
+  cx.scratch_left = {&f, dy};
 }
 
 }  // namespace tb::cpu::conv

@@ -37,13 +37,18 @@ struct Context {
   // The timed choices, by shape and direction: ResNet-50's 53 convolutions have 23 shapes, so
   // most nodes reuse a choice (and nodes of one shape run alike).
   std::map<std::array<int64_t, 11>, ConvMode> conv_chosen;
-  // What the scratch still holds for reuse by the next call, if anything: the key of the op
-  // state that left it and the input it came from (a convolution's weight gradient leaves dy
-  // rearranged for its data gradient, the next call). Every scratch() call clears it.
-  const void* scratch_key = nullptr;
-  const float* scratch_source = nullptr;
+  // What a buffer still holds for the next call, if anything: the op state that left it there
+  // and the input it was made from (a convolution's weight gradient leaves dy, rearranged or
+  // converted, for its data gradient: the call right after it).
+  struct Left {
+    const void* key = nullptr;
+    const float* source = nullptr;
+    bool is(const void* k, const float* s) const { return key && key == k && source == s; }
+  };
+  // The scratch's; every scratch() call clears it.
+  Left scratch_left;
   float* scratch(size_t floats) {
-    scratch_key = nullptr, scratch_source = nullptr;
+    scratch_left = {};
     if (scratch_buf.size() < floats) scratch_buf.resize(floats);
     return scratch_buf.data();
   }
@@ -58,19 +63,14 @@ struct Context {
   // data gradient (conv2d_forms.cpp); off, every call converts its own operands.
   bool reuse_bf16 = false;
   bool keeps_bf16() const { return bf16() && reuse_bf16; }
-  // What bf16_buf[slot] holds for the next call, if anything: the op state that left it and the
-  // operand it copies. Every to_bf16() into the slot clears it, as does the next convolution
-  // direction other than a data gradient (conv2d.cpp).
-  struct Left {
-    const void* key = nullptr;
-    const float* source = nullptr;
-  } bf16_left[2];
+  // bf16_buf[slot]'s (set only under keeps_bf16); every to_bf16() into the slot clears it, as
+  // does the next convolution direction other than a data gradient (conv2d.cpp).
+  Left bf16_left[2];
   void leave_bf16(int slot, const void* key, const float* source) {
     if (keeps_bf16()) bf16_left[slot] = {key, source};
   }
   const uint16_t* left_bf16(int slot, const void* key, const float* source) const {
-    const Left& l = bf16_left[slot];
-    return keeps_bf16() && l.key == key && l.source == source ? bf16_buf[slot].data() : nullptr;
+    return bf16_left[slot].is(key, source) ? bf16_buf[slot].data() : nullptr;
   }
   const uint16_t* to_bf16(int slot, const float* src, size_t count);
   // What a primitive reads for an fp32 operand: the operand itself, or under bf16 its bf16 copy:
