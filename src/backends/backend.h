@@ -92,6 +92,9 @@ struct BackendConfig {
   // CPU (oneDNN): take NHWC activations, which the plan then uses for the run (Backend::nhwc);
   // off: NCHW, as every other backend.
   bool cpu_nhwc = true;
+  // CPU fp32: a one-hidden-layer MLP's step as one parallel region (Backend::mlp_step); off, its
+  // ops are issued one by one.
+  bool cpu_fused_mlp = true;
   CudaConfig cuda{};
 };
 

@@ -22,12 +22,13 @@ namespace tb {
 // The CUDA paths that `run` and `profile` can switch: the experimental ones on, the default ones
 // off (to measure what each gains, or to step around one).
 struct CudaPaths {
-  bool graphs = true;      // BackendConfig::graphs (--no-graphs)
-  bool bf16_reuse = true;  // BackendConfig::reuse_bf16 (--no-bf16-reuse)
-  bool bn_slices = true;   // CudaConfig::bn_slices (--no-bn-slices)
-  bool nhwc = false;       // CudaConfig::bf16_nhwc (--nhwc)
-  bool fused_mlp = false;  // CudaConfig::fused_mlp (--fused-mlp)
-  bool cpu_nhwc = true;    // BackendConfig::cpu_nhwc (--nchw)
+  bool graphs = true;         // BackendConfig::graphs (--no-graphs)
+  bool bf16_reuse = true;     // BackendConfig::reuse_bf16 (--no-bf16-reuse)
+  bool bn_slices = true;      // CudaConfig::bn_slices (--no-bn-slices)
+  bool nhwc = false;          // CudaConfig::bf16_nhwc (--nhwc)
+  bool fused_mlp = false;     // CudaConfig::fused_mlp (--fused-mlp)
+  bool cpu_nhwc = true;       // BackendConfig::cpu_nhwc (--nchw)
+  bool cpu_fused_mlp = true;  // BackendConfig::cpu_fused_mlp (--no-fused-mlp)
 };
 void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p);
 // Sets cfg's paths from p (cfg's device and precision already set). A flag that does not apply

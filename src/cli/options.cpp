@@ -46,6 +46,9 @@ void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p) {
                 "CUDA fp32: a one-hidden-layer MLP's step in three kernels instead of ~9 ops");
   cmd->add_flag("!--nchw", p.cpu_nhwc,
                 "CPU: activations in NCHW instead of NHWC (the layout before; to compare layouts)");
+  cmd->add_flag("!--no-fused-mlp", p.cpu_fused_mlp,
+                "CPU fp32: issue a one-hidden-layer MLP's ops one by one instead of its fused step "
+                "(to measure what it saves)");
 }
 
 void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
@@ -60,8 +63,12 @@ void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
            "--fused-mlp: only for --device cuda --precision fp32 (its kernels compute in fp32)");
   TB_CHECK(p.cpu_nhwc || cfg.device == DeviceKind::cpu,
            "--nchw: only for --device cpu (the other backends take NCHW only)");
+  TB_CHECK(p.cpu_fused_mlp || (cfg.device == DeviceKind::cpu && cfg.precision == Precision::fp32),
+           "--no-fused-mlp: only for --device cpu --precision fp32 (where the step is fused by "
+           "default)");
   cfg.graphs = p.graphs;
   cfg.cpu_nhwc = p.cpu_nhwc;
+  cfg.cpu_fused_mlp = p.cpu_fused_mlp;
   cfg.reuse_bf16 = p.bf16_reuse;
   cfg.cuda.bn_slices = p.bn_slices;
   cfg.cuda.bf16_nhwc = p.nhwc;

@@ -53,6 +53,7 @@ struct ProfileReport {
   double step_ms = 0;               // measured, plain steps
   double instrumented_step_ms = 0;  // sum of the instrumented parts
   std::string node_timing;          // StepTimings::node_timing
+  bool fused_step = false;          // StepTimings::fused_step
   Roofline roof;
   std::vector<LayerRow> layers;  // nodes with time or FLOPs, by total time, descending
   std::vector<OtherRow> other;   // data, loss, optimizer, unattributed

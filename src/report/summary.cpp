@@ -86,10 +86,14 @@ void print_run_summary(const nlohmann::json& record, const RunFacts& f) {
     fmt::print("host issues a step in {:.3f} ms of its {:.3f} ({} sampled steps)\n",
                t.split.host_ms, t.split.whole_ms, t.split.host_samples);
   if (f.config.device != DeviceKind::cpu) fmt::print("step graphs: {}\n", f.step_graphs);
-  if (f.config.cuda.fused_mlp)
+  if (f.config.cuda.fused_mlp || f.fused_mlp_step)
     fmt::print("fused MLP step: {}\n",
                f.fused_mlp_step ? "taken" : "declined (this model or batch does not fit it)");
-  if (t.split.samples == 0 || t.split.host_samples == 0)
+  if (t.split.samples == 0 && f.fused_mlp_step)
+    fmt::print(
+        "step split: none (each step runs as one fused op; `trainbench profile` times its "
+        "ops one by one)\n");
+  else if (t.split.samples == 0 || t.split.host_samples == 0)
     fmt::print("step split: not sampled (too few steps)\n");
   if (record.contains("repeats")) {
     const nlohmann::json& tt = record["repeats"]["train_test_s"];

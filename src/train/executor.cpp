@@ -358,7 +358,7 @@ void Executor::optimizer_update() {
 
 void Executor::issue_step(int64_t n, StepSplit* split, NodeTimes* times) {
   require_training("issue_step");  // every step is issued before a graph replays it
-  if (!split && fused_mlp_step(n)) {
+  if (!times && fused_mlp_step(n)) {
     be_.advance_cursor(be_.ctx, buf_.cursor);
     return;
   }

@@ -118,12 +118,13 @@ class Executor {
   // ---- one training step ----
   // n: the step's images over all ranks (this rank takes shard(n) of them).
   // On the n images where the cursor stands: replayed from a graph where one is recorded, else
-  // issued. split: time the parts (synchronizing between them; then op by op, never fused).
+  // issued. split: time the parts (synchronizing between them), unless the step runs fused.
   void step(int64_t n, StepSplit* split);
   // Issues the ops of one step in order (what a graph records): the backend's fused MLP step
-  // where the plan and backend take it (not with split), else the plan's steps; the cursor's
-  // advance last. With split, the parts are timed (and with times each plan step); a size's first
-  // op-by-op step is not (it makes the ops' plans) and leaves split->samples as it was.
+  // where the plan and backend take it (not with times: a sampled step runs as the others do,
+  // so sampling changes no number), else the plan's steps; the cursor's advance last. With split,
+  // an op-by-op step's parts are timed (and with times each plan step); a size's first op-by-op
+  // step is not (it makes the ops' plans) and leaves split->samples as it was.
   void issue_step(int64_t n, StepSplit* split, NodeTimes* times = nullptr);
   // The parts of issue_step, in its order (tests call them one by one).
   void load_train_batch(int64_t n);

@@ -69,6 +69,7 @@ StepTimings time_steps(Executor& ex, int64_t steps, int warmup) {
   for (size_t i = 0; i < nodes; ++i) r.nodes.forward_ms[i] *= k, r.nodes.backward_ms[i] *= k;
   r.data_ms *= k, r.loss_ms *= k, r.optimizer_ms *= k;
   r.step_ms = plain_ms * k;
+  r.fused_step = ex.fused_mlp_taken();
   r.how = ex.node_notes();
   r.precision = ex.node_precisions();
   if (ex.host_paced_passes() > 0)

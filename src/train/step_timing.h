@@ -24,6 +24,8 @@ struct StepTimings {
   double step_ms = 0;                                 // plain steps
   int64_t batch = 0, steps = 0, warmup = 0;
   std::string node_timing;  // how the nodes were timed (device events, or the host clock)
+  // The plain steps ran as the backend's fused MLP step; the instrumented ones issue its ops.
+  bool fused_step = false;
 };
 
 // Runs `warmup` plain steps, then `steps` instrumented and `steps` plain steps in rounds. Every

@@ -21,6 +21,7 @@
 
 #include "../models/tiny_resnet.h"
 #include "../test_util.h"
+#include "../train/parameter_moves.h"
 #include "../train/synthetic_data.h"
 #include "backends/backend.h"
 #include "core/error.h"
@@ -1037,13 +1038,9 @@ TEST_F(CudaOps, FusedMlpStepMatchesReference) {
   ASSERT_NE(g.mlp_step, nullptr);
   const int64_t in = 784, hidden = 128, classes = 10, count = 100;
   const int64_t P = hidden * in + hidden + classes * hidden + classes;
-  std::mt19937 rng(2700);
-  std::vector<uint8_t> images(static_cast<size_t>(count * in)), labels(static_cast<size_t>(count));
-  for (auto& v : images) v = uint8_t(rng() & 255);
-  for (auto& v : labels) v = uint8_t(rng() % classes);
-  std::vector<int32_t> perm(static_cast<size_t>(count));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
+  const testing::MlpStepSource src = testing::mlp_step_source(count, in, classes, 2700);
+  const std::vector<uint8_t>&images = src.images, &labels = src.labels;
+  const std::vector<int32_t>& perm = src.order;
   DBuf gi = up(g, images), gl = up(g, labels), gperm = up(g, perm);
   for (int64_t n : {int64_t(32), int64_t(7)}) {
     SCOPED_TRACE("batch " + std::to_string(n));
@@ -1107,10 +1104,7 @@ TEST_F(CudaOps, FusedMlpStepFollowsIssuedOps) {
     cfg.cuda.fused_mlp = fused == 1;
     auto be = make_backend(cfg);
     Executor t(m, *be, hp, w, data);
-    const std::vector<float> p0 = t.download_params();
-    train(t, nullptr);
-    moved[fused] = t.download_params();
-    for (size_t i = 0; i < p0.size(); ++i) moved[fused][i] -= p0[i];
+    moved[fused] = testing::parameter_moves(t);
     EXPECT_EQ(t.fused_mlp_taken(), fused == 1);
   }
   const double e = rel_err(moved[1], moved[0]);

@@ -154,6 +154,12 @@ TEST(Cli, FusedMlpOutsideCudaFp32) {
   expect_one_line_error(run("run fashion-mlp --fused-mlp --steps 1"), "--fused-mlp");
   expect_one_line_error(run("profile fashion-mlp --fused-mlp --steps 1"), "--fused-mlp");
 }
+TEST(Cli, NoFusedMlpOutsideCpuFp32) {
+  expect_one_line_error(run("run fashion-mlp --no-fused-mlp --precision bf16 --steps 1"),
+                        "--no-fused-mlp");
+  expect_one_line_error(run("run fashion-mlp --no-fused-mlp --device cuda --steps 1"),
+                        "--no-fused-mlp");
+}
 TEST(Cli, UnreadableData) {
   expect_one_line_error(run("run fashion-mlp --data /nonexistent/fashion"), "/nonexistent/fashion");
 }

@@ -108,13 +108,14 @@ TEST(Plan, TestOnlyHasNoBackwardAndNoGradients) {
   expect_each_node_once(m, p);
 }
 
-// The CPU backend offers the fused batch-norm entries: its plan is the fused one.
+// The CPU backend offers the fused batch-norm entries and the fused MLP step: its plan is the
+// fused one.
 TEST(Plan, CapsComeFromTheBackendTable) {
   auto cpu = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, false});
   auto ref = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
   const PlanCaps c = plan_caps(*cpu), r = plan_caps(*ref);
   EXPECT_TRUE(c.bn_relu && c.bn_add_relu);
-  EXPECT_FALSE(c.mlp_step);
+  EXPECT_TRUE(c.mlp_step);  // fp32
   EXPECT_EQ(r.bn_relu, ref->batchnorm_relu_backward != nullptr);
   EXPECT_TRUE(c.nhwc);
   EXPECT_FALSE(r.nhwc);

@@ -1,7 +1,11 @@
 // Small made-up data sets for training tests, train and test drawn alike: synthetic() has 10
 // classes, each a noisy brightness pattern, learnable in a few steps; random_images() is noise.
 #pragma once
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
 #include <random>
+#include <vector>
 
 #include "data/dataset.h"
 
@@ -38,6 +42,24 @@ inline DatasetPair random_images(int64_t count, uint32_t seed, int side = 16) {
     for (auto& v : s->labels) v = uint8_t(rng() % 10);
   }
   return data;
+}
+
+// What a fused MLP step cuts its batches from: count random images of `pixels` values, labels
+// below `classes`, and a shuffled order of them (the epoch's permutation).
+struct MlpStepSource {
+  std::vector<uint8_t> images, labels;
+  std::vector<int32_t> order;
+};
+inline MlpStepSource mlp_step_source(int64_t count, int64_t pixels, int classes, uint32_t seed) {
+  MlpStepSource s;
+  std::mt19937 rng(seed);
+  s.images.resize(size_t(count * pixels)), s.labels.resize(size_t(count));
+  for (auto& v : s.images) v = uint8_t(rng() & 255);
+  for (auto& v : s.labels) v = uint8_t(rng() % uint32_t(classes));
+  s.order.resize(size_t(count));
+  std::iota(s.order.begin(), s.order.end(), 0);
+  std::shuffle(s.order.begin(), s.order.end(), rng);
+  return s;
 }
 
 }  // namespace tb::testing

@@ -110,6 +110,7 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   cpu::register_conv2d(*b);
   cpu::register_batchnorm(*b);
   cpu::register_pool(*b);
+  if (!cx->bf16() && cfg.cpu_fused_mlp) cpu::register_mlp_step(*b);
   return b;
 }
 

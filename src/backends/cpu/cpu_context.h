@@ -52,6 +52,8 @@ struct Context {
     if (scratch_buf.size() < floats) scratch_buf.resize(floats);
     return scratch_buf.data();
   }
+  // The fused MLP step's per-thread products and buffers (mlp_step.cpp), for the shapes last run.
+  OpCache mlp_plans;
   // Batch norm's per-thread channel sums under NHWC (batchnorm.cpp), grown like the scratch.
   std::vector<double> sums;
   // bf16 copies of an op call's operands, one buffer per operand slot (0, 1), grown like the
@@ -109,6 +111,11 @@ std::string onednn_isa();
 // dst[i] = f32_to_bf16(src[i]) for n values, split over the threads where n is large.
 void convert_to_bf16(const float* src, uint16_t* dst, int64_t n);
 
+// Rows [begin, end) of an unaugmented batch's x and y (as gather_batch cuts them), on the calling
+// thread; it also asks for the cache lines of its share of the next batch's images.
+void gather_rows(const BatchSpec& s, const uint8_t* images, const uint8_t* labels,
+                 const int32_t* indices, int64_t begin, int64_t end, float* x, int32_t* y);
+
 inline Context& context(void* ctx) {
   return *static_cast<Context*>(ctx);
 }
@@ -134,5 +141,6 @@ void register_optimizers(Backend& b);   // adam, sgd
 void register_conv2d(Backend& b);
 void register_batchnorm(Backend& b);
 void register_pool(Backend& b);
+void register_mlp_step(Backend& b);  // fp32
 
 }  // namespace tb::cpu

@@ -3,9 +3,12 @@
 // writes the new values' bf16 copy into the array's mirror (cpu_context.h), where they already sit
 // in registers, instead of every convolution converting its weights at every call.
 #include <immintrin.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 
+#include "backends/cpu/adam.h"
 #include "backends/cpu/cpu_context.h"
 
 namespace tb::cpu {
@@ -40,46 +43,64 @@ static inline void store_bf16x8(uint16_t* dst, __m256 x) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), packed);
 }
 
+}  // namespace
+
+AdamConstants adam_constants(const AdamParams& hp, int64_t step) {
+  AdamConstants k;
+  k.b1 = hp.beta1, k.b2 = hp.beta2, k.wd = hp.weight_decay, k.eps = hp.eps;
+  // p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps): Keras' and PyTorch's form, with the bias
+  // corrections computed once per step.
+  const float bc1 = 1.f - float(std::pow(double(hp.beta1), double(step)));
+  const float bc2 = 1.f - float(std::pow(double(hp.beta2), double(step)));
+  k.step_size = hp.lr / bc1, k.inv_sqrt_bc2 = 1.f / std::sqrt(bc2);
+  return k;
+}
+
+void adam_span(const AdamConstants& k, int64_t begin, int64_t end, float* p, const float* g,
+               float* m, float* v, uint16_t* p16) {
+  const float b1 = k.b1, b2 = k.b2, wd = k.wd, eps = k.eps;
+  const float step_size = k.step_size, inv_sqrt_bc2 = k.inv_sqrt_bc2;
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    const __m256 gi =
+        _mm256_fmadd_ps(_mm256_set1_ps(wd), _mm256_loadu_ps(p + i), _mm256_loadu_ps(g + i));
+    const __m256 mi = _mm256_fmadd_ps(_mm256_set1_ps(b1), _mm256_loadu_ps(m + i),
+                                      _mm256_mul_ps(_mm256_set1_ps(1.f - b1), gi));
+    const __m256 vi =
+        _mm256_fmadd_ps(_mm256_set1_ps(b2), _mm256_loadu_ps(v + i),
+                        _mm256_mul_ps(_mm256_set1_ps(1.f - b2), _mm256_mul_ps(gi, gi)));
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    const __m256 inv = adam_denominator_inv(vi, _mm256_set1_ps(inv_sqrt_bc2), _mm256_set1_ps(eps));
+    const __m256 upd = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(step_size), mi), inv);
+    const __m256 pi = _mm256_sub_ps(_mm256_loadu_ps(p + i), upd);
+    _mm256_storeu_ps(p + i, pi);
+    if (p16) store_bf16x8(p16 + i, pi);
+  }
+  for (; i < end; ++i) {
+    const float gj = g[i] + wd * p[i];
+    m[i] = b1 * m[i] + (1.f - b1) * gj;
+    v[i] = b2 * v[i] + (1.f - b2) * gj * gj;
+    p[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
+    if (p16) p16[i] = f32_to_bf16(p[i]);
+  }
+}
+
+namespace {
+
 void adam_update(void* ctx, int64_t count, float* p, const float* g, float* m, float* v,
                  const AdamParams& hp, const StepCursor* at) {
   uint16_t* p16 = context(ctx).mirror_of(p, size_t(count));  // nullptr: no mirror to keep
-  const int64_t step = at->updates + 1;
-  const float b1 = hp.beta1, b2 = hp.beta2, wd = hp.weight_decay, eps = hp.eps;
-  // p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps): Keras' and PyTorch's form, with the bias
-  // corrections computed once per step.
-  const float bc1 = 1.f - float(std::pow(double(b1), double(step)));
-  const float bc2 = 1.f - float(std::pow(double(b2), double(step)));
-  const float step_size = hp.lr / bc1, inv_sqrt_bc2 = 1.f / std::sqrt(bc2);
+  const AdamConstants k = adam_constants(hp, at->updates + 1);
   // Two threads pay off from about 32k parameters (a parallel region costs a few microseconds).
-  const int64_t blocks = (count + 7) / 8;
-#pragma omp parallel for if (count >= (1 << 15)) schedule(static)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t i = blk * 8;
-    if (i + 8 <= count) {
-      const __m256 gi =
-          _mm256_fmadd_ps(_mm256_set1_ps(wd), _mm256_loadu_ps(p + i), _mm256_loadu_ps(g + i));
-      const __m256 mi = _mm256_fmadd_ps(_mm256_set1_ps(b1), _mm256_loadu_ps(m + i),
-                                        _mm256_mul_ps(_mm256_set1_ps(1.f - b1), gi));
-      const __m256 vi =
-          _mm256_fmadd_ps(_mm256_set1_ps(b2), _mm256_loadu_ps(v + i),
-                          _mm256_mul_ps(_mm256_set1_ps(1.f - b2), _mm256_mul_ps(gi, gi)));
-      _mm256_storeu_ps(m + i, mi);
-      _mm256_storeu_ps(v + i, vi);
-      const __m256 inv =
-          adam_denominator_inv(vi, _mm256_set1_ps(inv_sqrt_bc2), _mm256_set1_ps(eps));
-      const __m256 upd = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(step_size), mi), inv);
-      const __m256 pi = _mm256_sub_ps(_mm256_loadu_ps(p + i), upd);
-      _mm256_storeu_ps(p + i, pi);
-      if (p16) store_bf16x8(p16 + i, pi);
-    } else {
-      for (int64_t j = i; j < count; ++j) {
-        const float gj = g[j] + wd * p[j];
-        m[j] = b1 * m[j] + (1.f - b1) * gj;
-        v[j] = b2 * v[j] + (1.f - b2) * gj * gj;
-        p[j] -= step_size * m[j] / (std::sqrt(v[j]) * inv_sqrt_bc2 + eps);
-        if (p16) p16[j] = f32_to_bf16(p[j]);
-      }
-    }
+  // Each thread a contiguous run of whole vectors, as a static schedule over them would give.
+#pragma omp parallel if (count >= (1 << 15))
+  {
+    const int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
+    const int64_t vectors = (count + 7) / 8;
+    const int64_t begin = std::min(count, vectors * t / threads * 8);
+    const int64_t end = std::min(count, vectors * (t + 1) / threads * 8);
+    adam_span(k, begin, end, p, g, m, v, p16);
   }
 }
 
