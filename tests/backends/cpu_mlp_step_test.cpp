@@ -45,15 +45,15 @@ struct Shape {
 
 // Three steps (Adam's count 1..3 from the cursor, which moves between them) at fashion-mlp's
 // sizes and at sizes that split unevenly: 40 hidden units over two threads (slices 16 and 24,
-// the second a part block), a batch of 7 (rows 3 and 4), one thread. Every output, the
-// gradients, Adam's state and the parameters compared; outputs start as NaN, so one left
-// unwritten fails.
+// the second a part block), a batch of 7 (rows 3 and 4), one thread, three (slices 32, 48, 48).
+// Every output, the gradients, Adam's state and the parameters compared; outputs start as NaN, so
+// one left unwritten fails.
 TEST(CpuMlpStep, MatchesReference) {
   const int64_t in = 784, classes = 10, count = 100;
   const testing::MlpStepSource src = testing::mlp_step_source(count, in, classes, 2700);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (const Shape sh : {Shape{2, 128, 32}, Shape{2, 128, 7}, Shape{2, 40, 32}, Shape{1, 128, 32},
-                         Shape{2, 48, 5}}) {
+                         Shape{2, 48, 5}, Shape{3, 128, 32}}) {
     SCOPED_TRACE("threads " + std::to_string(sh.threads) + ", hidden " + std::to_string(sh.hidden) +
                  ", batch " + std::to_string(sh.n));
     BackendConfig cfg;

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -153,6 +154,75 @@ void column_sums(const float* a, int64_t rows, int64_t cols, int64_t ld, float* 
   }
 }
 
+// Thread t's part of the step (of T threads, every one running this between the same barriers).
+void step_on_thread(const MlpStep& s, const AdamConstants& k, MlpPlan& p, int t, int T) {
+  const int64_t n = p.n, in = p.in, hidden = p.hidden, classes = p.classes;
+  float* w1 = s.params;
+  float* b1 = w1 + hidden * in;
+  float* w2 = b1 + hidden;
+  const float* b2 = w2 + classes * hidden;
+  float* gw1 = s.grads;
+  float* gb1 = gw1 + hidden * in;
+  float* gw2 = gb1 + hidden;
+  float* gb2 = gw2 + classes * hidden;
+  const int64_t head_at = hidden * in + hidden, head = classes * hidden + classes;
+  float* x = p.x.data();
+  Worker& w = p.workers[size_t(t)];
+  const int64_t h0 = w.h0, h1 = w.h1;
+  gather_rows(s.batch, s.images, s.labels, s.indices, n * t / T, n * (t + 1) / T, x, s.y);
+#pragma omp barrier
+
+  const int64_t hs = h1 - h0;
+  if (hs > 0) {
+    float* h_t = w.h_t.data();
+    w.forward.run(w.stream, w1 + h0 * in, x, h_t);
+    for (int64_t j = 0; j < hs; ++j) {
+      const float b = b1[h0 + j];
+      for (int64_t i = 0; i < n; ++i) {
+        const float z = std::max(h_t[j * n + i] + b, 0.f);
+        h_t[j * n + i] = z;
+        s.h[i * hidden + h0 + j] = z;
+      }
+    }
+  }
+#pragma omp barrier
+
+  if (t == 0) {
+    w.logits.run(w.stream, s.h, w2, s.logits, b2);
+    ref::softmax_ce(n, classes, s.logits, s.y, 1.f / float(n), s.dlogits, s.metrics);
+    w.w2_grad.run(w.stream, s.dlogits, s.h, gw2);
+    column_sums(s.dlogits, n, classes, classes, gb2);
+  }
+  // Each thread its columns of W2 as the forward read them, before thread 0 updates W2.
+  for (int64_t c = 0; c < classes; ++c)
+    std::memcpy(w.w2.data() + c * hs, w2 + c * hidden + h0, sizeof(float) * size_t(hs));
+#pragma omp barrier
+  if (t == 0) adam_span(k, head_at, head_at + head, s.params, s.grads, s.m, s.v, nullptr);
+
+  if (hs > 0) {
+    float* dh_t = w.dh_t.data();
+    w.hidden_grad.run(w.stream, w.w2.data(), s.dlogits, dh_t);
+    for (int64_t j = 0; j < hs; ++j)
+      for (int64_t i = 0; i < n; ++i) {
+        float& g = dh_t[j * n + i];
+        g = w.h_t[size_t(j * n + i)] > 0.f ? g : 0.f;
+        s.dh[i * hidden + h0 + j] = g;
+      }
+    for (int64_t r = 0; r < hs; r += kRowsPerBlock) {
+      const int64_t rows = std::min(kRowsPerBlock, hs - r);
+      (rows == std::min(kRowsPerBlock, hs) ? w.w1_grad : w.w1_grad_tail)
+          .run(w.stream, dh_t + r * n, x, gw1 + (h0 + r) * in);
+      adam_span(k, (h0 + r) * in, (h0 + r + rows) * in, s.params, s.grads, s.m, s.v, nullptr);
+    }
+    for (int64_t j = 0; j < hs; ++j) {
+      float sum = 0.f;
+      for (int64_t i = 0; i < n; ++i) sum += dh_t[j * n + i];
+      gb1[h0 + j] = sum;
+    }
+    adam_span(k, hidden * in + h0, hidden * in + h1, s.params, s.grads, s.m, s.v, nullptr);
+  }
+}
+
 bool mlp_step(void* ctx, const MlpStep& s) {
   Context& cx = context(ctx);
   // fp32 only (bf16 runs the layers op by op); a multi-channel NHWC batch would flatten in
@@ -168,29 +238,23 @@ bool mlp_step(void* ctx, const MlpStep& s) {
     p.threads = int(std::min<int64_t>(cx.threads, std::max<int64_t>(1, hidden / 16)));
     p.x.resize(size_t(n * in));
   }
-  float* w1 = s.params;
-  float* b1 = w1 + hidden * in;
-  float* w2 = b1 + hidden;
-  const float* b2 = w2 + classes * hidden;
-  float* gw1 = s.grads;
-  float* gb1 = gw1 + hidden * in;
-  float* gw2 = gb1 + hidden;
-  float* gb2 = gw2 + classes * hidden;
-  const int64_t head_at = hidden * in + hidden, head = classes * hidden + classes;
-  float* x = p.x.data();
-  const AdamConstants k = adam_constants(s.adam, s.batch.cursor->updates + 1);
   if (p.workers.empty()) {
     // Each thread makes its own products; an error (oneDNN refusing a shape) must not leave one
     // thread waiting at a barrier, so they are made in a region of their own.
     p.workers.resize(size_t(p.threads));
     std::vector<std::exception_ptr> failed(size_t(p.threads));
+    std::atomic<bool> all_threads{true};
 #pragma omp parallel num_threads(p.threads)
     {
       const int t = omp_get_thread_num();
-      try {
-        make_worker(cx, p, t, omp_get_num_threads());
-      } catch (...) {
-        failed[size_t(t)] = std::current_exception();
+      if (omp_get_num_threads() != p.threads) {
+        all_threads = false;
+      } else {
+        try {
+          make_worker(cx, p, t, p.threads);
+        } catch (...) {
+          failed[size_t(t)] = std::current_exception();
+        }
       }
     }
     for (const auto& e : failed)
@@ -198,67 +262,27 @@ bool mlp_step(void* ctx, const MlpStep& s) {
         p.workers.clear();
         std::rethrow_exception(e);
       }
+    if (!all_threads) {
+      p.workers.clear();
+      return false;
+    }
   }
+
+  const AdamConstants k = adam_constants(s.adam, s.batch.cursor->updates + 1);
+  // OpenMP may hand a region fewer threads than asked (OMP_DYNAMIC, a thread limit): then every
+  // thread leaves before writing anything and the step is issued op by op.
+  std::atomic<bool> ran{true};
 
 #pragma omp parallel num_threads(p.threads)
   {
     const int t = omp_get_thread_num(), T = omp_get_num_threads();
-    Worker& w = p.workers[size_t(t)];
-    const int64_t h0 = w.h0, h1 = w.h1;
-    gather_rows(s.batch, s.images, s.labels, s.indices, n * t / T, n * (t + 1) / T, x, s.y);
-#pragma omp barrier
-
-    const int64_t hs = h1 - h0;
-    if (hs > 0) {
-      float* h_t = w.h_t.data();
-      w.forward.run(w.stream, w1 + h0 * in, x, h_t);
-      for (int64_t j = 0; j < hs; ++j) {
-        const float b = b1[h0 + j];
-        for (int64_t i = 0; i < n; ++i) {
-          const float z = std::max(h_t[j * n + i] + b, 0.f);
-          h_t[j * n + i] = z;
-          s.h[i * hidden + h0 + j] = z;
-        }
-      }
-    }
-#pragma omp barrier
-
-    if (t == 0) {
-      w.logits.run(w.stream, s.h, w2, s.logits, b2);
-      ref::softmax_ce(n, classes, s.logits, s.y, 1.f / float(n), s.dlogits, s.metrics);
-      w.w2_grad.run(w.stream, s.dlogits, s.h, gw2);
-      column_sums(s.dlogits, n, classes, classes, gb2);
-    }
-    // Each thread its columns of W2 as the forward read them, before thread 0 updates W2.
-    for (int64_t c = 0; c < classes; ++c)
-      std::memcpy(w.w2.data() + c * hs, w2 + c * hidden + h0, sizeof(float) * size_t(hs));
-#pragma omp barrier
-    if (t == 0) adam_span(k, head_at, head_at + head, s.params, s.grads, s.m, s.v, nullptr);
-
-    if (hs > 0) {
-      float* dh_t = w.dh_t.data();
-      w.hidden_grad.run(w.stream, w.w2.data(), s.dlogits, dh_t);
-      for (int64_t j = 0; j < hs; ++j)
-        for (int64_t i = 0; i < n; ++i) {
-          float& g = dh_t[j * n + i];
-          g = w.h_t[size_t(j * n + i)] > 0.f ? g : 0.f;
-          s.dh[i * hidden + h0 + j] = g;
-        }
-      for (int64_t r = 0; r < hs; r += kRowsPerBlock) {
-        const int64_t rows = std::min(kRowsPerBlock, hs - r);
-        (rows == std::min(kRowsPerBlock, hs) ? w.w1_grad : w.w1_grad_tail)
-            .run(w.stream, dh_t + r * n, x, gw1 + (h0 + r) * in);
-        adam_span(k, (h0 + r) * in, (h0 + r + rows) * in, s.params, s.grads, s.m, s.v, nullptr);
-      }
-      for (int64_t j = 0; j < hs; ++j) {
-        float sum = 0.f;
-        for (int64_t i = 0; i < n; ++i) sum += dh_t[j * n + i];
-        gb1[h0 + j] = sum;
-      }
-      adam_span(k, hidden * in + h0, hidden * in + h1, s.params, s.grads, s.m, s.v, nullptr);
+    if (T != p.threads) {
+      ran = false;  // and no thread goes on to a barrier
+    } else {
+      step_on_thread(s, k, p, t, T);
     }
   }
-  return true;
+  return ran;
 }
 
 }  // namespace
