@@ -105,6 +105,11 @@ struct Backend {
   // The ops take activations in NHWC as well (the dims' layout; gather_batch's spec): the plan
   // then lays every 4-D activation out so. Others are handed NCHW only.
   bool nhwc = false;
+  // A convolution's output gradient may be stored in bf16 (ConvDims::dy_bf16, BnDims::dx_bf16,
+  // NHWC only): the plan then asks for it where the batch norm after the convolution is the
+  // gradient's only writer and the convolution its only reader. CPU bf16 with reuse_bf16: the
+  // convolution would convert dy to bf16 itself, so no number changes.
+  bool bf16_conv_grads = false;
   void* ctx = nullptr;  // backend-owned context
   void (*destroy)(void* ctx) = nullptr;
 

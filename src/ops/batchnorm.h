@@ -12,6 +12,9 @@ namespace tb {
 struct BnDims {
   int64_t n = 0, c = 0, hw = 0;
   Layout layout = Layout::nchw;  // nchw: x [n, c, hw]; nhwc: x [n, hw, c]
+  // The backward writes dx as bf16 values (uint16, rounded to nearest even), for the one
+  // convolution that reads it (ConvDims::dy_bf16; only where Backend::bf16_conv_grads).
+  bool dx_bf16 = false;
 };
 struct BnParams {
   float eps = 1e-5f, momentum = 0.1f;

@@ -13,6 +13,9 @@ struct ConvDims {
   int64_t k = 0, r = 0, s = 0;         // output channels, kernel height, width
   int64_t stride = 1, pad = 0;
   Layout layout = Layout::nchw;  // of x and y (and dx, dy); W is always [k, c, r, s]
+  // dy holds bf16 values (uint16, in dy's layout), as the batch norm after the convolution wrote
+  // them (BnDims::dx_bf16; only where Backend::bf16_conv_grads).
+  bool dy_bf16 = false;
   int64_t oh() const { return (h + 2 * pad - r) / stride + 1; }
   int64_t ow() const { return (w + 2 * pad - s) / stride + 1; }
   double macs() const { return double(n) * k * oh() * ow() * c * r * s; }

@@ -8,12 +8,12 @@ namespace {
 
 constexpr BnParams kBn{1e-5f, 0.1f};  // WORKLOADS.md: eps 1e-5, momentum 0.1
 
-ConvDims conv_dims(const Model& m, const Node& n, int64_t batch, Layout layout) {
+ConvDims conv_dims(const Model& m, const Node& n, int64_t batch, Layout layout, bool dy_bf16) {
   const Node& src = m.nodes[size_t(n.in0)];
   ConvDims d;
   d.n = batch, d.c = src.c, d.h = src.h, d.w = src.w;
   d.k = n.c, d.r = d.s = n.kernel, d.stride = n.stride, d.pad = n.pad;
-  d.layout = layout;
+  d.layout = layout, d.dy_bf16 = dy_bf16;
   return d;
 }
 
@@ -30,8 +30,8 @@ DenseDims dense_dims(const Model& m, const Node& n, int64_t batch) {
   return DenseDims{batch, m.nodes[size_t(n.in0)].out_size(), n.c};
 }
 
-BnDims bn_dims(const Node& n, int64_t batch, Layout layout) {
-  return BnDims{batch, n.c, int64_t(n.h) * n.w, layout};
+BnDims bn_dims(const Node& n, int64_t batch, Layout layout, bool dx_bf16) {
+  return BnDims{batch, n.c, int64_t(n.h) * n.w, layout, dx_bf16};
 }
 
 }  // namespace
@@ -62,7 +62,7 @@ void Executor::issue_forward_step(const ForwardStep& s, int64_t n, bool training
       // The batch norm feeding the add, the add and the ReLU after it, in one pass.
       const Node& bn = model_.nodes[size_t(s.bn)];
       OpCache& bc = *cache[size_t(s.bn)];
-      const BnDims d = bn_dims(bn, n, plan_.layout);
+      const BnDims d = bn_dims(bn, n, plan_.layout, plan_.grad_bf16[size_t(bn.in0)]);
       const float* gamma = buf_.params + bn.param_offset;
       float* rs = buf_.state + bn.state_offset;
       const float* skip = buf_.out[size_t(s.skip)];
@@ -76,11 +76,13 @@ void Executor::issue_forward_step(const ForwardStep& s, int64_t n, bool training
       break;
     }
     case ForwardOp::conv2d:
-      be_.conv2d_forward(ctx, c, conv_dims(model_, node, n, plan_.layout), x, p, y);
+      be_.conv2d_forward(ctx, c,
+                         conv_dims(model_, node, n, plan_.layout, plan_.grad_bf16[size_t(s.node)]),
+                         x, p, y);
       break;
     case ForwardOp::batchnorm:
     case ForwardOp::bn_relu: {
-      const BnDims d = bn_dims(node, n, plan_.layout);
+      const BnDims d = bn_dims(node, n, plan_.layout, plan_.grad_bf16[size_t(node.in0)]);
       float* rs = buf_.state + node.state_offset;
       float* saved = buf_.saved[size_t(s.node)];
       const bool relu = s.op == ForwardOp::bn_relu;
@@ -148,23 +150,24 @@ void Executor::issue_backward_step(const BackwardStep& s, int64_t n,
       return;
     }
     case BackwardOp::conv2d: {
-      const ConvDims d = conv_dims(model_, node, n, plan_.layout);
+      const ConvDims d = conv_dims(model_, node, n, plan_.layout, plan_.grad_bf16[size_t(s.node)]);
       be_.conv2d_backward_weights(ctx, c, d, x, dy, g);
       if (dx) be_.conv2d_backward_data(ctx, c, d, dy, p, dx);
       break;
     }
     case BackwardOp::batchnorm: {
       const float* saved = buf_.saved[size_t(s.node)];
-      be_.batchnorm_backward(ctx, c, bn_dims(node, n, plan_.layout), x, dy, p, saved,
-                             saved + node.c, dx, g, g + node.c);
+      be_.batchnorm_backward(ctx, c,
+                             bn_dims(node, n, plan_.layout, plan_.grad_bf16[size_t(node.in0)]), x,
+                             dy, p, saved, saved + node.c, dx, g, g + node.c);
       break;
     }
     case BackwardOp::bn_relu: {
       // From the ReLU's output z and its gradient: BN's own output and gradient never exist.
       const float* saved = buf_.saved[size_t(s.node)];
-      be_.batchnorm_relu_backward(ctx, c, bn_dims(node, n, plan_.layout), x,
-                                  buf_.out[size_t(s.dy_node)], dy, p, saved, saved + node.c, dx, g,
-                                  g + node.c);
+      be_.batchnorm_relu_backward(
+          ctx, c, bn_dims(node, n, plan_.layout, plan_.grad_bf16[size_t(node.in0)]), x,
+          buf_.out[size_t(s.dy_node)], dy, p, saved, saved + node.c, dx, g, g + node.c);
       break;
     }
     case BackwardOp::maxpool:

@@ -16,6 +16,7 @@ PlanCaps plan_caps(const Backend& be) {
   c.bn_add_relu = be.batchnorm_add_relu_forward_train && be.batchnorm_add_relu_forward_eval;
   c.mlp_step = be.mlp_step != nullptr;
   c.nhwc = be.nhwc;
+  c.bf16_conv_grads = be.bf16_conv_grads;
   return c;
 }
 
@@ -295,6 +296,23 @@ Plan compile_plan(const Model& m, const PlanCaps& caps, bool trains, bool mlp_al
     flattens_a_map |= src && src->c > 1 && src->h * src->w > 1;
   }
   p.layout = caps.nhwc && !flattens_a_map ? Layout::nhwc : Layout::nchw;
+
+  // A convolution's gradient in bf16: the batch norm that is its output's one consumer writes it
+  // (first and alone), and the convolution alone reads it.
+  p.grad_bf16.assign(nodes, 0);
+  if (trains && caps.bf16_conv_grads && p.layout == Layout::nhwc) {
+    std::vector<int> consumers(nodes, 0);
+    for (const Node& n : m.nodes)
+      for (int in : {n.in0, n.in1})
+        if (in >= 0) consumers[size_t(in)]++;
+    for (const BackwardStep& s : p.backward) {
+      if (s.op != BackwardOp::batchnorm && s.op != BackwardOp::bn_relu) continue;
+      const int c = m.nodes[size_t(s.node)].in0;
+      if (m.nodes[size_t(c)].kind == OpKind::conv2d && consumers[size_t(c)] == 1 &&
+          s.dx == GradWrite::first && p.grad_buffer[size_t(c)] == c)
+        p.grad_bf16[size_t(c)] = 1;
+    }
+  }
 
   p.forward_of.assign(nodes, -1), p.backward_of.assign(nodes, -1);
   for (size_t s = 0; s < p.forward.size(); ++s)

@@ -21,10 +21,11 @@ struct Backend;
 // What the backend can run fused (its optional table entries) and whether the step may run as
 // the backend's whole fused MLP step.
 struct PlanCaps {
-  bool bn_relu = false;      // batchnorm_relu_{forward_train,forward_eval,backward}
-  bool bn_add_relu = false;  // batchnorm_add_relu_forward_{train,eval}
-  bool mlp_step = false;     // Backend::mlp_step
-  bool nhwc = false;         // Backend::nhwc: the ops take NHWC activations
+  bool bn_relu = false;          // batchnorm_relu_{forward_train,forward_eval,backward}
+  bool bn_add_relu = false;      // batchnorm_add_relu_forward_{train,eval}
+  bool mlp_step = false;         // Backend::mlp_step
+  bool nhwc = false;             // Backend::nhwc: the ops take NHWC activations
+  bool bf16_conv_grads = false;  // Backend::bf16_conv_grads
 };
 PlanCaps plan_caps(const Backend& be);
 
@@ -95,6 +96,9 @@ struct Plan {
   // whose gradient buffer it uses (itself, an add whose gradient it takes unchanged, or -1).
   std::vector<uint8_t> has_out;
   std::vector<int> grad_buffer;
+  // Per node: its gradient is stored in bf16 (PlanCaps::bf16_conv_grads): a convolution whose
+  // gradient only the batch norm after it writes, under NHWC.
+  std::vector<uint8_t> grad_bf16;
   MlpShape mlp;
 
   // The forward step that computes node i, and the backward step that runs its backward

@@ -7,9 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <random>
 #include <utility>
 
@@ -490,9 +492,12 @@ TEST(Executor, CpuBf16FollowsFp32) {
 }
 
 // CPU bf16's weights come from a bf16 mirror the optimizer keeps (BackendConfig::reuse_bf16, on
-// by default); without it every call converts its weights. Same numbers either way: two epochs of
-// the toy ResNet (matmul-form convolutions on its small maps, the dense classifier) end with the
-// same parameters to the bit.
+// by default), and with it each convolution's output gradient is stored in bf16 by the batch
+// norm after it (Backend::bf16_conv_grads), which the convolution would otherwise convert itself.
+// Without reuse every call converts its own operands. Same numbers either way: two epochs of the
+// toy ResNet end with the same parameters to the bit, with each convolution in the mode the
+// deterministic choice gives it (matmul forms on its small maps, oneDNN's NHWC kernel for the
+// stem) and with every convolution that can forced into oneDNN's kernels, plain and blocked.
 TEST(Executor, CpuBf16WeightMirrorChangesNoNumber) {
   if (!cpu::cpu_has_bf16_kernels()) GTEST_SKIP() << "this CPU has no bf16 instructions";
   const DatasetPair data = synthetic(40, 3, 16, 16, 41);
@@ -500,16 +505,27 @@ TEST(Executor, CpuBf16WeightMirrorChangesNoNumber) {
   const Workload& w = find_workload("resnet50-cifar10");
   Hyper hp = w.defaults;
   hp.batch = 16, hp.epochs = 2;
-  std::vector<float> params[2];
-  for (bool reuse : {true, false}) {
-    BackendConfig cfg{DeviceKind::cpu, 0, Precision::bf16, 2, false};
-    cfg.deterministic = true, cfg.reuse_bf16 = reuse;
-    auto be = make_backend(cfg);
-    Executor t(m, *be, hp, w, data);
-    train(t, nullptr);
-    params[reuse] = t.download_params();
+  for (std::optional<cpu::ConvMode> mode :
+       {std::optional<cpu::ConvMode>{}, std::optional{cpu::ConvMode::plain},
+        std::optional{cpu::ConvMode::blocked}}) {
+    SCOPED_TRACE(mode ? cpu::conv_mode_name(*mode) : "chosen");
+    std::vector<float> params[2];
+    for (bool reuse : {true, false}) {
+      BackendConfig cfg{DeviceKind::cpu, 0, Precision::bf16, 2, false};
+      cfg.deterministic = true, cfg.reuse_bf16 = reuse;
+      auto be = make_backend(cfg);
+      cpu::context(be->ctx).conv_mode = mode;
+      Executor t(m, *be, hp, w, data);
+      const auto& bf16_grads = t.plan().grad_bf16;
+      // Every convolution of the toy ResNet feeds a batch norm alone.
+      int convs = 0;
+      for (const Node& n : m.nodes) convs += n.kind == OpKind::conv2d;
+      EXPECT_EQ(std::count(bf16_grads.begin(), bf16_grads.end(), 1), reuse ? convs : 0);
+      train(t, nullptr);
+      params[reuse] = t.download_params();
+    }
+    EXPECT_EQ(params[0], params[1]);
   }
-  EXPECT_EQ(params[0], params[1]);
 }
 
 // A test-only Executor (what `evaluate` makes) holds no gradients, optimizer state or training

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "../models/tiny_resnet.h"
@@ -40,6 +41,26 @@ TEST(Plan, ResNet50NamesItsFusions) {
   EXPECT_DOUBLE_EQ(p.train_flops_per_image(m), train_flops_per_image(m));
   EXPECT_FALSE(p.mlp.fits);
   EXPECT_NE(describe_plan(m, p).find("bn_add_relu"), std::string::npos);
+}
+
+// Where the backend stores convolution gradients in bf16 (CPU bf16), every one of ResNet-50's 53
+// convolutions feeds a batch norm alone, so every one's gradient is bf16; nothing else's is, and
+// nothing is without the capability, under NCHW or in a test-only plan.
+TEST(Plan, ConvolutionGradientsInBf16WhereTheBackendTakesThem) {
+  const Model m = build_resnet50(10);
+  PlanCaps caps{true, true, false, true};
+  caps.bf16_conv_grads = true;
+  const Plan p = compile_plan(m, caps, true, true);
+  ASSERT_EQ(p.layout, Layout::nhwc);
+  for (size_t i = 0; i < m.nodes.size(); ++i)
+    EXPECT_EQ(p.grad_bf16[i], m.nodes[i].kind == OpKind::conv2d) << m.nodes[i].name;
+  caps.nhwc = false;
+  const Plan nchw = compile_plan(m, caps, true, true);
+  EXPECT_EQ(std::count(nchw.grad_bf16.begin(), nchw.grad_bf16.end(), 1), 0);
+  const Plan test_only = compile_plan(m, PlanCaps{true, true, false, true, true}, false, true);
+  EXPECT_EQ(std::count(test_only.grad_bf16.begin(), test_only.grad_bf16.end(), 1), 0);
+  const Plan without = compile_plan(m, PlanCaps{true, true, false, true}, true, true);
+  EXPECT_EQ(std::count(without.grad_bf16.begin(), without.grad_bf16.end(), 1), 0);
 }
 
 TEST(Plan, WithoutFusedEntriesEveryNodeIsItsOwnStep) {
@@ -115,7 +136,8 @@ TEST(Plan, CapsComeFromTheBackendTable) {
   auto ref = make_backend({DeviceKind::cpu, 0, Precision::fp32, 1, true});
   const PlanCaps c = plan_caps(*cpu), r = plan_caps(*ref);
   EXPECT_TRUE(c.bn_relu && c.bn_add_relu);
-  EXPECT_TRUE(c.mlp_step);  // fp32
+  EXPECT_TRUE(c.mlp_step);          // fp32
+  EXPECT_FALSE(c.bf16_conv_grads);  // fp32: no bf16 copies to make
   EXPECT_EQ(r.bn_relu, ref->batchnorm_relu_backward != nullptr);
   EXPECT_TRUE(c.nhwc);
   EXPECT_FALSE(r.nhwc);

@@ -36,6 +36,7 @@
 #include <cmath>
 
 #include "backends/cpu/cpu_context.h"
+#include "core/error.h"
 
 namespace tb::cpu {
 
@@ -489,13 +490,23 @@ void backward_nhwc(Context& cx, const BnDims& d, const float* x, const float* dy
     k1[c] = float(g), k2[c] = float(-g * invstd * sum_dy_xhat / double(m));
     k3[c] = float(-g * sum_dy[c] / double(m));
   }
+  // Under dx_bf16 the values go out as the convolution before would convert them: bf16.
+  uint16_t* dx16 = d.dx_bf16 ? reinterpret_cast<uint16_t*>(dx) : nullptr;
 #pragma omp parallel for schedule(static) if (m * C >= kParallelMin)
   for (int64_t row = 0; row < m; ++row) {
     const float *xr = x + row * C, *gr = dy + row * C, *zr = Relu ? z + row * C : nullptr;
-    float* out = dx + row * C;
+    if (dx16) {
+      uint16_t* out = dx16 + row * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c)
-      out[c] = k1[c] * grad_at<Relu>(gr, zr, c) + (k2[c] * (xr[c] - save_mean[c]) + k3[c]);
+      for (int64_t c = 0; c < C; ++c)
+        out[c] = f32_to_bf16(k1[c] * grad_at<Relu>(gr, zr, c) +
+                             (k2[c] * (xr[c] - save_mean[c]) + k3[c]));
+    } else {
+      float* out = dx + row * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c)
+        out[c] = k1[c] * grad_at<Relu>(gr, zr, c) + (k2[c] * (xr[c] - save_mean[c]) + k3[c]);
+    }
   }
 }
 
@@ -563,6 +574,8 @@ template <bool Relu>
 void backward_any(void* ctx, const BnDims& d, const float* x, const float* dy, const float* z,
                   const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
                   float* dgamma, float* dbeta) {
+  TB_CHECK(!d.dx_bf16 || d.layout == Layout::nhwc,
+           "batch norm: a bf16 dx is written under NHWC only");
   if (d.layout == Layout::nhwc)
     backward_nhwc<Relu>(context(ctx), d, x, dy, z, gamma, save_mean, save_invstd, dx, dgamma,
                         dbeta);

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "backends/cpu/conv2d_forms.h"
+#include "core/error.h"
 
 namespace tb::cpu {
 
@@ -126,6 +127,9 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   p->x_md = {xd, dt::f32, act};
   p->w_md = {wd, dt::f32, tag::oihw};
   p->y_md = {yd, dt::f32, act};
+  TB_CHECK(!d.dy_bf16 || (d.layout == Layout::nhwc && cx.bf16()),
+           "conv2d: a bf16 dy is read under NHWC and bf16 only");
+  p->dy_md = d.dy_bf16 ? dnnl::memory::desc(yd, dt::bf16, act) : p->y_md;
   if (has(p->cands, ConvMode::unfold) || has(p->cands, ConvMode::im2col)) init_rows(p);
   if (has(p->cands, ConvMode::channels)) init_channels(p);
   p->strides = {d.stride, d.stride};
@@ -201,7 +205,7 @@ void conv_backward_data(Context& cx, ConvPrims& p, const float* dy, const float*
                                                p.pad);
     dnnl::convolution_backward_data::primitive_desc pd(desc, cx.engine, c.fwd_pd);
     c.bwd_data = dnnl::convolution_backward_data(pd);
-    c.d_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
+    c.d_dy.init(cx, p.dy_md, pd.diff_dst_desc(), true);
     c.d_w.init(cx, p.w_md, pd.weights_desc(), true);
     c.d_dx.init(cx, p.x_md, pd.diff_src_desc(), false);
   }
@@ -223,7 +227,7 @@ void conv_backward_weights(Context& cx, ConvPrims& p, const float* x, const floa
     dnnl::convolution_backward_weights::primitive_desc pd(desc, cx.engine, c.fwd_pd);
     c.bwd_weights = dnnl::convolution_backward_weights(pd);
     c.w_x.init(cx, p.x_md, pd.src_desc(), true);
-    c.w_dy.init(cx, p.y_md, pd.diff_dst_desc(), true);
+    c.w_dy.init(cx, p.dy_md, pd.diff_dst_desc(), true);
     c.w_dw.init(cx, p.w_md, pd.diff_weights_desc(), false);
   }
   const auto& mx = take_input(cx, c.w_x, x, c.f_x);

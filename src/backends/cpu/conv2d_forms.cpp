@@ -208,6 +208,17 @@ const void* left_operand(Context& cx, int slot, const void* key, const dnnl::mem
   if (const uint16_t* left = cx.left_bf16(slot, key, src)) return left;
   return in_operand(cx, slot, md, src);
 }
+// What a matmul reads for dy: dy itself where it holds bf16 already (ConvDims::dy_bf16: the
+// batch norm after the convolution wrote it so), else in_operand(); the data gradient's, else
+// left_operand().
+const void* dy_operand(Context& cx, const ConvPrims& p, const dnnl::memory::desc& md,
+                       const float* dy) {
+  return p.dims.dy_bf16 ? static_cast<const void*>(dy) : in_operand(cx, 0, md, dy);
+}
+const void* dy_left_operand(Context& cx, const ConvPrims& p, const void* key,
+                            const dnnl::memory::desc& md, const float* dy) {
+  return p.dims.dy_bf16 ? static_cast<const void*>(dy) : left_operand(cx, 0, key, md, dy);
+}
 void run_matmul(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, const float* a,
                 const dnnl::memory::desc& b_md, const float* b, const dnnl::memory::desc& c_md,
                 float* c) {
@@ -294,7 +305,8 @@ void im2col_forward(Context& cx, ConvPrims& p, const float* x, const float* w, f
 void unfold_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   MatmulForm& f = p.rows;
   const void* wu = unfolded_weights(cx, p, kBackwardData, w);
-  run_matmul_on(cx, f.mm[kBackwardData], f.y, left_operand(cx, 0, &f, f.y, dy), f.w, wu, f.x, dx);
+  run_matmul_on(cx, f.mm[kBackwardData], f.y, dy_left_operand(cx, p, &f, f.y, dy), f.w, wu, f.x,
+                dx);
 }
 void im2col_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   const ConvDims& d = p.dims;
@@ -320,8 +332,8 @@ void unfold_backward_weights(Context& cx, ConvPrims& p, const float* x, const fl
   const void* xs = f.x_kept.take(x);
   if (!xs) xs = in_operand(cx, 1, f.x, x);
   float* dwu = cx.scratch(f.scratch_floats);
-  run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, in_operand(cx, 0, f.y_t, dy), f.x, xs, f.w, dwu);
-  cx.leave_bf16(0, &f, dy);  // for the data gradient, next
+  run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, dy_operand(cx, p, f.y_t, dy), f.x, xs, f.w, dwu);
+  if (!p.dims.dy_bf16) cx.leave_bf16(0, &f, dy);  // for the data gradient, next
   fold_weight_grad(p, dwu, dw);
 }
 void im2col_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
@@ -428,7 +440,8 @@ void im2col_nhwc_backward_data(Context& cx, ConvPrims& p, const float* dy, const
   const Scratch s = scratch(cx, f);  // patches, tap-major weight gradient
   const void* wt = nhwc_weights(cx, p, kBackwardData, w);
   float* cols = x_is_patches_nhwc(d) ? dx : s.x;
-  run_matmul_on(cx, f.mm[kBackwardData], f.y, left_operand(cx, 0, &f, f.y, dy), f.w, wt, f.x, cols);
+  run_matmul_on(cx, f.mm[kBackwardData], f.y, dy_left_operand(cx, p, &f, f.y, dy), f.w, wt, f.x,
+                cols);
   if (cols != dx) col2im_nhwc(d, cols, dx);
 }
 // dW = dy^T · patches
@@ -440,8 +453,8 @@ void im2col_nhwc_backward_weights(Context& cx, ConvPrims& p, const float* x, con
   const void* xs = f.x_kept.take(x);
   if (!xs) xs = in_operand(cx, 1, f.x, x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x));
   float* dwt = d.r * d.s == 1 ? dw : s.y;
-  run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, in_operand(cx, 0, f.y_t, dy), f.x, xs, f.w, dwt);
-  cx.leave_bf16(0, &f, dy);  // for the data gradient, next
+  run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, dy_operand(cx, p, f.y_t, dy), f.x, xs, f.w, dwt);
+  if (!p.dims.dy_bf16) cx.leave_bf16(0, &f, dy);  // for the data gradient, next
   if (dwt != dw) weights_from_tap_major(d, dwt, dw);
 }
 

@@ -123,6 +123,7 @@ struct ConvPrims {
   std::vector<ConvMode> cands;
   std::optional<ConvMode> mode[3];      // by Dir, once chosen
   dnnl::memory::desc x_md, w_md, y_md;  // fp32 in the caller's layout
+  dnnl::memory::desc dy_md;             // y_md, or its bf16 twin under ConvDims::dy_bf16
   dnnl::memory::dims strides, pad;
   ConvPrimitives conv[2];  // [blocked]: plain, blocked
   // unfold: x [n, c*h*w], y [n, k*oh*ow], w the unfolded weights [k*oh*ow, c*h*w] (NHWC: the
