@@ -8,12 +8,14 @@ namespace {
 
 constexpr BnParams kBn{1e-5f, 0.1f};  // WORKLOADS.md: eps 1e-5, momentum 0.1
 
-ConvDims conv_dims(const Model& m, const Node& n, int64_t batch, Layout layout, bool dy_bf16) {
+// The plan's layout, and whether node `i`'s gradient is bf16, are in every direction's dims.
+ConvDims conv_dims(const Model& m, const Plan& plan, int i, int64_t batch) {
+  const Node& n = m.nodes[size_t(i)];
   const Node& src = m.nodes[size_t(n.in0)];
   ConvDims d;
   d.n = batch, d.c = src.c, d.h = src.h, d.w = src.w;
   d.k = n.c, d.r = d.s = n.kernel, d.stride = n.stride, d.pad = n.pad;
-  d.layout = layout, d.dy_bf16 = dy_bf16;
+  d.layout = plan.layout, d.dy_bf16 = plan.grad_bf16[size_t(i)];
   return d;
 }
 
@@ -30,8 +32,8 @@ DenseDims dense_dims(const Model& m, const Node& n, int64_t batch) {
   return DenseDims{batch, m.nodes[size_t(n.in0)].out_size(), n.c};
 }
 
-BnDims bn_dims(const Node& n, int64_t batch, Layout layout, bool dx_bf16) {
-  return BnDims{batch, n.c, int64_t(n.h) * n.w, layout, dx_bf16};
+BnDims bn_dims(const Plan& plan, const Node& n, int64_t batch) {
+  return BnDims{batch, n.c, int64_t(n.h) * n.w, plan.layout, bool(plan.grad_bf16[size_t(n.in0)])};
 }
 
 }  // namespace
@@ -62,7 +64,7 @@ void Executor::issue_forward_step(const ForwardStep& s, int64_t n, bool training
       // The batch norm feeding the add, the add and the ReLU after it, in one pass.
       const Node& bn = model_.nodes[size_t(s.bn)];
       OpCache& bc = *cache[size_t(s.bn)];
-      const BnDims d = bn_dims(bn, n, plan_.layout, plan_.grad_bf16[size_t(bn.in0)]);
+      const BnDims d = bn_dims(plan_, bn, n);
       const float* gamma = buf_.params + bn.param_offset;
       float* rs = buf_.state + bn.state_offset;
       const float* skip = buf_.out[size_t(s.skip)];
@@ -76,13 +78,11 @@ void Executor::issue_forward_step(const ForwardStep& s, int64_t n, bool training
       break;
     }
     case ForwardOp::conv2d:
-      be_.conv2d_forward(ctx, c,
-                         conv_dims(model_, node, n, plan_.layout, plan_.grad_bf16[size_t(s.node)]),
-                         x, p, y);
+      be_.conv2d_forward(ctx, c, conv_dims(model_, plan_, s.node, n), x, p, y);
       break;
     case ForwardOp::batchnorm:
     case ForwardOp::bn_relu: {
-      const BnDims d = bn_dims(node, n, plan_.layout, plan_.grad_bf16[size_t(node.in0)]);
+      const BnDims d = bn_dims(plan_, node, n);
       float* rs = buf_.state + node.state_offset;
       float* saved = buf_.saved[size_t(s.node)];
       const bool relu = s.op == ForwardOp::bn_relu;
@@ -150,24 +150,22 @@ void Executor::issue_backward_step(const BackwardStep& s, int64_t n,
       return;
     }
     case BackwardOp::conv2d: {
-      const ConvDims d = conv_dims(model_, node, n, plan_.layout, plan_.grad_bf16[size_t(s.node)]);
+      const ConvDims d = conv_dims(model_, plan_, s.node, n);
       be_.conv2d_backward_weights(ctx, c, d, x, dy, g);
       if (dx) be_.conv2d_backward_data(ctx, c, d, dy, p, dx);
       break;
     }
     case BackwardOp::batchnorm: {
       const float* saved = buf_.saved[size_t(s.node)];
-      be_.batchnorm_backward(ctx, c,
-                             bn_dims(node, n, plan_.layout, plan_.grad_bf16[size_t(node.in0)]), x,
-                             dy, p, saved, saved + node.c, dx, g, g + node.c);
+      be_.batchnorm_backward(ctx, c, bn_dims(plan_, node, n), x, dy, p, saved, saved + node.c, dx,
+                             g, g + node.c);
       break;
     }
     case BackwardOp::bn_relu: {
       // From the ReLU's output z and its gradient: BN's own output and gradient never exist.
       const float* saved = buf_.saved[size_t(s.node)];
-      be_.batchnorm_relu_backward(
-          ctx, c, bn_dims(node, n, plan_.layout, plan_.grad_bf16[size_t(node.in0)]), x,
-          buf_.out[size_t(s.dy_node)], dy, p, saved, saved + node.c, dx, g, g + node.c);
+      be_.batchnorm_relu_backward(ctx, c, bn_dims(plan_, node, n), x, buf_.out[size_t(s.dy_node)],
+                                  dy, p, saved, saved + node.c, dx, g, g + node.c);
       break;
     }
     case BackwardOp::maxpool:

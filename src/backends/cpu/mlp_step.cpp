@@ -42,41 +42,34 @@ using dims = dnnl::memory::dims;
 constexpr int64_t kRowsPerBlock = 32;  // of W1 per gradient-and-Adam block
 
 // A matmul over memory we point at each call; its own scratchpad, so two threads never share one.
+// The argument map is made once: its memory objects are the ones run() re-points.
 struct Product {
   dnnl::matmul prim;
-  dnnl::memory src, wei, bias, dst, scratchpad;
-  bool has_bias = false;
+  dnnl::memory src, wei, bias, dst;
+  std::unordered_map<int, dnnl::memory> args;
 
   Product() = default;
   Product(const dnnl::engine& e, const dnnl::memory::desc& a, const dnnl::memory::desc& b,
-          const dnnl::memory::desc& c, const dnnl::memory::desc* bias_md, bool relu) {
+          const dnnl::memory::desc& c, const dnnl::memory::desc* bias_md = nullptr) {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    if (relu) {
-      dnnl::post_ops po;
-      po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-      attr.set_post_ops(po);
-    }
     const auto pd = bias_md ? dnnl::matmul::primitive_desc({a, b, *bias_md, c}, attr, e)
                             : dnnl::matmul::primitive_desc({a, b, c}, attr, e);
     prim = dnnl::matmul(pd);
     src = dnnl::memory(a, e, DNNL_MEMORY_NONE), wei = dnnl::memory(b, e, DNNL_MEMORY_NONE);
-    dst = dnnl::memory(c, e, DNNL_MEMORY_NONE), scratchpad = dnnl::memory(pd.scratchpad_desc(), e);
-    if (bias_md) bias = dnnl::memory(*bias_md, e, DNNL_MEMORY_NONE), has_bias = true;
+    dst = dnnl::memory(c, e, DNNL_MEMORY_NONE);
+    args = {{DNNL_ARG_SRC, src},
+            {DNNL_ARG_WEIGHTS, wei},
+            {DNNL_ARG_DST, dst},
+            {DNNL_ARG_SCRATCHPAD, dnnl::memory(pd.scratchpad_desc(), e)}};
+    if (bias_md) bias = dnnl::memory(*bias_md, e, DNNL_MEMORY_NONE), args[DNNL_ARG_BIAS] = bias;
   }
   void run(dnnl::stream& s, const float* a, const float* b, float* c,
            const float* bias_p = nullptr) {
     src.set_data_handle(const_cast<float*>(a));
     wei.set_data_handle(const_cast<float*>(b));
     dst.set_data_handle(c);
-    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src},
-                                               {DNNL_ARG_WEIGHTS, wei},
-                                               {DNNL_ARG_DST, dst},
-                                               {DNNL_ARG_SCRATCHPAD, scratchpad}};
-    if (has_bias) {
-      bias.set_data_handle(const_cast<float*>(bias_p));
-      args.emplace(DNNL_ARG_BIAS, bias);
-    }
+    if (bias_p) bias.set_data_handle(const_cast<float*>(bias_p));
     prim.execute(s, args);
   }
 };
@@ -123,23 +116,20 @@ void make_worker(const Context& cx, MlpPlan& p, int t, int T) {
   omp_set_num_threads(1);
   w.stream = dnnl::stream(cx.engine);
   if (hs > 0) {
-    w.forward =
-        Product(cx.engine, view(hs, in, in), view(n, in, in, true), view(hs, n, n), nullptr, false);
+    w.forward = Product(cx.engine, view(hs, in, in), view(n, in, in, true), view(hs, n, n));
     w.hidden_grad = Product(cx.engine, view(classes, hs, hs, true), view(n, classes, classes, true),
-                            view(hs, n, n), nullptr, false);
+                            view(hs, n, n));
     const int64_t block = std::min(kRowsPerBlock, hs), tail = hs % block;
-    w.w1_grad =
-        Product(cx.engine, view(block, n, n), view(n, in, in), view(block, in, in), nullptr, false);
+    w.w1_grad = Product(cx.engine, view(block, n, n), view(n, in, in), view(block, in, in));
     if (tail)
-      w.w1_grad_tail =
-          Product(cx.engine, view(tail, n, n), view(n, in, in), view(tail, in, in), nullptr, false);
+      w.w1_grad_tail = Product(cx.engine, view(tail, n, n), view(n, in, in), view(tail, in, in));
   }
   if (t == 0) {
     const auto bias = view(1, classes, classes);
     w.logits = Product(cx.engine, view(n, hidden, hidden), view(classes, hidden, hidden, true),
-                       view(n, classes, classes), &bias, false);
+                       view(n, classes, classes), &bias);
     w.w2_grad = Product(cx.engine, view(n, classes, classes, true), view(n, hidden, hidden),
-                        view(classes, hidden, hidden), nullptr, false);
+                        view(classes, hidden, hidden));
   }
   omp_set_num_threads(outer);
 }
