@@ -95,6 +95,9 @@ struct BackendConfig {
   // CPU fp32: a one-hidden-layer MLP's step as one parallel region (Backend::mlp_step); off, its
   // ops are issued one by one.
   bool cpu_fused_mlp = true;
+  // CPU bf16 under NHWC: the maps between convolutions and batch norms in bf16
+  // (Backend::bf16_maps); off: fp32, each convolution converting its input (to compare).
+  bool bf16_maps = true;
   CudaConfig cuda{};
 };
 
@@ -110,6 +113,13 @@ struct Backend {
   // gradient's only writer and the convolution its only reader. CPU bf16 with reuse_bf16: the
   // convolution would convert dy to bf16 itself, so no number changes.
   bool bf16_conv_grads = false;
+  // Activations between convolutions and batch norms may be stored in bf16 (ConvDims::x_bf16,
+  // y_bf16, BnDims::x_bf16, y_bf16; NHWC only): the plan then asks for a convolution's output in
+  // bf16 where batch norms alone read it, and for a batch norm's (or its fused ReLU's) where
+  // convolutions alone read it. CPU bf16 (BackendConfig::bf16_maps): the convolution would round
+  // its input to bf16 anyway; its output rounded before the batch norm changes the numbers a
+  // little.
+  bool bf16_maps = false;
   void* ctx = nullptr;  // backend-owned context
   void (*destroy)(void* ctx) = nullptr;
 

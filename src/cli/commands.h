@@ -29,6 +29,7 @@ struct CudaPaths {
   bool fused_mlp = false;     // CudaConfig::fused_mlp (--fused-mlp)
   bool cpu_nhwc = true;       // BackendConfig::cpu_nhwc (--nchw)
   bool cpu_fused_mlp = true;  // BackendConfig::cpu_fused_mlp (--no-fused-mlp)
+  bool cpu_bf16_maps = true;  // BackendConfig::bf16_maps (--fp32-maps)
 };
 void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p);
 // Sets cfg's paths from p (cfg's device and precision already set). A flag that does not apply

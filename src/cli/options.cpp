@@ -49,6 +49,9 @@ void add_cuda_path_flags(CLI::App* cmd, CudaPaths& p) {
   cmd->add_flag("!--no-fused-mlp", p.cpu_fused_mlp,
                 "CPU fp32: issue a one-hidden-layer MLP's ops one by one instead of its fused step "
                 "(to measure what it saves)");
+  cmd->add_flag("!--fp32-maps", p.cpu_bf16_maps,
+                "CPU bf16: keep the maps between convolutions and batch norms in fp32, each "
+                "convolution converting its input (to measure what bf16 maps save)");
 }
 
 void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
@@ -66,10 +69,14 @@ void apply_cuda_paths(const CudaPaths& p, BackendConfig& cfg) {
   TB_CHECK(p.cpu_fused_mlp || (cfg.device == DeviceKind::cpu && cfg.precision == Precision::fp32),
            "--no-fused-mlp: only for --device cpu --precision fp32 (where the step is fused by "
            "default)");
+  TB_CHECK(p.cpu_bf16_maps || (cfg.device == DeviceKind::cpu && cfg.precision == Precision::bf16),
+           "--fp32-maps: only for --device cpu --precision bf16 (where the maps are bf16 by "
+           "default)");
   cfg.graphs = p.graphs;
   cfg.cpu_nhwc = p.cpu_nhwc;
   cfg.cpu_fused_mlp = p.cpu_fused_mlp;
   cfg.reuse_bf16 = p.bf16_reuse;
+  cfg.bf16_maps = p.cpu_bf16_maps;
   cfg.cuda.bn_slices = p.bn_slices;
   cfg.cuda.bf16_nhwc = p.nhwc;
   cfg.cuda.fused_mlp = p.fused_mlp;

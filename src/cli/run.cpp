@@ -1,6 +1,7 @@
 // `trainbench run WORKLOAD`: load, train, test, write the record, print a summary.
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
+#include <algorithm>
 
 #include <chrono>
 #include <cmath>
@@ -313,6 +314,7 @@ RunOutcome run_workload(const RunOptions& o, StopOnSignal& stop, Comm* comm) {
     facts.step_graphs = ex.graph_summary();
     facts.fused_mlp_step = ex.fused_mlp_taken();
     facts.activations = ex.plan().layout;
+    facts.bf16_maps = int(std::count(ex.plan().out_bf16.begin(), ex.plan().out_bf16.end(), 1));
     facts.algorithms = nlohmann::json::object();
     const std::vector<std::string> notes = ex.node_notes();
     for (size_t i = 0; i < notes.size(); ++i)

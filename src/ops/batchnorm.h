@@ -15,6 +15,10 @@ struct BnDims {
   // The backward writes dx as bf16 values (uint16, rounded to nearest even), for the one
   // convolution that reads it (ConvDims::dy_bf16; only where Backend::bf16_conv_grads).
   bool dx_bf16 = false;
+  // x holds bf16 values (the convolution before wrote them: ConvDims::y_bf16); the forward writes
+  // y (with a fused ReLU: its output, which the backward reads) as bf16 for the convolutions that
+  // read it (ConvDims::x_bf16). Statistics and sums stay fp32; only where Backend::bf16_maps.
+  bool x_bf16 = false, y_bf16 = false;
 };
 struct BnParams {
   float eps = 1e-5f, momentum = 0.1f;

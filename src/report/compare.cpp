@@ -94,6 +94,10 @@ std::string record_label(const json& r) {
   // A CPU run on the layout before NHWC became its default (--nchw) says so; older records,
   // which have no `activations`, do not.
   if (backend == "cpu-onednn" && text(r, {"activations"}) == "nchw") label += " nchw";
+  // A CPU bf16 run with its maps in fp32 (--fp32-maps); older records have no `bf16_maps`.
+  if (backend == "cpu-onednn" && text(r, {"precision"}) == "bf16" &&
+      text(r, {"activations"}) == "nhwc" && num(r, {"bf16_maps"}) == 0.0)
+    label += " fp32-maps";
   if (const int n = int(num(r, {"ranks", "world_size"}).value_or(1)); n > 1)
     label += fmt::format(" x{} ranks", n);
   return label;

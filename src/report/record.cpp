@@ -205,6 +205,7 @@ nlohmann::json make_record(const Workload& w, const Hyper& hp, const Model& m, c
       // lie between ops (the plan's layout: NHWC on the CPU by default).
       {"conv_layout", f.config.cuda.bf16_nhwc ? "nhwc" : "nchw"},
       {"activations", layout_name(f.activations)},
+      {"bf16_maps", f.bf16_maps},
       {"fused_mlp_step", f.fused_mlp_step},
       {"diverged", t.diverged ? json{{"step", t.diverged_step},
                                      {"epoch", t.diverged_epoch},

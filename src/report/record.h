@@ -45,7 +45,8 @@ struct RunFacts {
   std::string step_graphs;                               // Executor::graph_summary
   bool fused_mlp_step = false;                           // the backend's fused MLP step was taken
   Layout activations = Layout::nchw;                     // the plan's layout of the maps
-  bool interrupted = false;                              // a signal ended training or the repeats
+  int bf16_maps = 0;         // how many nodes' outputs the plan keeps in bf16 (Plan::out_bf16)
+  bool interrupted = false;  // a signal ended training or the repeats
   // --checkpoint: where, how often, how many written and failed.
   std::string checkpoint_path;
   double checkpoint_minutes = 0;

@@ -86,6 +86,10 @@ void print_run_summary(const nlohmann::json& record, const RunFacts& f) {
     fmt::print("host issues a step in {:.3f} ms of its {:.3f} ({} sampled steps)\n",
                t.split.host_ms, t.split.whole_ms, t.split.host_samples);
   if (f.config.device != DeviceKind::cpu) fmt::print("step graphs: {}\n", f.step_graphs);
+  if (f.config.device == DeviceKind::cpu && f.config.precision == Precision::bf16)
+    fmt::print("maps in bf16: {} ({})\n", f.bf16_maps,
+               f.bf16_maps > 0 ? "convolutions' outputs, and batch norms' that convolutions read"
+                               : "none: every map fp32");
   if (f.config.cuda.fused_mlp || f.fused_mlp_step)
     fmt::print("fused MLP step: {}\n",
                f.fused_mlp_step ? "taken" : "declined (this model or batch does not fit it)");

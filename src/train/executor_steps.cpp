@@ -8,7 +8,8 @@ namespace {
 
 constexpr BnParams kBn{1e-5f, 0.1f};  // WORKLOADS.md: eps 1e-5, momentum 0.1
 
-// The plan's layout, and whether node `i`'s gradient is bf16, are in every direction's dims.
+// The plan's layout, and which of node `i`'s maps and gradients are bf16, are in every
+// direction's dims.
 ConvDims conv_dims(const Model& m, const Plan& plan, int i, int64_t batch) {
   const Node& n = m.nodes[size_t(i)];
   const Node& src = m.nodes[size_t(n.in0)];
@@ -16,6 +17,7 @@ ConvDims conv_dims(const Model& m, const Plan& plan, int i, int64_t batch) {
   d.n = batch, d.c = src.c, d.h = src.h, d.w = src.w;
   d.k = n.c, d.r = d.s = n.kernel, d.stride = n.stride, d.pad = n.pad;
   d.layout = plan.layout, d.dy_bf16 = plan.grad_bf16[size_t(i)];
+  d.x_bf16 = plan.out_bf16[size_t(n.in0)], d.y_bf16 = plan.out_bf16[size_t(i)];
   return d;
 }
 
@@ -32,8 +34,11 @@ DenseDims dense_dims(const Model& m, const Node& n, int64_t batch) {
   return DenseDims{batch, m.nodes[size_t(n.in0)].out_size(), n.c};
 }
 
-BnDims bn_dims(const Plan& plan, const Node& n, int64_t batch) {
-  return BnDims{batch, n.c, int64_t(n.h) * n.w, plan.layout, bool(plan.grad_bf16[size_t(n.in0)])};
+// `writes`: the node whose buffer holds the step's output (the fused ReLU's, the add's, its own).
+BnDims bn_dims(const Plan& plan, const Node& n, int writes, int64_t batch) {
+  BnDims d{batch, n.c, int64_t(n.h) * n.w, plan.layout, bool(plan.grad_bf16[size_t(n.in0)])};
+  d.x_bf16 = plan.out_bf16[size_t(n.in0)], d.y_bf16 = plan.out_bf16[size_t(writes)];
+  return d;
 }
 
 }  // namespace
@@ -64,7 +69,7 @@ void Executor::issue_forward_step(const ForwardStep& s, int64_t n, bool training
       // The batch norm feeding the add, the add and the ReLU after it, in one pass.
       const Node& bn = model_.nodes[size_t(s.bn)];
       OpCache& bc = *cache[size_t(s.bn)];
-      const BnDims d = bn_dims(plan_, bn, n);
+      const BnDims d = bn_dims(plan_, bn, s.writes, n);
       const float* gamma = buf_.params + bn.param_offset;
       float* rs = buf_.state + bn.state_offset;
       const float* skip = buf_.out[size_t(s.skip)];
@@ -82,7 +87,7 @@ void Executor::issue_forward_step(const ForwardStep& s, int64_t n, bool training
       break;
     case ForwardOp::batchnorm:
     case ForwardOp::bn_relu: {
-      const BnDims d = bn_dims(plan_, node, n);
+      const BnDims d = bn_dims(plan_, node, s.writes, n);
       float* rs = buf_.state + node.state_offset;
       float* saved = buf_.saved[size_t(s.node)];
       const bool relu = s.op == ForwardOp::bn_relu;
@@ -157,15 +162,16 @@ void Executor::issue_backward_step(const BackwardStep& s, int64_t n,
     }
     case BackwardOp::batchnorm: {
       const float* saved = buf_.saved[size_t(s.node)];
-      be_.batchnorm_backward(ctx, c, bn_dims(plan_, node, n), x, dy, p, saved, saved + node.c, dx,
-                             g, g + node.c);
+      be_.batchnorm_backward(ctx, c, bn_dims(plan_, node, s.node, n), x, dy, p, saved,
+                             saved + node.c, dx, g, g + node.c);
       break;
     }
     case BackwardOp::bn_relu: {
       // From the ReLU's output z and its gradient: BN's own output and gradient never exist.
       const float* saved = buf_.saved[size_t(s.node)];
-      be_.batchnorm_relu_backward(ctx, c, bn_dims(plan_, node, n), x, buf_.out[size_t(s.dy_node)],
-                                  dy, p, saved, saved + node.c, dx, g, g + node.c);
+      be_.batchnorm_relu_backward(ctx, c, bn_dims(plan_, node, s.dy_node, n), x,
+                                  buf_.out[size_t(s.dy_node)], dy, p, saved, saved + node.c, dx, g,
+                                  g + node.c);
       break;
     }
     case BackwardOp::maxpool:

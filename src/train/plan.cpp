@@ -17,6 +17,7 @@ PlanCaps plan_caps(const Backend& be) {
   c.mlp_step = be.mlp_step != nullptr;
   c.nhwc = be.nhwc;
   c.bf16_conv_grads = be.bf16_conv_grads;
+  c.bf16_maps = be.bf16_maps;
   return c;
 }
 
@@ -321,6 +322,30 @@ Plan compile_plan(const Model& m, const PlanCaps& caps, bool trains, bool mlp_al
     p.backward_of[size_t(p.backward[s].node)] = int(s);
     if (p.backward[s].op == BackwardOp::bn_relu)
       p.backward_of[size_t(p.backward[s].dy_node)] = int(s);
+  }
+
+  // Maps in bf16: a convolution's output that batch norms alone read (forward and backward), and
+  // a batch norm step's output (its fused ReLU's) that convolutions alone read and whose backward
+  // is the batch norm's (bn_relu reads the ReLU's output as bf16; a relu step would not).
+  p.out_bf16.assign(nodes, 0);
+  if (caps.bf16_maps && p.layout == Layout::nhwc) {
+    std::vector<uint8_t> read_by_bn(nodes, 1), read_by_conv(nodes, 1), read(nodes, 0);
+    for (const Node& n : m.nodes)
+      for (int in : {n.in0, n.in1}) {
+        if (in < 0) continue;
+        read[size_t(in)] = 1;
+        read_by_bn[size_t(in)] &= n.kind == OpKind::batchnorm && n.in0 == in;
+        read_by_conv[size_t(in)] &= n.kind == OpKind::conv2d;
+      }
+    for (size_t i = 0; i < nodes; ++i)
+      if (m.nodes[i].kind == OpKind::conv2d && read[i] && read_by_bn[i]) p.out_bf16[i] = 1;
+    for (const ForwardStep& s : p.forward) {
+      if (s.op != ForwardOp::batchnorm && s.op != ForwardOp::bn_relu) continue;
+      const size_t w = size_t(s.writes);
+      const int b = p.backward_of[w];  // a ReLU's own backward step reads its output again
+      const bool reread = b >= 0 && p.backward[size_t(b)].op == BackwardOp::relu;
+      if (read[w] && read_by_conv[w] && !reread) p.out_bf16[w] = 1;
+    }
   }
 
   // input -> dense (+ReLU) -> dense, parameters [W1 | b1 | W2 | b2]: Backend::mlp_step's shape.

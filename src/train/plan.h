@@ -26,6 +26,7 @@ struct PlanCaps {
   bool mlp_step = false;         // Backend::mlp_step
   bool nhwc = false;             // Backend::nhwc: the ops take NHWC activations
   bool bf16_conv_grads = false;  // Backend::bf16_conv_grads
+  bool bf16_maps = false;        // Backend::bf16_maps
 };
 PlanCaps plan_caps(const Backend& be);
 
@@ -99,6 +100,10 @@ struct Plan {
   // Per node: its gradient is stored in bf16 (PlanCaps::bf16_conv_grads): a convolution whose
   // gradient only the batch norm after it writes, under NHWC.
   std::vector<uint8_t> grad_bf16;
+  // Per node: its output buffer holds bf16 (PlanCaps::bf16_maps, NHWC): a convolution that only
+  // batch norms read, or the output of a batch norm step (its fused ReLU's) that only
+  // convolutions read and no backward step but its own (bn_relu) reads again.
+  std::vector<uint8_t> out_bf16;
   MlpShape mlp;
 
   // The forward step that computes node i, and the backward step that runs its backward

@@ -31,10 +31,21 @@ static std::string first_nonfinite_layer(const Executor& ex, int64_t n) {
     return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
   };
   std::vector<float> values;
+  std::vector<uint16_t>
+      halves;  // a map the plan keeps in bf16: all exponent bits set is not finite
   for (size_t i = 1; i < m.nodes.size(); ++i) {
     if (!ex.buffers().out[i]) continue;  // fused away: its step's output is a later node's
-    values.resize(size_t(n * m.nodes[i].out_size()));
-    be.download(be.ctx, values.data(), ex.buffers().out[i], values.size() * sizeof(float));
+    const size_t count = size_t(n * m.nodes[i].out_size());
+    if (ex.plan().out_bf16[i]) {
+      halves.resize(count);
+      be.download(be.ctx, halves.data(), ex.buffers().out[i], count * sizeof(uint16_t));
+      if (std::any_of(halves.begin(), halves.end(),
+                      [](uint16_t h) { return (h & 0x7f80) == 0x7f80; }))
+        return m.nodes[i].name;
+      continue;
+    }
+    values.resize(count);
+    be.download(be.ctx, values.data(), ex.buffers().out[i], count * sizeof(float));
     if (!finite(values)) return m.nodes[i].name;
   }
   for (const Node& node : m.nodes) {

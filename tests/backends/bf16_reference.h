@@ -27,6 +27,13 @@ inline void conv_fwd(void* ctx, OpCache& c, const ConvDims& d, const float* x, c
   plain().conv2d_forward(ctx, c, d, rounded(x, d.n * d.c * d.h * d.w).data(),
                          rounded(w, d.k * d.c * d.r * d.s).data(), y);
 }
+// As conv_fwd, y then rounded to bf16 values: the maps a bf16-map backend stores between a
+// convolution and the batch norm after it (Backend::bf16_maps).
+inline void conv_fwd_rounded(void* ctx, OpCache& c, const ConvDims& d, const float* x,
+                             const float* w, float* y) {
+  conv_fwd(ctx, c, d, x, w, y);
+  for (int64_t i = 0; i < d.n * d.k * d.oh() * d.ow(); ++i) y[i] = bf16_to_f32(f32_to_bf16(y[i]));
+}
 inline void conv_bwd_data(void* ctx, OpCache& c, const ConvDims& d, const float* dy, const float* w,
                           float* dx) {
   plain().conv2d_backward_data(ctx, c, d, rounded(dy, d.n * d.k * d.oh() * d.ow()).data(),
@@ -52,11 +59,14 @@ inline void dense_bwd(void* ctx, OpCache& c, const DenseDims& d, const float* x,
 
 }  // namespace bf16_reference
 
-inline std::unique_ptr<Backend> make_bf16_reference() {
+// conv_outputs_rounded: every convolution's output rounded to bf16 as well, which is what a
+// backend with bf16 maps computes where batch norms alone read each convolution (ResNets).
+inline std::unique_ptr<Backend> make_bf16_reference(bool conv_outputs_rounded = false) {
   namespace r = bf16_reference;
   auto b = make_reference_backend({});
-  b->name = "reference-bf16-operands";
-  b->conv2d_forward = r::conv_fwd, b->conv2d_backward_data = r::conv_bwd_data;
+  b->name = conv_outputs_rounded ? "reference-bf16-operands-and-maps" : "reference-bf16-operands";
+  b->conv2d_forward = conv_outputs_rounded ? r::conv_fwd_rounded : r::conv_fwd;
+  b->conv2d_backward_data = r::conv_bwd_data;
   b->conv2d_backward_weights = r::conv_bwd_weights;
   b->dense_forward = r::dense_fwd, b->dense_backward = r::dense_bwd;
   return b;

@@ -160,6 +160,11 @@ TEST(Cli, NoFusedMlpOutsideCpuFp32) {
   expect_one_line_error(run("run fashion-mlp --no-fused-mlp --device cuda --steps 1"),
                         "--no-fused-mlp");
 }
+TEST(Cli, Fp32MapsOutsideCpuBf16) {
+  expect_one_line_error(run("run fashion-mlp --fp32-maps --steps 1"), "--fp32-maps");
+  expect_one_line_error(run("profile resnet50-cifar10 --fp32-maps --device cuda --precision bf16"),
+                        "--fp32-maps");
+}
 TEST(Cli, UnreadableData) {
   expect_one_line_error(run("run fashion-mlp --data /nonexistent/fashion"), "/nonexistent/fashion");
 }

@@ -465,23 +465,35 @@ TEST(Executor, CpuBf16FollowsFp32) {
     be.download(be.ctx, &loss_sum, t.buffers().metrics, sizeof(float));
     return loss_sum / 32.f;
   };
-  std::vector<float> g32, g16, g_emul;
+  std::vector<float> g32;
   auto fp32 = make_backend({DeviceKind::cpu, 0, Precision::fp32, 2, false});
-  auto bf16 = make_backend({DeviceKind::cpu, 0, Precision::bf16, 2, false});
-  auto emul = testing::make_bf16_reference();
   const float loss32 = first_step(*fp32, &g32);
-  const float loss16 = first_step(*bf16, &g16);
-  const float loss_emul = first_step(*emul, &g_emul);
-  const double off_emul = rel_err(g16, g_emul), off_fp32 = rel_err(g16, g32);
-  std::printf(
-      "toy ResNet step, CPU bf16: loss %.5f (reference on bf16 operands %.5f, fp32 %.5f), "
-      "gradients %.2e from the reference on bf16 operands, %.2e from fp32\n",
-      loss16, loss_emul, loss32, off_emul, off_fp32);
-  EXPECT_NEAR(loss16, loss_emul, 1e-3 * loss_emul);
-  EXPECT_LE(off_emul, 0.3);
-  EXPECT_NEAR(loss16, loss32, 1e-2 * loss32);
-  EXPECT_GE(off_fp32, 1e-3) << "bf16 gradients as close to fp32's as fp32 rounding: not bf16";
+  // With bf16 maps (the default) each convolution's output is also rounded to bf16 before its
+  // batch norm reads it; the reference then rounds them too. --fp32-maps against the reference
+  // that does not.
+  for (bool maps : {true, false}) {
+    SCOPED_TRACE(maps ? "bf16 maps" : "fp32 maps");
+    BackendConfig cfg{DeviceKind::cpu, 0, Precision::bf16, 2, false};
+    cfg.bf16_maps = maps;
+    auto bf16 = make_backend(cfg);
+    auto emul = testing::make_bf16_reference(maps);
+    std::vector<float> g16, g_emul;
+    const float loss16 = first_step(*bf16, &g16);
+    const float loss_emul = first_step(*emul, &g_emul);
+    const double off_emul = rel_err(g16, g_emul), off_fp32 = rel_err(g16, g32);
+    std::printf(
+        "toy ResNet step, CPU bf16 (%s maps): loss %.5f (reference on bf16 operands %.5f, fp32 "
+        "%.5f), gradients %.2e from the reference on bf16 operands, %.2e from fp32\n",
+        maps ? "bf16" : "fp32", loss16, loss_emul, loss32, off_emul, off_fp32);
+    // Rounding each convolution's output the same way on both sides absorbs most accumulation
+    // order differences (measured 5e-3 apart with bf16 maps, 0.15 without).
+    EXPECT_NEAR(loss16, loss_emul, (maps ? 1e-4 : 1e-3) * loss_emul);
+    EXPECT_LE(off_emul, maps ? 0.03 : 0.3);
+    EXPECT_NEAR(loss16, loss32, 1e-2 * loss32);
+    EXPECT_GE(off_fp32, 1e-3) << "bf16 gradients as close to fp32's as fp32 rounding: not bf16";
+  }
 
+  auto bf16 = make_backend({DeviceKind::cpu, 0, Precision::bf16, 2, false});
   hp.batch = 16;
   Executor t(m, *bf16, hp, w, data);
   const TrainResult r = train(t, nullptr);
@@ -494,6 +506,7 @@ TEST(Executor, CpuBf16FollowsFp32) {
 // CPU bf16's weights come from a bf16 mirror the optimizer keeps (BackendConfig::reuse_bf16, on
 // by default), and with it each convolution's output gradient is stored in bf16 by the batch
 // norm after it (Backend::bf16_conv_grads), which the convolution would otherwise convert itself.
+// (The maps are bf16 both ways: bf16 storage does not depend on reuse.)
 // Without reuse every call converts its own operands. Same numbers either way: two epochs of the
 // toy ResNet end with the same parameters to the bit, with each convolution in the mode the
 // deterministic choice gives it (matmul forms on its small maps, oneDNN's NHWC kernel for the
@@ -521,6 +534,11 @@ TEST(Executor, CpuBf16WeightMirrorChangesNoNumber) {
       int convs = 0;
       for (const Node& n : m.nodes) convs += n.kind == OpKind::conv2d;
       EXPECT_EQ(std::count(bf16_grads.begin(), bf16_grads.end(), 1), reuse ? convs : 0);
+      // ... and its output is a bf16 map, reuse or not (Backend::bf16_maps).
+      for (size_t i = 0; i < m.nodes.size(); ++i)
+        if (m.nodes[i].kind == OpKind::conv2d) {
+          EXPECT_TRUE(t.plan().out_bf16[i]) << m.nodes[i].name;
+        }
       train(t, nullptr);
       params[reuse] = t.download_params();
     }
@@ -582,6 +600,59 @@ TEST(Executor, TestOnlyTrainerTestsAsTheTrainingOne) {
       EXPECT_NE(std::string(err.what()).find("test passes only"), std::string::npos) << err.what();
     }
   }
+}
+
+// The same under CPU bf16, whose plan keeps the maps between convolutions and batch norms in
+// bf16 in a test-only executor as in the training one: the same loss and accuracy to the bit.
+TEST(Executor, TestOnlyBf16TestsAsTheTrainingOne) {
+  if (!cpu::cpu_has_bf16_kernels()) GTEST_SKIP() << "this CPU has no bf16 instructions";
+  const DatasetPair data = synthetic(40, 3, 16, 16, 43);
+  const Model m = tiny_resnet();
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16, hp.epochs = 1;
+  BackendConfig cfg{DeviceKind::cpu, 0, Precision::bf16, 2, false};
+  cfg.deterministic = true;
+  auto be = make_backend(cfg);
+  Executor trained(m, *be, hp, w, data);
+  const TrainResult r = train(trained, nullptr);
+  const Checkpoint c = capture_checkpoint(trained, r, "", {});
+  const EvalResult expect = trained.evaluate();
+  auto be2 = make_backend(cfg);
+  Executor t(m, *be2, hp, w, data, ExecutorUse::test_only);
+  EXPECT_EQ(t.plan().out_bf16, trained.plan().out_bf16);
+  EXPECT_GT(std::count(t.plan().out_bf16.begin(), t.plan().out_bf16.end(), 1), 0);
+  load_model(t, c, "trained");
+  const EvalResult e = t.evaluate();
+  EXPECT_EQ(e.loss, expect.loss);
+  EXPECT_EQ(e.accuracy, expect.accuracy);
+}
+
+// A diverged run names the first layer whose output is not finite, reading a bf16 map as bf16:
+// NaN weights in the last convolution make its output (a bf16 map) the first non-finite one (the
+// batch norm after it, an fp32 map, the next). The ReLUs after it turn NaN into 0, so a NaN
+// classifier bias makes the loss diverge.
+TEST(Executor, DivergedLayerFoundInABf16Map) {
+  if (!cpu::cpu_has_bf16_kernels()) GTEST_SKIP() << "this CPU has no bf16 instructions";
+  const DatasetPair data = synthetic(40, 3, 16, 16, 47);
+  const Model m = tiny_resnet();
+  const Workload& w = find_workload("resnet50-cifar10");
+  Hyper hp = w.defaults;
+  hp.batch = 16, hp.epochs = 1;
+  auto be = make_backend({DeviceKind::cpu, 0, Precision::bf16, 2, false});
+  Executor t(m, *be, hp, w, data);
+  size_t last_conv = 0;
+  for (size_t i = 0; i < m.nodes.size(); ++i)
+    if (m.nodes[i].kind == OpKind::conv2d) last_conv = i;
+  ASSERT_TRUE(t.plan().out_bf16[last_conv]);
+  std::vector<float> params = t.download_params();
+  const Node& conv = m.nodes[last_conv];
+  std::fill_n(params.begin() + conv.param_offset, conv.param_count, std::nanf(""));
+  params.back() = std::nanf("");  // the classifier's last bias
+  t.upload_params(params);
+  const TrainResult r = train(t, nullptr);
+  EXPECT_TRUE(r.diverged);
+  EXPECT_EQ(r.diverged_layer, m.nodes[last_conv].name);
 }
 
 TEST(Executor, FashionMlpOneEpochReachesEightyPercent) {

@@ -63,6 +63,47 @@ TEST(Plan, ConvolutionGradientsInBf16WhereTheBackendTakesThem) {
   EXPECT_EQ(std::count(without.grad_bf16.begin(), without.grad_bf16.end(), 1), 0);
 }
 
+// Where the backend stores maps in bf16 (CPU bf16 under NHWC): every convolution's output (a
+// batch norm alone reads each of ResNet-50's 53) and the output of each fused BN+ReLU that only
+// convolutions read (the first two of each of the 16 blocks; not the stem's, which the max-pool
+// reads, nor a block's last, which the next add reads too). A test-only plan stores the same; with
+// the ReLUs as steps of their own (no bn_relu), only the convolutions' outputs; nothing under NCHW
+// or without the capability.
+TEST(Plan, MapsInBf16WhereOnlyConvolutionsAndBatchNormsReadThem) {
+  const Model m = build_resnet50(10);
+  PlanCaps caps{true, true, false, true};
+  caps.bf16_maps = true;
+  std::vector<std::vector<int>> consumers(m.nodes.size());
+  for (size_t i = 0; i < m.nodes.size(); ++i)
+    for (int in : {m.nodes[i].in0, m.nodes[i].in1})
+      if (in >= 0) consumers[size_t(in)].push_back(int(i));
+  auto only_convs_read = [&](size_t i) {
+    return !consumers[i].empty() &&
+           std::all_of(consumers[i].begin(), consumers[i].end(),
+                       [&](int c) { return m.nodes[size_t(c)].kind == OpKind::conv2d; });
+  };
+  for (bool trains : {true, false}) {
+    const Plan p = compile_plan(m, caps, trains, true);
+    ASSERT_EQ(p.layout, Layout::nhwc);
+    for (size_t i = 0; i < m.nodes.size(); ++i) {
+      const Node& n = m.nodes[i];
+      const bool bn_relu = n.kind == OpKind::relu &&
+                           m.nodes[size_t(n.in0)].kind == OpKind::batchnorm && only_convs_read(i);
+      EXPECT_EQ(p.out_bf16[i], n.kind == OpKind::conv2d || bn_relu) << n.name;
+    }
+    EXPECT_EQ(std::count(p.out_bf16.begin(), p.out_bf16.end(), 1), 53 + 32);
+  }
+  PlanCaps unfused = caps;
+  unfused.bn_relu = false;
+  const Plan relu_steps = compile_plan(m, unfused, true, true);
+  EXPECT_EQ(std::count(relu_steps.out_bf16.begin(), relu_steps.out_bf16.end(), 1), 53);
+  caps.nhwc = false;
+  const Plan nchw = compile_plan(m, caps, true, true);
+  EXPECT_EQ(std::count(nchw.out_bf16.begin(), nchw.out_bf16.end(), 1), 0);
+  const Plan without = compile_plan(m, PlanCaps{true, true, false, true}, true, true);
+  EXPECT_EQ(std::count(without.out_bf16.begin(), without.out_bf16.end(), 1), 0);
+}
+
 TEST(Plan, WithoutFusedEntriesEveryNodeIsItsOwnStep) {
   const Model m = testing::tiny_resnet();
   const Plan p = compile_plan(m, PlanCaps{}, true, true);

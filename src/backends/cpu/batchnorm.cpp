@@ -344,6 +344,8 @@ void forward_train_any(void* ctx, const BnDims& d, const BnParams& p, const floa
                        const float* skip, const float* gamma, const float* beta, float* y,
                        float* save_mean, float* save_invstd, float* running_mean,
                        float* running_var) {
+  TB_CHECK(d.layout == Layout::nhwc || !(d.x_bf16 || d.y_bf16),
+           "batch norm: bf16 maps are read and written under NHWC only");
   if (d.layout == Layout::nhwc)
     forward_train_nhwc(E, context(ctx), d, p, x, skip, gamma, beta, y, save_mean, save_invstd,
                        running_mean, running_var);
@@ -359,6 +361,8 @@ template <Epi E>
 void forward_eval_any(void* ctx, const BnDims& d, const BnParams& p, const float* x,
                       const float* skip, const float* gamma, const float* beta,
                       const float* running_mean, const float* running_var, float* y) {
+  TB_CHECK(d.layout == Layout::nhwc || !(d.x_bf16 || d.y_bf16),
+           "batch norm: bf16 maps are read and written under NHWC only");
   if (d.layout == Layout::nhwc)
     forward_eval_nhwc(E, context(ctx), d, p, x, skip, gamma, beta, running_mean, running_var, y);
   else
@@ -399,8 +403,8 @@ template <bool Relu>
 void backward_any(void* ctx, const BnDims& d, const float* x, const float* dy, const float* z,
                   const float* gamma, const float* save_mean, const float* save_invstd, float* dx,
                   float* dgamma, float* dbeta) {
-  TB_CHECK(!d.dx_bf16 || d.layout == Layout::nhwc,
-           "batch norm: a bf16 dx is written under NHWC only");
+  TB_CHECK(d.layout == Layout::nhwc || !(d.dx_bf16 || d.x_bf16 || d.y_bf16),
+           "batch norm: bf16 maps and gradients are read and written under NHWC only");
   if (d.layout == Layout::nhwc)
     backward_nhwc(Relu, context(ctx), d, x, dy, z, gamma, save_mean, save_invstd, dx, dgamma,
                   dbeta);

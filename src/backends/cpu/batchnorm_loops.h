@@ -12,10 +12,26 @@ namespace tb::cpu::bn {
 // Below this many elements one thread is faster than a parallel region.
 constexpr int64_t kParallelMin = 1 << 16;
 
-// With Relu (a fused BN+ReLU): BN's output gradient from the ReLU's output z and gradient dz.
-template <bool Relu>
-inline float grad_at(const float* dy, const float* z, int64_t i) {
-  if constexpr (Relu) return z[i] > 0.f ? dy[i] : 0.f;
+// A map's element as fp32, and an fp32 value stored as the map's element type: float, or bf16
+// (uint16_t, rounded to nearest even; BnDims::x_bf16, y_bf16).
+inline float ld(const float* p, int64_t i) {
+  return p[i];
+}
+inline float ld(const uint16_t* p, int64_t i) {
+  return bf16_to_f32(p[i]);
+}
+inline void st(float* p, int64_t i, float v) {
+  p[i] = v;
+}
+inline void st(uint16_t* p, int64_t i, float v) {
+  p[i] = f32_to_bf16(v);
+}
+
+// With Relu (a fused BN+ReLU): BN's output gradient from the ReLU's output z (stored as Z) and
+// gradient dz.
+template <bool Relu, class Z = float>
+inline float grad_at(const float* dy, const Z* z, int64_t i) {
+  if constexpr (Relu) return ld(z, i) > 0.f ? dy[i] : 0.f;
   return dy[i];
 }
 // What a forward writes after normalising: y itself, max(y, 0), or max(y + skip, 0).

@@ -124,12 +124,14 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   const dnnl::memory::dims xd = {d.n, d.c, d.h, d.w}, wd = {d.k, d.c, d.r, d.s},
                            yd = {d.n, d.k, d.oh(), d.ow()};
   const tag act = d.layout == Layout::nhwc ? tag::nhwc : tag::nchw;
-  p->x_md = {xd, dt::f32, act};
+  TB_CHECK(!(d.dy_bf16 || d.x_bf16 || d.y_bf16) || (d.layout == Layout::nhwc && cx.bf16()),
+           "conv2d: bf16 maps and gradients are read and written under NHWC and bf16 only");
+  auto stored = [&](bool bf16) { return bf16 ? dt::bf16 : dt::f32; };
+  p->x_md = {xd, stored(d.x_bf16), act};
+  p->dx_md = {xd, dt::f32, act};
   p->w_md = {wd, dt::f32, tag::oihw};
-  p->y_md = {yd, dt::f32, act};
-  TB_CHECK(!d.dy_bf16 || (d.layout == Layout::nhwc && cx.bf16()),
-           "conv2d: a bf16 dy is read under NHWC and bf16 only");
-  p->dy_md = d.dy_bf16 ? dnnl::memory::desc(yd, dt::bf16, act) : p->y_md;
+  p->y_md = {yd, stored(d.y_bf16), act};
+  p->dy_md = {yd, stored(d.dy_bf16), act};
   if (has(p->cands, ConvMode::unfold) || has(p->cands, ConvMode::im2col)) init_rows(p);
   if (has(p->cands, ConvMode::channels)) init_channels(p);
   p->strides = {d.stride, d.stride};
@@ -141,7 +143,7 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
     c.any_weights = d.layout == Layout::nhwc;
     dnnl::convolution_forward::desc desc(
         dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, c.in(p->x_md),
-        c.w_in(p->w_md), c.out(p->y_md), p->strides, p->pad, p->pad);
+        c.w_in(p->w_md), c.y_out(p->y_md), p->strides, p->pad, p->pad);
     c.fwd_pd = dnnl::convolution_forward::primitive_desc(desc, cx.engine);
   }
   return p;
@@ -200,14 +202,14 @@ template <bool kBlocked>
 void conv_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w, float* dx) {
   ConvPrimitives& c = p.conv[kBlocked];
   if (!c.bwd_data) {
-    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, c.out(p.x_md),
+    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, c.out(p.dx_md),
                                                c.w_in(p.w_md), c.in(p.y_md), p.strides, p.pad,
                                                p.pad);
     dnnl::convolution_backward_data::primitive_desc pd(desc, cx.engine, c.fwd_pd);
     c.bwd_data = dnnl::convolution_backward_data(pd);
     c.d_dy.init(cx, p.dy_md, pd.diff_dst_desc(), true);
     c.d_w.init(cx, p.w_md, pd.weights_desc(), true);
-    c.d_dx.init(cx, p.x_md, pd.diff_src_desc(), false);
+    c.d_dx.init(cx, p.dx_md, pd.diff_src_desc(), false);
   }
   const auto& mdy = take_input(cx, c.d_dy, dy, c.w_dy);
   const auto& mw = take_input(cx, c.d_w, w, c.f_w);

@@ -186,10 +186,10 @@ dnnl::memory::desc as_type(const dnnl::memory::desc& md, dt type) {
 }
 
 // c = a x b on one of the node's matmuls, made on first use; a and b are what the matmul reads
-// (in_operand()).
+// (in_operand()), c is written as c_md says (fp32, or y in bf16: y_rows()).
 void run_matmul_on(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, const void* a,
                    const dnnl::memory::desc& b_md, const void* b, const dnnl::memory::desc& c_md,
-                   float* c) {
+                   void* c) {
   const dt op = cx.operand_type();
   const dnnl::memory::desc a_op = as_type(a_md, op), b_op = as_type(b_md, op);
   if (!mm) mm = dnnl::matmul({{a_op, b_op, c_md}, cx.engine});
@@ -228,7 +228,8 @@ void run_matmul(Context& cx, dnnl::matmul& mm, const dnnl::memory::desc& a_md, c
 
 // Under bf16 with reuse (Context::keeps_bf16): the forward keeps its copy of the x-side matrix
 // (x, or the patches made from x) for the node's weight gradient, which then neither converts
-// nor rebuilds it. Returns what the forward's matmul reads.
+// nor rebuilds it. Returns what the forward's matmul reads. (An x in bf16 already is read as it
+// is: x_operand.)
 const void* x_side_for_forward(Context& cx, MatmulForm& f, const float* x, const float* cols) {
   if (!cx.keeps_bf16()) return in_operand(cx, 0, f.x, cols);
   const size_t count = f.x.get_size() / sizeof(float);
@@ -236,6 +237,20 @@ const void* x_side_for_forward(Context& cx, MatmulForm& f, const float* x, const
   convert_to_bf16(cols, copy, int64_t(count));
   f.x_kept.of = x;
   return copy;
+}
+
+// What a matmul reads for x where x itself is the x-side matrix (unfold; im2col of a 1x1
+// stride-1 convolution under NHWC): x as it is where it holds bf16 (ConvDims::x_bf16), else the
+// forward's kept copy or in_operand().
+const void* x_operand(Context& cx, ConvPrims& p, MatmulForm& f, Dir dir, const float* x) {
+  if (p.dims.x_bf16) return x;
+  if (dir == kForward) return x_side_for_forward(cx, f, x, x);
+  if (const void* kept = f.x_kept.take(x)) return kept;
+  return in_operand(cx, 1, f.x, x);
+}
+// The matrix y as the matmul writes it: fp32, or bf16 under ConvDims::y_bf16.
+dnnl::memory::desc y_rows(const ConvPrims& p, const MatmulForm& f) {
+  return p.dims.y_bf16 ? as_type(f.y, dt::bf16) : f.y;
 }
 
 // The scratch of a matmul-form call: the x side, then the y side (im2col: patches, y rows).
@@ -279,7 +294,8 @@ const void* unfolded_weights(Context& cx, ConvPrims& p, Dir dir, const float* w)
 void unfold_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
   MatmulForm& f = p.rows;
   const void* wu = unfolded_weights(cx, p, kForward, w);
-  run_matmul_on(cx, f.mm[kForward], f.x, x_side_for_forward(cx, f, x, x), f.w_t, wu, f.y, y);
+  run_matmul_on(cx, f.mm[kForward], f.x, x_operand(cx, p, f, kForward, x), f.w_t, wu, y_rows(p, f),
+                y);
 }
 // With a single output position y [n, k, 1] is already the rows [n, k]; with a 1x1 kernel on a
 // 1x1 map x [n, c, 1] is already the patches. Those are used in place, not copied.
@@ -329,8 +345,7 @@ void im2col_backward_data(Context& cx, ConvPrims& p, const float* dy, const floa
 void unfold_backward_weights(Context& cx, ConvPrims& p, const float* x, const float* dy,
                              float* dw) {
   MatmulForm& f = p.rows;
-  const void* xs = f.x_kept.take(x);
-  if (!xs) xs = in_operand(cx, 1, f.x, x);
+  const void* xs = x_operand(cx, p, f, kBackwardWeights, x);
   float* dwu = cx.scratch(f.scratch_floats);
   run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, dy_operand(cx, p, f.y_t, dy), f.x, xs, f.w, dwu);
   if (!p.dims.dy_bf16) cx.leave_bf16(0, &f, dy);  // for the data gradient, next
@@ -353,19 +368,20 @@ void im2col_backward_weights(Context& cx, ConvPrims& p, const float* x, const fl
 // ---- im2col under NHWC: patches are whole pixels, y is the rows ----------------------------
 
 // xcol[(n, oy, ox), (ty, tx, c)] = x[n, oy*stride - pad + ty, ox*stride - pad + tx, c], zero in
-// the padding: one copy of c floats per tap.
-void im2col_nhwc(const ConvDims& d, const float* x, float* xcol) {
+// the padding: one copy of c elements (of `elem` bytes: fp32, or bf16 under x_bf16) per tap.
+void im2col_nhwc(const ConvDims& d, const void* x, void* xcol, size_t elem) {
   const int64_t oh = d.oh(), ow = d.ow(), cols = d.r * d.s * d.c;
-  const size_t pixel = size_t(d.c) * sizeof(float);
+  const size_t pixel = size_t(d.c) * elem;
+  const auto* in = static_cast<const char*>(x);
 #pragma omp parallel for schedule(static) if (d.n * oh * ow * cols >= (1 << 16))
   for (int64_t row = 0; row < d.n * oh * ow; ++row) {
     const int64_t n = row / (oh * ow), oy = row / ow % oh, ox = row % ow;
-    float* out = xcol + row * cols;
+    char* out = static_cast<char*>(xcol) + size_t(row * cols) * elem;
     for (int64_t ty = 0; ty < d.r; ++ty)
-      for (int64_t tx = 0; tx < d.s; ++tx, out += d.c) {
+      for (int64_t tx = 0; tx < d.s; ++tx, out += pixel) {
         const int64_t iy = oy * d.stride - d.pad + ty, ix = ox * d.stride - d.pad + tx;
         if (iy >= 0 && iy < d.h && ix >= 0 && ix < d.w)
-          std::memcpy(out, x + ((n * d.h + iy) * d.w + ix) * d.c, pixel);
+          std::memcpy(out, in + size_t((n * d.h + iy) * d.w + ix) * pixel, pixel);
         else
           std::memset(out, 0, pixel);
       }
@@ -423,14 +439,34 @@ void weights_from_tap_major(const ConvDims& d, const float* wt, float* w) {
 bool x_is_patches_nhwc(const ConvDims& d) {
   return d.r * d.s == 1 && d.stride == 1 && d.pad == 0;
 }
-// y = patches · W^T
-void im2col_nhwc_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+// What the forward and the weight gradient's matmuls read for the patches: x itself where it is
+// the patches (x_operand), else patches made in fp32 into scratch and converted (the forward's
+// copy kept: x_side_for_forward), or under x_bf16 made in bf16 directly (into the kept copy for
+// the forward under reuse, else into scratch).
+const void* nhwc_x_side(Context& cx, ConvPrims& p, Dir dir, const float* x, float* scratch) {
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
+  if (x_is_patches_nhwc(d)) return x_operand(cx, p, f, dir, x);
+  if (dir == kBackwardWeights)
+    if (const void* kept = f.x_kept.take(x)) return kept;
+  if (!d.x_bf16) {
+    im2col_nhwc(d, x, scratch, sizeof(float));
+    return dir == kForward ? x_side_for_forward(cx, f, x, scratch)
+                           : in_operand(cx, 1, f.x, scratch);
+  }
+  const bool keep = dir == kForward && cx.keeps_bf16();
+  void* patches = keep ? f.x_kept.make(f.x.get_size() / 2) : scratch;
+  im2col_nhwc(d, x, patches, sizeof(uint16_t));
+  if (keep) f.x_kept.of = x;
+  return patches;
+}
+
+// y = patches · W^T
+void im2col_nhwc_forward(Context& cx, ConvPrims& p, const float* x, const float* w, float* y) {
+  MatmulForm& f = p.rows;
   const Scratch s = scratch(cx, f);  // patches, tap-major weight gradient
-  const float* cols = x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x);
-  run_matmul_on(cx, f.mm[kForward], f.x, x_side_for_forward(cx, f, x, cols), f.w_t,
-                nhwc_weights(cx, p, kForward, w), f.y, y);
+  run_matmul_on(cx, f.mm[kForward], f.x, nhwc_x_side(cx, p, kForward, x, s.x), f.w_t,
+                nhwc_weights(cx, p, kForward, w), y_rows(p, f), y);
 }
 // dpatches = dy · W, folded back onto dx
 void im2col_nhwc_backward_data(Context& cx, ConvPrims& p, const float* dy, const float* w,
@@ -450,8 +486,7 @@ void im2col_nhwc_backward_weights(Context& cx, ConvPrims& p, const float* x, con
   const ConvDims& d = p.dims;
   MatmulForm& f = p.rows;
   const Scratch s = scratch(cx, f);  // patches, tap-major weight gradient
-  const void* xs = f.x_kept.take(x);
-  if (!xs) xs = in_operand(cx, 1, f.x, x_is_patches_nhwc(d) ? x : (im2col_nhwc(d, x, s.x), s.x));
+  const void* xs = nhwc_x_side(cx, p, kBackwardWeights, x, s.x);
   float* dwt = d.r * d.s == 1 ? dw : s.y;
   run_matmul_on(cx, f.mm[kBackwardWeights], f.y_t, dy_operand(cx, p, f.y_t, dy), f.x, xs, f.w, dwt);
   if (!p.dims.dy_bf16) cx.leave_bf16(0, &f, dy);  // for the data gradient, next

@@ -101,9 +101,11 @@ struct ConvPrimitives {
   Port w_x, w_dy, w_dw;  // backward weights
 
   // The descriptor the primitive is asked for in place of the caller's plain one: an input
-  // (read: x, W, dy) in the operand type, an output (written: y, dx, dW) in fp32.
+  // (read: x, W, dy) in the operand type, an output (written: dx, dW) in fp32, y as the caller
+  // stores it (fp32, or bf16 under ConvDims::y_bf16).
   dnnl::memory::desc in(const dnnl::memory::desc& plain) const { return conv_md(plain, operand); }
   dnnl::memory::desc out(const dnnl::memory::desc& plain) const { return conv_md(plain, dt::f32); }
+  dnnl::memory::desc y_out(const dnnl::memory::desc& y) const { return conv_md(y, y.data_type()); }
   // The weights W (read) and dW (written).
   dnnl::memory::desc w_in(const dnnl::memory::desc& plain) const {
     return any_weights ? dnnl::memory::desc(plain.dims(), operand, tag::any) : in(plain);
@@ -121,9 +123,10 @@ struct ConvPrimitives {
 struct ConvPrims {
   ConvDims dims;
   std::vector<ConvMode> cands;
-  std::optional<ConvMode> mode[3];      // by Dir, once chosen
-  dnnl::memory::desc x_md, w_md, y_md;  // fp32 in the caller's layout
-  dnnl::memory::desc dy_md;             // y_md, or its bf16 twin under ConvDims::dy_bf16
+  std::optional<ConvMode> mode[3];  // by Dir, once chosen
+  // In the caller's layout and type: x, y and dy in bf16 under ConvDims::x_bf16, y_bf16, dy_bf16
+  // (else fp32), dx and W in fp32.
+  dnnl::memory::desc x_md, dx_md, w_md, y_md, dy_md;
   dnnl::memory::dims strides, pad;
   ConvPrimitives conv[2];  // [blocked]: plain, blocked
   // unfold: x [n, c*h*w], y [n, k*oh*ow], w the unfolded weights [k*oh*ow, c*h*w] (NHWC: the

@@ -82,6 +82,7 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendConfig& cfg) {
   b->nhwc = cfg.cpu_nhwc;
   // Batch norm's dx in the bf16 its convolution would convert it to (conv2d.cpp, batchnorm.cpp).
   b->bf16_conv_grads = cx->bf16() && cfg.reuse_bf16 && cfg.cpu_nhwc;
+  b->bf16_maps = cx->bf16() && cfg.cpu_nhwc && cfg.bf16_maps;
   b->ctx = cx;
   b->destroy = [](void* p) { delete static_cast<cpu::Context*>(p); };
   if (cx->bf16() && cfg.reuse_bf16) {
