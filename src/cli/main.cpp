@@ -8,8 +8,35 @@
 #include "core/error.h"
 #include "core/version.h"
 
+// What this binary's own loops were compiled to assume (CMake's TRAINBENCH_ARCH_FLAGS) and this
+// CPU lacks, or null: checked before any of them runs, so an older CPU gets a line, not SIGILL.
+static const char* missing_isa() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+#ifdef __AVX512F__
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq") ||
+      !__builtin_cpu_supports("avx512cd"))
+    return "AVX-512 (x86-64-v4)";
+#endif
+#ifdef __AVX2__
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
+      !__builtin_cpu_supports("bmi2"))
+    return "AVX2 and FMA (x86-64-v3)";
+#endif
+#endif
+  return nullptr;
+}
+
 int main(int argc, char** argv) {
   using namespace tb;
+  if (const char* isa = missing_isa()) {
+    std::fprintf(stderr,
+                 "trainbench: error: this build needs %s, which this CPU lacks; build it on this "
+                 "machine (./setup.sh)\n",
+                 isa);
+    return 1;
+  }
   // A file-size limit (ulimit -f) would end the process mid-write; ignored, the write fails
   // (EFBIG) and the run says so as for a full disk, keeping what it measured.
   std::signal(SIGXFSZ, SIG_IGN);

@@ -29,6 +29,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -295,7 +296,12 @@ OpCase softmax_ce(int64_t n, int64_t classes, bool train) {
 }
 
 std::string bn_tag(const BnDims& d) {
-  return "n" + std::to_string(d.n) + "_c" + std::to_string(d.c) + "_hw" + std::to_string(d.hw);
+  std::string t =
+      "n" + std::to_string(d.n) + "_c" + std::to_string(d.c) + "_hw" + std::to_string(d.hw);
+  if (d.x_bf16 || d.y_bf16 || d.dx_bf16)
+    t += std::string("_bf16") + (d.x_bf16 ? "x" : "") + (d.y_bf16 ? "y" : "") +
+         (d.dx_bf16 ? "dx" : "");
+  return t;
 }
 // BN inputs sit off zero (mean ~1) so the statistics matter; running variance stays positive.
 OpCase bn_train(const BnDims& d) {
@@ -1284,6 +1290,18 @@ std::vector<OpCase> perf_table(int64_t n) {
   t.push_back(bn_bwd({n, 2048, 1}));
   t.push_back(bn_eval({n, 256, 64}));
   t.push_back(bn_eval({n, 2048, 1}));
+  // NHWC, fp32 maps and bf16 maps (the CPU's bf16 runs; timing only: these buffers hold
+  // arbitrary bits where bf16 is read, which the tables above never feed a comparison).
+  for (BnDims d : {BnDims{n, 64, 256}, BnDims{n, 64, 64}, BnDims{n, 256, 64}}) {
+    d.layout = Layout::nhwc;
+    for (bool bf16 : {false, true}) {
+      d.x_bf16 = d.y_bf16 = d.dx_bf16 = bf16;
+      for (OpCase c : {bn_relu_train(d), bn_relu_bwd(d)}) {
+        c.name += "_nhwc";
+        t.push_back(std::move(c));
+      }
+    }
+  }
   t.push_back(maxpool_fwd(pool(n, 64, 16, 3, 2, 1)));
   t.push_back(maxpool_bwd(pool(n, 64, 16, 3, 2, 1)));
   t.push_back(avgpool_fwd(n, 2048, 1));
@@ -1327,7 +1345,15 @@ TEST(BackendOpsPerf, DISABLED_ResNet50CifarShapes) {
                 "GB/s");
     for (const OpCase& c : perf_table(n)) {
       if (filter && c.name.find(filter) == std::string::npos) continue;
-      const auto init = make_host(c);
+      auto init = make_host(c);
+      // A case on bf16 maps reads these float buffers as pairs of bf16 values: floats rounded to
+      // bf16 make each pair (0, v), never a denormal (which would time microcode assists).
+      if (c.name.find("_bf16") != std::string::npos)
+        for (size_t i = 0; i < c.bufs.size(); ++i)
+          if (c.bufs[i].type == Type::f32)
+            for (float& v :
+                 std::span(reinterpret_cast<float*>(init[i].data()), size_t(c.bufs[i].count)))
+              v = bf16_to_f32(f32_to_bf16(v));
       Args a;
       a.specs = &c.bufs;
       for (size_t i = 0; i < c.bufs.size(); ++i) {
