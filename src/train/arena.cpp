@@ -28,7 +28,7 @@ ArenaLayout layout_arena(const Model& m, const Plan& p, const ArenaShape& shape)
     const Node& n = m.nodes[i];
     const int64_t count = batch * n.out_size();
     largest = std::max(largest, count);
-    L.out[i] = p.has_out[i] ? take(count * f) : kNoBuffer;
+    L.out[i] = p.has_out[i] ? take(count * (p.out_bf16[i] ? sizeof(uint16_t) : f)) : kNoBuffer;
     L.grad[i] = p.grad_buffer[i] == int(i) ? train_only(count * f) : kNoBuffer;
     L.saved[i] = n.kind == OpKind::batchnorm ? take(2 * n.c * f) : kNoBuffer;
     L.argmax[i] = n.kind == OpKind::maxpool ? take(count * sizeof(int32_t)) : kNoBuffer;

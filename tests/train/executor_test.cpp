@@ -626,6 +626,17 @@ TEST(Executor, TestOnlyBf16TestsAsTheTrainingOne) {
   const EvalResult e = t.evaluate();
   EXPECT_EQ(e.loss, expect.loss);
   EXPECT_EQ(e.accuracy, expect.accuracy);
+
+  // A bf16 map's buffer is half an fp32 one's (up to each buffer's 256-byte alignment).
+  cfg.bf16_maps = false;
+  auto be3 = make_backend(cfg);
+  Executor fp32_maps(m, *be3, hp, w, data, ExecutorUse::test_only);
+  double halves = 0, maps = 0;
+  for (size_t i = 0; i < m.nodes.size(); ++i)
+    if (t.plan().out_bf16[i]) halves += double(hp.batch * m.nodes[i].out_size()) * 2, maps++;
+  const double saved = double(fp32_maps.arena_layout().total) - double(t.arena_layout().total);
+  EXPECT_NEAR(saved, halves, 256.0 * maps);
+  EXPECT_GT(halves, 0);
 }
 
 // A diverged run names the first layer whose output is not finite, reading a bf16 map as bf16:
