@@ -111,8 +111,8 @@ std::string onednn_isa();
 // dst[i] = f32_to_bf16(src[i]) for n values, split over the threads where n is large.
 void convert_to_bf16(const float* src, uint16_t* dst, int64_t n);
 
-// Rows [begin, end) of an unaugmented batch's x and y (as gather_batch cuts them), on the calling
-// thread; it also asks for the cache lines of its share of the next batch's images.
+// Rows [begin, end) of an unaugmented batch's x and y (y null: x only; as gather_batch cuts them),
+// on the calling thread; it also asks for the cache lines of its share of the next batch's images.
 void gather_rows(const BatchSpec& s, const uint8_t* images, const uint8_t* labels,
                  const int32_t* indices, int64_t begin, int64_t end, float* x, int32_t* y);
 

@@ -68,7 +68,7 @@ void gather_rows(const BatchSpec& s, const uint8_t* images, const uint8_t* label
   for (int64_t i = begin; i < end; ++i) {
     const uint8_t* src = images + int64_t(indices[i]) * image;
     float* dst = x + i * image;
-    y[i] = labels[indices[i]];
+    if (y) y[i] = labels[indices[i]];
     for (int c = 0; c < s.channels; ++c) {
       // One multiply-add a pixel: within an ulp or two of the reference's step-by-step
       // (v * scale - mean) * inv_std (CUDA rounds as the reference), not to the bit.

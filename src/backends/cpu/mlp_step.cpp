@@ -4,9 +4,11 @@
 // batch 32 through 784 -> 128 -> 10, about 13 MFLOP a step).
 //
 // Each thread owns a contiguous slice of the hidden units: its rows of W1 and b1, their gradients
-// and Adam state. It alone makes and reads them, every step, so they stay in its core's cache. The
-// batch and the head (W2, b2: classes x hidden) are shared. Three barriers:
-//   rows of the batch cut by each thread                                  | barrier
+// and Adam state. It alone makes and reads them, every step, so they stay in its core's cache.
+// Each also cuts the whole batch into a copy of its own: cutting a shared batch by halves made
+// every store wait for the line to leave the other core's cache, which had read it the step
+// before (and cost a barrier). The head (W2, b2: classes x hidden) is shared. Two barriers:
+//   the batch cut by each thread into its copy (thread 0 also writes the labels);
 //   h[:, slice] = max(x W1[slice]^T + b1[slice], 0)                       | barrier
 //   thread 0: logits, the loss and its gradient, the head's gradients;
 //   each thread: its columns of W2 copied, as the hidden gradient reads them | barrier
@@ -87,6 +89,7 @@ dnnl::memory::desc view(int64_t rows, int64_t cols, int64_t ld, bool transposed 
 struct Worker {
   int64_t h0 = 0, h1 = 0;
   dnnl::stream stream;
+  std::vector<float> x;              // the thread's copy of the batch [n, in]
   std::vector<float> h_t, dh_t, w2;  // h[:, slice]^T and dh[:, slice]^T [hs, n]; W2[:, slice]
   Product forward;                   // h^T = W1[slice] x^T (bias and ReLU after)
   Product hidden_grad;               // dh^T = W2[:, slice]^T dlogits^T
@@ -98,7 +101,6 @@ struct MlpPlan {
   int64_t n = 0, in = 0, hidden = 0, classes = 0;
   int threads = 0;
   std::vector<Worker> workers;
-  std::vector<float> x;  // the batch
 };
 // By batch size and layer sizes: an epoch's last, partial batch has its own.
 using MlpPlans = std::map<std::array<int64_t, 4>, MlpPlan>;
@@ -112,6 +114,7 @@ void make_worker(const Context& cx, MlpPlan& p, int t, int T) {
   w.h1 = t + 1 == T ? hidden : hidden * (t + 1) / T / 16 * 16;
   const int64_t hs = w.h1 - w.h0;
   w.h_t.resize(size_t(n * hs)), w.dh_t.resize(size_t(n * hs)), w.w2.resize(size_t(classes * hs));
+  w.x.resize(size_t(n * in));
   const int outer = omp_get_max_threads();
   omp_set_num_threads(1);
   w.stream = dnnl::stream(cx.engine);
@@ -156,11 +159,10 @@ void step_on_thread(const MlpStep& s, const AdamConstants& k, MlpPlan& p, int t,
   float* gw2 = gb1 + hidden;
   float* gb2 = gw2 + classes * hidden;
   const int64_t head_at = hidden * in + hidden, head = classes * hidden + classes;
-  float* x = p.x.data();
   Worker& w = p.workers[size_t(t)];
+  float* x = w.x.data();
   const int64_t h0 = w.h0, h1 = w.h1;
-  gather_rows(s.batch, s.images, s.labels, s.indices, n * t / T, n * (t + 1) / T, x, s.y);
-#pragma omp barrier
+  gather_rows(s.batch, s.images, s.labels, s.indices, 0, n, x, t == 0 ? s.y : nullptr);
 
   const int64_t hs = h1 - h0;
   if (hs > 0) {
@@ -226,7 +228,6 @@ bool mlp_step(void* ctx, const MlpStep& s) {
   if (p.n == 0) {
     p.n = n, p.in = in, p.hidden = hidden, p.classes = classes;
     p.threads = int(std::min<int64_t>(cx.threads, std::max<int64_t>(1, hidden / 16)));
-    p.x.resize(size_t(n * in));
   }
   if (p.workers.empty()) {
     // Each thread makes its own products; an error (oneDNN refusing a shape) must not leave one
