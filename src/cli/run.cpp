@@ -1,8 +1,8 @@
 // `trainbench run WORKLOAD`: load, train, test, write the record, print a summary.
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
-#include <algorithm>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
