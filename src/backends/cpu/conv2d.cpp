@@ -31,6 +31,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -118,7 +119,7 @@ const char* conv_mode_name(ConvMode m) {
 namespace {
 
 ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
-  auto* p = new ConvPrims();
+  auto p = std::make_unique<ConvPrims>();  // freed if a check or oneDNN throws below
   p->dims = d;
   p->cands = conv2d_candidates(d, cx.bf16());
   const dnnl::memory::dims xd = {d.n, d.c, d.h, d.w}, wd = {d.k, d.c, d.r, d.s},
@@ -132,8 +133,8 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
   p->w_md = {wd, dt::f32, tag::oihw};
   p->y_md = {yd, stored(d.y_bf16), act};
   p->dy_md = {yd, stored(d.dy_bf16), act};
-  if (has(p->cands, ConvMode::unfold) || has(p->cands, ConvMode::im2col)) init_rows(p);
-  if (has(p->cands, ConvMode::channels)) init_channels(p);
+  if (has(p->cands, ConvMode::unfold) || has(p->cands, ConvMode::im2col)) init_rows(p.get());
+  if (has(p->cands, ConvMode::channels)) init_channels(p.get());
   p->strides = {d.stride, d.stride};
   p->pad = {d.pad, d.pad};  // symmetric, as PyTorch: oh() floors, the right edge may fall short
   for (bool blocked : {false, true}) {
@@ -146,7 +147,7 @@ ConvPrims* make_prims(const Context& cx, const ConvDims& d) {
         c.w_in(p->w_md), c.y_out(p->y_md), p->strides, p->pad, p->pad);
     c.fwd_pd = dnnl::convolution_forward::primitive_desc(desc, cx.engine);
   }
-  return p;
+  return p.release();
 }
 
 ConvPrims& prims(OpCache& c, const Context& cx, const ConvDims& d) {
