@@ -1,5 +1,5 @@
 // Helpers every test folder uses: the relative error that numeric checks compare against their
-// tolerances, and a self-removing temporary directory.
+// tolerances, seeded uniform values, and a self-removing temporary directory.
 #pragma once
 #include <unistd.h>
 
@@ -8,10 +8,20 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
 namespace tb::testing {
+
+// n values drawn uniformly from [lo, hi) by a generator seeded with seed.
+inline std::vector<float> uniform(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
 
 // Relative L2 error ||got - want|| / ||want||; infinite where either side holds a NaN/inf (an
 // unwritten, poisoned output) and where want is all zero but got is not.

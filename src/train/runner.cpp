@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "comm/comm.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "train/checkpoint.h"
 
@@ -31,8 +32,7 @@ static std::string first_nonfinite_layer(const Executor& ex, int64_t n) {
     return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
   };
   std::vector<float> values;
-  std::vector<uint16_t>
-      halves;  // a map the plan keeps in bf16: all exponent bits set is not finite
+  std::vector<uint16_t> halves;  // a map the plan keeps in bf16
   for (size_t i = 1; i < m.nodes.size(); ++i) {
     if (!ex.buffers().out[i]) continue;  // fused away: its step's output is a later node's
     const size_t count = size_t(n * m.nodes[i].out_size());
@@ -40,7 +40,7 @@ static std::string first_nonfinite_layer(const Executor& ex, int64_t n) {
       halves.resize(count);
       be.download(be.ctx, halves.data(), ex.buffers().out[i], count * sizeof(uint16_t));
       if (std::any_of(halves.begin(), halves.end(),
-                      [](uint16_t h) { return (h & 0x7f80) == 0x7f80; }))
+                      [](uint16_t h) { return !std::isfinite(bf16_to_f32(h)); }))
         return m.nodes[i].name;
       continue;
     }

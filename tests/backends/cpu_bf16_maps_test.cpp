@@ -8,36 +8,30 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <random>
 #include <set>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "../test_util.h"
 #include "backends/backend.h"
 #include "backends/cpu/cpu_context.h"
+#include "bf16_reference.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
 namespace tb {
 namespace {
 
-std::vector<float> uniform(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
+using testing::uniform;
+
 std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
   std::vector<uint16_t> r(v.size());
   for (size_t i = 0; i < v.size(); ++i) r[i] = f32_to_bf16(v[i]);
   return r;
 }
 std::vector<float> rounded(const std::vector<float>& v) {
-  std::vector<float> r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = bf16_to_f32(f32_to_bf16(v[i]));
-  return r;
+  return testing::bf16_reference::rounded(v.data(), int64_t(v.size()));
 }
 // A bf16 buffer in a float* slot, as the executor hands one over: half the bytes, rounded up.
 std::vector<float> slot_for(const std::vector<uint16_t>& v) {

@@ -24,19 +24,12 @@ namespace tb {
 namespace {
 
 using testing::rel_err;
+using testing::uniform;
 
 // GEMMs over K up to 784 in oneDNN's blocked order against the reference's sums: the bound of
 // the op tests' GEMM cases. Adam then carries the products' differences into m, v and the
 // parameters, at most as large relatively.
 constexpr double kTol = 1e-5;
-
-std::vector<float> uniform(size_t n, uint32_t seed, float lo, float hi) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
 
 struct Shape {
   int threads;

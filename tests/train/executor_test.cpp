@@ -549,94 +549,80 @@ TEST(Executor, CpuBf16WeightMirrorChangesNoNumber) {
 // A test-only Executor (what `evaluate` makes) holds no gradients, optimizer state or training
 // set, yet tests a loaded model as the Executor that trained it does: the same accuracy and loss
 // to the bit, on the test set and, swapped into the test slot, on the training set. Anything
-// that trains refuses in one line.
+// that trains refuses in one line. The same under CPU bf16, whose test-only plan keeps the same
+// maps in bf16 as the training one, each in half an fp32 buffer.
 TEST(Executor, TestOnlyTrainerTestsAsTheTrainingOne) {
   const DatasetPair data = synthetic(40, 3, 16, 16, 43);
   const Model m = tiny_resnet();
   const Workload& w = find_workload("resnet50-cifar10");
   Hyper hp = w.defaults;
   hp.batch = 16, hp.epochs = 2;
-  BackendConfig cfg{DeviceKind::cpu, 0, Precision::fp32, 2, false};
-  cfg.deterministic = true;  // one algorithm per convolution in both Trainers
-  auto be = make_backend(cfg);
-  Executor trained(m, *be, hp, w, data);
-  const TrainResult r = train(trained, nullptr);
-  const Checkpoint c = capture_checkpoint(trained, r, "", {});
-  const EvalResult expect = trained.evaluate();
+  std::vector<Precision> precisions = {Precision::fp32};
+  if (cpu::cpu_has_bf16_kernels()) precisions.push_back(Precision::bf16);
+  for (Precision prec : precisions) {
+    SCOPED_TRACE(precision_name(prec));
+    BackendConfig cfg{DeviceKind::cpu, 0, prec, 2, false};
+    cfg.deterministic = true;  // one algorithm per convolution in both Trainers
+    auto be = make_backend(cfg);
+    Executor trained(m, *be, hp, w, data);
+    const TrainResult r = train(trained, nullptr);
+    const Checkpoint c = capture_checkpoint(trained, r, "", {});
+    const EvalResult expect = trained.evaluate();
 
-  DatasetPair swapped = data;
-  std::swap(swapped.test, swapped.train);
-  const DatasetPair* sets[] = {&data, &swapped};
-  for (const DatasetPair* d : sets) {
+    DatasetPair swapped = data;
+    std::swap(swapped.test, swapped.train);
+    const DatasetPair* sets[] = {&data, &swapped};
+    for (const DatasetPair* d : sets) {
+      auto be2 = make_backend(cfg);
+      Executor t(m, *be2, hp, w, *d, ExecutorUse::test_only);
+      EXPECT_EQ(t.buffers().grads, nullptr);
+      EXPECT_EQ(t.buffers().opt_m, nullptr);
+      EXPECT_EQ(t.buffers().opt_v, nullptr);
+      EXPECT_EQ(t.buffers().scratch, nullptr);
+      EXPECT_EQ(t.buffers().train_images, nullptr);
+      EXPECT_EQ(t.buffers().train_indices, nullptr);
+      for (float* g : t.buffers().grad) EXPECT_EQ(g, nullptr);
+      EXPECT_EQ(t.plan().out_bf16, trained.plan().out_bf16);
+      // Parameters and activations only: under half of what training takes at this batch.
+      EXPECT_EQ(t.max_batch(), 16);
+      EXPECT_LT(t.arena_layout().total, trained.arena_layout().total / 2);
+      load_model(t, c, "trained");
+      const EvalResult e = t.evaluate();
+      auto be3 = make_backend(cfg);
+      Executor full(m, *be3, hp, w, *d);
+      load_model(full, c, "trained");
+      const EvalResult f = full.evaluate();
+      EXPECT_EQ(e.images, d->test.count);
+      EXPECT_EQ(e.accuracy, f.accuracy);
+      EXPECT_EQ(e.loss, f.loss);
+      if (d == &data) {
+        EXPECT_EQ(e.loss, expect.loss);
+        EXPECT_EQ(e.accuracy, expect.accuracy);
+      }
+      EXPECT_THROW(train(t, nullptr), Error);
+      try {
+        t.step(16, nullptr);
+        ADD_FAILURE() << "a test-only Executor stepped";
+      } catch (const Error& err) {
+        EXPECT_NE(std::string(err.what()).find("test passes only"), std::string::npos)
+            << err.what();
+      }
+    }
+    if (prec != Precision::bf16) continue;
+
+    // A bf16 map's buffer is half an fp32 one's (up to each buffer's 256-byte alignment).
     auto be2 = make_backend(cfg);
-    Executor t(m, *be2, hp, w, *d, ExecutorUse::test_only);
-    EXPECT_EQ(t.buffers().grads, nullptr);
-    EXPECT_EQ(t.buffers().opt_m, nullptr);
-    EXPECT_EQ(t.buffers().opt_v, nullptr);
-    EXPECT_EQ(t.buffers().scratch, nullptr);
-    EXPECT_EQ(t.buffers().train_images, nullptr);
-    EXPECT_EQ(t.buffers().train_indices, nullptr);
-    for (float* g : t.buffers().grad) EXPECT_EQ(g, nullptr);
-    // Parameters and activations only: under half of what training takes at this batch.
-    EXPECT_EQ(t.max_batch(), 16);
-    EXPECT_LT(t.arena_layout().total, trained.arena_layout().total / 2);
-    load_model(t, c, "trained");
-    const EvalResult e = t.evaluate();
+    Executor t(m, *be2, hp, w, data, ExecutorUse::test_only);
+    cfg.bf16_maps = false;
     auto be3 = make_backend(cfg);
-    Executor full(m, *be3, hp, w, *d);
-    load_model(full, c, "trained");
-    const EvalResult f = full.evaluate();
-    EXPECT_EQ(e.images, d->test.count);
-    EXPECT_EQ(e.accuracy, f.accuracy);
-    EXPECT_EQ(e.loss, f.loss);
-    if (d == &data) {
-      EXPECT_EQ(e.loss, expect.loss);
-    }
-    EXPECT_THROW(train(t, nullptr), Error);
-    try {
-      t.step(16, nullptr);
-      ADD_FAILURE() << "a test-only Executor stepped";
-    } catch (const Error& err) {
-      EXPECT_NE(std::string(err.what()).find("test passes only"), std::string::npos) << err.what();
-    }
+    Executor fp32_maps(m, *be3, hp, w, data, ExecutorUse::test_only);
+    double halves = 0, maps = 0;
+    for (size_t i = 0; i < m.nodes.size(); ++i)
+      if (t.plan().out_bf16[i]) halves += double(hp.batch * m.nodes[i].out_size()) * 2, maps++;
+    const double saved = double(fp32_maps.arena_layout().total) - double(t.arena_layout().total);
+    EXPECT_NEAR(saved, halves, 256.0 * maps);
+    EXPECT_GT(halves, 0);
   }
-}
-
-// The same under CPU bf16, whose plan keeps the maps between convolutions and batch norms in
-// bf16 in a test-only executor as in the training one: the same loss and accuracy to the bit.
-TEST(Executor, TestOnlyBf16TestsAsTheTrainingOne) {
-  if (!cpu::cpu_has_bf16_kernels()) GTEST_SKIP() << "this CPU has no bf16 instructions";
-  const DatasetPair data = synthetic(40, 3, 16, 16, 43);
-  const Model m = tiny_resnet();
-  const Workload& w = find_workload("resnet50-cifar10");
-  Hyper hp = w.defaults;
-  hp.batch = 16, hp.epochs = 1;
-  BackendConfig cfg{DeviceKind::cpu, 0, Precision::bf16, 2, false};
-  cfg.deterministic = true;
-  auto be = make_backend(cfg);
-  Executor trained(m, *be, hp, w, data);
-  const TrainResult r = train(trained, nullptr);
-  const Checkpoint c = capture_checkpoint(trained, r, "", {});
-  const EvalResult expect = trained.evaluate();
-  auto be2 = make_backend(cfg);
-  Executor t(m, *be2, hp, w, data, ExecutorUse::test_only);
-  EXPECT_EQ(t.plan().out_bf16, trained.plan().out_bf16);
-  EXPECT_GT(std::count(t.plan().out_bf16.begin(), t.plan().out_bf16.end(), 1), 0);
-  load_model(t, c, "trained");
-  const EvalResult e = t.evaluate();
-  EXPECT_EQ(e.loss, expect.loss);
-  EXPECT_EQ(e.accuracy, expect.accuracy);
-
-  // A bf16 map's buffer is half an fp32 one's (up to each buffer's 256-byte alignment).
-  cfg.bf16_maps = false;
-  auto be3 = make_backend(cfg);
-  Executor fp32_maps(m, *be3, hp, w, data, ExecutorUse::test_only);
-  double halves = 0, maps = 0;
-  for (size_t i = 0; i < m.nodes.size(); ++i)
-    if (t.plan().out_bf16[i]) halves += double(hp.batch * m.nodes[i].out_size()) * 2, maps++;
-  const double saved = double(fp32_maps.arena_layout().total) - double(t.arena_layout().total);
-  EXPECT_NEAR(saved, halves, 256.0 * maps);
-  EXPECT_GT(halves, 0);
 }
 
 // A diverged run names the first layer whose output is not finite, reading a bf16 map as bf16:
