@@ -88,4 +88,15 @@ inline void read_grow(gzFile f, std::vector<uint8_t>& out, uint64_t n, const std
   }
 }
 
+// A whole plain or gzip file as text (records and profiles: `--out` writes them plain, the large
+// ones under bench/results are kept gzipped). More than max_bytes is refused without reading on,
+// so a small gzip file cannot inflate into all of memory.
+inline std::string read_text(const std::string& path, uint64_t max_bytes) {
+  GzPtr f = open_read(path);
+  std::vector<uint8_t> bytes;
+  read_grow(f.get(), bytes, max_bytes + 1, path);
+  if (bytes.size() > max_bytes) fail("{}: larger than {} MiB, not a record", path, max_bytes >> 20);
+  return std::string(bytes.begin(), bytes.end());
+}
+
 }  // namespace tb::gzio

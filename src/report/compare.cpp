@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <initializer_list>
 #include <iterator>
 #include <sstream>
@@ -18,6 +17,7 @@
 #include "bench/peaks.h"
 #include "core/error.h"
 #include "core/json_depth.h"
+#include "data/gzio.h"
 #include "report/record.h"
 
 namespace tb {
@@ -154,10 +154,7 @@ bool is_profile_json(const json& j) {
 }
 
 json read_compare_input(const std::string& path) {
-  std::ifstream in(path);
-  TB_CHECK(in.good(), "{}: cannot open", path);
-  const std::string text(std::istreambuf_iterator<char>(in), {});
-  return parse_compare_input(text, path);
+  return parse_compare_input(gzio::read_text(path, kMaxRecordBytes), path);
 }
 
 json parse_compare_input(const std::string& text, const std::string& path) {

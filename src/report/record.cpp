@@ -8,13 +8,14 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <sstream>
 
 #include "bench/machine.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/json_depth.h"
 #include "core/version.h"
+#include "data/gzio.h"
 #include "models/cost.h"
 #include "train/checkpoint.h"
 
@@ -293,8 +294,7 @@ void write_json_atomic(const std::string& path, const nlohmann::json& j) {
 }
 
 nlohmann::json read_record(const std::string& path) {
-  std::ifstream in(path);
-  TB_CHECK(in.good(), "{}: cannot open", path);
+  std::istringstream in(gzio::read_text(path, kMaxRecordBytes));
   return read_record(in, path);
 }
 

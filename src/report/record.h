@@ -2,6 +2,7 @@
 // a checkpoint (make_evaluation_record). Every key of either is written here and nowhere else.
 // Written atomically (temp file, fsync, rename) so a crash never leaves half a record.
 #pragma once
+#include <cstdint>
 #include <istream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -103,7 +104,10 @@ struct EvaluationFacts {
 nlohmann::json make_evaluation_record(const Workload& w, const EvaluationFacts& f);
 
 void write_json_atomic(const std::string& path, const nlohmann::json& j);
-// Reads a record; throws Error naming the file if it is missing, truncated or not a record.
+// The largest record or profile file read back (a 10-epoch ResNet-50 record is about 2 MB).
+inline constexpr uint64_t kMaxRecordBytes = uint64_t(256) << 20;
+// Reads a record, plain or gzipped; throws Error naming the file if it is missing, truncated or
+// not a record.
 nlohmann::json read_record(const std::string& path);
 // The same from a stream (a file's, or a test's), named `path` in messages.
 nlohmann::json read_record(std::istream& in, const std::string& path);

@@ -11,6 +11,7 @@
 
 #include "bench/peaks.h"
 #include "core/error.h"
+#include "data/gzio.h"
 #include "report/record.h"
 #include "report_test_util.h"
 
@@ -229,6 +230,41 @@ TEST(Compare, UnreadableInputsNameTheFile) {
             std::string::npos);
 }
 
+// Records gzipped (as the large ones under bench/results are) read as the plain ones do; a cut-off
+// or oversized gzip file is refused naming it.
+TEST(Compare, GzippedRecordsReadAsPlain) {
+  ReportDir dir;
+  FakeRun b;
+  b.device = "GPU B", b.train_test_s = 5;
+  const std::string a_plain = dir.write_json("a.json", fake_record(FakeRun{}));
+  const std::string b_plain = dir.write_json("b.json", fake_record(b));
+  const std::string b_text = testing::read_file(b_plain);
+  const std::string a_gz = (dir.path / "a.json.gz").string(),
+                    b_gz = (dir.path / "b.json.gz").string();
+  for (const auto& [from, to] : {std::pair{a_plain, a_gz}, std::pair{b_plain, b_gz}}) {
+    const std::string text = testing::read_file(from);
+    gzFile f = gzopen(to.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(gzwrite(f, text.data(), unsigned(text.size())), int(text.size()));
+    ASSERT_EQ(gzclose(f), Z_OK);
+  }
+  EXPECT_EQ(read_record(b_gz), read_record(b_plain));
+  EXPECT_EQ(read_compare_input(b_gz), read_compare_input(b_plain));
+  const Comparison c = compare_files({a_gz, b_gz}, {});
+  ASSERT_EQ(c.tables.size(), 1u);
+  ASSERT_EQ(c.tables[0].rows.size(), 2u);
+  EXPECT_DOUBLE_EQ(*c.tables[0].rows[1].time_ratio, 0.5);
+
+  const std::string gz_bytes = testing::read_file(b_gz);
+  const std::string cut = dir.write("cut.json.gz", gz_bytes.substr(0, gz_bytes.size() / 2));
+  const std::string msg = error_of([&] { compare_files({cut}, {}); });
+  EXPECT_NE(msg.find(cut), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] { gzio::read_text(b_gz, b_text.size() - 1); }).find("larger than"),
+            std::string::npos);
+  EXPECT_EQ(gzio::read_text(b_gz, b_text.size()), b_text);
+}
+
 TEST(Compare, CsvContent) {
   FakeRun a, b;
   b.device = "GPU, with a comma", b.train_test_s = 5, b.peak = 20e12;
@@ -431,6 +467,22 @@ TEST(Compare, RepositoryRecords) {
   ASSERT_EQ(c.tables[0].rows.size(), 2u);
   EXPECT_EQ(c.tables[0].rows[1].label.rfind("pytorch ", 0), 0u);
   EXPECT_DOUBLE_EQ(*c.tables[0].rows[1].peak_ratio, 1.0);  // same H100, same precision
+}
+
+// Every record kept under bench/results, plain or gzipped, reads back as JSON.
+TEST(Compare, RepositoryResultsAllRead) {
+  const std::filesystem::path dir = std::filesystem::path(TRAINBENCH_SOURCE_DIR) / "bench/results";
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "bench/results not present";
+  size_t plain = 0, gzipped = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    const std::string p = e.path().string();
+    const bool gz = p.size() > 8 && p.compare(p.size() - 8, 8, ".json.gz") == 0;
+    if (!gz && e.path().extension() != ".json") continue;
+    (gz ? gzipped : plain) += 1;
+    EXPECT_NO_THROW(nlohmann::json::parse(gzio::read_text(p, kMaxRecordBytes))) << p;
+  }
+  EXPECT_GT(plain, 0u);
+  EXPECT_GT(gzipped, 0u);
 }
 
 // The command line: one line on stderr naming the file, non-zero exit; outputs written.
