@@ -1,7 +1,8 @@
 # Sourced by the prebuilt device scripts (quick.sh, session.sh): unpacks the binaries that
 # prepare_quick.sh packed, finds the image's CUDA libraries, and defines `step`, which runs one
 # command under a shared deadline. Set before sourcing: LOG (the script's log) and BUDGET (its
-# seconds). After it: TB, TT (the binaries), FASHION (the Fashion-MNIST folder), T0, OUT.
+# seconds). After it: TB, TT (the binaries), FASHION (the Fashion-MNIST folder), T0, OUT, and the
+# functions step, safe_flags and vulkan_steps.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 OUT=${OUT:-/tmp/tb-out}
 T0=$(date +%s)
@@ -44,4 +45,18 @@ safe_flags() {
   grep -qE "FAILED .*(CudaBatchnorm|batchnorm)" "$1" && f="$f --no-bn-slices"
   [ "$2" = bf16 ] && grep -qE "FAILED .*Bf16Reused" "$1" && f="$f --no-bf16-reuse"
   echo "$f"
+}
+
+# Issue 23's last line: where the image has a Vulkan driver for the GPU, the Vulkan backend's tests
+# and one fashion-mlp epoch on it (its GEMM peak measured), record to $1 when given; else one line
+# saying why not.
+vulkan_steps() {
+  local line
+  line=$($TB devices 2>&1 | grep '^backend vulkan')
+  if [[ "$line" != *"usable: yes"* ]]; then
+    echo "== vulkan skipped: ${line:-no vulkan line from trainbench devices}" | tee -a "$LOG"
+    return
+  fi
+  step vulkan_tests 60 $TT --gtest_filter='Vulkan*'
+  step vulkan_mlp 40 $TB run fashion-mlp --device vulkan --epochs 1 --data $FASHION ${1:+--out "$1"}
 }

@@ -37,3 +37,4 @@ step profile_bf16 60 $TB "${PROF[@]}" --precision bf16 $BF16_SAFE
 step profile_bf16_nhwc 60 $TB "${PROF[@]}" --precision bf16 $BF16_SAFE --nhwc
 step profile_tf32 60 $TB "${PROF[@]}" --precision tf32 $TF32_SAFE
 step devices 30 $TB devices
+vulkan_steps

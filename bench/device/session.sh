@@ -69,4 +69,6 @@ step tb_resnet_bf16_1ep_ck 40 $TB "${RES[@]}" "${BF16[@]}" --epochs 1 --no-peak 
 step eval_cpu_fp32 60 $TB evaluate $CK --device cpu --precision fp32 --data $DATA --out "$REC/eval_cpu_fp32.json"
 step eval_cuda_fp32 30 $TB evaluate $CK --device cuda --precision fp32 --data $DATA --out "$REC/eval_cuda_fp32.json"
 
+vulkan_steps "$REC/tb_mlp_vulkan.json"
+
 python3 bench/device/summarize.py "$REC" "$OUT/session.json" 2>&1 | tee -a "$LOG"
