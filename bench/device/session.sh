@@ -18,7 +18,7 @@
 #   6. one table: every run's train/test time, steady images/s, test accuracy, MFU, and the
 #      best-vs-best throughput ratio against issue 6's 1.5x.
 #   7. where the image has a Vulkan driver, the Vulkan backend's tests and a fashion-mlp epoch on it
-#      (its row joins the table).
+#      (run before the table, which shows its row).
 # Prepare here: bench/device/prepare_quick.sh. Device call: carry [".devrun"], command
 # "bash bench/device/session.sh", timeout_s 580. Files back: session.log (every step's output
 # and the table), cuda_tests.log, session.json (every record and the profile, by run name).
