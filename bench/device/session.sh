@@ -16,7 +16,9 @@
 #   5. the GPU's test pass against the CPU's: a bf16 epoch's checkpoint tested by `evaluate` on
 #      the machine's CPU and on the GPU in fp32;
 #   6. one table: every run's train/test time, steady images/s, test accuracy, MFU, and the
-#      best-vs-best throughput ratio against issue 6's 1.5x.
+#      best-vs-best throughput ratio against issue 6's 1.5x; then issue 23's time targets, met or
+#      not, and its flips read off one pair each (--nhwc against NCHW bf16, --fused-mlp against
+#      the op-by-op step: faster, make it the default; slower, remove it).
 #   7. where the image has a Vulkan driver, the Vulkan backend's tests and a fashion-mlp epoch on it
 #      (run before the table, which shows its row).
 # Prepare here: bench/device/prepare_quick.sh. Device call: carry [".devrun"], command

@@ -1,5 +1,6 @@
 """The device scripts' last table: every result record in a folder (trainbench's and the PyTorch
-peers'), one row each, then trainbench's best steady ResNet throughput against PyTorch's best.
+peers'), one row each, then trainbench's best steady ResNet throughput against PyTorch's best,
+then issue 23's time targets and flips, met or not.
 
     python3 bench/device/summarize.py RECORD_DIR [OUT.json]
 
@@ -113,6 +114,56 @@ def main():
     if tb and torch:
         print(f"\nResNet-50 steady throughput, best trainbench {tb[1]} {tb[0]:.0f} / best PyTorch "
               f"{torch[1]} {torch[0]:.0f} images/s = {tb[0] / torch[0]:.2f}x (issue 6: 1.5x)")
+    verdicts(runs)
+
+
+def verdicts(runs):
+    """Issue 23's time targets (H100) and its two flips (--nhwc, --fused-mlp: the default where
+    faster, removed where slower), read off trainbench's whole CUDA runs."""
+    cuda = {k: r for k, r in runs.items()
+            if get(r, "peer") != "pytorch" and get(r, "device", "kind") == "cuda"}
+    whole = {k: r for k, r in cuda.items()
+             if not get(r, "stopped_by_steps") and get(r, "epochs_completed") == 10}
+    lines = []
+    for k, r in whole.items():
+        t = get(r, "times_s", "train_test")
+        if get(r, "workload") == "fashion-mlp":
+            target = 1.0
+        elif get(r, "workload") == "resnet50-cifar10" and get(r, "precision") == "bf16":
+            target = 30.0
+        else:
+            continue
+        lines.append(f"{k}: {get(r, 'workload')} 10 epochs train+test {t:.2f} s, target < "
+                     f"{target:.0f} s: {'met' if t < target else 'NOT met'}")
+
+    def best_of(rows, higher):
+        rows = [(v, k) for k, v in rows if v]
+        return (max if higher else min)(rows) if rows else None
+
+    def flip(name, on, off, unit, higher):
+        if not (on and off):
+            lines.append(f"{name}: no pair of runs to compare")
+            return
+        better = on[0] > off[0] if higher else on[0] < off[0]
+        num = lambda v: f"{v:.0f}" if v >= 100 else f"{v:.3g}"  # noqa: E731
+        lines.append(f"{name}: {on[1]} {num(on[0])} against {off[1]} {num(off[0])} {unit}: "
+                     f"{'faster: make it the default' if better else 'slower: remove it'}")
+
+    graphs = {k: r for k, r in cuda.items() if str(get(r, "step_graphs") or "").startswith("on")}
+    bf16_resnet = [(k, r) for k, r in graphs.items()
+                   if get(r, "workload") == "resnet50-cifar10" and get(r, "precision") == "bf16"]
+    by_layout = {layout: best_of([(k, get(r, "throughput", "train_images_per_s_steady"))
+                                  for k, r in bf16_resnet if get(r, "conv_layout") == layout], True)
+                 for layout in ("nhwc", "nchw")}
+    flip("--nhwc (bf16 ResNet-50)", by_layout["nhwc"], by_layout["nchw"], "steady images/s", True)
+    mlp = [(k, r) for k, r in graphs.items() if get(r, "workload") == "fashion-mlp" and k in whole]
+    by_step = {fused: best_of([(k, get(r, "times_s", "train")) for k, r in mlp
+                               if bool(get(r, "fused_mlp_step")) == fused], False)
+               for fused in (True, False)}
+    flip("--fused-mlp (fashion-mlp 10 epochs)", by_step[True], by_step[False], "s training", False)
+    print("\nissue 23: targets and flips")
+    for line in lines:
+        print(line)
 
 
 if __name__ == "__main__":
