@@ -76,8 +76,10 @@ TEST(Bench, BackendGemmOnCpu) {
   const GemmMeasurement g = measure_backend_gemm(*be, 512, 0.3);
   EXPECT_GT(g.runs, 0);
   EXPECT_GT(g.flops_per_s, 1e8);
+  // The estimate takes the nominal clock a VM reports; turbo beats it, by 1.5x on a 2-vCPU Zen 5
+  // (2.6 GHz nominal, 500 GFLOP/s measured against 333). A miscounted product lands further out.
   if (auto est = cpu_peak_estimate(cpu_info(), Precision::fp32)) {
-    EXPECT_LT(g.flops_per_s, 1.5 * est->flops_per_s);
+    EXPECT_LT(g.flops_per_s, 2.0 * est->flops_per_s);
   }
   EXPECT_NE(g.source.find("cpu-onednn"), std::string::npos);
 }
