@@ -1,6 +1,6 @@
-// Internal: small zlib helpers shared by the IDX and tar readers. gzopen/gzread read gzip and
-// plain files alike, so one code path serves both; every failure becomes a tb::Error naming the
-// file.
+// Internal: small zlib helpers shared by the IDX and tar readers and the record readers.
+// gzopen/gzread read gzip and plain files alike, so one code path serves both; every failure
+// becomes a tb::Error naming the file.
 #pragma once
 #include <zlib.h>
 
@@ -95,7 +95,7 @@ inline std::string read_text(const std::string& path, uint64_t max_bytes) {
   GzPtr f = open_read(path);
   std::vector<uint8_t> bytes;
   read_grow(f.get(), bytes, max_bytes + 1, path);
-  if (bytes.size() > max_bytes) fail("{}: larger than {} MiB, not a record", path, max_bytes >> 20);
+  if (bytes.size() > max_bytes) fail("{}: larger than {} MiB", path, max_bytes >> 20);
   return std::string(bytes.begin(), bytes.end());
 }
 
