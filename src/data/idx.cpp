@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
-#include "data/gzio.h"
+#include "core/gzio.h"
 
 namespace fs = std::filesystem;
 

@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "data/gzio.h"
+#include "core/gzio.h"
 
 namespace tb {
 namespace {

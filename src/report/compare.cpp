@@ -16,8 +16,8 @@
 
 #include "bench/peaks.h"
 #include "core/error.h"
+#include "core/gzio.h"
 #include "core/json_depth.h"
-#include "data/gzio.h"
 #include "report/record.h"
 
 namespace tb {

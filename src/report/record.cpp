@@ -13,9 +13,9 @@
 #include "bench/machine.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/gzio.h"
 #include "core/json_depth.h"
 #include "core/version.h"
-#include "data/gzio.h"
 #include "models/cost.h"
 #include "train/checkpoint.h"
 

@@ -1,9 +1,9 @@
-// gzip decompression as the IDX and tar readers do it (data/gzio.h over zlib's gz* functions):
+// gzip decompression as the IDX and tar readers do it (core/gzio.h over zlib's gz* functions):
 // plain bytes pass through unchanged, chunked and whole reads agree, and no file yields more
 // than gzio::most_left promised before the first read.
 #include <vector>
 
-#include "data/gzio.h"
+#include "core/gzio.h"
 #include "fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

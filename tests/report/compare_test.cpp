@@ -9,9 +9,10 @@
 #include <cstdio>
 #include <sstream>
 
+#include "../data/data_test_util.h"
 #include "bench/peaks.h"
 #include "core/error.h"
-#include "data/gzio.h"
+#include "core/gzio.h"
 #include "report/record.h"
 #include "report_test_util.h"
 
@@ -243,10 +244,7 @@ TEST(Compare, GzippedRecordsReadAsPlain) {
                     b_gz = (dir.path / "b.json.gz").string();
   for (const auto& [from, to] : {std::pair{a_plain, a_gz}, std::pair{b_plain, b_gz}}) {
     const std::string text = testing::read_file(from);
-    gzFile f = gzopen(to.c_str(), "wb");
-    ASSERT_NE(f, nullptr);
-    ASSERT_EQ(gzwrite(f, text.data(), unsigned(text.size())), int(text.size()));
-    ASSERT_EQ(gzclose(f), Z_OK);
+    testing::write_gz(to, std::vector<uint8_t>(text.begin(), text.end()));
   }
   EXPECT_EQ(read_record(b_gz), read_record(b_plain));
   EXPECT_EQ(read_compare_input(b_gz), read_compare_input(b_plain));
