@@ -33,6 +33,12 @@ def fmt(v, spec, width):
     return text.rjust(width)
 
 
+def best_of(rows, higher):
+    """The best (value, name) of (name, value) rows with a value: the largest or the smallest."""
+    rows = [(v, k) for k, v in rows if v]
+    return (max if higher else min)(rows) if rows else None
+
+
 def main():
     folder = sys.argv[1]
     files = {}
@@ -105,11 +111,9 @@ def main():
                   f"({len(v)} and {len(groups[peer])} runs; issue 5: within 1)")
 
     def best(pytorch):
-        rows = [(get(r, "throughput", "train_images_per_s_steady"), k) for k, r in runs.items()
-                if get(r, "workload") == "resnet50-cifar10"
-                and (get(r, "peer") == "pytorch") == pytorch]
-        rows = [row for row in rows if row[0]]
-        return max(rows) if rows else None
+        return best_of([(k, get(r, "throughput", "train_images_per_s_steady"))
+                        for k, r in runs.items() if get(r, "workload") == "resnet50-cifar10"
+                        and (get(r, "peer") == "pytorch") == pytorch], higher=True)
     tb, torch = best(False), best(True)
     if tb and torch:
         print(f"\nResNet-50 steady throughput, best trainbench {tb[1]} {tb[0]:.0f} / best PyTorch "
@@ -135,10 +139,6 @@ def verdicts(runs):
             continue
         lines.append(f"{k}: {get(r, 'workload')} 10 epochs train+test {t:.2f} s, target < "
                      f"{target:.0f} s: {'met' if t < target else 'NOT met'}")
-
-    def best_of(rows, higher):
-        rows = [(v, k) for k, v in rows if v]
-        return (max if higher else min)(rows) if rows else None
 
     def flip(name, on, off, unit, higher):
         if not (on and off):
